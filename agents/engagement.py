@@ -1,0 +1,238 @@
+"""The engagement topology: ``events`` -> validate -> dedup -> pin cache -> enrich -> SingleStore.
+
+All stages run in one faust agent, on batches taken from ``events``. Each further faust
+hop (an intermediate topic between stages) costs a full per-message consume/produce cycle,
+and faust's per-message overhead (~10k events/s for a trivial agent on 2 cores) would
+then cap the pipeline far below its target; see docs/architecture.md. The stages stay
+separate functions in their own modules (events, dedup, geo, rows, db); this module only
+orders them, batch by batch:
+
+1. validate every input; malformed ones go to the dead-letter topic;
+2. drop duplicates (``seen_event_ids``), within the batch too;
+3. resolve each pin-related event's pin: the pin cache, then SingleStore, then the pin
+   the event carries; else category ``unknown``;
+4. enrich with geo-location and category, and build rows;
+5. write all rows in one idempotent transaction (retried while the database is down);
+6. only then mark the events seen and sweep expired dedup entries.
+
+``take_events`` acks the batch after this returns, so offsets are committed only for
+events whose rows are in SingleStore (at-least-once; the sink is idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from faust.types import EventT, StreamT
+
+from pinapp import metrics
+from pinapp.app import app, settings
+from pinapp.db import EngagementStore, create_pool, migrate
+from pinapp.dead_letter import dead_letter
+from pinapp.dedup import PartitionSweeper, is_duplicate
+from pinapp.errors import InvalidEvent, SinkError
+from pinapp.events import Event, EventType, parse_event
+from pinapp.geo import GeoLocator
+from pinapp.records import Pin, SeenEvent
+from pinapp.rows import Row, build_row, pin_row
+from pinapp.streaming import event_scope, partition_items
+from pinapp.topics import events_topic
+from tables import pin_by_id, seen_event_ids
+
+__all__ = ["process_engagement"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Accepted:
+    """An event that passed validation and dedup, on its way to a row."""
+
+    source: EventT
+    event: Event
+    pin: Pin | None
+    row: Row | None = None
+
+
+class EngagementBatcher:
+    """Runs the stages over one batch. One instance per agent, for the worker's life."""
+
+    def __init__(self, store: EngagementStore, geo: GeoLocator) -> None:
+        self.store = store
+        self.geo = geo
+        cfg = settings.pipeline
+        self.max_bytes = cfg.max_event_bytes
+        self.horizon_ms = int(cfg.dedup_horizon_s * 1000)
+        self.sweep_per_event = cfg.dedup_sweep_per_event
+        self.sweeper = PartitionSweeper(
+            decode_key=seen_event_ids.data._decode_key,
+            decode_value=seen_event_ids.data._decode_value,
+        )
+
+    async def process(self, batch: Sequence[EventT]) -> None:
+        now_ms = int(time.time() * 1000)
+        metrics.EVENTS_IN.inc(len(batch))
+        accepted = await self._validate_and_dedup(batch, now_ms)
+        await self._resolve_missing_pins(accepted)
+        rows, learned_pins = await self._enrich(accepted)
+        await self._write(accepted, rows, learned_pins)
+        self._mark_seen_and_sweep(accepted, now_ms)
+
+    async def _validate_and_dedup(self, batch: Sequence[EventT], now_ms: int) -> list[_Accepted]:
+        accepted: list[_Accepted] = []
+        in_batch: dict[str, tuple[int, int]] = {}
+        duplicates = 0
+        for source in batch:
+            msg = source.message
+            try:
+                event = parse_event(msg.value or b"", max_bytes=self.max_bytes)
+            except InvalidEvent as exc:
+                await dead_letter(source, exc.reason, kind=exc.kind, stage="validate")
+                continue
+            where = (msg.partition, msg.offset)
+            first = in_batch.get(event.event_id)
+            if first is not None and first != where:
+                duplicates += 1
+                continue
+            with event_scope(source):
+                seen = seen_event_ids.get(event.event_id)
+                if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms):
+                    duplicates += 1
+                    continue
+                in_batch[event.event_id] = where
+                pin: Pin | None = None
+                if event.event_type is EventType.PIN:
+                    pin = Pin.from_event_field(event.raw["pin"])
+                    pin_by_id[pin.pin_id] = pin
+                    metrics.PIN_CACHE.labels(result="event").inc()
+                elif event.pin_id is not None:
+                    pin = pin_by_id.get(event.pin_id)
+                    if pin is not None:
+                        metrics.PIN_CACHE.labels(result="hit").inc()
+            accepted.append(_Accepted(source, event, pin))
+        metrics.DUPLICATES_DROPPED.inc(duplicates)
+        return accepted
+
+    async def _resolve_missing_pins(self, accepted: list[_Accepted]) -> None:
+        """Cache misses: one SingleStore lookup for the batch, then the event's own pin."""
+        missing = [a for a in accepted if a.pin is None and a.event.pin_id is not None]
+        if not missing:
+            return
+        from_db = await self.store.fetch_pins(a.event.pin_id for a in missing)  # type: ignore[misc]
+        for item in missing:
+            pin_id = item.event.pin_id
+            assert pin_id is not None
+            with event_scope(item.source):
+                cached = pin_by_id.get(pin_id)  # an earlier event of this batch may have filled it
+                if cached is not None:
+                    item.pin = cached
+                    metrics.PIN_CACHE.labels(result="hit").inc()
+                elif pin_id in from_db:
+                    item.pin = pin_by_id[pin_id] = from_db[pin_id]
+                    metrics.PIN_CACHE.labels(result="database").inc()
+                elif item.event.pin is not None:
+                    item.pin = pin_by_id[pin_id] = Pin.from_event_field(item.event.pin)
+                    metrics.PIN_CACHE.labels(result="event").inc()
+                else:
+                    metrics.PIN_CACHE.labels(result="miss").inc()
+
+    async def _enrich(self, accepted: list[_Accepted]) -> tuple[dict[EventType, list[Row]], list[Row]]:
+        rows: dict[EventType, list[Row]] = defaultdict(list)
+        learned_pins: list[Row] = []
+        ingested_at = datetime.now(UTC).replace(tzinfo=None)
+        poisoned: list[_Accepted] = []
+        for item in accepted:
+            event = item.event
+            try:
+                geo = self.geo.lookup(event.ip)
+                item.row = build_row(event, geo, item.pin, ingested_at)
+                if event.event_type is not EventType.PIN and event.pin is not None and item.pin is not None:
+                    learned_pins.append(pin_row(event, geo, item.pin, ingested_at))
+            except Exception as exc:  # a poison event must never stall its partition
+                logger.exception("enrichment failed for event %r", event.event_id)
+                await dead_letter(item.source, f"enrichment failed: {exc!r}", kind="poison", stage="enrich")
+                poisoned.append(item)
+                continue
+            rows[event.event_type].append(item.row)
+        for item in poisoned:
+            accepted.remove(item)
+        if learned_pins:
+            rows[EventType.PIN].extend(learned_pins)
+        return rows, learned_pins
+
+    async def _write(
+        self, accepted: list[_Accepted], rows: dict[EventType, list[Row]], learned_pins: list[Row]
+    ) -> None:
+        total = sum(len(r) for r in rows.values())
+        if not total:
+            return
+        started = time.perf_counter()
+        try:
+            await self.store.write(rows)
+        except SinkError:
+            await self._write_one_by_one(accepted, learned_pins)
+        metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.SINK_BATCH_ROWS.observe(total)
+        for event_type, batch_rows in rows.items():
+            metrics.ROWS_WRITTEN.labels(table=event_type.value).inc(len(batch_rows))
+
+    async def _write_one_by_one(self, accepted: list[_Accepted], learned_pins: list[Row]) -> None:
+        """The database rejected the batch: find the rows it rejects and dead-letter them."""
+        logger.warning("batch rejected by the database; writing %d rows one by one", len(accepted))
+        if learned_pins:
+            try:
+                await self.store.write({EventType.PIN: learned_pins})
+            except SinkError:
+                logger.exception("pins learned from events were rejected; the cache still has them")
+        rejected: list[_Accepted] = []
+        for item in accepted:
+            assert item.row is not None
+            try:
+                await self.store.write({item.event.event_type: [item.row]})
+            except SinkError as exc:
+                await dead_letter(item.source, str(exc), kind="rejected", stage="sink")
+                rejected.append(item)
+        for item in rejected:
+            accepted.remove(item)
+
+    def _mark_seen_and_sweep(self, accepted: list[_Accepted], now_ms: int) -> None:
+        per_partition: dict[int, list[_Accepted]] = defaultdict(list)
+        for item in accepted:
+            msg = item.source.message
+            with event_scope(item.source):
+                seen_event_ids[item.event.event_id] = SeenEvent(
+                    seen_at_ms=now_ms, partition=msg.partition, offset=msg.offset
+                )
+            per_partition[msg.partition].append(item)
+        for partition, items in per_partition.items():
+            expired = self.sweeper.expired_keys(
+                partition,
+                partition_items(seen_event_ids, partition),
+                budget=self.sweep_per_event * len(items),
+                now_ms=now_ms,
+                horizon_ms=self.horizon_ms,
+            )
+            if expired:
+                with event_scope(items[-1].source):
+                    for key in expired:
+                        del seen_event_ids[key]
+
+
+@app.agent(events_topic, name="process_engagement", concurrency=1)
+async def process_engagement(stream: StreamT) -> None:
+    """Validate, dedup, enrich and sink engagement events, a batch at a time."""
+    cfg = settings.pipeline
+    await migrate(settings.db)  # tables are created by the app; idempotent
+    pool = await create_pool(settings.db)
+    batcher = EngagementBatcher(EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), GeoLocator(cfg.geoip_db_path))
+    try:
+        async for batch in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
+            await batcher.process(batch)
+    finally:
+        pool.close()
+        await pool.wait_closed()

@@ -1,0 +1,30 @@
+"""pinapp settings: one typed, frozen object, loaded from a profile plus the environment.
+
+Profiles live beside this file (``local.toml``, ``test.toml``, ``production.toml``) and are
+chosen by ``PINAPP_PROFILE`` (default ``local``). Any setting can be overridden by an
+environment variable named ``PINAPP_<SECTION>__<FIELD>``, e.g. ``PINAPP_KAFKA__BOOTSTRAP``.
+"""
+
+from config.settings import (
+    PROFILES,
+    DatabaseSettings,
+    KafkaSettings,
+    PipelineSettings,
+    S3Settings,
+    Settings,
+    StackSettings,
+    WorkerSettings,
+    load_settings,
+)
+
+__all__ = [
+    "PROFILES",
+    "DatabaseSettings",
+    "KafkaSettings",
+    "PipelineSettings",
+    "S3Settings",
+    "Settings",
+    "StackSettings",
+    "WorkerSettings",
+    "load_settings",
+]

@@ -1,0 +1,188 @@
+"""The typed settings object and its loader.
+
+Precedence, highest first: keyword arguments to :func:`load_settings`, ``PINAPP_*``
+environment variables, the profile's TOML file, the defaults below. Faust's own
+environment variables (``BROKER_URL``, ``WORKER_PORT``...) are deliberately *not* a second
+source of truth: :mod:`pinapp.app` passes every faust setting it cares about explicitly
+from this object, so one place decides.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pinapp.errors import ConfigError
+
+__all__ = [
+    "PROFILES",
+    "DatabaseSettings",
+    "KafkaSettings",
+    "PipelineSettings",
+    "S3Settings",
+    "Settings",
+    "StackSettings",
+    "WorkerSettings",
+    "load_settings",
+]
+
+PROFILE_DIR = Path(__file__).resolve().parent
+PROFILES = ("local", "test", "production")
+ENV_PREFIX = "PINAPP_"
+ENV_NESTED = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where the broker is and how pinapp's topics are laid out."""
+
+    bootstrap: str = "127.0.0.1:19092"
+    events_topic: str = "events"
+    dlq_topic: str = "events-dlq"
+    partitions: int = Field(4, ge=1, description="partitions of events; caps worker parallelism")
+    replication_factor: int = Field(1, ge=1)
+
+
+class DatabaseSettings(_Section):
+    """SingleStore (or, for local work and tests, MariaDB over the same wire protocol)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(13306, ge=1, le=65535)
+    user: str = "pinapp"
+    password: SecretStr = SecretStr("pinapp")
+    database: str = "pinapp"
+    dialect: Literal["singlestore", "mysql"] = "mysql"
+    pool_size: int = Field(4, ge=1)
+
+
+class S3Settings(_Section):
+    """The S3 API endpoint (moto's server locally; AWS or compatible in production)."""
+
+    endpoint_url: str | None = "http://127.0.0.1:15000"
+    region: str = "us-east-1"
+    bucket: str = "pinapp-archive"
+    access_key_id: SecretStr = SecretStr("pinapp")
+    secret_access_key: SecretStr = SecretStr("pinapp-secret")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _empty_means_default(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class StackSettings(_Section):
+    """The local stack `pinapp stack up` runs on loopback (never used in production)."""
+
+    data_dir: Path = Path(".stack/local")
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    mariadb_port: int = 13306
+    s3_port: int = 15000
+    start_timeout_s: float = Field(90.0, gt=0)
+
+
+class PipelineSettings(_Section):
+    """Knobs of the topology itself."""
+
+    max_event_bytes: int = Field(16_384, ge=256, description="larger inputs are dead-lettered")
+    dedup_horizon_s: float = Field(24 * 3600, gt=0, description="how long an event_id is remembered")
+    dedup_sweep_per_event: int = Field(
+        2, ge=1, description="seen-table keys examined for expiry per processed event"
+    )
+    batch_size: int = Field(2000, ge=1, description="events per sink batch (take)")
+    batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
+    geoip_db_path: Path | None = Field(
+        None, description="MaxMind-format .mmdb; default: the bundled GeoLite2 City (2018)"
+    )
+    sink_retry_max_s: float = Field(30.0, gt=0, description="cap on the sink's retry backoff")
+
+
+class WorkerSettings(_Section):
+    """The faust worker process."""
+
+    app_id: str = "pinapp"
+    data_dir: Path = Path(".stack/local/worker")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65535)
+    table_standby_replicas: int = Field(1, ge=0)
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+
+
+class Settings(BaseSettings):
+    """Everything pinapp reads from its environment, in one frozen object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED,
+        frozen=True,
+        extra="forbid",
+    )
+
+    profile: Literal["local", "test", "production"] = "local"
+    kafka: KafkaSettings = KafkaSettings()
+    db: DatabaseSettings = DatabaseSettings()
+    s3: S3Settings = S3Settings()
+    stack: StackSettings = StackSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        profile = _chosen_profile(init_settings)
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=PROFILE_DIR / f"{profile}.toml")
+        return (init_settings, env_settings, toml)
+
+
+def _chosen_profile(init_settings: PydanticBaseSettingsSource) -> str:
+    init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+    return str(init_kwargs.get("profile") or os.environ.get(f"{ENV_PREFIX}PROFILE") or "local")
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTED.join(str(part).upper() for part in loc)
+
+
+def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
+    """Load the settings for ``profile`` (default: ``$PINAPP_PROFILE`` or ``local``).
+
+    Raises:
+        ConfigError: naming each bad setting, where it can be set, and what is wrong.
+    """
+    chosen = profile or os.environ.get(f"{ENV_PREFIX}PROFILE") or "local"
+    if chosen not in PROFILES:
+        raise ConfigError(
+            f"PINAPP_PROFILE={chosen!r} is not a profile; use one of {', '.join(PROFILES)} "
+            f"(files in {PROFILE_DIR})."
+        )
+    try:
+        return Settings(profile=chosen, **overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) for p in loc)
+            problems.append(
+                f"  {dotted}: {err['msg']} (got {err.get('input')!r}); fix it in "
+                f"config/{chosen}.toml [{'.'.join(str(p) for p in loc[:-1]) or 'top level'}] "
+                f"or with the environment variable {_env_name(loc)}"
+            )
+        raise ConfigError("invalid pinapp settings:\n" + "\n".join(problems)) from None

@@ -1,0 +1,155 @@
+"""SingleStore access: connection pools, schema migration, the idempotent sink, pin lookup.
+
+SingleStore speaks the MySQL protocol; asyncmy is the client. Locally MariaDB stands in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import asyncmy
+from asyncmy.errors import Error as MySQLError
+from asyncmy.errors import OperationalError
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from config import DatabaseSettings
+from pinapp.ddl import COLUMNS, TABLES, create_database_sql, schema_sql
+from pinapp.errors import SinkError
+from pinapp.events import EventType
+from pinapp.records import Pin
+from pinapp.rows import Row
+
+__all__ = ["EngagementStore", "create_pool", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+
+async def create_pool(db: DatabaseSettings, *, with_database: bool = True, size: int | None = None) -> Any:
+    """A pool of asyncmy connections (UTC session time zone, autocommit off)."""
+    return await asyncmy.create_pool(
+        host=db.host,
+        port=db.port,
+        user=db.user,
+        password=db.password.get_secret_value(),
+        db=db.database if with_database else None,
+        minsize=1,
+        maxsize=size or db.pool_size,
+        autocommit=False,
+        init_command="SET time_zone = '+00:00'",
+        connect_timeout=5,
+    )
+
+
+async def migrate(db: DatabaseSettings) -> list[str]:
+    """Create the database and every table that does not exist yet. Returns the DDL run."""
+    pool = await create_pool(db, with_database=False, size=1)
+    statements = [create_database_sql(db.database), f"USE `{db.database}`", *schema_sql(db.dialect)]
+    try:
+        async with pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                for sql in statements:
+                    await cur.execute(sql)
+            await conn.commit()
+    finally:
+        pool.close()
+        await pool.wait_closed()
+    return statements
+
+
+def _insert_sql(event_type: EventType) -> str:
+    spec = TABLES[event_type]
+    cols = ", ".join(f"`{c}`" for c in spec.column_names)
+    marks = ", ".join(["%s"] * len(spec.column_names))
+    # A no-op update of a non-key column makes a replayed row a no-op on both SingleStore
+    # and MySQL (columnstore may not update unique-key columns), and keeps the first
+    # ingested_at, which freshness measurements rely on.
+    return (
+        f"INSERT INTO `{spec.name}` ({cols}) VALUES ({marks}) "
+        "ON DUPLICATE KEY UPDATE `ingested_at` = `ingested_at`"
+    )
+
+
+_INSERTS = {t: _insert_sql(t) for t in TABLES}
+_PIN_COLUMNS = ("pin_id", "board_id", "user_id", "title", "category", "created_at")
+
+
+class EngagementStore:
+    """Writes engagement rows and reads pins. Safe to retry: every write is idempotent."""
+
+    def __init__(self, pool: Any, *, retry_max_s: float = 30.0) -> None:
+        self._pool = pool
+        self._retry_max_s = retry_max_s
+
+    def _retrying(self, what: str) -> AsyncRetrying:
+        def log_retry(state: Any) -> None:
+            logger.warning(
+                "database %s failed (attempt %d): %r; retrying, offsets stay uncommitted",
+                what, state.attempt_number, state.outcome.exception(),
+            )
+
+        return AsyncRetrying(
+            retry=retry_if_exception_type((MySQLError, OSError)),
+            wait=wait_exponential_jitter(initial=0.1, max=self._retry_max_s),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+
+    async def write(self, rows: Mapping[EventType, Sequence[Row]]) -> int:
+        """Write every row in one transaction, retrying until it commits.
+
+        Returns the number of rows sent. While the database is down this waits (the
+        agent's partitions stop being consumed: backpressure, not memory growth).
+        """
+        todo = [(t, r) for t, r in rows.items() if r]
+        if not todo:
+            return 0
+        async for attempt in self._retrying("write"):
+            with attempt:
+                await self._write_once(todo)
+        return sum(len(r) for _, r in todo)
+
+    async def _write_once(self, todo: Iterable[tuple[EventType, Sequence[Row]]]) -> None:
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.cursor() as cur:
+                    for event_type, batch in todo:
+                        await cur.executemany(_INSERTS[event_type], batch)
+                await conn.commit()
+            except OperationalError:
+                conn.close()  # a broken connection must not go back to the pool
+                raise
+            except MySQLError as exc:
+                await conn.rollback()
+                raise SinkError(f"database rejected a batch: {exc!r}") from exc
+
+    async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]:
+        """Pins known to SingleStore, by id (cache misses are looked up here)."""
+        ids = sorted(set(pin_ids))
+        if not ids:
+            return {}
+        sql = (
+            f"SELECT {', '.join(_PIN_COLUMNS)}, UNIX_TIMESTAMP(created_at) * 1000 FROM pins "
+            f"WHERE pin_id IN ({', '.join(['%s'] * len(ids))})"
+        )
+        found: dict[str, Pin] = {}
+        async for attempt in self._retrying("pin lookup"):
+            with attempt:
+                async with self._pool.acquire() as conn:
+                    try:
+                        async with conn.cursor() as cur:
+                            await cur.execute(sql, ids)
+                            for pin_id, board_id, user_id, title, category, _, created_ms in await cur.fetchall():
+                                found[pin_id] = Pin(pin_id=pin_id, board_id=board_id, user_id=user_id,
+                                                    title=title, category=category, created_at=int(created_ms))
+                        await conn.commit()
+                    except OperationalError:
+                        conn.close()
+                        raise
+        return found
+
+
+def columns_of(event_type: EventType) -> tuple[str, ...]:
+    """Column names of ``event_type``'s table, in row order."""
+    return COLUMNS[event_type]

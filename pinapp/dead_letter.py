@@ -1,0 +1,41 @@
+"""Sending an input that cannot be processed to the dead-letter topic.
+
+The record keeps the original key and bytes unchanged; why and where it came from go in
+headers (the Kafka Connect convention), so the DLQ can be replayed as it is once fixed.
+faust flushes the producer before it commits offsets, so a dead-lettered input is in the
+DLQ before its source offset is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from faust.types import EventT
+
+from pinapp import metrics
+from pinapp.topics import dead_letter_topic
+
+__all__ = ["HEADER_PREFIX", "dead_letter"]
+
+logger = logging.getLogger(__name__)
+
+HEADER_PREFIX = "pinapp.dlq."
+
+
+async def dead_letter(event: EventT, reason: str, *, kind: str, stage: str) -> None:
+    """Route ``event`` to the dead-letter topic with ``reason``; log where it came from."""
+    msg = event.message
+    logger.warning(
+        "dead-lettering %s[%d]@%d at %s: %s", msg.topic, msg.partition, msg.offset, stage, reason[:300]
+    )
+    headers = [
+        (HEADER_PREFIX + "reason", reason.encode()),
+        (HEADER_PREFIX + "kind", kind.encode()),
+        (HEADER_PREFIX + "stage", stage.encode()),
+        (HEADER_PREFIX + "topic", msg.topic.encode()),
+        (HEADER_PREFIX + "partition", str(msg.partition).encode()),
+        (HEADER_PREFIX + "offset", str(msg.offset).encode()),
+        (HEADER_PREFIX + "timestamp", str(int(msg.timestamp * 1000)).encode()),
+    ]
+    await dead_letter_topic.send(key=msg.key, value=msg.value, headers=headers)
+    metrics.DEAD_LETTERED.labels(kind=kind).inc()

@@ -1,0 +1,40 @@
+"""pinapp's exceptions: one base, each subclass says what the operator should do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "InvalidEvent",
+    "PinappError",
+    "SinkError",
+    "StackError",
+]
+
+
+class PinappError(Exception):
+    """Base of every error pinapp raises on purpose."""
+
+
+class ConfigError(PinappError):
+    """A setting is missing or wrong. The message names the setting and how to fix it."""
+
+
+class InvalidEvent(PinappError):
+    """An input event cannot be processed; it is dead-lettered with this message as reason.
+
+    Operators need do nothing for the pipeline's sake (it moves on); look at ``events-dlq``
+    to find the producer that sends bad data.
+    """
+
+    def __init__(self, reason: str, *, kind: str = "invalid") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+class SinkError(PinappError):
+    """Writing to SingleStore failed; the batch is retried and its offsets are not committed."""
+
+
+class StackError(PinappError):
+    """A local stack service (Kafka, MariaDB, S3 server) failed to start or stop; see its log."""

@@ -1,0 +1,49 @@
+"""Kafka clients for processes outside the faust worker (generator, tests, tools)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from config import KafkaSettings
+
+__all__ = ["ensure_topics", "make_producer"]
+
+logger = logging.getLogger(__name__)
+
+
+async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None) -> list[str]:
+    """Create pinapp's topics (or ``names``) with the configured layout; returns those created."""
+    wanted = list(names or (kafka.events_topic, kafka.dlq_topic))
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(name, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor)
+            for name in wanted
+            if name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:  # a worker created it meanwhile
+                pass
+        return [t.name for t in new]
+    finally:
+        await admin.close()
+
+
+def make_producer(kafka: KafkaSettings, *, linger_ms: int = 20) -> AIOKafkaProducer:
+    """A durable producer: acks from all in-sync replicas, idempotent, batched."""
+    return AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=512 * 1024,
+    )

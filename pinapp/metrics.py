@@ -1,0 +1,25 @@
+"""Prometheus metrics of a worker (served at ``/metrics`` by :mod:`pinapp.web`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+__all__ = [
+    "DEAD_LETTERED",
+    "DUPLICATES_DROPPED",
+    "EVENTS_IN",
+    "PIN_CACHE",
+    "ROWS_WRITTEN",
+    "SINK_BATCH_ROWS",
+    "SINK_BATCH_SECONDS",
+]
+
+EVENTS_IN = Counter("pinapp_events_in", "Events read from the events topic")
+DEAD_LETTERED = Counter("pinapp_dead_lettered", "Inputs sent to the dead-letter topic", ["kind"])
+DUPLICATES_DROPPED = Counter("pinapp_duplicates_dropped", "Events dropped as duplicates of an accepted event_id")
+PIN_CACHE = Counter("pinapp_pin_cache", "Pin resolutions by where the pin came from", ["result"])
+ROWS_WRITTEN = Counter("pinapp_rows_written", "Rows written to SingleStore", ["table"])
+SINK_BATCH_ROWS = Histogram(
+    "pinapp_sink_batch_rows", "Rows per sink batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+)
+SINK_BATCH_SECONDS = Histogram("pinapp_sink_batch_seconds", "Time to write one sink batch (retries included)")

@@ -1,0 +1,111 @@
+"""Named engagement queries, run on SingleStore by ``pinapp query`` and the dashboard.
+
+Times are UTC; ``minutes`` bounds every query to recent data (the sort key on ``ts``
+makes that a range scan on SingleStore).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pinapp.errors import PinappError
+
+__all__ = ["NAMED_QUERIES", "NamedQuery", "ReadOnlyViolation", "check_read_only", "run_query"]
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    description: str
+    sql: str  # with %(minutes)s and %(limit)s parameters
+
+
+_RECENT = "ts >= UTC_TIMESTAMP() - INTERVAL %(minutes)s MINUTE"
+_PER_TYPE = " UNION ALL ".join(
+    f"SELECT '{t}' AS event_type, ts FROM {table} WHERE {_RECENT}"
+    for t, table in (("pin", "pins"), ("repin", "repins"), ("comment", "comments"),
+                     ("like", "likes"), ("login", "logins"))
+)
+_PIN_EVENTS = " UNION ALL ".join(
+    f"SELECT category, country, pin_id FROM {table} WHERE {_RECENT}"
+    for table in ("pins", "repins", "comments", "likes")
+)
+
+NAMED_QUERIES: Final = {
+    q.name: q
+    for q in (
+        NamedQuery(
+            "events-per-minute",
+            "events per type per minute",
+            f"SELECT DATE_FORMAT(ts, '%%Y-%%m-%%d %%H:%%i') AS minute, event_type, COUNT(*) AS events "
+            f"FROM ({_PER_TYPE}) e GROUP BY minute, event_type ORDER BY minute DESC, event_type "
+            f"LIMIT %(limit)s",
+        ),
+        NamedQuery(
+            "top-categories",
+            "pin engagement (pins, repins, comments, likes) by pin category",
+            f"SELECT category, COUNT(*) AS events FROM ({_PIN_EVENTS}) e "
+            f"GROUP BY category ORDER BY events DESC, category LIMIT %(limit)s",
+        ),
+        NamedQuery(
+            "top-countries",
+            "engagement of every type by the client's country",
+            f"SELECT COALESCE(country, '??') AS country, COUNT(*) AS events FROM ("
+            + " UNION ALL ".join(
+                f"SELECT country FROM {t} WHERE {_RECENT}" for t in ("pins", "repins", "comments", "likes", "logins")
+            )
+            + ") e GROUP BY country ORDER BY events DESC, country LIMIT %(limit)s",
+        ),
+        NamedQuery(
+            "most-repinned",
+            "pins with the most repins",
+            f"SELECT r.pin_id, MAX(p.title) AS title, MAX(r.category) AS category, COUNT(*) AS repins "
+            f"FROM repins r LEFT JOIN pins p ON p.pin_id = r.pin_id WHERE r.{_RECENT} "
+            f"GROUP BY r.pin_id ORDER BY repins DESC, r.pin_id LIMIT %(limit)s",
+        ),
+    )
+}
+
+
+class ReadOnlyViolation(PinappError):
+    """``pinapp query --sql`` only runs one read-only statement (SELECT, SHOW, ...)."""
+
+
+_READ_ONLY_START = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
+_WRITE_WORDS = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|REPLACE|DROP|ALTER|CREATE|TRUNCATE|GRANT|REVOKE|LOAD|CALL|SET|INTO\s+OUTFILE)\b",
+    re.IGNORECASE,
+)
+
+
+def check_read_only(sql: str) -> str:
+    """Return ``sql`` without a trailing ``;`` if it is one read-only statement.
+
+    A first line of defence for a friendly error; the session also runs in a read-only
+    transaction on MySQL, and production should use a SELECT-only user.
+    """
+    statement = sql.strip().rstrip(";").strip()
+    if ";" in statement:
+        raise ReadOnlyViolation("one statement only: remove the ';' separated statements")
+    if not _READ_ONLY_START.match(statement):
+        raise ReadOnlyViolation("only SELECT, WITH, SHOW, DESCRIBE and EXPLAIN may be run")
+    if _WRITE_WORDS.search(statement):
+        raise ReadOnlyViolation("the statement contains a write keyword; ad-hoc SQL is read-only")
+    return statement
+
+
+async def run_query(pool: Any, sql: str, params: dict[str, Any] | None = None, *, dialect: str = "mysql") -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only query; returns (column names, rows)."""
+    async with pool.acquire() as conn:
+        async with conn.cursor() as cur:
+            if dialect == "mysql":
+                await cur.execute("START TRANSACTION READ ONLY")
+            try:
+                await cur.execute(sql, params)
+                rows = list(await cur.fetchall())
+                columns = [d[0] for d in cur.description or ()]
+            finally:
+                await conn.rollback()
+    return columns, rows

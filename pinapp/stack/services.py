@@ -1,0 +1,253 @@
+"""The three services of the local stack: Apache Kafka (KRaft), MariaDB, moto's S3 server.
+
+Each knows how to install what it needs from a package registry (Maven Central, Debian,
+PyPI via the project's own install), lay out its data folder, start, and check health.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from abc import ABC, abstractmethod
+from importlib import resources
+from pathlib import Path
+
+from config import Settings
+from pinapp.errors import StackError
+from pinapp.stack.process import ManagedProcess, port_open
+
+__all__ = ["KafkaService", "MariaDBService", "S3Service", "StackService"]
+
+
+def _run(argv: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise StackError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
+    return proc
+
+
+class StackService(ABC):
+    """A service the stack runs on loopback, with its data under ``stack.data_dir``."""
+
+    name: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.stack.data_dir.resolve()
+        self.home = self.root / self.name
+        self.process = ManagedProcess(self.name, self.root / "run", marker=str(self.home))
+
+    @property
+    @abstractmethod
+    def port(self) -> int: ...
+
+    def install(self) -> None:
+        """Fetch what the service needs (idempotent)."""
+
+    def prepare(self) -> None:
+        """Write config and initialise the data folder (idempotent)."""
+
+    @abstractmethod
+    def argv(self) -> list[str]: ...
+
+    @abstractmethod
+    def healthy(self) -> bool: ...
+
+    def after_start(self) -> None:
+        """One-off set-up once healthy (users, buckets...); idempotent."""
+
+
+class KafkaService(StackService):
+    """One Apache Kafka node in KRaft mode (broker + controller), jars from Maven Central."""
+
+    name = "kafka"
+    heap = "1g"
+
+    @property
+    def port(self) -> int:
+        return self.settings.stack.kafka_port
+
+    @property
+    def libs(self) -> Path:
+        return self.home / "libs"
+
+    def install(self) -> None:
+        pom = resources.files("pinapp.stack").joinpath("pom.xml")
+        digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+        stamp = self.libs / ".pom-sha256"
+        if stamp.exists() and stamp.read_text() == digest:
+            return
+        if shutil.which("mvn") is None or shutil.which("java") is None:
+            raise StackError("Kafka needs Java 17+ and Maven on PATH (apt-get install openjdk-17-jre-headless maven)")
+        shutil.rmtree(self.libs, ignore_errors=True)
+        with resources.as_file(pom) as pom_path:
+            _run(
+                ["mvn", "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
+                 f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
+                "resolving the Kafka broker's jars from Maven Central",
+            )
+        stamp.write_text(digest)
+
+    def prepare(self) -> None:
+        s = self.settings.stack
+        data = self.home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        (self.home / "server.properties").write_text(
+            "\n".join([
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                # pinapp creates its topics with the partition count it needs; a typo'd or
+                # early producer must not create one with the wrong count.
+                "auto.create.topics.enable=false",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=8",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=168",
+                "",
+            ])
+        )
+        (self.home / "log4j2.properties").write_text(
+            "status = warn\n"
+            "appender.console.type = Console\nappender.console.name = STDOUT\n"
+            "appender.console.layout.type = PatternLayout\n"
+            "appender.console.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = WARN\nrootLogger.appenderRef.stdout.ref = STDOUT\n"
+            "logger.server.name = kafka.server.KafkaRaftServer\nlogger.server.level = INFO\n"
+        )
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            _run(
+                ["java", "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
+                 "-t", cluster_id, "-c", str(self.home / "server.properties")],
+                "formatting Kafka's KRaft storage",
+            )
+
+    def argv(self) -> list[str]:
+        return [
+            "java", f"-Xmx{self.heap}", "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.home / "server.properties"),
+        ]
+
+    def healthy(self) -> bool:
+        if not port_open(self.port):
+            return False
+        # The listener opens before the broker is unfenced; wait for the startup line.
+        return "started (kafka.server.KafkaRaftServer)" in self.process.log_tail(400)
+
+
+class MariaDBService(StackService):
+    """MariaDB from Debian's packages, standing in for SingleStore (same wire protocol)."""
+
+    name = "mariadb"
+
+    @property
+    def port(self) -> int:
+        return self.settings.stack.mariadb_port
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "mysqld.sock"
+
+    def _binary(self, name: str) -> str | None:
+        return shutil.which(name) or next(
+            (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+        )
+
+    def install(self) -> None:
+        if self._binary("mariadbd"):
+            return
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            raise StackError("MariaDB is not installed; run: sudo apt-get install -y mariadb-server")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        _run(["apt-get", "update", "-q"], "apt-get update", env=env)
+        _run(["apt-get", "install", "-y", "-q", "mariadb-server", "mariadb-client"], "installing MariaDB", env=env)
+
+    def _user_args(self) -> list[str]:
+        return ["--user=root"] if os.geteuid() == 0 else []
+
+    def prepare(self) -> None:
+        data = self.home / "data"
+        if (data / "mysql").exists():
+            return
+        data.mkdir(parents=True, exist_ok=True)
+        install_db = self._binary("mariadb-install-db") or "mariadb-install-db"
+        _run(
+            [install_db, "--no-defaults", f"--datadir={data}", "--auth-root-authentication-method=normal",
+             "--skip-test-db", *self._user_args()],
+            "initialising MariaDB's data folder",
+        )
+
+    def argv(self) -> list[str]:
+        return [
+            self._binary("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={self.home / 'data'}",
+            f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
+            f"--pid-file={self.home / 'mariadbd.pid'}", "--skip-name-resolve", "--max-connections=300",
+            "--innodb-buffer-pool-size=512M", "--max-allowed-packet=64M", "--log-error=",
+            *self._user_args(),
+        ]
+
+    def _sql(self, statement: str) -> subprocess.CompletedProcess[str]:
+        client = self._binary("mariadb") or "mariadb"
+        return subprocess.run(  # noqa: S603
+            [client, "--no-defaults", f"--socket={self.socket}", "-uroot", "-e", statement],
+            capture_output=True, text=True,
+        )
+
+    def healthy(self) -> bool:
+        return port_open(self.port) and self._sql("SELECT 1").returncode == 0
+
+    def after_start(self) -> None:
+        db = self.settings.db
+        user = db.user.replace("'", "")
+        password = db.password.get_secret_value().replace("'", "''")
+        statements = []
+        for host in ("127.0.0.1", "localhost"):
+            statements += [
+                f"CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{password}'",
+                # Tests create a database each, so the local user may create any.
+                f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'{host}'",
+            ]
+        proc = self._sql("; ".join(statements))
+        if proc.returncode != 0:
+            raise StackError(f"creating the MariaDB user {user!r} failed: {proc.stderr.strip()}")
+
+
+class S3Service(StackService):
+    """moto's S3 API server (in-memory) on loopback."""
+
+    name = "s3"
+
+    @property
+    def port(self) -> int:
+        return self.settings.stack.s3_port
+
+    def argv(self) -> list[str]:
+        # The trailing comment puts our data folder in the command line, marking the
+        # process as ours for `status` and `down`.
+        code = f"import sys; from moto.server import main; main(sys.argv[1:])  # {self.home}"
+        return [sys.executable, "-c", code, "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/moto-api/", timeout=2) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except OSError:
+            return False

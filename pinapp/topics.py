@@ -1,0 +1,36 @@
+"""Every Kafka topic pinapp reads or writes, declared once.
+
+Topics are ``internal=True`` so faust creates them (partitions and replication factor
+from settings) before subscribing; producers outside the worker use
+:func:`pinapp.kafka.ensure_topics` with the same figures.
+"""
+
+from __future__ import annotations
+
+from pinapp.app import app, settings
+
+__all__ = ["dead_letter_topic", "events_topic"]
+
+#: Raw engagement events as JSON bytes, keyed by pin_id (else user_id).
+events_topic = app.topic(
+    settings.kafka.events_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.kafka.partitions,
+    replicas=settings.kafka.replication_factor,
+    internal=True,
+)
+
+#: Inputs pinapp could not process: original key and bytes, reason and source in headers.
+dead_letter_topic = app.topic(
+    settings.kafka.dlq_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.kafka.partitions,
+    replicas=settings.kafka.replication_factor,
+    internal=True,
+)

@@ -1,0 +1,22 @@
+"""Dedup state: event_id -> where and when it was first accepted, for a bounded horizon.
+
+Not a windowed table: faust's window expiry does not run for RocksDB after recovery
+(faust #385). Expiry is explicit instead (see :mod:`pinapp.dedup`): lookups ignore
+entries older than the horizon, and a sweep deletes them, which writes tombstones to the
+changelog, so neither local state nor the compacted changelog grows without bound.
+"""
+
+from __future__ import annotations
+
+from pinapp.app import app, settings
+from pinapp.records import SeenEvent
+
+__all__ = ["seen_event_ids"]
+
+seen_event_ids = app.Table(
+    "seen_event_ids",
+    key_type=str,
+    value_type=SeenEvent,
+    partitions=settings.kafka.partitions,
+    help="event_id -> first acceptance (dedup, bounded by pipeline.dedup_horizon_s)",
+)

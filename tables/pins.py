@@ -1,0 +1,18 @@
+"""The pin cache: pin_id -> full pin, so repins, comments and likes find their pin."""
+
+from __future__ import annotations
+
+from pinapp.app import app, settings
+from pinapp.records import Pin
+
+__all__ = ["pin_by_id"]
+
+#: Co-partitioned with ``events`` (keyed by pin_id there): a pin's events and its cache
+#: entry live on the same worker, and move together on rebalance.
+pin_by_id = app.Table(
+    "pin_by_id",
+    key_type=str,
+    value_type=Pin,
+    partitions=settings.kafka.partitions,
+    help="pin_id -> full pin (the pin cache)",
+)
