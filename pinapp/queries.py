@@ -52,11 +52,11 @@ NAMED_QUERIES: Final = {
         NamedQuery(
             "top-countries",
             "engagement of every type by the client's country",
-            f"SELECT COALESCE(country, '??') AS country, COUNT(*) AS events FROM ("
+            f"SELECT COALESCE(country, '??') AS country_code, COUNT(*) AS events FROM ("
             + " UNION ALL ".join(
                 f"SELECT country FROM {t} WHERE {_RECENT}" for t in ("pins", "repins", "comments", "likes", "logins")
             )
-            + ") e GROUP BY country ORDER BY events DESC, country LIMIT %(limit)s",
+            + ") e GROUP BY country_code ORDER BY events DESC, country_code LIMIT %(limit)s",
         ),
         NamedQuery(
             "most-repinned",

@@ -1,0 +1,78 @@
+"""Rows fit their tables; ad-hoc SQL is read-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+import pytest
+
+from pinapp.ddl import COLUMNS
+from pinapp.events import EventType, parse_event
+from pinapp.geo import GeoLocation
+from pinapp.queries import NAMED_QUERIES, ReadOnlyViolation, check_read_only
+from pinapp.records import Pin
+from pinapp.rows import UNKNOWN_CATEGORY, build_row, ms_to_datetime, pin_row
+
+PIN = {"pin_id": "p1", "board_id": "b1", "user_id": "u9", "title": "t", "category": "art", "created_at": 1_700_000_000_000}
+NOW = datetime(2024, 1, 1)
+GEO = GeoLocation("GB", "England", "Willesden", 51.5, -0.2)
+
+
+def _event(event_type: str, **extra: object):  # type: ignore[no-untyped-def]
+    doc = {"event_id": "e1", "event_type": event_type, "ts": 1_700_000_000_123, "user_id": "u1", "ip": "81.2.69.160"}
+    if event_type != "login":
+        doc["pin_id"] = "p1"
+    doc.update(extra)
+    return parse_event(orjson.dumps(doc), max_bytes=16_384)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "extra"),
+    [("pin", {"pin": PIN}), ("repin", {"board_id": "b2"}), ("comment", {"text": "nice"}), ("like", {}), ("login", {})],
+)
+def test_each_row_matches_its_table_columns(event_type: str, extra: dict[str, object]) -> None:
+    event = _event(event_type, **extra)
+    row = build_row(event, GEO, Pin.from_event_field(PIN), NOW)
+    columns = COLUMNS[EventType(event_type)]
+    assert len(row) == len(columns)
+    named = dict(zip(columns, row, strict=True))
+    assert named["event_id"] == "e1" and named["country"] == "GB" and named["ingested_at"] == NOW
+    assert named["ts"] == datetime(2023, 11, 14, 22, 13, 20, 123000)
+    if event_type != "login":
+        assert named["category"] == "art"
+
+
+def test_unknown_pin_gets_the_unknown_category() -> None:
+    row = build_row(_event("like"), GEO, None, NOW)
+    assert dict(zip(COLUMNS[EventType.LIKE], row, strict=True))["category"] == UNKNOWN_CATEGORY
+
+
+def test_pin_row_from_a_repin_fits_the_pins_table() -> None:
+    row = pin_row(_event("repin"), GEO, Pin.from_event_field(PIN), NOW)
+    assert dict(zip(COLUMNS[EventType.PIN], row, strict=True))["user_id"] == "u9"
+
+
+def test_ms_to_datetime_is_utc() -> None:
+    assert ms_to_datetime(0) == datetime(1970, 1, 1)
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1", "select * from pins;", "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW TABLES"])
+def test_read_only_sql_is_accepted(sql: str) -> None:
+    assert check_read_only(sql) == sql.strip().rstrip(";")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["DELETE FROM pins", "SELECT 1; DROP TABLE pins", "UPDATE pins SET title = ''", "SELECT * INTO OUTFILE '/tmp/x' FROM pins",
+     "INSERT INTO pins VALUES (1)", "SET GLOBAL x = 1"],
+)
+def test_writes_are_refused(sql: str) -> None:
+    with pytest.raises(ReadOnlyViolation):
+        check_read_only(sql)
+
+
+def test_named_queries_cover_the_analyst_questions() -> None:
+    assert set(NAMED_QUERIES) == {"events-per-minute", "top-categories", "top-countries", "most-repinned"}
+    for q in NAMED_QUERIES.values():
+        assert "%(minutes)s" in q.sql and "%(limit)s" in q.sql

@@ -1,0 +1,50 @@
+"""Settings: profiles, environment overrides, clear errors, secrets kept secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from config import PROFILES, load_settings
+from pinapp.errors import ConfigError
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_loads(profile: str) -> None:
+    settings = load_settings(profile)
+    assert settings.profile == profile
+
+
+def test_profiles_differ_where_they_should() -> None:
+    local, test, prod = (load_settings(p) for p in PROFILES)
+    assert local.kafka.bootstrap != test.kafka.bootstrap
+    assert local.stack.data_dir != test.stack.data_dir
+    assert prod.db.dialect == "singlestore" and local.db.dialect == "mysql"
+    assert prod.s3.endpoint_url is None
+
+
+def test_environment_overrides_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PINAPP_KAFKA__PARTITIONS", "12")
+    monkeypatch.setenv("PINAPP_DB__DIALECT", "singlestore")
+    settings = load_settings("local")
+    assert settings.kafka.partitions == 12
+    assert settings.db.dialect == "singlestore"
+
+
+def test_a_bad_value_names_the_setting_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PINAPP_DB__PORT", "not-a-port")
+    with pytest.raises(ConfigError) as info:
+        load_settings("local")
+    message = str(info.value)
+    assert "db.port" in message and "PINAPP_DB__PORT" in message and "config/local.toml" in message
+
+
+def test_an_unknown_profile_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="PINAPP_PROFILE='staging'"):
+        load_settings("staging")
+
+
+def test_secrets_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PINAPP_DB__PASSWORD", "hunter2-secret")
+    settings = load_settings("local")
+    assert settings.db.password.get_secret_value() == "hunter2-secret"
+    assert "hunter2-secret" not in repr(settings) and "hunter2-secret" not in str(settings.model_dump())
