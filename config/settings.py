@@ -117,6 +117,9 @@ class WorkerSettings(_Section):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     table_standby_replicas: int = Field(1, ge=0)
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="a worker silent this long (e.g. killed) loses its partitions"
+    )
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
 
 

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ class ManagedProcess:
     name: str
     run_dir: Path
     marker: str  # a string our command line contains (the data folder), to recognise our process
-    _child: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _child: int | None = field(default=None, init=False, repr=False)
 
     @property
     def pidfile(self) -> Path:
@@ -63,23 +62,33 @@ class ManagedProcess:
         return pid
 
     def start(self, argv: Sequence[str], *, env: dict[str, str] | None = None) -> int:
+        """Spawn ``argv`` in a new session (it outlives us), output appended to the log."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with self.logfile.open("ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
             log.flush()
-            proc = subprocess.Popen(  # noqa: S603 - argv is built by us, not from input
-                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, **(env or {})},
+            pid = os.posix_spawnp(
+                argv[0], list(argv), {**os.environ, **(env or {})},
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
+                    (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
+                ],
+                setsid=True,
             )
-        self.pidfile.write_text(str(proc.pid))
-        self._child = proc
-        return proc.pid
+        self.pidfile.write_text(str(pid))
+        self._child = pid
+        return pid
 
     def _running(self) -> bool:
-        # Until exec, a fresh child's /proc cmdline is still ours, so a child we started in
-        # this process is judged by its Popen handle.
+        # Until exec, a fresh child's /proc cmdline is still ours, so a child we spawned in
+        # this process is judged by waitpid (which also reaps it if it died).
         if self._child is not None:
-            return self._child.poll() is None
+            try:
+                done, _ = os.waitpid(self._child, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            return done == 0
         return self.pid() is not None
 
     def wait_healthy(self, check: Callable[[], bool], timeout_s: float) -> None:

@@ -1,0 +1,233 @@
+"""Helpers to run pinapp for real in tests: a worker process, Kafka I/O, database reads.
+
+Each test gets its own app id, topics and database (see :class:`Pipeline`), so tests
+never see each other's data even on one shared stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from config import Settings, load_settings
+from pinapp.db import create_pool
+from pinapp.generator import GeneratedRecord
+from pinapp.kafka import ensure_topics, make_producer
+
+__all__ = ["Pipeline", "WorkerProcess", "free_port"]
+
+REPO = Path(__file__).resolve().parents[2]
+TABLE_OF = {"pin": "pins", "repin": "repins", "comment": "comments", "like": "likes", "login": "logins"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    """``pinapp worker`` as a child process with its own environment."""
+
+    env: dict[str, str]
+    log_path: Path
+    web_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    _ready_seen: int = 0  # "Worker ready" lines already waited for (restarts append to the log)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", "worker"],
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait for faust's 'Worker ready' (partitions assigned, tables recovered)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.log_path.read_text(errors="replace").count("Worker ready") > self._ready_seen:
+                self._ready_seen += 1
+                return
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            raise AssertionError(f"worker ignored {sig!r} for {timeout}s:\n{self.log_tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, no commit."""
+        self.stop(signal.SIGKILL)
+
+    def metrics(self) -> dict[str, float]:
+        """This worker's Prometheus samples, by name plus labels."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as resp:  # noqa: S310
+            text = resp.read().decode()
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return samples
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Pipeline:
+    """One isolated pinapp deployment on the shared test stack."""
+
+    tmp: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    name: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.env = {
+            **os.environ,
+            "PINAPP_PROFILE": "test",
+            "PINAPP_WORKER__APP_ID": f"pinapp-it-{self.name}",
+            "PINAPP_KAFKA__EVENTS_TOPIC": f"events-{self.name}",
+            "PINAPP_KAFKA__DLQ_TOPIC": f"events-dlq-{self.name}",
+            "PINAPP_DB__DATABASE": f"pinapp_it_{self.name}",
+            "PINAPP_WORKER__LOG_LEVEL": "info",
+            **self.extra_env,
+        }
+        overrides = {k: v for k, v in self.env.items() if k.startswith("PINAPP_") and k != "PINAPP_PROFILE"}
+        saved = {k: os.environ.get(k) for k in overrides}
+        os.environ.update(overrides)
+        try:
+            self.settings: Settings = load_settings("test")
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    # -- workers ------------------------------------------------------------------------
+
+    def worker(self, index: int = 0) -> WorkerProcess:
+        """A worker with its own data folder and web port (not started)."""
+        port = free_port()
+        env = {
+            **self.env,
+            "PINAPP_WORKER__DATA_DIR": str(self.tmp / f"worker{index}"),
+            "PINAPP_WORKER__WEB_PORT": str(port),
+        }
+        w = WorkerProcess(env, self.tmp / f"worker{index}.log", port)
+        self.workers.append(w)
+        return w
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            w.stop(signal.SIGKILL)
+
+    # -- Kafka ----------------------------------------------------------------------------
+
+    async def produce(self, records: Iterable[GeneratedRecord | tuple[bytes, bytes]], *, rate: float | None = None) -> int:
+        await ensure_topics(self.settings.kafka)
+        producer = make_producer(self.settings.kafka)
+        await producer.start()
+        sent = 0
+        started = time.monotonic()
+        try:
+            futures = []
+            for rec in records:
+                key, value = (rec.key, rec.value) if isinstance(rec, GeneratedRecord) else rec
+                futures.append(await producer.send(self.settings.kafka.events_topic, value, key=key))
+                sent += 1
+                if rate is not None and sent % 50 == 0:
+                    ahead = sent / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        return sent
+
+    async def read_topic(self, topic: str) -> list[Any]:
+        """Every record of ``topic`` from the beginning to its current end."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            out: list[Any] = []
+            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    out.extend(records)
+            return out
+        finally:
+            await consumer.stop()
+
+    # -- database ---------------------------------------------------------------------------
+
+    async def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        pool = await create_pool(self.settings.db, size=1)
+        try:
+            async with pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    await cur.execute(statement, params)
+                    rows = list(await cur.fetchall())
+                await conn.commit()
+            return rows
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+    async def ids_by_type(self) -> dict[str, list[str]]:
+        """Every event_id in each event table (duplicates would show twice)."""
+        out = {}
+        for event_type, table in TABLE_OF.items():
+            rows = await self.sql(f"SELECT event_id FROM {table}")  # noqa: S608 - fixed table names
+            out[event_type] = [r[0] for r in rows]
+        return out
+
+    async def wait_for_rows(self, expected: dict[str, int], timeout: float = 120.0) -> dict[str, int]:
+        """Poll until each table has at least its expected row count; returns the counts."""
+        deadline = time.monotonic() + timeout
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            try:
+                counts = {t: len(ids) for t, ids in (await self.ids_by_type()).items()}
+            except Exception:  # the worker may not have created the tables yet
+                counts = {}
+            if counts and all(counts[t] >= n for t, n in expected.items()):
+                return counts
+            await asyncio.sleep(0.5)
+        logs = "\n".join(w.log_tail(30) for w in self.workers)
+        raise AssertionError(f"rows did not arrive in {timeout}s: have {counts}, want {expected}\n{logs}")
