@@ -1,0 +1,65 @@
+# pinapp: every target sets itself up (virtualenv, packages, local stack) from a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKERS ?= 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help setup demo test unit integration bench soak stack-up stack-down stack-status clean
+
+help:
+	@echo "make demo    - run the pipeline locally (stack, worker(s), generator); Ctrl-C stops it"
+	@echo "make test    - unit and integration tests against a real local stack"
+	@echo "make bench   - throughput and freshness benchmarks (results: docs/benchmarks.md)"
+	@echo "make stack-up | stack-down | stack-status - the local Kafka, MariaDB and S3 server"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $@
+
+stack-up: setup
+	pinapp stack up
+
+stack-down: setup
+	pinapp stack down
+
+stack-status: setup
+	pinapp stack status
+
+demo: setup
+	pinapp stack up
+	pinapp db migrate
+	@echo
+	@echo "pinapp is starting: $(WORKERS) worker(s) and a generator at 2,000 events/s."
+	@echo "  Engagement:  .venv/bin/pinapp query events-per-minute   (also top-categories, top-countries, most-repinned)"
+	@echo "  Ad-hoc SQL:  .venv/bin/pinapp query --sql 'SELECT COUNT(*) FROM repins'"
+	@echo "  Metrics:     http://127.0.0.1:6066/metrics"
+	@echo "  Dead letters: topic events-dlq;  stack: .venv/bin/pinapp stack status"
+	@echo "Ctrl-C stops the worker and generator; 'make stack-down' stops the services."
+	@echo
+	honcho start -f Procfile -c worker=$(WORKERS)
+
+test: setup
+	PINAPP_PROFILE=test pinapp stack up
+	PINAPP_PROFILE=test pytest; rc=$$?; PINAPP_PROFILE=test pinapp stack down; exit $$rc
+
+unit: setup
+	pytest tests/unit
+
+integration: setup
+	PINAPP_PROFILE=test pinapp stack up
+	PINAPP_PROFILE=test pytest tests/integration
+
+bench: setup
+	PINAPP_PROFILE=test pinapp stack up
+	PINAPP_PROFILE=test python -m bench.run
+
+clean:
+	-pinapp stack down
+	-PINAPP_PROFILE=test pinapp stack down
+	rm -rf $(VENV) .stack test-output bench-output

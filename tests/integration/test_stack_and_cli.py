@@ -1,0 +1,54 @@
+"""The stack commands and the CLI's error reporting, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from config import Settings
+from tests.integration.harness import REPO
+
+
+def _pinapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+def test_status_shows_every_service_healthy(test_stack: Settings) -> None:
+    result = _pinapp("stack", "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
+    assert set(lines) == {"kafka", "mariadb", "s3"}
+    assert lines["kafka"][1] == str(test_stack.stack.kafka_port)
+    assert all(cols[3] == "healthy" for cols in lines.values())
+
+
+def test_up_twice_is_harmless(test_stack: Settings) -> None:
+    result = _pinapp("stack", "up")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("already running") == 3
+
+
+def test_a_port_held_by_someone_else_is_a_clear_error(test_stack: Settings) -> None:
+    # Point a second stack at the test stack's Kafka port: not ours, so `up` refuses.
+    result = _pinapp("stack", "up", env={"PINAPP_STACK__DATA_DIR": str(REPO / ".stack" / "other"),
+                                         "PINAPP_STACK__KAFKA_PORT": str(test_stack.stack.kafka_port)})
+    assert result.returncode == 2
+    assert "in use by a process this stack did not start" in result.stderr
+    assert "PINAPP_STACK__KAFKA_PORT" in result.stderr
+
+
+def test_config_errors_name_the_setting() -> None:
+    result = _pinapp("stack", "status", env={"PINAPP_KAFKA__PARTITIONS": "zero"})
+    assert result.returncode == 2
+    assert "kafka.partitions" in result.stderr and "PINAPP_KAFKA__PARTITIONS" in result.stderr
+
+
+def test_query_refuses_writes_and_runs_named_queries(test_stack: Settings) -> None:
+    refused = _pinapp("query", "--sql", "DROP DATABASE mysql")
+    assert refused.returncode == 2 and "only SELECT" in refused.stderr
+    listed = _pinapp("query", "--list")
+    assert listed.returncode == 0 and "most-repinned" in listed.stdout
