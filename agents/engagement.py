@@ -40,7 +40,7 @@ from pinapp.events import Event, EventType, parse_event
 from pinapp.geo import GeoLocator
 from pinapp.records import Pin, SeenEvent
 from pinapp.rows import Row, build_row, pin_row
-from pinapp.streaming import event_scope, partition_items
+from pinapp.streaming import BatchedTable, partition_items
 from pinapp.topics import events_topic
 from tables import pin_by_id, seen_event_ids
 
@@ -69,9 +69,10 @@ class EngagementBatcher:
         self.max_bytes = cfg.max_event_bytes
         self.horizon_ms = int(cfg.dedup_horizon_s * 1000)
         self.sweep_per_event = cfg.dedup_sweep_per_event
+        self.seen = BatchedTable(seen_event_ids)
+        self.pins = BatchedTable(pin_by_id)
         self.sweeper = PartitionSweeper(
-            decode_key=seen_event_ids.data._decode_key,
-            decode_value=seen_event_ids.data._decode_value,
+            decode_key=seen_event_ids.data._decode_key, decode_value=SeenEvent.from_bytes
         )
 
     async def process(self, batch: Sequence[EventT]) -> None:
@@ -82,11 +83,13 @@ class EngagementBatcher:
         rows, learned_pins = await self._enrich(accepted)
         await self._write(accepted, rows, learned_pins)
         self._mark_seen_and_sweep(accepted, now_ms)
+        await self.seen.flush()
+        await self.pins.flush()
 
     async def _validate_and_dedup(self, batch: Sequence[EventT], now_ms: int) -> list[_Accepted]:
         accepted: list[_Accepted] = []
         in_batch: dict[str, tuple[int, int]] = {}
-        duplicates = 0
+        duplicates = from_event = hits = 0
         for source in batch:
             msg = source.message
             try:
@@ -99,23 +102,24 @@ class EngagementBatcher:
             if first is not None and first != where:
                 duplicates += 1
                 continue
-            with event_scope(source):
-                seen = seen_event_ids.get(event.event_id)
-                if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms):
-                    duplicates += 1
-                    continue
-                in_batch[event.event_id] = where
-                pin: Pin | None = None
-                if event.event_type is EventType.PIN:
-                    pin = Pin.from_event_field(event.raw["pin"])
-                    pin_by_id[pin.pin_id] = pin
-                    metrics.PIN_CACHE.labels(result="event").inc()
-                elif event.pin_id is not None:
-                    pin = pin_by_id.get(event.pin_id)
-                    if pin is not None:
-                        metrics.PIN_CACHE.labels(result="hit").inc()
+            raw_seen = self.seen.get(source, event.event_id)
+            seen = None if raw_seen is None else SeenEvent.from_bytes(raw_seen)
+            if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms):
+                duplicates += 1
+                continue
+            in_batch[event.event_id] = where
+            pin: Pin | None = None
+            if event.event_type is EventType.PIN:
+                pin = Pin.from_event_field(event.raw["pin"])
+                self.pins.set(source, pin.pin_id, pin)
+                from_event += 1
+            elif event.pin_id is not None:
+                pin = self.pins.get(source, event.pin_id)
+                hits += pin is not None
             accepted.append(_Accepted(source, event, pin))
         metrics.DUPLICATES_DROPPED.inc(duplicates)
+        metrics.PIN_CACHE.labels(result="event").inc(from_event)
+        metrics.PIN_CACHE.labels(result="hit").inc(hits)
         return accepted
 
     async def _resolve_missing_pins(self, accepted: list[_Accepted]) -> None:
@@ -127,19 +131,20 @@ class EngagementBatcher:
         for item in missing:
             pin_id = item.event.pin_id
             assert pin_id is not None
-            with event_scope(item.source):
-                cached = pin_by_id.get(pin_id)  # an earlier event of this batch may have filled it
-                if cached is not None:
-                    item.pin = cached
-                    metrics.PIN_CACHE.labels(result="hit").inc()
-                elif pin_id in from_db:
-                    item.pin = pin_by_id[pin_id] = from_db[pin_id]
-                    metrics.PIN_CACHE.labels(result="database").inc()
-                elif item.event.pin is not None:
-                    item.pin = pin_by_id[pin_id] = Pin.from_event_field(item.event.pin)
-                    metrics.PIN_CACHE.labels(result="event").inc()
-                else:
-                    metrics.PIN_CACHE.labels(result="miss").inc()
+            cached = self.pins.get(item.source, pin_id)  # an earlier event of this batch may have filled it
+            if cached is not None:
+                item.pin = cached
+                metrics.PIN_CACHE.labels(result="hit").inc()
+            elif pin_id in from_db:
+                item.pin = from_db[pin_id]
+                self.pins.set(item.source, pin_id, item.pin)
+                metrics.PIN_CACHE.labels(result="database").inc()
+            elif item.event.pin is not None:
+                item.pin = Pin.from_event_field(item.event.pin)
+                self.pins.set(item.source, pin_id, item.pin)
+                metrics.PIN_CACHE.labels(result="event").inc()
+            else:
+                metrics.PIN_CACHE.labels(result="miss").inc()
 
     async def _enrich(self, accepted: list[_Accepted]) -> tuple[dict[EventType, list[Row]], list[Row]]:
         rows: dict[EventType, list[Row]] = defaultdict(list)
@@ -204,10 +209,7 @@ class EngagementBatcher:
         per_partition: dict[int, list[_Accepted]] = defaultdict(list)
         for item in accepted:
             msg = item.source.message
-            with event_scope(item.source):
-                seen_event_ids[item.event.event_id] = SeenEvent(
-                    seen_at_ms=now_ms, partition=msg.partition, offset=msg.offset
-                )
+            self.seen.set(item.source, item.event.event_id, SeenEvent(now_ms, msg.partition, msg.offset).to_bytes())
             per_partition[msg.partition].append(item)
         for partition, items in per_partition.items():
             expired = self.sweeper.expired_keys(
@@ -217,10 +219,8 @@ class EngagementBatcher:
                 now_ms=now_ms,
                 horizon_ms=self.horizon_ms,
             )
-            if expired:
-                with event_scope(items[-1].source):
-                    for key in expired:
-                        del seen_event_ids[key]
+            for key in expired:
+                self.seen.delete(items[-1].source, key)
 
 
 @app.agent(events_topic, name="process_engagement", concurrency=1)

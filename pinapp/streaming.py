@@ -9,15 +9,16 @@ batch current while its table writes happen.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from faust import streams as _streams
-from faust.types import EventT
+from faust.types import TP, EventT
 
-__all__ = ["event_scope", "partition_items"]
+__all__ = ["BatchedTable", "event_scope", "partition_items"]
 
 
 @contextmanager
@@ -45,3 +46,66 @@ def partition_items(table: Any, partition: int) -> Callable[[bytes | None], Iter
         yield from db.items(from_key=from_key)
 
     return items
+
+
+class BatchedTable:
+    """Reads and writes of one faust table for a batch, with the changelog sent per batch.
+
+    faust's own path for ``table[key] = value`` costs ~130 µs per write on this machine
+    (a buffered send through the topic machinery, a callback and a RocksDB bookkeeping put
+    per record): more than all of pinapp's stages together. This writes the local RocksDB
+    partition at once (so reads within the batch see it) and queues the changelog record;
+    :meth:`flush` hands the batch to the producer, records the persisted changelog offset
+    once per partition, and faust flushes the producer before it commits source offsets,
+    so the changelog is in Kafka before the events that caused it are acknowledged. The
+    records are the ones faust would write (same serializers, same partitions), so
+    recovery and standby replicas work unchanged.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.store = table.data
+        if not hasattr(self.store, "_db_for_partition"):
+            raise TypeError(f"table {table.name} needs the rocksdb:// store")
+        self._encode_key = self.store._encode_key
+        self._encode_value = self.store._encode_value
+        self._decode_value = self.store._decode_value
+        self._pending: list[tuple[int, bytes, bytes | None]] = []
+
+    def get(self, event: EventT, key: Any) -> Any:
+        """The value of ``key`` in ``event``'s partition, or ``None``."""
+        with event_scope(event):
+            raw = self.store._get(self._encode_key(key))
+        return None if raw is None else self._decode_value(raw)
+
+    def set(self, event: EventT, key: Any, value: Any) -> None:
+        """Write ``key`` in ``event``'s partition; the changelog record waits for flush."""
+        raw_key, raw_value = self._encode_key(key), self._encode_value(value)
+        with event_scope(event):
+            self.store._set(raw_key, raw_value)
+        self._pending.append((event.message.partition, raw_key, raw_value))
+
+    def delete(self, event: EventT, key: Any) -> None:
+        """Delete ``key``; a tombstone goes to ``event``'s changelog partition on flush."""
+        raw_key = self._encode_key(key)
+        self.store._del(raw_key)
+        self._pending.append((event.message.partition, raw_key, None))
+
+    async def flush(self) -> None:
+        """Send the queued changelog records (delivery is awaited by faust's commit)."""
+        if not self._pending:
+            return
+        producer = self.table.app.producer
+        topic = self.table.changelog_topic.get_topic_name()
+        last: dict[int, Any] = {}
+        for partition, raw_key, raw_value in self._pending:
+            last[partition] = await producer.send(topic, raw_key, raw_value, partition, None, None)
+        self._pending.clear()
+        for partition, future in last.items():
+            future.add_done_callback(functools.partial(self._persisted, TP(topic, partition)))
+
+    def _persisted(self, tp: TP, future: Any) -> None:
+        # What faust's own changelog callback does: remember the newest offset the local
+        # store holds, so recovery after a restart reads only what came after it.
+        if not future.cancelled() and future.exception() is None:
+            self.store.set_persisted_offset(tp, future.result().offset)

@@ -9,14 +9,13 @@ changelog, so neither local state nor the compacted changelog grows without boun
 from __future__ import annotations
 
 from pinapp.app import app, settings
-from pinapp.records import SeenEvent
 
 __all__ = ["seen_event_ids"]
 
 seen_event_ids = app.Table(
     "seen_event_ids",
     key_type=str,
-    value_type=SeenEvent,
+    value_type=bytes,  # raw bytes: pinapp.records.SeenEvent.to_bytes()
     partitions=settings.kafka.partitions,
     help="event_id -> first acceptance (dedup, bounded by pipeline.dedup_horizon_s)",
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import orjson
 
 from pinapp.dedup import PartitionSweeper, is_duplicate, is_expired
 from pinapp.records import SeenEvent
@@ -34,7 +33,7 @@ class FakePartition:
     """A sorted key/value store shaped like one RocksDB partition of a faust table."""
 
     def __init__(self, entries: dict[str, int]) -> None:
-        self.data = {k.encode(): orjson.dumps({"seen_at_ms": v, "partition": 0, "offset": 0}) for k, v in entries.items()}
+        self.data = {k.encode(): SeenEvent(v, 0, 0).to_bytes() for k, v in entries.items()}
         self.data[b"__faust\x00offset__"] = b"123"
 
     def items(self, from_key: bytes | None) -> Iterator[tuple[bytes, bytes]]:
@@ -44,7 +43,7 @@ class FakePartition:
 
 
 def _sweeper() -> PartitionSweeper:
-    return PartitionSweeper(decode_key=bytes.decode, decode_value=lambda raw: SeenEvent(**orjson.loads(raw)))
+    return PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
 
 
 def test_sweep_examines_at_most_budget_keys_and_resumes_where_it_stopped() -> None:
