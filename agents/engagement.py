@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cachetools import LRUCache
 from faust.types import EventT, StreamT
 
 from pinapp import metrics
@@ -47,6 +48,8 @@ from tables import pin_by_id, seen_event_ids
 __all__ = ["process_engagement"]
 
 logger = logging.getLogger(__name__)
+
+PIN_LRU_SIZE = 100_000
 
 
 @dataclass(slots=True)
@@ -71,9 +74,10 @@ class EngagementBatcher:
         self.sweep_per_event = cfg.dedup_sweep_per_event
         self.seen = BatchedTable(seen_event_ids)
         self.pins = BatchedTable(pin_by_id)
-        self.sweeper = PartitionSweeper(
-            decode_key=seen_event_ids.data._decode_key, decode_value=SeenEvent.from_bytes
-        )
+        # Decoded pins, in front of the pin cache table: pins do not change, and popular
+        # pins are read for most events. Filled on every read and write of the table.
+        self.recent_pins: LRUCache[str, Pin] = LRUCache(maxsize=PIN_LRU_SIZE)
+        self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
 
     async def process(self, batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
@@ -102,7 +106,7 @@ class EngagementBatcher:
             if first is not None and first != where:
                 duplicates += 1
                 continue
-            raw_seen = self.seen.get(source, event.event_id)
+            raw_seen = self.seen.get(source, event.event_id.encode())
             seen = None if raw_seen is None else SeenEvent.from_bytes(raw_seen)
             if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms):
                 duplicates += 1
@@ -111,10 +115,10 @@ class EngagementBatcher:
             pin: Pin | None = None
             if event.event_type is EventType.PIN:
                 pin = Pin.from_event_field(event.raw["pin"])
-                self.pins.set(source, pin.pin_id, pin)
+                self._save_pin(source, pin)
                 from_event += 1
             elif event.pin_id is not None:
-                pin = self.pins.get(source, event.pin_id)
+                pin = self._cached_pin(source, event.pin_id)
                 hits += pin is not None
             accepted.append(_Accepted(source, event, pin))
         metrics.DUPLICATES_DROPPED.inc(duplicates)
@@ -131,20 +135,32 @@ class EngagementBatcher:
         for item in missing:
             pin_id = item.event.pin_id
             assert pin_id is not None
-            cached = self.pins.get(item.source, pin_id)  # an earlier event of this batch may have filled it
+            cached = self._cached_pin(item.source, pin_id)  # an earlier event of this batch may have filled it
             if cached is not None:
                 item.pin = cached
                 metrics.PIN_CACHE.labels(result="hit").inc()
             elif pin_id in from_db:
                 item.pin = from_db[pin_id]
-                self.pins.set(item.source, pin_id, item.pin)
+                self._save_pin(item.source, item.pin)
                 metrics.PIN_CACHE.labels(result="database").inc()
             elif item.event.pin is not None:
                 item.pin = Pin.from_event_field(item.event.pin)
-                self.pins.set(item.source, pin_id, item.pin)
+                self._save_pin(item.source, item.pin)
                 metrics.PIN_CACHE.labels(result="event").inc()
             else:
                 metrics.PIN_CACHE.labels(result="miss").inc()
+
+    def _cached_pin(self, source: EventT, pin_id: str) -> Pin | None:
+        pin = self.recent_pins.get(pin_id)
+        if pin is None:
+            pin = self.pins.get(source, pin_id.encode())
+            if pin is not None:
+                self.recent_pins[pin_id] = pin
+        return pin
+
+    def _save_pin(self, source: EventT, pin: Pin) -> None:
+        self.pins.set(source, pin.pin_id.encode(), pin)
+        self.recent_pins[pin.pin_id] = pin
 
     async def _enrich(self, accepted: list[_Accepted]) -> tuple[dict[EventType, list[Row]], list[Row]]:
         rows: dict[EventType, list[Row]] = defaultdict(list)
@@ -209,7 +225,8 @@ class EngagementBatcher:
         per_partition: dict[int, list[_Accepted]] = defaultdict(list)
         for item in accepted:
             msg = item.source.message
-            self.seen.set(item.source, item.event.event_id, SeenEvent(now_ms, msg.partition, msg.offset).to_bytes())
+            seen = SeenEvent(now_ms, msg.partition, msg.offset)
+            self.seen.set(item.source, item.event.event_id.encode(), seen.to_bytes())
             per_partition[msg.partition].append(item)
         for partition, items in per_partition.items():
             expired = self.sweeper.expired_keys(
@@ -220,7 +237,7 @@ class EngagementBatcher:
                 horizon_ms=self.horizon_ms,
             )
             for key in expired:
-                self.seen.delete(items[-1].source, key)
+                self.seen.delete(items[-1].source, key.encode())
 
 
 @app.agent(events_topic, name="process_engagement", concurrency=1)

@@ -5,15 +5,14 @@ Run a worker with ``pinapp worker`` (or ``faust -A pinapp.app worker``).
 
 from __future__ import annotations
 
-import faust
-
 from config import load_settings
+from pinapp.transport import PinApp
 
 __all__ = ["app", "main", "settings"]
 
 settings = load_settings()
 
-app = faust.App(
+app = PinApp(
     settings.worker.app_id,
     # Every faust setting pinapp cares about is passed from the one settings object.
     broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],

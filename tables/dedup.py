@@ -14,7 +14,7 @@ __all__ = ["seen_event_ids"]
 
 seen_event_ids = app.Table(
     "seen_event_ids",
-    key_type=str,
+    key_type=bytes,  # event_id as UTF-8: no serializer on the hot path
     value_type=bytes,  # raw bytes: pinapp.records.SeenEvent.to_bytes()
     partitions=settings.kafka.partitions,
     help="event_id -> first acceptance (dedup, bounded by pipeline.dedup_horizon_s)",

@@ -11,7 +11,7 @@ __all__ = ["pin_by_id"]
 #: entry live on the same worker, and move together on rebalance.
 pin_by_id = app.Table(
     "pin_by_id",
-    key_type=str,
+    key_type=bytes,  # pin_id as UTF-8: no serializer on the hot path
     value_type=Pin,
     partitions=settings.kafka.partitions,
     help="pin_id -> full pin (the pin cache)",

@@ -9,7 +9,6 @@ disk does not bring them back.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import orjson
@@ -34,7 +33,7 @@ def _seen_keys(worker: WorkerProcess) -> set[str]:
     for path in paths:
         db = Rdict(str(path), access_type=AccessType.read_only())
         try:
-            keys |= {json.loads(k) for k in db.keys() if not k.startswith(b"__faust")}
+            keys |= {k.decode() for k in db.keys() if not k.startswith(b"__faust")}
         finally:
             db.close()
     return keys
@@ -77,7 +76,7 @@ async def test_expired_ids_leave_local_state_and_the_changelog_and_stay_gone_aft
         changelog = f"{pipeline.settings.worker.app_id}-seen_event_ids-changelog"
         last_value: dict[str, bytes | None] = {}
         for rec in await pipeline.read_topic(changelog):
-            last_value[json.loads(rec.key)] = rec.value
+            last_value[rec.key.decode()] = rec.value
         assert {k for k, v in last_value.items() if v is None} == expired
         assert {k for k, v in last_value.items() if v is not None} == alive
 

@@ -1,0 +1,135 @@
+"""A faust App whose Kafka consumer hands messages to streams without per-message tasks.
+
+faust-streaming 0.15.3 hands every fetched message to its stream with
+``await self.wait_first(callback(message), self.suspend_flow.wait())``: four futures and
+an ``asyncio.wait`` per message, so that a hand-off blocked on a full stream buffer can be
+abandoned when a rebalance suspends flow. That wrapper costs more per message than all of
+pinapp's stages.
+
+Here the hand-off coroutine is first stepped synchronously. Almost always the stream
+buffer has room and it completes at once: no task, no wait. Only when it blocks (a full
+buffer, or flow control suspended) is it finished in a task under the original
+``wait_first``, which still abandons it when flow is suspended: faust's promise is kept.
+
+:meth:`FastHandoffConsumer._drain_messages` is faust's own loop with that one change;
+re-check it when upgrading faust-streaming (pinned in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, cast
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TransportT
+from mode import Service
+
+__all__ = ["FastHandoffConsumer", "PinApp"]
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
+    """Drive ``coro``, which has yielded ``blocked_on`` to its runner, to completion.
+
+    This is what an asyncio Task does for a coroutine: wait for the future it yielded,
+    then resume it (it reads the future's result or exception itself).
+    """
+    try:
+        while True:
+            try:
+                if blocked_on is None:  # a bare yield, as asyncio.sleep(0) makes
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.wait([blocked_on])
+            except asyncio.CancelledError:
+                try:  # let the hand-off clean up (a queue put withdraws its waiter)
+                    coro.throw(asyncio.CancelledError())
+                except (asyncio.CancelledError, StopIteration):
+                    pass
+                raise
+            try:
+                blocked_on = coro.send(None)
+            except StopIteration as done:
+                return done.value
+    finally:
+        coro.close()
+
+
+class FastHandoffConsumer(aiokafka_driver.Consumer):
+    """faust's aiokafka consumer, with a task-free hand-off when the stream has room."""
+
+    async def _hand_off(self, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            blocked_on = coro.send(None)
+        except StopIteration:
+            return  # delivered without blocking
+        await self.wait_first(_resume(coro, blocked_on), self.suspend_flow.wait())
+
+    async def _drain_messages(self, fetcher: Service) -> None:  # pragma: no cover - faust's loop
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        flag_consumer_fetching = CONSUMER_FETCHING
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        hand_off = self._hand_off
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            if gap > 1 and r_offset:
+                                if acks_enabled_for(message.topic):
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            await hand_off(callback(message))
+                            set_read_offset(tp, offset)
+                    unset_flag(flag_consumer_fetching)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
+
+
+class _Transport(aiokafka_driver.Transport):
+    Consumer = FastHandoffConsumer
+
+
+class PinApp(faust.App):
+    """``faust.App`` using :class:`FastHandoffConsumer` for ``kafka://`` brokers."""
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
