@@ -15,7 +15,7 @@ from asyncmy.errors import OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import DatabaseSettings
-from pinapp.ddl import COLUMNS, TABLES, create_database_sql, schema_sql
+from pinapp.ddl import TABLES, create_database_sql, schema_sql
 from pinapp.errors import SinkError
 from pinapp.events import EventType
 from pinapp.records import Pin
@@ -72,7 +72,6 @@ def _insert_sql(event_type: EventType) -> str:
 
 
 _INSERTS = {t: _insert_sql(t) for t in TABLES}
-_PIN_COLUMNS = ("pin_id", "board_id", "user_id", "title", "category", "created_at")
 
 
 class EngagementStore:
@@ -130,7 +129,7 @@ class EngagementStore:
         if not ids:
             return {}
         sql = (
-            f"SELECT {', '.join(_PIN_COLUMNS)}, UNIX_TIMESTAMP(created_at) * 1000 FROM pins "
+            "SELECT pin_id, board_id, user_id, title, category, ROUND(UNIX_TIMESTAMP(created_at) * 1000) FROM pins "
             f"WHERE pin_id IN ({', '.join(['%s'] * len(ids))})"
         )
         found: dict[str, Pin] = {}
@@ -140,7 +139,7 @@ class EngagementStore:
                     try:
                         async with conn.cursor() as cur:
                             await cur.execute(sql, ids)
-                            for pin_id, board_id, user_id, title, category, _, created_ms in await cur.fetchall():
+                            for pin_id, board_id, user_id, title, category, created_ms in await cur.fetchall():
                                 found[pin_id] = Pin(pin_id=pin_id, board_id=board_id, user_id=user_id,
                                                     title=title, category=category, created_at=int(created_ms))
                         await conn.commit()
@@ -149,7 +148,3 @@ class EngagementStore:
                         raise
         return found
 
-
-def columns_of(event_type: EventType) -> tuple[str, ...]:
-    """Column names of ``event_type``'s table, in row order."""
-    return COLUMNS[event_type]

@@ -27,13 +27,14 @@ class ServiceStatus:
     name: str
     port: int
     pid: int | None
+    port_in_use: bool
     healthy: bool
     log: str
 
     @property
     def state(self) -> str:
         if self.pid is None:
-            return "foreign" if self.healthy else "stopped"
+            return "port held by another process" if self.port_in_use else "stopped"
         return "healthy" if self.healthy else "unhealthy"
 
 
@@ -61,8 +62,10 @@ class Stack:
                     f"{svc.name}: port {svc.port} is in use by a process this stack did not start; "
                     f"stop it or set {setting} (env PINAPP_{setting.upper().replace('.', '__')})"
                 )
+            logger.info("%s: installing and preparing (first run resolves packages; may take a minute)", svc.name)
             svc.install()
             svc.prepare()
+            logger.info("%s: starting on port %d", svc.name, svc.port)
             pid = proc.start(svc.argv())
             proc.wait_healthy(svc.healthy, timeout)
             svc.after_start()
@@ -78,10 +81,13 @@ class Stack:
         return report
 
     def status(self) -> list[ServiceStatus]:
-        return [
-            ServiceStatus(svc.name, svc.port, svc.process.pid(), svc.healthy(), str(svc.process.logfile))
-            for svc in self.services
-        ]
+        return [self._status(svc) for svc in self.services]
+
+    @staticmethod
+    def _status(svc: StackService) -> ServiceStatus:
+        pid = svc.process.pid()
+        healthy = pid is not None and svc.healthy()
+        return ServiceStatus(svc.name, svc.port, pid, port_open(svc.port), healthy, str(svc.process.logfile))
 
     def service(self, name: str) -> StackService:
         for svc in self.services:

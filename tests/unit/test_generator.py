@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,22 @@ def test_popularity_is_skewed_and_ips_span_many_countries(geo: GeoLocator) -> No
     countries = {geo.lookup(ip).country for ip in gen.ip_pool}
     assert len(countries) >= 50
     assert None not in countries
+
+
+async def test_file_output_writes_one_json_line_per_record_and_the_truth(geo: GeoLocator, tmp_path: Path) -> None:
+    import orjson
+
+    from config import load_settings
+    from pinapp.producing import run_generator
+
+    gen = TrafficGenerator(GeneratorConfig(seed=9, start_ms=START), geo)
+    log, truth_path = tmp_path / "logs" / "app.log", tmp_path / "truth.json"
+    sent = await run_generator(gen, load_settings("test"), target="file", path=log, topic="unused",
+                               count=1234, duration=None, rate=None, truth_path=truth_path)
+    lines = log.read_bytes().splitlines()
+    assert sent == len(lines) == 1234
+    truth = orjson.loads(truth_path.read_bytes())
+    assert truth["generated"] == 1234
+    assert sum(truth["valid_unique"].values()) + truth["duplicates"] + truth["malformed"] == 1234
+    again = TrafficGenerator(GeneratorConfig(seed=9, start_ms=START), geo)
+    assert lines == [next(again).value for _ in range(1234)]
