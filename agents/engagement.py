@@ -79,6 +79,27 @@ class EngagementBatcher:
         self.recent_pins: LRUCache[str, Pin] = LRUCache(maxsize=PIN_LRU_SIZE)
         self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
 
+    async def process_isolating_failures(self, batch: Sequence[EventT]) -> None:
+        """Process ``batch``; if it raises, process its events one by one.
+
+        faust's ``take_events`` acks a batch whatever the agent's loop body does, so an
+        exception escaping here would lose every event of the batch. An event that fails
+        on its own is dead-lettered (kind ``poison``, stage ``process``) and the partition
+        moves on. Database and broker outages never get here: they are retried inside.
+        """
+        try:
+            await self.process(batch)
+            return
+        except Exception:
+            logger.exception("a batch of %d events failed; retrying its events one by one", len(batch))
+        for source in batch:
+            try:
+                await self.process([source])
+            except Exception as exc:
+                logger.exception("event %s[%d]@%d failed on its own", source.message.topic,
+                                 source.message.partition, source.message.offset)
+                await dead_letter(source, f"processing failed: {exc!r}", kind="poison", stage="process")
+
     async def process(self, batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
         metrics.EVENTS_IN.inc(len(batch))
@@ -106,8 +127,7 @@ class EngagementBatcher:
             if first is not None and first != where:
                 duplicates += 1
                 continue
-            raw_seen = self.seen.get(source, event.event_id.encode())
-            seen = None if raw_seen is None else SeenEvent.from_bytes(raw_seen)
+            seen = self._seen_entry(source, event.event_id)
             if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms):
                 duplicates += 1
                 continue
@@ -149,6 +169,16 @@ class EngagementBatcher:
                 metrics.PIN_CACHE.labels(result="event").inc()
             else:
                 metrics.PIN_CACHE.labels(result="miss").inc()
+
+    def _seen_entry(self, source: EventT, event_id: str) -> SeenEvent | None:
+        raw = self.seen.get(source, event_id.encode())
+        if raw is None:
+            return None
+        try:
+            return SeenEvent.from_bytes(raw)
+        except ValueError as exc:  # dedup falls back on the sink's primary key
+            logger.warning("ignoring undecodable dedup entry of %r: %s", event_id, exc)
+            return None
 
     def _cached_pin(self, source: EventT, pin_id: str) -> Pin | None:
         pin = self.recent_pins.get(pin_id)
@@ -249,7 +279,7 @@ async def process_engagement(stream: StreamT) -> None:
     batcher = EngagementBatcher(EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), GeoLocator(cfg.geoip_db_path))
     try:
         async for batch in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
-            await batcher.process(batch)
+            await batcher.process_isolating_failures(batch)
     finally:
         pool.close()
         await pool.wait_closed()

@@ -66,7 +66,11 @@ class PartitionSweeper:
                 next_cursor = raw_key
                 break
             examined += 1
-            if is_expired(self.decode_value(raw_value), now_ms, horizon_ms):
+            try:
+                stale = is_expired(self.decode_value(raw_value), now_ms, horizon_ms)
+            except ValueError:  # undecodable (e.g. an older format): nothing to keep
+                stale = True
+            if stale:
                 expired.append(self.decode_key(raw_key))
         self._cursors[partition] = next_cursor
         return expired

@@ -54,7 +54,11 @@ class SeenEvent(NamedTuple):
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "SeenEvent":
-        return cls(*_SEEN.unpack(raw))
+        """Decode a stored value. Raises ValueError for anything that is not one."""
+        try:
+            return cls(*_SEEN.unpack(raw))
+        except struct.error as exc:
+            raise ValueError(f"not a SeenEvent ({len(raw)} bytes): {exc}") from None
 
 
 _SEEN = struct.Struct(">qiq")

@@ -10,6 +10,7 @@ batch current while its table writes happen.
 from __future__ import annotations
 
 import functools
+import logging
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from faust import streams as _streams
 from faust.types import TP, EventT
 
 __all__ = ["BatchedTable", "event_scope", "partition_items"]
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -73,10 +76,20 @@ class BatchedTable:
         self._pending: list[tuple[int, bytes, bytes | None]] = []
 
     def get(self, event: EventT, key: Any) -> Any:
-        """The value of ``key`` in ``event``'s partition, or ``None``."""
+        """The value of ``key`` in ``event``'s partition, or ``None``.
+
+        A stored value that cannot be decoded (corrupt, or written by an older format) is
+        logged and read as absent: a cache or dedup entry is never worth a crash.
+        """
         with event_scope(event):
             raw = self.store._get(self._encode_key(key))
-        return None if raw is None else self._decode_value(raw)
+        if raw is None:
+            return None
+        try:
+            return self._decode_value(raw)
+        except Exception as exc:
+            logger.warning("table %s: ignoring undecodable value of %r: %r", self.table.name, key, exc)
+            return None
 
     def set(self, event: EventT, key: Any, value: Any) -> None:
         """Write ``key`` in ``event``'s partition; the changelog record waits for flush."""

@@ -94,3 +94,39 @@ async def test_expired_ids_leave_local_state_and_the_changelog_and_stay_gone_aft
         assert not _seen_keys(second) & expired
     finally:
         pipeline.stop_all()
+
+
+async def test_undecodable_dedup_state_never_stalls_or_loses_events(pipeline: Pipeline) -> None:
+    """A corrupt (or older-format) changelog value is recovered into RocksDB; the event with
+    that id must still land, and events after it too."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from pinapp.kafka import make_producer
+
+    kafka = pipeline.settings.kafka
+    changelog = f"{pipeline.settings.worker.app_id}-seen_event_ids-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(changelog, num_partitions=kafka.partitions, replication_factor=1,
+                                            topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        await admin.close()
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        for partition in range(kafka.partitions):  # wherever the key lands, it is corrupt
+            await producer.send_and_wait(changelog, b'{"old": "json"}', key=b"corrupt-1", partition=partition)
+    finally:
+        await producer.stop()
+
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    await pipeline.produce([_login("corrupt-1"), _login("after-1"), _login("after-1")])
+    await pipeline.wait_for_rows({"login": 2})
+    await asyncio.sleep(1)
+    assert sorted(r[0] for r in await pipeline.sql("SELECT event_id FROM logins")) == ["after-1", "corrupt-1"]
+    metrics = worker.metrics()
+    assert metrics["pinapp_duplicates_dropped_total"] == 1
+    assert not [k for k, v in metrics.items() if k.startswith("pinapp_dead_lettered_total") and v]

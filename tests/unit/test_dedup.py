@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
+import pytest
+
 from pinapp.dedup import PartitionSweeper, is_duplicate, is_expired
 from pinapp.records import SeenEvent
 
@@ -71,3 +73,12 @@ def test_sweep_cursors_are_per_partition() -> None:
     assert sweeper.expired_keys(0, a.items, budget=1, now_ms=HOUR, horizon_ms=HOUR) == ["a1"]
     assert sweeper.expired_keys(1, b.items, budget=1, now_ms=HOUR, horizon_ms=HOUR) == ["b1"]
     assert sweeper.expired_keys(0, a.items, budget=1, now_ms=HOUR, horizon_ms=HOUR) == ["a2"]
+
+
+def test_undecodable_entries_are_swept_and_rejected_cleanly() -> None:
+    part = FakePartition({"good": HOUR})
+    part.data[b"legacy"] = b'{"seen_at_ms": 1}'  # an older JSON format
+    expired = _sweeper().expired_keys(0, part.items, budget=100, now_ms=HOUR + 1, horizon_ms=HOUR)
+    assert expired == ["legacy"]
+    with pytest.raises(ValueError, match="not a SeenEvent"):
+        SeenEvent.from_bytes(b"short")
