@@ -62,7 +62,7 @@ class Stack:
                     f"{svc.name}: port {svc.port} is in use by a process this stack did not start; "
                     f"stop it or set {setting} (env PINAPP_{setting.upper().replace('.', '__')})"
                 )
-            logger.info("%s: installing and preparing (first run resolves packages; may take a minute)", svc.name)
+            logger.info("%s: checking its install and data folder (a first run downloads packages)", svc.name)
             svc.install()
             svc.prepare()
             logger.info("%s: starting on port %d", svc.name, svc.port)
