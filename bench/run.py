@@ -62,6 +62,7 @@ async def throughput_run(events: int, seed: int) -> dict[str, Any]:
             last = max(ingested for _, ingested in await _row_times(pipeline))
         finally:
             pipeline.stop_all()
+            await pipeline.drop()
         seconds = (last - ready).total_seconds()
         return {"events": events, "rows": sum(expected.values()), "seconds": round(seconds, 2),
                 "events_per_s": round(events / seconds)}
@@ -91,6 +92,7 @@ async def freshness_run(rate: float, duration: float, seed: int) -> dict[str, An
             lags = sorted((ingested - ts).total_seconds() for ts, ingested in await _row_times(pipeline))
         finally:
             pipeline.stop_all()
+            await pipeline.drop()
         return {"rate": rate, "achieved_rate": round(achieved), "rows": len(lags),
                 "p50_s": round(_percentile(lags, 0.50), 3), "p95_s": round(_percentile(lags, 0.95), 3),
                 "p99_s": round(_percentile(lags, 0.99), 3), "max_s": round(lags[-1], 3)}

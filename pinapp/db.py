@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from config import DatabaseSettings
 from pinapp.ddl import TABLES, create_database_sql, schema_sql
-from pinapp.errors import SinkError
+from pinapp.errors import DatabaseError, SinkError
 from pinapp.events import EventType
 from pinapp.records import Pin
 from pinapp.rows import Row
@@ -27,7 +27,22 @@ logger = logging.getLogger(__name__)
 
 
 async def create_pool(db: DatabaseSettings, *, with_database: bool = True, size: int | None = None) -> Any:
-    """A pool of asyncmy connections (UTC session time zone, autocommit off)."""
+    """A pool of asyncmy connections (UTC session time zone, autocommit off).
+
+    Raises:
+        DatabaseError: naming the server and the settings, when no connection can be made.
+    """
+    try:
+        return await _create_pool(db, with_database=with_database, size=size)
+    except (MySQLError, OSError) as exc:
+        hint = " (run `pinapp db migrate`, or start a worker, to create it)" if "Unknown database" in str(exc) else ""
+        raise DatabaseError(
+            f"cannot connect to SingleStore at {db.host}:{db.port}, database {db.database!r}, as "
+            f"{db.user!r}: {exc}{hint}; check the db.* settings (PINAPP_DB__HOST, PINAPP_DB__PORT, ...)"
+        ) from exc
+
+
+async def _create_pool(db: DatabaseSettings, *, with_database: bool, size: int | None) -> Any:
     return await asyncmy.create_pool(
         host=db.host,
         port=db.port,

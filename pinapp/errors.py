@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DatabaseError",
     "InvalidEvent",
     "PinappError",
     "SinkError",
@@ -30,6 +31,11 @@ class InvalidEvent(PinappError):
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
+
+
+class DatabaseError(PinappError):
+    """SingleStore could not be reached, or refused a query. The message names the server,
+    the settings to check, and what the server said."""
 
 
 class SinkError(PinappError):

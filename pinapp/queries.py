@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pinapp.errors import PinappError
+from asyncmy.errors import Error as MySQLError
+
+from pinapp.errors import DatabaseError, PinappError
 
 __all__ = ["NAMED_QUERIES", "NamedQuery", "ReadOnlyViolation", "check_read_only", "run_query"]
 
@@ -97,15 +99,21 @@ def check_read_only(sql: str) -> str:
 
 
 async def run_query(pool: Any, sql: str, params: dict[str, Any] | None = None, *, dialect: str = "mysql") -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read-only query; returns (column names, rows)."""
+    """Run one read-only query; returns (column names, rows).
+
+    Raises:
+        DatabaseError: with the server's message, when the query fails.
+    """
     async with pool.acquire() as conn:
         async with conn.cursor() as cur:
-            if dialect == "mysql":
-                await cur.execute("START TRANSACTION READ ONLY")
             try:
+                if dialect == "mysql":
+                    await cur.execute("START TRANSACTION READ ONLY")
                 await cur.execute(sql, params)
                 rows = list(await cur.fetchall())
                 columns = [d[0] for d in cur.description or ()]
+            except MySQLError as exc:
+                raise DatabaseError(f"query failed: {exc}") from exc
             finally:
                 await conn.rollback()
     return columns, rows

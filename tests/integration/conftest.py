@@ -6,7 +6,7 @@ would hide a broken stack.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,10 +28,11 @@ def test_stack() -> Settings:
 
 
 @pytest.fixture
-def pipeline(test_stack: Settings, tmp_path: Path) -> Iterator[Pipeline]:
+async def pipeline(test_stack: Settings, tmp_path: Path) -> AsyncIterator[Pipeline]:
     p = Pipeline(tmp_path)
     yield p
     p.stop_all()
+    await p.drop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings, load_settings
@@ -149,6 +150,28 @@ class Pipeline:
     def stop_all(self) -> None:
         for w in self.workers:
             w.stop(signal.SIGKILL)
+
+    async def drop(self) -> None:
+        """Delete this deployment's topics and database, so a test stack does not grow."""
+        kafka = self.settings.kafka
+        ours = {kafka.events_topic, kafka.dlq_topic}
+        prefix = f"{self.settings.worker.app_id}-"
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        await admin.start()
+        try:
+            doomed = [t for t in await admin.list_topics() if t in ours or t.startswith(prefix)]
+            if doomed:
+                await admin.delete_topics(doomed)
+        finally:
+            await admin.close()
+        pool = await create_pool(self.settings.db, with_database=False, size=1)
+        try:
+            async with pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    await cur.execute(f"DROP DATABASE IF EXISTS `{self.settings.db.database}`")
+        finally:
+            pool.close()
+            await pool.wait_closed()
 
     # -- Kafka ----------------------------------------------------------------------------
 

@@ -94,6 +94,7 @@ async def test_expired_ids_leave_local_state_and_the_changelog_and_stay_gone_aft
         assert not _seen_keys(second) & expired
     finally:
         pipeline.stop_all()
+        await pipeline.drop()
 
 
 async def test_undecodable_dedup_state_never_stalls_or_loses_events(pipeline: Pipeline) -> None:

@@ -52,3 +52,12 @@ def test_query_refuses_writes_and_runs_named_queries(test_stack: Settings) -> No
     assert refused.returncode == 2 and "only SELECT" in refused.stderr
     listed = _pinapp("query", "--list")
     assert listed.returncode == 0 and "most-repinned" in listed.stdout
+
+
+def test_database_problems_are_one_clear_line(test_stack: Settings) -> None:
+    missing = _pinapp("query", "top-countries", env={"PINAPP_DB__DATABASE": "no_such_db"})
+    assert missing.returncode == 2, missing.stderr
+    assert "Unknown database" in missing.stderr and "pinapp db migrate" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    wrong = _pinapp("query", "--sql", "SELECT no_such_column FROM pins", env={"PINAPP_DB__DATABASE": "mysql"})
+    assert wrong.returncode == 2 and "query failed" in wrong.stderr and "Traceback" not in wrong.stderr
