@@ -87,6 +87,7 @@ class EngagementBatcher:
         on its own is dead-lettered (kind ``poison``, stage ``process``) and the partition
         moves on. Database and broker outages never get here: they are retried inside.
         """
+        metrics.EVENTS_IN.inc(len(batch))
         try:
             await self.process(batch)
             return
@@ -102,7 +103,6 @@ class EngagementBatcher:
 
     async def process(self, batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
-        metrics.EVENTS_IN.inc(len(batch))
         accepted = await self._validate_and_dedup(batch, now_ms)
         await self._resolve_missing_pins(accepted)
         rows, learned_pins = await self._enrich(accepted)
