@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import suppress
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,10 +30,8 @@ async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None
             if name not in existing
         ]
         if new:
-            try:
+            with suppress(TopicAlreadyExistsError):  # a worker created it meanwhile
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:  # a worker created it meanwhile
-                pass
         return [t.name for t in new]
     finally:
         await admin.close()

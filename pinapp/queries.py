@@ -54,7 +54,7 @@ NAMED_QUERIES: Final = {
         NamedQuery(
             "top-countries",
             "engagement of every type by the client's country",
-            f"SELECT COALESCE(country, '??') AS country_code, COUNT(*) AS events FROM ("
+            "SELECT COALESCE(country, '??') AS country_code, COUNT(*) AS events FROM ("
             + " UNION ALL ".join(
                 f"SELECT country FROM {t} WHERE {_RECENT}" for t in ("pins", "repins", "comments", "likes", "logins")
             )

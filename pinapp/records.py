@@ -22,7 +22,7 @@ class Pin(faust.Record, namespace="pinapp.Pin", serializer="json"):
     created_at: int  # epoch ms
 
     @classmethod
-    def from_event_field(cls, pin: dict[str, Any]) -> "Pin":
+    def from_event_field(cls, pin: dict[str, Any]) -> Pin:
         """The pin carried in an event's ``pin`` field (already schema-checked)."""
         return cls(
             pin_id=pin["pin_id"],
@@ -53,7 +53,7 @@ class SeenEvent(NamedTuple):
         return _SEEN.pack(self.seen_at_ms, self.partition, self.offset)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "SeenEvent":
+    def from_bytes(cls, raw: bytes) -> SeenEvent:
         """Decode a stored value. Raises ValueError for anything that is not one."""
         try:
             return cls(*_SEEN.unpack(raw))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from config import Settings
-from tests.integration.harness import REPO
+from tests.integration.harness import REPO, free_port
 
 
 def _pinapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,3 +62,18 @@ def test_database_problems_are_one_clear_line(test_stack: Settings) -> None:
     assert "Traceback" not in missing.stderr
     wrong = _pinapp("query", "--sql", "SELECT no_such_column FROM pins", env={"PINAPP_DB__DATABASE": "mysql"})
     assert wrong.returncode == 2 and "query failed" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_a_service_that_cannot_start_fails_with_its_log_tail(tmp_path: Path) -> None:
+    # A corrupt KRaft meta.properties: storage looks formatted, so the broker starts and dies.
+    data = tmp_path / "stack" / "kafka" / "data"
+    data.mkdir(parents=True)
+    (data / "meta.properties").write_text("this is not a kafka meta.properties\n")
+    env = {"PINAPP_STACK__DATA_DIR": str(tmp_path / "stack"), "PINAPP_STACK__KAFKA_PORT": str(free_port()),
+           "PINAPP_STACK__KAFKA_CONTROLLER_PORT": str(free_port())}
+    result = _pinapp("stack", "up", env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "kafka exited during start-up; log tail:" in result.stderr
+    assert "Exiting Kafka due to fatal exception" in result.stderr.split("log tail:", 1)[1]  # its own words
+    status = _pinapp("stack", "status", env=env)
+    assert status.returncode == 1 and "stopped" in status.stdout
