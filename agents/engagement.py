@@ -41,7 +41,7 @@ from pinapp.events import Event, EventType, parse_event
 from pinapp.geo import GeoLocator
 from pinapp.records import Pin, SeenEvent
 from pinapp.rows import Row, build_row, pin_row
-from pinapp.streaming import BatchedTable, partition_items
+from pinapp.streaming import BatchedTable
 from pinapp.topics import events_topic
 from tables import pin_by_id, seen_event_ids
 
@@ -261,7 +261,7 @@ class EngagementBatcher:
         for partition, items in per_partition.items():
             expired = self.sweeper.expired_keys(
                 partition,
-                partition_items(seen_event_ids, partition),
+                self.seen.partition_items(partition),
                 budget=self.sweep_per_event * len(items),
                 now_ms=now_ms,
                 horizon_ms=self.horizon_ms,
@@ -276,10 +276,12 @@ async def process_engagement(stream: StreamT) -> None:
     cfg = settings.pipeline
     await migrate(settings.db)  # tables are created by the app; idempotent
     pool = await create_pool(settings.db)
-    batcher = EngagementBatcher(EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), GeoLocator(cfg.geoip_db_path))
+    geo = GeoLocator(cfg.geoip_db_path)
+    batcher = EngagementBatcher(EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), geo)
     try:
         async for batch in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
             await batcher.process_isolating_failures(batch)
     finally:
+        geo.close()
         pool.close()
         await pool.wait_closed()

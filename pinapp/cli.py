@@ -153,14 +153,16 @@ def db() -> None:
 def db_migrate(ctx: click.Context, print_only: bool) -> None:
     """Create the database and the five event tables if missing."""
     from pinapp.db import migrate
-    from pinapp.ddl import schema_sql
+    from pinapp.ddl import TABLES, schema_sql
 
     settings = _settings(ctx)
     if print_only:
         click.echo(";\n\n".join(schema_sql(settings.db.dialect)) + ";")
         return
     statements = asyncio.run(migrate(settings.db))
-    click.echo(f"migrated {settings.db.database} ({settings.db.dialect}): {len(statements) - 2} tables ensured")
+    created = sum(s.startswith("CREATE TABLE") for s in statements)
+    click.echo(f"{settings.db.database} ({settings.db.dialect}): {created} tables created, "
+               f"{len(TABLES) - created} already there")
 
 
 # -- query -------------------------------------------------------------------------------

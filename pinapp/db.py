@@ -15,7 +15,7 @@ from asyncmy.errors import OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import DatabaseSettings
-from pinapp.ddl import TABLES, create_database_sql, schema_sql
+from pinapp.ddl import TABLES, create_database_sql, create_table_sql
 from pinapp.errors import DatabaseError, SinkError
 from pinapp.events import EventType
 from pinapp.records import Pin
@@ -58,14 +58,29 @@ async def _create_pool(db: DatabaseSettings, *, with_database: bool, size: int |
 
 
 async def migrate(db: DatabaseSettings) -> list[str]:
-    """Create the database and every table that does not exist yet. Returns the DDL run."""
+    """Create the database and every table that does not exist yet. Returns the DDL run.
+
+    Only what is missing is created, so a re-run is silent (``IF NOT EXISTS`` on an existing
+    table makes the server send a warning that reads like a problem).
+    """
     pool = await create_pool(db, with_database=False, size=1)
-    statements = [create_database_sql(db.database), f"USE `{db.database}`", *schema_sql(db.dialect)]
+    statements: list[str] = []
     try:
         async with pool.acquire() as conn:
             async with conn.cursor() as cur:
-                for sql in statements:
-                    await cur.execute(sql)
+                await cur.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (db.database,)
+                )
+                existing = {row[0] for row in await cur.fetchall()}
+                await cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (db.database,))
+                if not await cur.fetchall():
+                    statements.append(create_database_sql(db.database))
+                    await cur.execute(statements[-1])
+                await cur.execute(f"USE `{db.database}`")
+                for spec in TABLES.values():
+                    if spec.name not in existing:
+                        statements.append(create_table_sql(spec, db.dialect))
+                        await cur.execute(statements[-1])
             await conn.commit()
     finally:
         pool.close()

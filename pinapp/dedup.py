@@ -74,7 +74,3 @@ class PartitionSweeper:
                 expired.append(self.decode_key(raw_key))
         self._cursors[partition] = next_cursor
         return expired
-
-    def forget(self, partition: int) -> None:
-        """Drop the cursor of a partition this worker no longer owns."""
-        self._cursors.pop(partition, None)

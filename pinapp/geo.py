@@ -88,11 +88,6 @@ class GeoLocator:
         loc = self._lookup(ip)
         return loc.country is not None and loc.latitude is not None
 
-    @property
-    def build_epoch(self) -> int:
-        """When the database was built (epoch seconds)."""
-        return int(self._reader.metadata().build_epoch)
-
     def close(self) -> None:
         self._reader.close()
 

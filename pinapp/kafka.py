@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from contextlib import suppress
 
@@ -13,8 +12,6 @@ from aiokafka.errors import TopicAlreadyExistsError
 from config import KafkaSettings
 
 __all__ = ["ensure_topics", "make_producer"]
-
-logger = logging.getLogger(__name__)
 
 
 async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None) -> list[str]:

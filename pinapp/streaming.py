@@ -19,7 +19,7 @@ from typing import Any
 from faust import streams as _streams
 from faust.types import TP, EventT
 
-__all__ = ["BatchedTable", "event_scope", "partition_items"]
+__all__ = ["BatchedTable", "event_scope"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,23 +32,6 @@ def event_scope(event: EventT) -> Iterator[None]:
         yield
     finally:
         _streams._current_event.reset(token)
-
-
-def partition_items(table: Any, partition: int) -> Callable[[bytes | None], Iterator[tuple[bytes, bytes]]]:
-    """Raw (key, value) iteration of one partition of a RocksDB-backed table, from a key.
-
-    Raises:
-        TypeError: when the table is not RocksDB-backed (pinapp requires ``rocksdb://``).
-    """
-    store = table.data
-    if not hasattr(store, "_db_for_partition"):
-        raise TypeError(f"table {table.name} needs the rocksdb:// store, not {type(store).__name__}")
-    db = store._db_for_partition(partition)
-
-    def items(from_key: bytes | None) -> Iterator[tuple[bytes, bytes]]:
-        yield from db.items(from_key=from_key)
-
-    return items
 
 
 class BatchedTable:
@@ -74,6 +57,15 @@ class BatchedTable:
         self._encode_value = self.store._encode_value
         self._decode_value = self.store._decode_value
         self._pending: list[tuple[int, bytes, bytes | None]] = []
+
+    def partition_items(self, partition: int) -> Callable[[bytes | None], Iterator[tuple[bytes, bytes]]]:
+        """Raw (key, value) iteration of one partition's RocksDB store, from a given key."""
+        db = self.store._db_for_partition(partition)
+
+        def items(from_key: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+            yield from db.items(from_key=from_key)
+
+        return items
 
     def get(self, event: EventT, key: Any) -> Any:
         """The value of ``key`` in ``event``'s partition, or ``None``.

@@ -88,9 +88,3 @@ class Stack:
         pid = svc.process.pid()
         healthy = pid is not None and svc.healthy()
         return ServiceStatus(svc.name, svc.port, pid, port_open(svc.port), healthy, str(svc.process.logfile))
-
-    def service(self, name: str) -> StackService:
-        for svc in self.services:
-            if svc.name == name:
-                return svc
-        raise KeyError(name)
