@@ -1,2 +1,3 @@
-"""faust agents: each module is one stage of the topology. Nothing imports an agent;
-faust discovers them (``autodiscover=["tables", "agents"]`` in :mod:`pinapp.app`)."""
+"""faust agents: each module is one stage of the topology. Nothing imports an agent; faust
+discovers them (``autodiscover`` in :mod:`pinapp.app`): ``engagement`` runs in ``pinapp worker``,
+``archive`` in ``pinapp archiver``."""

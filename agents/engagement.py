@@ -8,7 +8,8 @@ separate functions in their own modules (events, dedup, geo, rows, db); this mod
 orders them, batch by batch:
 
 1. validate every input; malformed ones go to the dead-letter topic;
-2. drop duplicates (``seen_event_ids``), within the batch too;
+2. drop duplicates (``seen_event_ids``), within the batch too (replays from the archive
+   pass the seen check: their rows are kept single by primary key);
 3. resolve each pin-related event's pin: the pin cache, then SingleStore, then the pin
    the event carries; else category ``unknown``;
 4. enrich with geo-location and category, and build rows;
@@ -33,6 +34,7 @@ from faust.types import EventT, StreamT
 
 from pinapp import metrics
 from pinapp.app import app, settings
+from pinapp.archive.replay import is_replay
 from pinapp.db import EngagementStore, create_pool, migrate
 from pinapp.dead_letter import dead_letter
 from pinapp.dedup import PartitionSweeper, is_duplicate
@@ -128,7 +130,9 @@ class EngagementBatcher:
                 duplicates += 1
                 continue
             seen = self._seen_entry(source, event.event_id)
-            if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms):
+            # A replay from the archive restores rows, so it passes the seen check; the
+            # tables' primary keys keep its rows single (see pinapp.archive.replay).
+            if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms) and not is_replay(msg.headers):
                 duplicates += 1
                 continue
             in_batch[event.event_id] = where

@@ -7,6 +7,7 @@ environment variable named ``PINAPP_<SECTION>__<FIELD>``, e.g. ``PINAPP_KAFKA__B
 
 from config.settings import (
     PROFILES,
+    ArchiveSettings,
     DatabaseSettings,
     KafkaSettings,
     PipelineSettings,
@@ -19,6 +20,7 @@ from config.settings import (
 
 __all__ = [
     "PROFILES",
+    "ArchiveSettings",
     "DatabaseSettings",
     "KafkaSettings",
     "PipelineSettings",

@@ -25,6 +25,7 @@ from pinapp.errors import ConfigError
 
 __all__ = [
     "PROFILES",
+    "ArchiveSettings",
     "DatabaseSettings",
     "KafkaSettings",
     "PipelineSettings",
@@ -123,6 +124,34 @@ class WorkerSettings(_Section):
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
 
 
+class ArchiveSettings(_Section):
+    """The S3 archiver (Secor's role): its own faust app and consumer group, so an S3 outage
+    pauses archiving without stalling the SingleStore tables."""
+
+    topics: tuple[str, ...] = Field(
+        (), description="topics to archive; empty means kafka.events_topic and kafka.dlq_topic"
+    )
+    prefix: str = Field("raw", description="key prefix in the bucket: s3://BUCKET/PREFIX/TOPIC/dt=/hr=/")
+    format: Literal["jsonl.gz", "parquet"] = "jsonl.gz"
+    max_events: int = Field(100_000, ge=1, description="upload a partition's buffer at this many events")
+    max_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="... or at this many raw bytes")
+    max_age_s: float = Field(60.0, gt=0, description="... or when its oldest event waited this long")
+    check_interval_s: float = Field(1.0, gt=0, description="how often buffer ages are checked")
+    retry_max_s: float = Field(30.0, gt=0, description="cap on the backoff between S3 retries")
+    revoke_flush_timeout_s: float = Field(
+        5.0, gt=0, description="on revocation, give up flushing after this long (the next owner re-reads)"
+    )
+    finalize_delay_s: float = Field(
+        600.0, ge=0, description="_SUCCESS goes into an hour folder once every partition is this far past it"
+    )
+    finalize_interval_s: float = Field(30.0, gt=0, description="how often the finalizer runs")
+    web_port: int = Field(6067, ge=1, le=65535, description="the archiver worker's web server (/metrics)")
+    crash_at: Literal["", "before_intent", "after_intent", "mid_upload", "after_upload", "after_ack"] = Field(
+        "", description="FAULT TESTS ONLY: SIGKILL the archiver at this point of its Nth cut"
+    )
+    crash_on_cut: int = Field(2, ge=1, description="FAULT TESTS ONLY: which cut crash_at applies to")
+
+
 class Settings(BaseSettings):
     """Everything pinapp reads from its environment, in one frozen object."""
 
@@ -140,6 +169,12 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     pipeline: PipelineSettings = PipelineSettings()
     worker: WorkerSettings = WorkerSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+
+    @property
+    def archive_topics(self) -> tuple[str, ...]:
+        """The topics the archiver consumes (its setting, else the events topic and the DLQ)."""
+        return self.archive.topics or (self.kafka.events_topic, self.kafka.dlq_topic)
 
     @classmethod
     def settings_customise_sources(

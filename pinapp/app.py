@@ -1,39 +1,55 @@
-"""The faust App. Nothing else lives here: topics, tables and agents import the app.
+"""The faust Apps. Nothing else lives here: topics, tables and agents import them.
 
-Run a worker with ``pinapp worker`` (or ``faust -A pinapp.app worker``).
+* ``app``: the engagement topology (validate, dedup, pin cache, enrich, SingleStore).
+  Run with ``pinapp worker``.
+* ``archive_app``: the S3 archiver, Secor's role. A separate app, hence its own consumer
+  group and its own committed offsets: an S3 outage pauses archiving without stalling the
+  tables analysts query, and a slow archive never holds back the topology's commits.
+  Run with ``pinapp archiver``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from config import load_settings
 from pinapp.transport import PinApp
 
-__all__ = ["app", "main", "settings"]
+__all__ = ["app", "archive_app", "main", "settings"]
 
 settings = load_settings()
 
-app = PinApp(
-    settings.worker.app_id,
-    # Every faust setting pinapp cares about is passed from the one settings object.
-    broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
-    store="rocksdb://",
-    datadir=str(settings.worker.data_dir),
-    # faust's origin-based autodiscovery only scans `pinapp`; agents/ and tables/ are
-    # top-level packages, so they are listed explicitly.
-    autodiscover=["tables", "agents", "pinapp.web"],
-    origin="pinapp",
-    topic_partitions=settings.kafka.partitions,
-    topic_replication_factor=settings.kafka.replication_factor,
-    table_standby_replicas=settings.worker.table_standby_replicas,
-    broker_session_timeout=settings.worker.session_timeout_s,
-    broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),
-    consumer_auto_offset_reset="earliest",
-    producer_acks=-1,
-    web_host=settings.worker.web_host,
-    web_bind=settings.worker.web_host,
-    web_port=settings.worker.web_port,
-    # Agents run with concurrency 1: faust #606 commits past in-flight messages otherwise.
-)
+
+def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[str]) -> PinApp:
+    return PinApp(
+        app_id,
+        # Every faust setting pinapp cares about is passed from the one settings object.
+        broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
+        store="rocksdb://",
+        datadir=str(datadir),
+        # faust's origin-based autodiscovery only scans `pinapp`; agents/ and tables/ are
+        # top-level packages, so they are listed explicitly.
+        autodiscover=autodiscover,
+        origin="pinapp",
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        table_standby_replicas=settings.worker.table_standby_replicas,
+        broker_session_timeout=settings.worker.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_host=settings.worker.web_host,
+        web_bind=settings.worker.web_host,
+        web_port=web_port,
+        # Agents run with concurrency 1: faust #606 commits past in-flight messages otherwise.
+    )
+
+
+app = _faust_app(settings.worker.app_id, datadir=settings.worker.data_dir, web_port=settings.worker.web_port,
+                 autodiscover=["tables", "agents.engagement", "pinapp.web"])
+
+archive_app = _faust_app(f"{settings.worker.app_id}-archiver", datadir=settings.worker.data_dir / "archiver",
+                         web_port=settings.archive.web_port, autodiscover=["agents.archive", "pinapp.web"])
 
 
 def main() -> None:

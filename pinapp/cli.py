@@ -1,4 +1,4 @@
-"""The ``pinapp`` command line: worker, generate, stack, db, query."""
+"""The ``pinapp`` command line: worker, archiver, archive, generate, stack, db, query."""
 
 from __future__ import annotations
 
@@ -51,6 +51,125 @@ def worker(ctx: click.Context) -> None:
     level = _settings(ctx).worker.log_level
     sys.argv = ["pinapp", "worker", "--loglevel", level, *ctx.args]
     app.main()
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def archiver(ctx: click.Context) -> None:
+    """Run the S3 archiver worker: its own consumer group (extra arguments go to `faust worker`)."""
+    settings = _settings(ctx)
+    asyncio.run(_check_bucket(settings))  # a missing bucket or bad credentials: one clear line, now
+    (settings.worker.data_dir / "archiver").mkdir(parents=True, exist_ok=True)
+    from pinapp.app import archive_app
+
+    sys.argv = ["pinapp", "worker", "--loglevel", settings.worker.log_level, *ctx.args]
+    archive_app.main()
+
+
+async def _check_bucket(settings: Settings) -> None:
+    from pinapp.archive.writer import ArchiveWriter
+    from pinapp.s3 import s3_client
+
+    async with s3_client(settings.s3) as s3:
+        await ArchiveWriter(s3, settings.s3.bucket).check_bucket()
+
+
+# -- archive -----------------------------------------------------------------------------
+
+
+@cli.group()
+def archive() -> None:
+    """The S3 archive: list it, verify it, replay it into Kafka."""
+
+
+@archive.command("ls")
+@click.option("--topic", help="Topic (default: the events topic).")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), help="Only this day (UTC).")
+@click.pass_context
+def archive_ls(ctx: click.Context, topic: str | None, day: Any) -> None:
+    """List hour folders with their objects, records' bytes and _SUCCESS markers."""
+    settings = _settings(ctx)
+    rows = asyncio.run(_archive_ls(settings, topic or settings.kafka.events_topic, day.date() if day else None))
+    click.echo(tabulate(rows, headers=["folder", "objects", "bytes", "complete"]))
+
+
+async def _archive_ls(settings: Settings, topic: str, day: Any) -> list[tuple[str, int, int, str]]:
+    from pinapp.archive.layout import ObjectKey
+    from pinapp.s3 import s3_client
+
+    prefix = settings.archive.prefix.strip("/")
+    base = f"{prefix}/{topic}/" if prefix else f"{topic}/"
+    if day is not None:
+        base += f"dt={day.isoformat()}/"
+    folders: dict[str, list[int]] = {}
+    done: set[str] = set()
+    async with s3_client(settings.s3) as s3:
+        async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3.bucket, Prefix=base):
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/_SUCCESS"):
+                    done.add(obj["Key"].rsplit("/", 1)[0].split(f"{topic}/", 1)[1])
+                elif (key := ObjectKey.parse(obj["Key"])) is not None:
+                    stats = folders.setdefault(key.folder, [0, 0])
+                    stats[0] += 1
+                    stats[1] += obj["Size"]
+    return [(f"s3://{settings.s3.bucket}/{base.split(f'{topic}/')[0]}{topic}/{folder}/", n, size,
+             "_SUCCESS" if folder in done else "") for folder, (n, size) in sorted(folders.items())]
+
+
+@archive.command("verify")
+@click.option("--topic", help="Topic (default: the events topic).")
+@click.pass_context
+def archive_verify(ctx: click.Context, topic: str | None) -> None:
+    """Check every offset from the topic's start to the archiver's committed offset is archived
+    exactly once. Prints gaps and duplicates; exit 1 on any."""
+    from pinapp.archive.verify import verify_archive
+
+    settings = _settings(ctx)
+    report, table = asyncio.run(verify_archive(settings, topic or settings.kafka.events_topic))
+    click.echo(tabulate(table, headers=["partition", "start", "committed", "gaps", "duplicates"]))
+    click.echo(f"{report.topic}: {report.records} records in {report.objects} objects; "
+               f"{'OK' if report.ok else 'FAILED'}")
+    if not report.ok:
+        ctx.exit(1)
+
+
+@archive.command("replay")
+@click.option("--topic", help="Archived topic to read (default: the events topic).")
+@click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC).")
+@click.option("--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC), inclusive.")
+@click.option("--to-topic", help="Produce into this topic (default: the archived topic itself).")
+@click.pass_context
+def archive_replay(ctx: click.Context, topic: str | None, first: Any, last: Any, to_topic: str | None) -> None:
+    """Produce archived events back into Kafka (a backfill); the topology dedups them by row."""
+    settings = _settings(ctx)
+    if last < first:
+        raise click.BadParameter("--to is before --from", param_hint="--to")
+    source = topic or settings.kafka.events_topic
+    objects, records = asyncio.run(_archive_replay(settings, source, first.date(), last.date(), to_topic or source))
+    click.echo(f"replayed {records} records from {objects} objects of {source} into {to_topic or source}")
+
+
+async def _archive_replay(settings: Settings, topic: str, first: Any, last: Any, to_topic: str) -> tuple[int, int]:
+    from pinapp.archive.replay import list_objects, replay
+    from pinapp.kafka import ensure_topics, make_producer
+    from pinapp.s3 import s3_client
+
+    async with s3_client(settings.s3) as s3:
+        keys = await list_objects(s3, settings.s3.bucket, settings.archive.prefix, topic, first, last)
+        if not keys:
+            click.echo(f"no archived objects of {topic} between {first} and {last}")
+            return 0, 0
+        await ensure_topics(settings.kafka, [to_topic])
+        producer = make_producer(settings.kafka)
+        await producer.start()
+        try:
+            with click.progressbar(length=len(keys), label=f"replaying {len(keys)} objects",
+                                   show_pos=True, file=sys.stderr) as bar:
+                report = await replay(s3, producer, settings.s3.bucket, keys, to_topic,
+                                      progress=lambda _n: bar.update(1))
+        finally:
+            await producer.stop()
+    return report.objects, report.records
 
 
 # -- generate ----------------------------------------------------------------------------

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "ARCHIVE_BUFFERED",
+    "ARCHIVE_BYTES",
+    "ARCHIVE_CUTS",
+    "ARCHIVE_EVENTS",
+    "ARCHIVE_S3_ERRORS",
     "DEAD_LETTERED",
     "DUPLICATES_DROPPED",
     "EVENTS_IN",
@@ -23,3 +28,9 @@ SINK_BATCH_ROWS = Histogram(
     "pinapp_sink_batch_rows", "Rows per sink batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
 )
 SINK_BATCH_SECONDS = Histogram("pinapp_sink_batch_seconds", "Time to write one sink batch (retries included)")
+
+ARCHIVE_EVENTS = Counter("pinapp_archive_events", "Records written to the S3 archive", ["topic"])
+ARCHIVE_BYTES = Counter("pinapp_archive_bytes", "Object bytes written to the S3 archive", ["topic"])
+ARCHIVE_CUTS = Counter("pinapp_archive_cuts", "Cuts (uploads of one offset range) written", ["topic"])
+ARCHIVE_S3_ERRORS = Counter("pinapp_archive_s3_errors", "Failed S3 calls of the archiver (each is retried)")
+ARCHIVE_BUFFERED = Gauge("pinapp_archive_buffered", "Records held in memory, not yet in S3")

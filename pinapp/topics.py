@@ -7,9 +7,9 @@ from settings) before subscribing; producers outside the worker use
 
 from __future__ import annotations
 
-from pinapp.app import app, settings
+from pinapp.app import app, archive_app, settings
 
-__all__ = ["dead_letter_topic", "events_topic"]
+__all__ = ["archive_source", "dead_letter_topic", "events_topic"]
 
 #: Raw engagement events as JSON bytes, keyed by pin_id (else user_id).
 events_topic = app.topic(
@@ -26,6 +26,19 @@ events_topic = app.topic(
 #: Inputs pinapp could not process: original key and bytes, reason and source in headers.
 dead_letter_topic = app.topic(
     settings.kafka.dlq_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.kafka.partitions,
+    replicas=settings.kafka.replication_factor,
+    internal=True,
+)
+
+#: What the archiver copies to S3 (``archive.topics``; default: the events topic and the DLQ).
+#: Declared on the archiver's app, so its consumer group and commits are its own.
+archive_source = archive_app.topic(
+    *settings.archive_topics,
     key_type=bytes,
     value_type=bytes,
     key_serializer="raw",

@@ -18,7 +18,7 @@ re-check it when upgrading faust-streaming (pinned in pyproject.toml).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 import faust
@@ -129,7 +129,21 @@ class _Transport(aiokafka_driver.Transport):
 
 
 class PinApp(faust.App):
-    """``faust.App`` using :class:`FastHandoffConsumer` for ``kafka://`` brokers."""
+    """``faust.App`` using :class:`FastHandoffConsumer` for ``kafka://`` brokers.
+
+    It also lets agents that hold messages unacked on purpose (the archiver buffers records
+    until they are in S3) flush before faust waits for every delivered message to be acked,
+    on revocation and on shutdown: :attr:`before_wait_empty`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_wait_empty: list[Callable[[], Awaitable[None]]] = []
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        for hook in self.before_wait_empty:
+            await hook()
+        await super()._consumer_wait_empty(consumer, logger)
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)

@@ -1,21 +1,34 @@
-"""The archived form of one Kafka record: a JSON line that keeps the record exactly.
+"""The archived form of Kafka records: gzip JSON lines (default) or Parquet, both lossless.
 
-``{"topic", "partition", "offset", "timestamp" (ms), "key", "value"}``, where ``key`` and
-``value`` are the original bytes as UTF-8 text, or, when they are not valid UTF-8, base64
-under ``key_b64`` / ``value_b64``. Malformed inputs (the DLQ's whole point) survive intact,
-and replay produces byte-identical records.
+JSON lines: ``{"topic", "partition", "offset", "timestamp" (ms), "key", "value"}``, where
+``key`` and ``value`` are the original bytes as UTF-8 text, or, when they are not valid
+UTF-8, base64 under ``key_b64`` / ``value_b64``.
+
+Parquet: the same six columns, with ``key`` and ``value`` as binary, which query engines
+(Athena, Spark, DuckDB) read column-wise and cast to text or JSON.
+
+Malformed inputs (the DLQ's whole point) survive intact in both, and replay produces
+byte-identical records. Both encodings are deterministic: the same records always give the
+same bytes, so a re-upload after a crash overwrites an object with itself.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
-from collections.abc import Iterable, Iterator
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-__all__ = ["ArchivedRecord", "decode_jsonl_gz", "encode_jsonl_gz"]
+__all__ = ["FORMATS", "ArchivedRecord", "decode", "decode_jsonl_gz", "encode", "encode_jsonl_gz"]
+
+#: Object formats, named by their file extension.
+FORMATS: Final = ("jsonl.gz", "parquet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +78,56 @@ def decode_jsonl_gz(data: bytes) -> Iterator[ArchivedRecord]:
         doc = orjson.loads(line)
         yield ArchivedRecord(doc["topic"], doc["partition"], doc["offset"], doc["timestamp"],
                              _read(doc, "key"), _read(doc, "value"))
+
+
+_PARQUET_SCHEMA: Final = pa.schema([
+    ("topic", pa.string()),
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+    ("timestamp", pa.timestamp("ms", tz="UTC")),
+    ("key", pa.binary()),
+    ("value", pa.binary()),
+])
+
+
+def encode_parquet(records: Sequence[ArchivedRecord]) -> bytes:
+    """One Parquet file (zstd, one row group) holding ``records`` in the order given."""
+    table = pa.Table.from_pydict({
+        "topic": [r.topic for r in records],
+        "partition": [r.partition for r in records],
+        "offset": [r.offset for r in records],
+        "timestamp": [r.timestamp_ms for r in records],
+        "key": [r.key for r in records],
+        "value": [r.value for r in records],
+    }, schema=_PARQUET_SCHEMA)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", row_group_size=max(len(records), 1))
+    return sink.getvalue()
+
+
+def decode_parquet(data: bytes) -> Iterator[ArchivedRecord]:
+    """The records of an object written by :func:`encode_parquet`."""
+    table = pq.read_table(io.BytesIO(data))
+    columns = {name: table.column(name).to_pylist() for name in _PARQUET_SCHEMA.names}
+    for i in range(table.num_rows):
+        ts = columns["timestamp"][i]
+        yield ArchivedRecord(columns["topic"][i], columns["partition"][i], columns["offset"][i],
+                             int(ts.timestamp() * 1000), columns["key"][i], columns["value"][i])
+
+
+def encode(records: Sequence[ArchivedRecord], fmt: str) -> bytes:
+    """``records`` as one object body in format ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "parquet":
+        return encode_parquet(records)
+    if fmt == "jsonl.gz":
+        return encode_jsonl_gz(records)
+    raise ValueError(f"unknown archive format {fmt!r}; one of {FORMATS}")
+
+
+def decode(data: bytes, fmt: str) -> Iterator[ArchivedRecord]:
+    """The records of an object body in format ``fmt``."""
+    if fmt == "parquet":
+        return decode_parquet(data)
+    if fmt == "jsonl.gz":
+        return decode_jsonl_gz(data)
+    raise ValueError(f"unknown archive format {fmt!r}; one of {FORMATS}")

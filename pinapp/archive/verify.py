@@ -12,10 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pinapp.archive.layout import ObjectKey
-from pinapp.archive.records import decode_jsonl_gz
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ["VerifyReport", "verify_topic"]
+from config import Settings
+from pinapp.archive.layout import ObjectKey
+from pinapp.archive.records import decode
+from pinapp.errors import PinappError
+from pinapp.s3 import s3_client
+
+__all__ = ["VerifyReport", "archiver_group", "committed_offsets", "verify_archive", "verify_topic"]
 
 
 def _ranges(offsets: list[int]) -> list[tuple[int, int]]:
@@ -56,7 +61,7 @@ async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,
                 continue
             body = await (await s3.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
             report.objects += 1
-            for record in decode_jsonl_gz(body):
+            for record in decode(body, key.fmt):
                 seen.setdefault(record.partition, Counter())[record.offset] += 1
                 report.records += 1
     for partition, counts in sorted(seen.items()):
@@ -68,3 +73,44 @@ async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,
         if doubled:
             report.duplicates[partition] = _ranges(doubled)
     return report
+
+
+def archiver_group(settings: Settings) -> str:
+    """The archiver's consumer group: its faust app id."""
+    return f"{settings.worker.app_id}-archiver"
+
+
+async def committed_offsets(settings: Settings, topic: str, group: str) -> tuple[dict[int, int], dict[int, int]]:
+    """``(log start, committed)`` per partition of ``topic`` for consumer group ``group``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka's only way to refresh
+            partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            raise PinappError(f"topic {topic!r} does not exist on {settings.kafka.bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        starts = await consumer.beginning_offsets(tps) if tps else {}
+        committed = {tp.partition: (await consumer.committed(tp)) or 0 for tp in tps}
+        return {tp.partition: off for tp, off in starts.items()}, committed
+    finally:
+        await consumer.stop()
+
+
+async def verify_archive(settings: Settings, topic: str) -> tuple[VerifyReport, list[tuple[int, int, int, str, str]]]:
+    """Verify ``topic``'s archive against the archiver group's committed offsets.
+
+    Returns the report and one row per partition for printing.
+    """
+    start, committed = await committed_offsets(settings, topic, archiver_group(settings))
+    async with s3_client(settings.s3) as s3:
+        report = await verify_topic(s3, settings.s3.bucket, settings.archive.prefix, topic, start, committed)
+
+    def runs(found: list[tuple[int, int]]) -> str:
+        return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in found) or "-"
+
+    table = [(p, start.get(p, 0), committed[p], runs(report.gaps.get(p, [])), runs(report.duplicates.get(p, [])))
+             for p in sorted(committed)]
+    return report, table

@@ -251,3 +251,17 @@ class S3Service(StackService):
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def after_start(self) -> None:
+        """Create the archive bucket (moto keeps buckets in memory, so after every start)."""
+        import boto3  # moto's own dependency; the stack's set-up is synchronous
+
+        s3 = self.settings.s3
+        client = boto3.client(
+            "s3", endpoint_url=f"http://127.0.0.1:{self.port}", region_name=s3.region,
+            aws_access_key_id=s3.access_key_id.get_secret_value(),
+            aws_secret_access_key=s3.secret_access_key.get_secret_value(),
+        )
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if s3.bucket not in existing:
+            client.create_bucket(Bucket=s3.bucket)

@@ -48,7 +48,7 @@ async def test_a_cut_interrupted_anywhere_is_adopted_and_rewritten_without_dupli
     s3, bucket = s3_bucket
     writer = ArchiveWriter(s3, bucket, prefix="raw")
     await writer.check_bucket()
-    done = await writer.write_cut("events", 0, _records(0, 0, 100))  # committed: 0..99
+    done = (await writer.write_cut("events", 0, _records(0, 0, 100))).keys  # committed: 0..99
     assert len({k.folder for k in done}) >= 3  # one cut, several hour folders
 
     # A crash mid-cut: the intent and only the first hour's object of 100..179 made it.
@@ -69,7 +69,7 @@ async def test_a_cut_interrupted_anywhere_is_adopted_and_rewritten_without_dupli
     s3.put_object = real_put
 
     # The next owner starts at the committed offset, adopts the cut and re-cuts exactly there.
-    assert await writer.pending_cuts("events", 0, committed=100) == [(100, 179)]
+    assert await writer.pending_cuts("events", 0, committed=100) == [(100, 179, "jsonl.gz")]
     await writer.write_cut("events", 0, interrupted)
     await writer.write_cut("events", 0, _records(0, 180, 20))
     report = await verify_topic(s3, bucket, "raw", "events", start={0: 0}, committed={0: 200})

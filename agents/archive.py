@@ -1,0 +1,122 @@
+"""The archiver agent: every record of ``archive.topics`` into S3, offsets acked only after.
+
+Runs in ``pinapp archiver`` (:data:`pinapp.app.archive_app`, its own consumer group). The
+stream is ``noack()``: faust's batch helpers (``take_events``) ack even when the agent
+fails, so records are acked one by one, by :class:`~pinapp.archive.archiver.Archiver`,
+after the cut holding them is in S3. Timers flush buffers by age, report progress, write
+``_SUCCESS`` markers and delete intents of committed cuts; a hook flushes everything before
+faust waits for acks on revocation and shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+
+from faust.types import TP, StreamT
+
+from pinapp.app import archive_app, settings
+from pinapp.archive.archiver import Archiver, CutAbandoned
+from pinapp.archive.records import ArchivedRecord
+from pinapp.archive.writer import ArchiveWriter
+from pinapp.metrics import ARCHIVE_BUFFERED
+from pinapp.s3 import s3_client
+from pinapp.topics import archive_source
+
+__all__ = ["archive_records"]
+
+logger = logging.getLogger(__name__)
+
+TOPICS = frozenset(settings.archive_topics)
+
+
+class FaustPartitions:
+    """:class:`~pinapp.archive.archiver.PartitionControl` over the archiver app's consumer."""
+
+    def pause(self, topic: str, partition: int) -> None:
+        archive_app.consumer.pause_partitions([TP(topic, partition)])
+
+    def resume(self, topic: str, partition: int) -> None:
+        archive_app.consumer.resume_partitions([TP(topic, partition)])
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        try:
+            return archive_app.consumer.highwater(TP(topic, partition))
+        except Exception:  # not fetched yet, or no longer assigned
+            return None
+
+    def committed(self, topic: str, partition: int) -> int | None:
+        # faust tracks the last offset it committed per partition but has no public getter.
+        return archive_app.consumer._committed_offset.get(TP(topic, partition))  # noqa: SLF001
+
+    def assigned(self) -> Iterable[tuple[str, int]]:
+        return [(tp.topic, tp.partition) for tp in archive_app.consumer.assignment() if tp.topic in TOPICS]
+
+    def partition_count(self, topic: str) -> int | None:
+        return archive_app.consumer.topic_partitions(topic)
+
+
+_exit_stack = AsyncExitStack()
+_archiver: Archiver | None = None
+
+
+async def _get_archiver() -> Archiver:
+    """The archiver and its S3 client, created on first use inside the worker's event loop."""
+    global _archiver
+    if _archiver is None:
+        s3 = await _exit_stack.enter_async_context(s3_client(settings.s3))
+        writer = ArchiveWriter(s3, settings.s3.bucket, settings.archive.prefix)
+        _archiver = Archiver(writer, settings.archive, FaustPartitions())
+        ARCHIVE_BUFFERED.set_function(lambda: _archiver.buffered if _archiver else 0)
+    return _archiver
+
+
+@archive_app.agent(archive_source)
+async def archive_records(stream: StreamT[bytes]) -> None:
+    """Hand each record, with its ack, to the archiver; it acks once the record is in S3."""
+    archiver = await _get_archiver()
+    async for event in stream.noack().events():
+        message = event.message
+        record = ArchivedRecord(message.topic, message.partition, message.offset,
+                                round(message.timestamp * 1000), message.key, message.value)
+        try:
+            await archiver.add(record, event.ack)
+        except CutAbandoned as exc:
+            # The partition was revoked while S3 failed: its records stay unacked for the next owner.
+            logger.warning("archive: %s", exc)
+
+
+@archive_app.timer(interval=settings.archive.check_interval_s)
+async def flush_aged() -> None:
+    """Upload buffers that reached ``archive.max_age_s``."""
+    try:
+        await (await _get_archiver()).flush_due()
+    except CutAbandoned as exc:
+        logger.warning("archive: %s", exc)
+
+
+@archive_app.timer(interval=settings.archive.finalize_interval_s)
+async def finalize_hours() -> None:
+    """Report progress, put ``_SUCCESS`` into complete hour folders, forget committed intents."""
+    archiver = await _get_archiver()
+    try:
+        for folder in await archiver.report_and_finalize(settings.archive_topics):
+            logger.info("archive: %s complete (_SUCCESS written)", folder)
+        await archiver.collect_intents()
+    except Exception as exc:  # S3 trouble: the next tick tries again; archiving is unaffected
+        logger.warning("archive: finalizer skipped this round: %r", exc)
+
+
+async def _flush_before_handover() -> None:
+    if _archiver is not None:
+        await _archiver.flush_all()
+
+
+archive_app.before_wait_empty.append(_flush_before_handover)
+
+
+@archive_app.on_partitions_assigned.connect
+async def _on_assigned(app: object, assigned: object, **kwargs: object) -> None:
+    if _archiver is not None:
+        _archiver.on_assigned()

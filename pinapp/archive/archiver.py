@@ -1,0 +1,266 @@
+"""The archiver: buffers each partition's records, writes cuts to S3, acks only after.
+
+The faust side (:mod:`agents.archive`) feeds records in with their ack callbacks and calls
+the timers; this class decides cuts, writes them, and keeps four promises:
+
+* **Nothing is acked before it is in S3.** Acks run after :meth:`ArchiveWriter.write_cut`
+  returned, so faust commits an offset only once the objects holding it are durable.
+* **Nothing is doubled after a crash.** The first record of a partition after an assignment
+  makes the archiver adopt that partition's intents (see :mod:`pinapp.archive.buffer`).
+* **S3 trouble pauses, never crashes.** A failing write is retried with capped exponential
+  backoff (tenacity) while the partition's fetching is paused; nothing is acked meanwhile.
+* **Revocation and shutdown flush.** :meth:`flush_all` writes every complete run before
+  faust commits and hands partitions over, and gives up after a deadline (the next owner
+  re-reads from the committed offset and re-cuts at the intents already written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from config import ArchiveSettings
+from pinapp.archive.buffer import Ack, Cut, CutLimits, PartitionBuffer
+from pinapp.archive.layout import hour_folder
+from pinapp.archive.records import ArchivedRecord
+from pinapp.archive.writer import ArchiveWriter, PartitionProgress, Step
+from pinapp.errors import PinappError
+from pinapp.metrics import ARCHIVE_BYTES, ARCHIVE_CUTS, ARCHIVE_EVENTS, ARCHIVE_S3_ERRORS
+
+__all__ = ["Archiver", "CutAbandoned", "PartitionControl"]
+
+logger = logging.getLogger(__name__)
+
+_HOUR_MS = 3_600_000
+
+
+class CutAbandoned(PinappError):
+    """A cut was given up (partition revoked or worker stopping); its records stay unacked."""
+
+
+class PartitionControl(Protocol):
+    """What the archiver needs from the Kafka consumer (faust's, in the worker)."""
+
+    def pause(self, topic: str, partition: int) -> None: ...
+    def resume(self, topic: str, partition: int) -> None: ...
+    def highwater(self, topic: str, partition: int) -> int | None: ...
+    def committed(self, topic: str, partition: int) -> int | None: ...
+    def assigned(self) -> Iterable[tuple[str, int]]: ...
+    def partition_count(self, topic: str) -> int | None: ...
+
+
+@dataclass
+class _Partition:
+    buffer: PartitionBuffer
+    lock: asyncio.Lock
+    next_offset: int  # one past the last offset written to S3 (or the first seen)
+    max_event_ms: int = 0
+
+
+class Archiver:
+    """Cuts, writes and acks the records of the partitions this worker owns."""
+
+    def __init__(self, writer: ArchiveWriter, settings: ArchiveSettings, control: PartitionControl) -> None:
+        self.writer = writer
+        self.settings = settings
+        self.control = control
+        self.limits = CutLimits(settings.max_events, settings.max_bytes, settings.max_age_s)
+        self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._adopting = asyncio.Lock()
+        self._abandon = asyncio.Event()
+        self._cuts_written = 0
+        self._finalized: set[tuple[str, str]] = set()
+
+    # -- records in --------------------------------------------------------------------------
+
+    async def add(self, record: ArchivedRecord, ack: Ack) -> None:
+        """Buffer one record; write whatever cuts it completes (blocking while S3 is down)."""
+        tp = (record.topic, record.partition)
+        state = self._partitions.get(tp)
+        if state is None:
+            state = await self._adopt(record.topic, record.partition, record.offset)
+        cuts = state.buffer.add(record, ack)
+        for cut in cuts:
+            await self._write(state, cut)
+
+    async def _adopt(self, topic: str, partition: int, first_offset: int) -> _Partition:
+        """First record of a partition since it was assigned: learn the cuts already begun."""
+        async with self._adopting:
+            existing = self._partitions.get((topic, partition))
+            if existing is not None:
+                return existing
+            pending = await self._retrying(topic, partition, "list intents",
+                                           lambda: self.writer.pending_cuts(topic, partition, first_offset))
+            if pending:
+                logger.info("archive %s[%d]: re-cutting at %d intent(s) from offset %d (a previous owner "
+                            "stopped between upload and commit)", topic, partition, len(pending), first_offset)
+            buffer = PartitionBuffer.adopting(topic, partition, self.settings.format, self.limits, pending)
+            state = _Partition(buffer, asyncio.Lock(), first_offset)
+            self._partitions[(topic, partition)] = state
+            return state
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _write(self, state: _Partition, cut: Cut) -> None:
+        async with state.lock:
+            self._cuts_written += 1
+            number = self._cuts_written
+
+            async def on_step(step: Step) -> None:
+                self._maybe_crash(step, number)
+
+            result = await self._retrying(
+                cut.topic, cut.partition, f"cut {cut.first}-{cut.last}",
+                lambda: self.writer.write_cut(cut.topic, cut.partition, cut.records, cut.fmt, on_step=on_step))
+            for ack in cut.acks:
+                ack()
+            self._maybe_crash("after_ack", number)
+            state.next_offset = cut.last + 1
+            state.max_event_ms = max(state.max_event_ms, result.max_event_ms)
+            ARCHIVE_EVENTS.labels(cut.topic).inc(len(cut.records))
+            ARCHIVE_BYTES.labels(cut.topic).inc(result.bytes_written)
+            ARCHIVE_CUTS.labels(cut.topic).inc()
+            logger.debug("archived %s[%d] %d-%d in %d object(s)", cut.topic, cut.partition, cut.first, cut.last,
+                         len(result.keys))
+
+    async def _retrying(self, topic: str, partition: int, what: str, call: Any) -> Any:
+        """``await call()`` until it succeeds, pausing the partition while S3 fails."""
+        paused = False
+
+        def before_sleep(retry_state: RetryCallState) -> None:
+            nonlocal paused
+            exc = retry_state.outcome.exception() if retry_state.outcome else None
+            ARCHIVE_S3_ERRORS.inc()
+            if not paused:
+                self.control.pause(topic, partition)
+                paused = True
+            logger.warning("archive %s[%d]: %s failed (attempt %d, %s); partition paused, retrying",
+                           topic, partition, what, retry_state.attempt_number, _describe(exc))
+
+        async def sleep(seconds: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._abandon.wait(), seconds)
+            if self._abandon.is_set():
+                raise CutAbandoned(f"{topic}[{partition}] {what}: abandoned while S3 was failing")
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((BotoCoreError, ClientError, OSError, asyncio.TimeoutError)),
+                wait=wait_exponential_jitter(initial=0.2, max=self.settings.retry_max_s),
+                before_sleep=before_sleep, sleep=sleep, reraise=True,
+            ):
+                with attempt:
+                    return await call()
+        finally:
+            if paused:
+                self.control.resume(topic, partition)
+                logger.info("archive %s[%d]: S3 is back; partition resumed", topic, partition)
+        raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying returns or raises
+
+    def _maybe_crash(self, step: str, number: int) -> None:
+        """Fault injection for the crash tests (``archive.crash_at``); never set in production."""
+        if self.settings.crash_at == step and number == self.settings.crash_on_cut:
+            logger.warning("archive.crash_at=%s: SIGKILL on cut %d", step, number)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def flush_due(self) -> None:
+        """Write every partition's buffer that has reached its age limit."""
+        for state in list(self._partitions.values()):
+            cut = state.buffer.due()
+            if cut is not None:
+                await self._write(state, cut)
+
+    async def flush_all(self, timeout: float | None = None) -> None:
+        """Write everything buffered, then forget all partitions (revocation, shutdown).
+
+        After ``timeout`` seconds the remaining cuts are abandoned: their records stay unacked
+        and uncommitted, and whoever owns the partition next re-reads and re-cuts them.
+        """
+        async def flush() -> None:
+            for state in list(self._partitions.values()):
+                for cut in state.buffer.take_all():
+                    await self._write(state, cut)
+
+        try:
+            await asyncio.wait_for(flush(), timeout or self.settings.revoke_flush_timeout_s)
+        except (TimeoutError, CutAbandoned):
+            logger.warning("archive: flush on revocation/shutdown gave up after %.1fs; the next owner "
+                           "re-reads the unflushed records", timeout or self.settings.revoke_flush_timeout_s)
+            self._abandon.set()
+            await asyncio.sleep(0)  # let a writer blocked in a retry see it
+        finally:
+            self._partitions.clear()
+
+    @property
+    def buffered(self) -> int:
+        """Records held in memory, not yet in S3 (a gauge)."""
+        return sum(len(s.buffer) for s in self._partitions.values())
+
+    def on_assigned(self) -> None:
+        """A new assignment: writes may proceed again (partitions adopt on their first record)."""
+        self._abandon.clear()
+
+    async def collect_intents(self) -> int:
+        """Delete intents below each owned partition's committed offset (housekeeping)."""
+        removed = 0
+        for topic, partition in list(self._partitions):
+            committed = self.control.committed(topic, partition)
+            if committed:
+                with contextlib.suppress(BotoCoreError, ClientError, OSError):
+                    removed += await self.writer.forget_cuts(topic, partition, committed)
+        return removed
+
+    async def report_and_finalize(self, topics: Iterable[str]) -> list[str]:
+        """Record each owned partition's progress, then put ``_SUCCESS`` where every partition is past.
+
+        Returns the folders finalized now, as ``TOPIC/dt=.../hr=..``.
+        """
+        now_ms = int(time.time() * 1000)
+        for topic, partition in self.control.assigned():
+            state = self._partitions.get((topic, partition))
+            high = self.control.highwater(topic, partition)
+            if state is None:
+                committed = self.control.committed(topic, partition)
+                idle = high is not None and committed is not None and committed >= high
+                progress = PartitionProgress(partition, committed or 0, now_ms) if idle else None
+            else:
+                idle = not state.buffer and high is not None and state.next_offset >= high
+                progress = PartitionProgress(partition, state.next_offset,
+                                             max(state.max_event_ms, now_ms if idle else 0))
+            if progress is not None and progress.watermark_ms:
+                await self.writer.put_progress(topic, progress)
+        done = []
+        for topic in topics:
+            progress_by_partition = await self.writer.progress(topic)
+            expected = self.control.partition_count(topic)
+            if not progress_by_partition or (expected and len(progress_by_partition) < expected):
+                continue
+            watermark = min(p.watermark_ms for p in progress_by_partition.values())
+            ready_before = hour_folder(watermark - int(self.settings.finalize_delay_s * 1000) - _HOUR_MS)
+            for folder in await self.writer.hour_folders(topic):
+                if folder > ready_before or (topic, folder) in self._finalized:
+                    continue
+                if not await self.writer.is_finalized(topic, folder):
+                    await self.writer.finalize(topic, folder)
+                    done.append(f"{topic}/{folder}")
+                self._finalized.add((topic, folder))
+        return done
+
+
+def _describe(exc: BaseException | None) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code')}: {error.get('Message')}"
+    return repr(exc)

@@ -1,0 +1,142 @@
+"""Where one partition's records are cut into objects (pure logic, no I/O).
+
+Normally a cut closes when the buffer reaches the event-count or byte threshold, or (by the
+timer) its age limit. Those cut points depend on timing, which is fine as long as nobody
+re-reads the records: every cut's intent is in S3 before its objects. After a crash or a
+rebalance the next owner starts with the *forced* cuts, the intents at or after the
+committed offset, and cuts exactly there whatever the thresholds say. A record that reaches
+a forced cut's first offset closes the run before it; the record at its last offset (or
+the first one past it, should that offset be missing) closes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pinapp.archive.records import ArchivedRecord
+
+__all__ = ["Cut", "CutLimits", "ForcedCut", "PartitionBuffer"]
+
+Ack = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class CutLimits:
+    max_events: int
+    max_bytes: int
+    max_age_s: float
+
+
+@dataclass(frozen=True, order=True)
+class ForcedCut:
+    first: int
+    last: int
+    fmt: str
+
+
+@dataclass
+class Cut:
+    """Consecutive records of one partition to write as one cut, and how to ack them."""
+
+    topic: str
+    partition: int
+    fmt: str
+    records: list[ArchivedRecord]
+    acks: list[Ack]
+    nbytes: int
+
+    @property
+    def first(self) -> int:
+        return self.records[0].offset
+
+    @property
+    def last(self) -> int:
+        return self.records[-1].offset
+
+
+@dataclass
+class PartitionBuffer:
+    """The records of one partition not yet in S3, and the forced cuts still ahead."""
+
+    topic: str
+    partition: int
+    fmt: str
+    limits: CutLimits
+    forced: deque[ForcedCut] = field(default_factory=deque)
+    records: list[ArchivedRecord] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    nbytes: int = 0
+    opened_at: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def adopting(cls, topic: str, partition: int, fmt: str, limits: CutLimits,
+                 pending: Iterable[tuple[int, int, str]]) -> PartitionBuffer:
+        """A buffer that will first re-cut exactly at ``pending`` (first, last, format) cuts."""
+        return cls(topic, partition, fmt, limits, forced=deque(sorted(ForcedCut(*p) for p in pending)))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _take(self, fmt: str | None = None) -> Cut:
+        cut = Cut(self.topic, self.partition, fmt or self.fmt, self.records, self.acks, self.nbytes)
+        self.records, self.acks, self.nbytes = [], [], 0
+        return cut
+
+    def add(self, record: ArchivedRecord, ack: Ack) -> list[Cut]:
+        """Buffer ``record``; returns the cuts that are complete (usually none, at most two)."""
+        out: list[Cut] = []
+        offset = record.offset
+        # A forced cut whose last offset never came (compaction): close it at what it has.
+        while self.forced and offset > self.forced[0].last:
+            if self.records and self.records[0].offset >= self.forced[0].first:
+                out.append(self._take(self.forced[0].fmt))
+            self.forced.popleft()
+        forced = self.forced[0] if self.forced else None
+        if forced is not None and offset >= forced.first and self.records and self.records[0].offset < forced.first:
+            out.append(self._take())  # the run before a forced cut is a cut of its own
+        if not self.records:
+            self.opened_at = self.clock()
+        self.records.append(record)
+        self.acks.append(ack)
+        self.nbytes += len(record.value or b"") + len(record.key or b"")
+        if forced is not None and offset >= forced.first:
+            if offset == forced.last:
+                out.append(self._take(forced.fmt))
+                self.forced.popleft()
+            return out  # inside a forced cut: thresholds do not apply
+        if forced is not None and offset + 1 == forced.first:
+            out.append(self._take())
+        elif len(self.records) >= self.limits.max_events or self.nbytes >= self.limits.max_bytes:
+            out.append(self._take())
+        return out
+
+    def due(self) -> Cut | None:
+        """The buffered run if it is older than the age limit (and not part of a forced cut)."""
+        if not self.records or self.clock() - self.opened_at < self.limits.max_age_s:
+            return None
+        if self.forced and self.records[-1].offset >= self.forced[0].first:
+            return None
+        return self._take()
+
+    def take_all(self) -> list[Cut]:
+        """Everything buffered, as cuts that respect the forced boundaries (shutdown, revocation).
+
+        A forced cut that is only partly buffered is left out: cutting it short would name a
+        different range than its intent. Its records stay unacked, and the next owner re-reads them.
+        """
+        if not self.records:
+            return []
+        forced = self.forced[0] if self.forced else None
+        if forced is None or self.records[-1].offset < forced.first:
+            return [self._take()]
+        if self.records[0].offset < forced.first:
+            n = next(i for i, r in enumerate(self.records) if r.offset >= forced.first)
+            head = Cut(self.topic, self.partition, self.fmt, self.records[:n], self.acks[:n],
+                       sum(len(r.value or b"") + len(r.key or b"") for r in self.records[:n]))
+            return [head]
+        return []
