@@ -3,13 +3,14 @@
 Runs in ``pinapp archiver`` (:data:`pinapp.app.archive_app`, its own consumer group). The
 stream is ``noack()``: faust's batch helpers (``take_events``) ack even when the agent
 fails, so records are acked one by one, by :class:`~pinapp.archive.archiver.Archiver`,
-after the cut holding them is in S3. Timers flush buffers by age, report progress, write
+after the cut holding them is in S3. Background loops flush buffers by age, report progress, write
 ``_SUCCESS`` markers and delete intents of committed cuts; a hook flushes everything before
 faust waits for acks on revocation and shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
@@ -65,7 +66,7 @@ async def _get_archiver() -> Archiver:
     """The archiver and its S3 client, created on first use inside the worker's event loop."""
     global _archiver
     if _archiver is None:
-        s3 = await _exit_stack.enter_async_context(s3_client(settings.s3))
+        s3 = await _exit_stack.enter_async_context(s3_client(settings.s3, max_attempts=1))
         writer = ArchiveWriter(s3, settings.s3.bucket, settings.archive.prefix)
         _archiver = Archiver(writer, settings.archive, FaustPartitions())
         ARCHIVE_BUFFERED.set_function(lambda: _archiver.buffered if _archiver else 0)
@@ -87,25 +88,34 @@ async def archive_records(stream: StreamT[bytes]) -> None:
             logger.warning("archive: %s", exc)
 
 
-@archive_app.timer(interval=settings.archive.check_interval_s)
+# Loops rather than faust timers: an upload may wait out an S3 outage, and a timer would then
+# warn about overlapping runs every interval.
+
+
+@archive_app.task
 async def flush_aged() -> None:
     """Upload buffers that reached ``archive.max_age_s``."""
-    try:
-        await (await _get_archiver()).flush_due()
-    except CutAbandoned as exc:
-        logger.warning("archive: %s", exc)
+    archiver = await _get_archiver()
+    while not archive_app.should_stop:
+        await asyncio.sleep(settings.archive.check_interval_s)
+        try:
+            await archiver.flush_due()
+        except CutAbandoned as exc:
+            logger.warning("archive: %s", exc)
 
 
-@archive_app.timer(interval=settings.archive.finalize_interval_s)
+@archive_app.task
 async def finalize_hours() -> None:
     """Report progress, put ``_SUCCESS`` into complete hour folders, forget committed intents."""
     archiver = await _get_archiver()
-    try:
-        for folder in await archiver.report_and_finalize(settings.archive_topics):
-            logger.info("archive: %s complete (_SUCCESS written)", folder)
-        await archiver.collect_intents()
-    except Exception as exc:  # S3 trouble: the next tick tries again; archiving is unaffected
-        logger.warning("archive: finalizer skipped this round: %r", exc)
+    while not archive_app.should_stop:
+        await asyncio.sleep(settings.archive.finalize_interval_s)
+        try:
+            for folder in await archiver.report_and_finalize(settings.archive_topics):
+                logger.info("archive: %s complete (_SUCCESS written)", folder)
+            await archiver.collect_intents()
+        except Exception as exc:  # S3 trouble: the next round tries again; archiving is unaffected
+            logger.warning("archive: finalizer skipped this round: %r", exc)
 
 
 async def _flush_before_handover() -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import suppress
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from config import KafkaSettings
 
-__all__ = ["ensure_topics", "make_producer"]
+__all__ = ["ensure_topics", "make_producer", "partitions_of"]
 
 
 async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None) -> list[str]:
@@ -43,3 +43,13 @@ def make_producer(kafka: KafkaSettings, *, linger_ms: int = 20) -> AIOKafkaProdu
         linger_ms=linger_ms,
         max_batch_size=512 * 1024,
     )
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """``topic``'s partitions, from a fresh metadata fetch (a consumer not subscribed to a topic
+    may not have its metadata cached); empty when the topic does not exist."""
+    known = consumer.partitions_for_topic(topic)
+    if not known:
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - aiokafka has no public call
+        known = cluster.partitions_for_topic(topic)
+    return sorted(known or ())

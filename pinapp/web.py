@@ -1,4 +1,4 @@
-"""HTTP views served by each worker's faust web server (read-only)."""
+"""HTTP views served by each worker's faust web server (read-only), the archiver's included."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Any
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pinapp.app import app
+from pinapp.app import app, archive_app
 
 __all__ = ["MetricsView"]
 
 
+@archive_app.page("/metrics")
 @app.page("/metrics")
 class MetricsView(View):
     """Prometheus exposition of this worker's counters (see :mod:`pinapp.metrics`)."""

@@ -18,6 +18,7 @@ from config import Settings
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import decode
 from pinapp.errors import PinappError
+from pinapp.kafka import partitions_of
 from pinapp.s3 import s3_client
 
 __all__ = ["VerifyReport", "archiver_group", "committed_offsets", "verify_archive", "verify_topic"]
@@ -85,13 +86,10 @@ async def committed_offsets(settings: Settings, topic: str, group: str) -> tuple
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka's only way to refresh
-            partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = await partitions_of(consumer, topic)
         if not partitions:
             raise PinappError(f"topic {topic!r} does not exist on {settings.kafka.bootstrap}")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         starts = await consumer.beginning_offsets(tps) if tps else {}
         committed = {tp.partition: (await consumer.committed(tp)) or 0 for tp in tps}
         return {tp.partition: off for tp, off in starts.items()}, committed

@@ -25,9 +25,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings, load_settings
+from pinapp.archive.layout import ObjectKey
+from pinapp.archive.records import ArchivedRecord, decode
+from pinapp.archive.verify import archiver_group, committed_offsets
 from pinapp.db import create_pool
 from pinapp.generator import GeneratedRecord
-from pinapp.kafka import ensure_topics, make_producer
+from pinapp.kafka import ensure_topics, make_producer, partitions_of
+from pinapp.s3 import s3_client
 
 __all__ = ["Pipeline", "WorkerProcess", "free_port"]
 
@@ -43,18 +47,19 @@ def free_port() -> int:
 
 @dataclass
 class WorkerProcess:
-    """``pinapp worker`` as a child process with its own environment."""
+    """``pinapp worker`` (or ``pinapp archiver``) as a child process with its own environment."""
 
     env: dict[str, str]
     log_path: Path
     web_port: int
+    command: str = "worker"
     proc: subprocess.Popen[bytes] | None = None
     _ready_seen: int = 0  # "Worker ready" lines already waited for (restarts append to the log)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", "worker"],
+                [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", self.command],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
@@ -118,6 +123,7 @@ class Pipeline:
             "PINAPP_KAFKA__EVENTS_TOPIC": f"events-{self.name}",
             "PINAPP_KAFKA__DLQ_TOPIC": f"events-dlq-{self.name}",
             "PINAPP_DB__DATABASE": f"pinapp_it_{self.name}",
+            "PINAPP_S3__BUCKET": f"pinapp-it-{self.name}",
             "PINAPP_WORKER__LOG_LEVEL": "info",
             **self.extra_env,
         }
@@ -147,6 +153,19 @@ class Pipeline:
         self.workers.append(w)
         return w
 
+    def archiver(self, index: int = 0, **env: str) -> WorkerProcess:
+        """An archiver worker (its own consumer group) with its own data folder and web port."""
+        port = free_port()
+        merged = {
+            **self.env,
+            "PINAPP_WORKER__DATA_DIR": str(self.tmp / f"archiver{index}"),
+            "PINAPP_ARCHIVE__WEB_PORT": str(port),
+            **env,
+        }
+        w = WorkerProcess(merged, self.tmp / f"archiver{index}.log", port, command="archiver")
+        self.workers.append(w)
+        return w
+
     def stop_all(self) -> None:
         for w in self.workers:
             w.stop(signal.SIGKILL)
@@ -173,9 +192,70 @@ class Pipeline:
             pool.close()
             await pool.wait_closed()
 
+    # -- S3 archive -------------------------------------------------------------------------
+
+    async def create_bucket(self) -> None:
+        async with s3_client(self.settings.s3) as s3:
+            await s3.create_bucket(Bucket=self.settings.s3.bucket)
+
+    async def archive_position(self, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+        """``(committed by the archiver, end offset)`` per partition of ``topic``."""
+        _, committed = await committed_offsets(self.settings, topic, archiver_group(self.settings))
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in committed]
+            ends = {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
+        return committed, ends
+
+    async def wait_archived(self, topic: str, timeout: float = 120.0) -> dict[int, int]:
+        """Poll until the archiver has committed every partition of ``topic`` to its end."""
+        deadline = time.monotonic() + timeout
+        committed: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            committed, ends = await self.archive_position(topic)
+            if committed and committed == ends:
+                return ends
+            await asyncio.sleep(0.5)
+        logs = "\n".join(w.log_tail(30) for w in self.workers)
+        raise AssertionError(f"archive of {topic} incomplete after {timeout}s: committed {committed}, "
+                             f"end {ends}\n{logs}")
+
+    async def archived_objects(self, topic: str) -> list[tuple[ObjectKey, list[ArchivedRecord]]]:
+        """Every archive object of ``topic`` with its records."""
+        prefix = self.settings.archive.prefix.strip("/")
+        out = []
+        async with s3_client(self.settings.s3) as s3:
+            paginator = s3.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.settings.s3.bucket, Prefix=f"{prefix}/{topic}/"):
+                for obj in page.get("Contents", []):
+                    key = ObjectKey.parse(obj["Key"])
+                    if key is None:
+                        continue
+                    body = await (await s3.get_object(Bucket=self.settings.s3.bucket, Key=obj["Key"]))["Body"].read()
+                    out.append((key, list(decode(body, key.fmt))))
+        return out
+
+    async def archived_records(self, topic: str) -> list[ArchivedRecord]:
+        """Every record in every archive object of ``topic``, duplicates included."""
+        return [rec for _, recs in await self.archived_objects(topic) for rec in recs]
+
+    async def archive_keys(self, topic: str) -> list[str]:
+        prefix = self.settings.archive.prefix.strip("/")
+        async with s3_client(self.settings.s3) as s3:
+            paginator = s3.get_paginator("list_objects_v2")
+            return [obj["Key"] async for page in paginator.paginate(Bucket=self.settings.s3.bucket,
+                                                                    Prefix=f"{prefix}/{topic}/")
+                    for obj in page.get("Contents", [])]
+
     # -- Kafka ----------------------------------------------------------------------------
 
-    async def produce(self, records: Iterable[GeneratedRecord | tuple[bytes, bytes]], *, rate: float | None = None) -> int:
+    async def produce(self, records: Iterable[GeneratedRecord | tuple[Any, ...]], *, rate: float | None = None,
+                      topic: str | None = None) -> int:
+        """Produce records: generated ones, ``(key, value)`` or ``(key, value, timestamp_ms)``."""
         await ensure_topics(self.settings.kafka)
         producer = make_producer(self.settings.kafka)
         await producer.start()
@@ -184,8 +264,10 @@ class Pipeline:
         try:
             futures = []
             for rec in records:
-                key, value = (rec.key, rec.value) if isinstance(rec, GeneratedRecord) else rec
-                futures.append(await producer.send(self.settings.kafka.events_topic, value, key=key))
+                parts = (rec.key, rec.value) if isinstance(rec, GeneratedRecord) else tuple(rec)
+                key, value, timestamp_ms = (*parts, None)[:3]
+                futures.append(await producer.send(topic or self.settings.kafka.events_topic, value, key=key,
+                                                   timestamp_ms=timestamp_ms))
                 sent += 1
                 if rate is not None and sent % 50 == 0:
                     ahead = sent / rate - (time.monotonic() - started)
@@ -201,10 +283,8 @@ class Pipeline:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+            parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
+            assert parts, f"topic {topic} not found"
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             ends = await consumer.end_offsets(parts)

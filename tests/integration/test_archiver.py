@@ -1,0 +1,286 @@
+"""The archiver on real Kafka and the real S3 API server: layout, contents, crashes, outages.
+
+Every test checks the archive the way a user would: ``pinapp archive verify`` (every offset
+up to the archiver's committed offset exactly once) plus a record-by-record comparison of
+the objects with the topic itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from pinapp.archive.layout import ObjectKey, hour_folder
+from pinapp.generator import GeneratorConfig, TrafficGenerator
+from pinapp.geo import GeoLocator
+from tests.integration.harness import REPO, TABLE_OF, Pipeline, free_port
+
+HOUR_MS = 3_600_000
+BASE_MS = 1_709_251_200_000  # 2024-03-01T00:00:00Z
+
+
+def _stamped(i: int) -> tuple[object, int]:
+    """Event ``i``'s ``ts`` in one of every accepted form, and the epoch ms it means."""
+    ms = BASE_MS + i * 97_000  # ~100 s apart: 3,000 events span ~3.4 days
+    form = i % 8
+    if form == 0:
+        return ms // 1000, ms // 1000 * 1000  # epoch seconds
+    if form == 1:
+        return ms, ms  # epoch milliseconds
+    if form == 2:
+        return ms * 1000, ms  # epoch microseconds
+    if form == 3:
+        return ms * 1_000_000, ms  # epoch nanoseconds
+    if form == 4:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(), ms  # ISO, +00:00
+    if form == 5:  # ISO with a -05:00 zone: the same instant, another wall clock
+        return datetime.fromtimestamp(ms / 1000, UTC).astimezone(
+            datetime.fromisoformat("2024-01-01T00:00:00-05:00").tzinfo).isoformat(), ms
+    if form == 6:
+        return str(ms), ms  # epoch ms as a numeric string
+    return None, ms  # no usable ts: the Kafka timestamp decides (produced with timestamp = ms)
+
+
+def _records(n: int, start: int = 0) -> tuple[list[tuple[bytes, bytes, int]], dict[int, str]]:
+    """``n`` raw records and, by index, the hour folder each must land in."""
+    out, folders = [], {}
+    for i in range(start, start + n):
+        ts, ms = _stamped(i)
+        doc: dict[str, object] = {"event_id": f"e{i}", "event_type": "login", "user_id": f"u{i % 97}"}
+        if ts is not None:
+            doc["ts"] = ts
+        elif i % 16 == 7:
+            doc["ts"] = "yesterday"  # unusable: falls back too
+        value = orjson.dumps(doc) if i % 50 else b"\xff\xfenot json at all"  # malformed bytes survive
+        out.append((f"u{i % 97}".encode(), value, ms))
+        folders[i] = hour_folder(_stamped(i)[1])
+    return out, folders
+
+
+def _cli(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
+        cwd=REPO, env=pipeline.env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+async def _assert_archive_equals_topic(pipeline: Pipeline, topic: str) -> None:
+    verify = _cli(pipeline, "archive", "verify", "--topic", topic)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "OK" in verify.stdout
+    archived = await pipeline.archived_records(topic)
+    in_topic = await pipeline.read_topic(topic)
+    assert len(archived) == len(in_topic)
+    by_place = {(r.partition, r.offset): r for r in archived}
+    assert len(by_place) == len(archived), "an offset is archived twice"
+    for rec in in_topic:
+        got = by_place[(rec.partition, rec.offset)]
+        assert (got.key, got.value, got.timestamp_ms) == (rec.key, rec.value, rec.timestamp)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl.gz", "parquet"])
+async def test_every_record_lands_once_in_its_event_hour(pipeline: Pipeline, fmt: str) -> None:
+    records, folders = _records(3000)
+    await pipeline.create_bucket()
+    await pipeline.produce(records)
+    archiver = pipeline.archiver(PINAPP_ARCHIVE__FORMAT=fmt, PINAPP_ARCHIVE__MAX_EVENTS="400")
+    archiver.start()
+    topic = pipeline.settings.kafka.events_topic
+    await pipeline.wait_archived(topic)
+    await _assert_archive_equals_topic(pipeline, topic)
+
+    # Each record is in the hour folder of its own event time (or Kafka time), whatever the format.
+    keys = [k for k in map(ObjectKey.parse, await pipeline.archive_keys(topic)) if k is not None]
+    assert {k.fmt for k in keys} == {fmt}
+    expected = Counter(folders.values())
+    assert len(expected) > 48, "the data should span several days of hour folders"
+    assert all(not f.startswith("dt=1970") for f in expected)
+    placed = 0
+    for key, recs in await pipeline.archived_objects(topic):
+        for rec in recs:
+            if rec.value and rec.value[:1] == b"{":
+                want = folders[int(orjson.loads(rec.value)["event_id"][1:])]
+            else:  # not JSON: the Kafka timestamp decides
+                want = hour_folder(rec.timestamp_ms)
+            assert key.folder == want, (key, rec)
+            placed += 1
+    assert placed == 3000
+
+    # Once every partition is past an hour (idle partitions count as "now"), it gets _SUCCESS.
+    async def finalized() -> set[str]:
+        return {k.rsplit("/", 1)[0].split(f"{topic}/", 1)[1]
+                for k in await pipeline.archive_keys(topic) if k.endswith("/_SUCCESS")}
+
+    for _ in range(60):
+        if set(expected) <= await finalized():
+            break
+        await asyncio.sleep(0.5)
+    assert set(expected) <= await finalized()
+    archiver.stop()
+
+
+@pytest.mark.parametrize("crash_at", ["before_intent", "after_intent", "mid_upload", "after_upload", "after_ack"])
+async def test_a_kill_9_anywhere_in_the_upload_cycle_loses_and_doubles_nothing(pipeline: Pipeline,
+                                                                                crash_at: str) -> None:
+    records, _ = _records(2400)
+    await pipeline.create_bucket()
+    await pipeline.produce(records)
+    topic = pipeline.settings.kafka.events_topic
+    crashing = pipeline.archiver(0, PINAPP_ARCHIVE__CRASH_AT=crash_at, PINAPP_ARCHIVE__CRASH_ON_CUT="3",
+                                 PINAPP_ARCHIVE__MAX_EVENTS="150")
+    crashing.start()
+    assert crashing.proc is not None
+    assert await asyncio.to_thread(crashing.proc.wait, 120) == -9, crashing.log_tail()
+    assert f"archive.crash_at={crash_at}" in crashing.log_path.read_text()
+
+    # Different thresholds after the restart: the adopted intents decide the cuts, not the settings.
+    survivor = pipeline.archiver(1, PINAPP_ARCHIVE__MAX_EVENTS="1000")
+    survivor.start()
+    await pipeline.wait_archived(topic)
+    await _assert_archive_equals_topic(pipeline, topic)
+    assert "re-cutting at" in survivor.log_path.read_text() or crash_at in ("before_intent", "after_ack")
+    survivor.stop()
+
+
+class _Outage:
+    """A TCP proxy in front of the S3 server that can go away (connections refused) and come back."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.server: asyncio.base_events.Server | None = None
+        self.links: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self.links |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def up(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.links:
+            w.transport.abort()
+        self.links.clear()
+        await self.server.wait_closed()
+
+
+async def test_s3_down_for_a_while_pauses_then_catches_up_without_loss_or_duplicates(pipeline: Pipeline) -> None:
+    await pipeline.create_bucket()
+    outage = _Outage(pipeline.settings.stack.s3_port)
+    await outage.up()
+    topic = pipeline.settings.kafka.events_topic
+    archiver = pipeline.archiver(PINAPP_S3__ENDPOINT_URL=f"http://127.0.0.1:{outage.port}",
+                                 PINAPP_ARCHIVE__MAX_EVENTS="200")
+    archiver.start()
+    await archiver.wait_ready()
+    first, _ = _records(1000)
+    await pipeline.produce(first)
+    await pipeline.wait_archived(topic)
+
+    await outage.down()
+    more, _ = _records(1500, start=1000)
+    await pipeline.produce(more, rate=300)  # ~5 s of traffic while S3 is unreachable
+    await asyncio.sleep(4)
+    committed, ends = await pipeline.archive_position(topic)
+    assert committed != ends, "nothing can be archived while S3 is down"
+    assert archiver.proc is not None and archiver.proc.poll() is None, "the archiver must ride it out"
+    assert archiver.metrics()["pinapp_archive_s3_errors_total"] > 0
+    assert "partition paused, retrying" in archiver.log_path.read_text()
+
+    await outage.up()
+    await pipeline.wait_archived(topic)
+    await _assert_archive_equals_topic(pipeline, topic)
+    assert "S3 is back; partition resumed" in archiver.log_path.read_text()
+    archiver.stop()
+    await outage.down()
+
+
+async def test_a_missing_bucket_is_a_clear_error_at_start_up(pipeline: Pipeline) -> None:
+    result = _cli(pipeline, "archiver")
+    assert result.returncode == 2
+    assert f"bucket {pipeline.settings.s3.bucket!r} does not exist" in result.stderr
+    assert "PINAPP_S3__BUCKET" in result.stderr
+
+
+async def test_verify_reports_a_missing_object_and_exits_1(pipeline: Pipeline) -> None:
+    records, _ = _records(600)
+    await pipeline.create_bucket()
+    await pipeline.produce(records)
+    archiver = pipeline.archiver(PINAPP_ARCHIVE__MAX_EVENTS="100")
+    archiver.start()
+    topic = pipeline.settings.kafka.events_topic
+    await pipeline.wait_archived(topic)
+    archiver.stop()
+    from pinapp.s3 import s3_client
+
+    victim, recs = max(await pipeline.archived_objects(topic), key=lambda pair: len(pair[1]))
+    offsets = sorted(r.offset for r in recs)
+    assert offsets == list(range(offsets[0], offsets[-1] + 1)), "pick an object holding one run"
+    async with s3_client(pipeline.settings.s3) as s3:
+        await s3.delete_object(Bucket=pipeline.settings.s3.bucket, Key=str(victim))
+    result = _cli(pipeline, "archive", "verify", "--topic", topic)
+    assert result.returncode == 1
+    assert "FAILED" in result.stdout
+    row = next(line.split() for line in result.stdout.splitlines() if line.split()[:1] == [str(victim.partition)])
+    assert row[3] == f"{offsets[0]}-{offsets[-1]}" and row[4] == "-", result.stdout
+
+
+async def _table_rows(pipeline: Pipeline) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every event table, all columns but the ingestion time, sorted."""
+    out = {}
+    for table in TABLE_OF.values():
+        columns = [r[0] for r in await pipeline.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position", (pipeline.settings.db.database, table))]
+        kept = ", ".join(f"`{c}`" for c in columns if c != "ingested_at")
+        out[table] = sorted(await pipeline.sql(f"SELECT {kept} FROM {table}"), key=repr)  # noqa: S608
+    return out
+
+
+async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: Pipeline) -> None:
+    day_ms = 1_709_596_800_000  # 2024-03-05T00:00:00Z
+    gen = TrafficGenerator(GeneratorConfig(seed=23, start_ms=day_ms + 3_600_000, step_ms=5.0,
+                                           duplicate_ratio=0.03, malformed_ratio=0.02), GeoLocator())
+    records = [next(gen) for _ in range(3000)]
+    expected = dict(gen.truth.to_json()["valid_unique"])
+    await pipeline.create_bucket()
+    worker, archiver = pipeline.worker(), pipeline.archiver()
+    worker.start()
+    archiver.start()
+    await worker.wait_ready()
+    await pipeline.produce(records)
+    await pipeline.wait_for_rows(expected)
+    await pipeline.wait_archived(pipeline.settings.kafka.events_topic)
+    before = await _table_rows(pipeline)
+    assert {t: len(rows) for t, rows in before.items()} == {TABLE_OF[k]: n for k, n in expected.items()}
+
+    for table in TABLE_OF.values():
+        await pipeline.sql(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+    assert all(not rows for rows in (await _table_rows(pipeline)).values())
+
+    that_day = sum(len(recs) for key, recs in await pipeline.archived_objects(pipeline.settings.kafka.events_topic)
+                   if key.folder.startswith("dt=2024-03-05/"))
+    assert that_day > 2900  # all but malformed inputs whose time is unusable (archived under today)
+    replay = _cli(pipeline, "archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
+    assert replay.returncode == 0, replay.stderr
+    assert f"replayed {that_day} records" in replay.stdout, replay.stdout
+    await pipeline.wait_for_rows(expected)
+    assert await _table_rows(pipeline) == before
