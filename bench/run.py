@@ -7,6 +7,11 @@
   live event times; freshness of a row = ``ingested_at - ts`` (produced -> committed row),
   reported as p50/p95/p99.
 
+- archive: the same kind of backlog, drained by one archiver (``pinapp archiver``, default
+  thresholds) into the S3 server; events/s and MB/s (record bytes, and object bytes written)
+  from the archiver ready until its ``pinapp_archive_events`` counter reaches the backlog.
+  Once as gzip JSON lines (the default) and once as Parquet.
+
 Each measurement runs ``--runs`` times on a fresh app id, topics and database; the medians
 are reported. Results go to bench-output/results.json and are printed as Markdown.
 """
@@ -30,6 +35,11 @@ from pinapp.geo import GeoLocator
 from tests.integration.harness import TABLE_OF, Pipeline
 
 OUT = Path("bench-output")
+#: The archive benchmark cuts at 10,000 events or 1 s, whichever comes first: with the default
+#: thresholds (100,000 events, 60 s) a 150,000-event backlog's last cut of each partition would
+#: wait for the age limit, and the figure would measure the setting, not the archiver.
+ARCHIVE_CUT_EVENTS = 10_000
+ARCHIVE_CUT_AGE_S = 1.0
 
 
 def machine() -> str:
@@ -66,6 +76,42 @@ async def throughput_run(events: int, seed: int) -> dict[str, Any]:
         seconds = (last - ready).total_seconds()
         return {"events": events, "rows": sum(expected.values()), "seconds": round(seconds, 2),
                 "events_per_s": round(events / seconds)}
+
+
+async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
+        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
+                               keep_ids=False)
+        records = [next(gen) for _ in range(events)]
+        raw_bytes = sum(len(r.key or b"") + len(r.value) for r in records)
+        await pipeline.create_bucket()
+        await pipeline.produce(records)
+        archiver = pipeline.archiver(PINAPP_ARCHIVE__FORMAT=fmt, PINAPP_ARCHIVE__MAX_AGE_S=str(ARCHIVE_CUT_AGE_S),
+                                     PINAPP_ARCHIVE__MAX_EVENTS=str(ARCHIVE_CUT_EVENTS))
+        try:
+            archiver.start()
+            await archiver.wait_ready()
+            ready = time.monotonic()
+            deadline = ready + 600
+            samples: dict[str, float] = {}
+            while time.monotonic() < deadline:
+                samples = archiver.metrics()
+                done = sum(v for k, v in samples.items() if k.startswith("pinapp_archive_events_total"))
+                if done >= events:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise RuntimeError(f"archive incomplete after 600 s:\n{archiver.log_tail()}")
+            seconds = time.monotonic() - ready
+            object_bytes = sum(v for k, v in samples.items() if k.startswith("pinapp_archive_bytes_total"))
+        finally:
+            pipeline.stop_all()
+            await pipeline.drop()
+        return {"format": fmt, "events": events, "seconds": round(seconds, 2), "events_per_s": round(events / seconds),
+                "record_mb_per_s": round(raw_bytes / seconds / 1e6, 2),
+                "object_mb_per_s": round(object_bytes / seconds / 1e6, 2),
+                "compression": round(raw_bytes / object_bytes, 1)}
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -106,12 +152,19 @@ async def main() -> None:
     parser.add_argument("--duration", type=float, default=30)
     args = parser.parse_args()
 
-    throughput = [await throughput_run(args.events, seed=1000 + i) for i in range(args.runs)]
-    for r in throughput:
-        print("throughput run:", r, flush=True)
-    freshness = [await freshness_run(args.rate, args.duration, seed=2000 + i) for i in range(args.runs)]
-    for r in freshness:
-        print("freshness run:", r, flush=True)
+    throughput = []
+    for i in range(args.runs):
+        throughput.append(await throughput_run(args.events, seed=1000 + i))
+        print("throughput run:", throughput[-1], flush=True)
+    freshness = []
+    for i in range(args.runs):
+        freshness.append(await freshness_run(args.rate, args.duration, seed=2000 + i))
+        print("freshness run:", freshness[-1], flush=True)
+    archive: dict[str, list[dict[str, Any]]] = {"jsonl.gz": [], "parquet": []}
+    for fmt, runs in archive.items():
+        for i in range(args.runs):
+            runs.append(await archive_run(args.events, seed=3000 + i, fmt=fmt))
+            print("archive run:", runs[-1], flush=True)
 
     def median(rows: list[dict[str, Any]], key: str) -> float:
         return statistics.median(r[key] for r in rows)
@@ -122,7 +175,10 @@ async def main() -> None:
         "command": "make bench",
         "throughput_runs": throughput,
         "freshness_runs": freshness,
+        "archive_runs": archive,
         "median": {
+            **{f"archive_{fmt}_{key}": median(runs, key) for fmt, runs in archive.items()
+               for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")},
             "events_per_s": median(throughput, "events_per_s"),
             "freshness_p50_s": median(freshness, "p50_s"),
             "freshness_p95_s": median(freshness, "p95_s"),
@@ -143,6 +199,8 @@ Machine: {results['machine']}
 | freshness p50 at {args.rate:,.0f} events/s | {m['freshness_p50_s']:.3f} s | |
 | freshness p95 at {args.rate:,.0f} events/s | {m['freshness_p95_s']:.3f} s | |
 | freshness p99 at {args.rate:,.0f} events/s | {m['freshness_p99_s']:.3f} s | <= 2 s |
+| archive, one archiver, gzip JSON lines | {m['archive_jsonl.gz_events_per_s']:,.0f} events/s, {m['archive_jsonl.gz_record_mb_per_s']:.1f} MB/s of records ({m['archive_jsonl.gz_object_mb_per_s']:.1f} MB/s written, {m['archive_jsonl.gz_compression']:.1f}x) | >= the throughput above |
+| archive, one archiver, Parquet | {m['archive_parquet_events_per_s']:,.0f} events/s, {m['archive_parquet_record_mb_per_s']:.1f} MB/s of records ({m['archive_parquet_object_mb_per_s']:.1f} MB/s written, {m['archive_parquet_compression']:.1f}x) | >= the throughput above |
 """)
 
 
