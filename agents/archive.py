@@ -19,6 +19,7 @@ from faust.types import TP, StreamT
 
 from pinapp.app import archive_app, settings
 from pinapp.archive.archiver import Archiver, CutAbandoned
+from pinapp.archive.buffer import Delivery
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter
 from pinapp.metrics import ARCHIVE_BUFFERED
@@ -57,6 +58,13 @@ class FaustPartitions:
     def partition_count(self, topic: str) -> int | None:
         return archive_app.consumer.topic_partitions(topic)
 
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        # faust waits (on revocation and shutdown) until its set of unacked messages is empty;
+        # a record given up must leave that set without an ack, so it is never committed.
+        unacked = archive_app.consumer._unacked_messages  # noqa: SLF001 - no public way to un-track
+        for delivery in deliveries:
+            unacked.discard(delivery.message)  # type: ignore[attr-defined]
+
 
 _exit_stack = AsyncExitStack()
 _archiver: Archiver | None = None
@@ -82,7 +90,7 @@ async def archive_records(stream: StreamT[bytes]) -> None:
         record = ArchivedRecord(message.topic, message.partition, message.offset,
                                 round(message.timestamp * 1000), message.key, message.value)
         try:
-            await archiver.add(record, event.ack)
+            await archiver.add(record, event)
         except CutAbandoned as exc:
             # The partition was revoked while S3 failed: its records stay unacked for the next owner.
             logger.warning("archive: %s", exc)
@@ -124,9 +132,3 @@ async def _flush_before_handover() -> None:
 
 
 archive_app.before_wait_empty.append(_flush_before_handover)
-
-
-@archive_app.on_partitions_assigned.connect
-async def _on_assigned(app: object, assigned: object, **kwargs: object) -> None:
-    if _archiver is not None:
-        _archiver.on_assigned()

@@ -120,7 +120,7 @@ class EngagementStore:
 
         return AsyncRetrying(
             retry=retry_if_exception_type((MySQLError, OSError)),
-            wait=wait_exponential_jitter(initial=0.1, max=self._retry_max_s),
+            wait=wait_exponential_jitter(multiplier=0.1, max=self._retry_max_s),
             before_sleep=log_retry,
             reraise=True,
         )

@@ -12,6 +12,10 @@ the timers; this class decides cuts, writes them, and keeps four promises:
 * **Revocation and shutdown flush.** :meth:`flush_all` writes every complete run before
   faust commits and hands partitions over, and gives up after a deadline (the next owner
   re-reads from the committed offset and re-cuts at the intents already written).
+
+Every flush starts a new *epoch*. A write still retrying from an older epoch gives up at its
+next backoff, and whatever is given up is *released*: unacked, so never committed, but no longer
+awaited by faust, which would otherwise wait for those acks forever before handing over.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import ArchiveSettings
-from pinapp.archive.buffer import Ack, Cut, CutLimits, PartitionBuffer
+from pinapp.archive.buffer import Cut, CutLimits, Delivery, PartitionBuffer
 from pinapp.archive.layout import hour_folder
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter, PartitionProgress, Step
@@ -57,6 +61,8 @@ class PartitionControl(Protocol):
     def committed(self, topic: str, partition: int) -> int | None: ...
     def assigned(self) -> Iterable[tuple[str, int]]: ...
     def partition_count(self, topic: str) -> int | None: ...
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        """Stop waiting for these deliveries' acks; they stay uncommitted (read again later)."""
 
 
 @dataclass
@@ -64,6 +70,7 @@ class _Partition:
     buffer: PartitionBuffer
     lock: asyncio.Lock
     next_offset: int  # one past the last offset written to S3 (or the first seen)
+    last_seen: int = -1
     max_event_ms: int = 0
 
 
@@ -77,30 +84,43 @@ class Archiver:
         self.limits = CutLimits(settings.max_events, settings.max_bytes, settings.max_age_s)
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._adopting = asyncio.Lock()
-        self._abandon = asyncio.Event()
+        self._epoch = 0
+        self._epoch_ended = asyncio.Event()
         self._cuts_written = 0
         self._finalized: set[tuple[str, str]] = set()
 
     # -- records in --------------------------------------------------------------------------
 
-    async def add(self, record: ArchivedRecord, ack: Ack) -> None:
+    async def add(self, record: ArchivedRecord, delivery: Delivery) -> None:
         """Buffer one record; write whatever cuts it completes (blocking while S3 is down)."""
         tp = (record.topic, record.partition)
         state = self._partitions.get(tp)
+        if state is not None and record.offset <= state.last_seen:
+            # The consumer went back (a seek to the committed offset): start over from here.
+            logger.info("archive %s[%d]: rewound to offset %d; re-adopting", *tp, record.offset)
+            self._forget(tp)
+            state = None
         if state is None:
-            state = await self._adopt(record.topic, record.partition, record.offset)
-        cuts = state.buffer.add(record, ack)
-        for cut in cuts:
+            try:
+                state = await self._adopt(record.topic, record.partition, record.offset)
+            except CutAbandoned:
+                self.control.release([delivery])
+                raise
+        state.last_seen = record.offset
+        for cut in state.buffer.add(record, delivery):
             await self._write(state, cut)
 
     async def _adopt(self, topic: str, partition: int, first_offset: int) -> _Partition:
         """First record of a partition since it was assigned: learn the cuts already begun."""
+        epoch = self._epoch
         async with self._adopting:
             existing = self._partitions.get((topic, partition))
             if existing is not None:
                 return existing
-            pending = await self._retrying(topic, partition, "list intents",
+            pending = await self._retrying(topic, partition, "list intents", epoch,
                                            lambda: self.writer.pending_cuts(topic, partition, first_offset))
+            if epoch != self._epoch:
+                raise CutAbandoned(f"{topic}[{partition}]: revoked while reading its intents")
             if pending:
                 logger.info("archive %s[%d]: re-cutting at %d intent(s) from offset %d (a previous owner "
                             "stopped between upload and commit)", topic, partition, len(pending), first_offset)
@@ -109,33 +129,55 @@ class Archiver:
             self._partitions[(topic, partition)] = state
             return state
 
+    def _forget(self, tp: tuple[str, int]) -> None:
+        state = self._partitions.pop(tp, None)
+        if state is not None:
+            self.control.release(state.buffer.deliveries)
+
     # -- writing -----------------------------------------------------------------------------
 
     async def _write(self, state: _Partition, cut: Cut) -> None:
-        async with state.lock:
-            self._cuts_written += 1
-            number = self._cuts_written
+        """Write ``cut`` (retrying), then ack its deliveries; on giving up, release them."""
+        epoch = self._epoch
+        try:
+            async with state.lock:
+                self._cuts_written += 1
+                number = self._cuts_written
 
-            async def on_step(step: Step) -> None:
-                self._maybe_crash(step, number)
+                async def on_step(step: Step) -> None:
+                    self._maybe_crash(step, number)
 
-            result = await self._retrying(
-                cut.topic, cut.partition, f"cut {cut.first}-{cut.last}",
-                lambda: self.writer.write_cut(cut.topic, cut.partition, cut.records, cut.fmt, on_step=on_step))
-            for ack in cut.acks:
-                ack()
-            self._maybe_crash("after_ack", number)
-            state.next_offset = cut.last + 1
-            state.max_event_ms = max(state.max_event_ms, result.max_event_ms)
-            ARCHIVE_EVENTS.labels(cut.topic).inc(len(cut.records))
-            ARCHIVE_BYTES.labels(cut.topic).inc(result.bytes_written)
-            ARCHIVE_CUTS.labels(cut.topic).inc()
-            logger.debug("archived %s[%d] %d-%d in %d object(s)", cut.topic, cut.partition, cut.first, cut.last,
-                         len(result.keys))
+                result = await self._retrying(
+                    cut.topic, cut.partition, f"cut {cut.first}-{cut.last}", epoch,
+                    lambda: self.writer.write_cut(cut.topic, cut.partition, cut.records, cut.fmt, on_step=on_step))
+                for delivery in cut.deliveries:
+                    delivery.ack()
+                cut.acked = True
+        finally:
+            if not cut.acked:  # abandoned, or cancelled by the flush deadline
+                self.control.release(cut.deliveries)
+        self._maybe_crash("after_ack", number)
+        state.next_offset = cut.last + 1
+        state.max_event_ms = max(state.max_event_ms, result.max_event_ms)
+        ARCHIVE_EVENTS.labels(cut.topic).inc(len(cut.records))
+        ARCHIVE_BYTES.labels(cut.topic).inc(result.bytes_written)
+        ARCHIVE_CUTS.labels(cut.topic).inc()
+        logger.debug("archived %s[%d] %d-%d in %d object(s)", cut.topic, cut.partition, cut.first, cut.last,
+                     len(result.keys))
 
-    async def _retrying(self, topic: str, partition: int, what: str, call: Any) -> Any:
-        """``await call()`` until it succeeds, pausing the partition while S3 fails."""
+    def _new_epoch(self) -> None:
+        """Writes from before now give up at their next backoff (see :meth:`_retrying`)."""
+        self._epoch += 1
+        self._epoch_ended.set()
+        self._epoch_ended = asyncio.Event()
+
+    async def _retrying(self, topic: str, partition: int, what: str, epoch: int, call: Any) -> Any:
+        """``await call()`` until it succeeds, pausing the partition while S3 fails.
+
+        Gives up (:class:`CutAbandoned`) at a backoff once the epoch it started in has ended.
+        """
         paused = False
+        epoch_ended = self._epoch_ended if epoch == self._epoch else None
 
         def before_sleep(retry_state: RetryCallState) -> None:
             nonlocal paused
@@ -148,15 +190,17 @@ class Archiver:
                            topic, partition, what, retry_state.attempt_number, _describe(exc))
 
         async def sleep(seconds: float) -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._abandon.wait(), seconds)
-            if self._abandon.is_set():
-                raise CutAbandoned(f"{topic}[{partition}] {what}: abandoned while S3 was failing")
+            if epoch_ended is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(epoch_ended.wait(), seconds)
+            if epoch != self._epoch:
+                raise CutAbandoned(f"{topic}[{partition}] {what}: given up (partitions handed over) "
+                                   "while S3 was failing")
 
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type((BotoCoreError, ClientError, OSError, asyncio.TimeoutError)),
-                wait=wait_exponential_jitter(initial=0.2, max=self.settings.retry_max_s),
+                wait=wait_exponential_jitter(multiplier=0.2, jitter=0.2, max=self.settings.retry_max_s),
                 before_sleep=before_sleep, sleep=sleep, reraise=True,
             ):
                 with attempt:
@@ -188,29 +232,31 @@ class Archiver:
         After ``timeout`` seconds the remaining cuts are abandoned: their records stay unacked
         and uncommitted, and whoever owns the partition next re-reads and re-cuts them.
         """
+        limit = timeout or self.settings.revoke_flush_timeout_s
+        self._new_epoch()
+        taken = [(state, cut) for state in list(self._partitions.values()) for cut in state.buffer.take_all()]
+
         async def flush() -> None:
-            for state in list(self._partitions.values()):
-                for cut in state.buffer.take_all():
-                    await self._write(state, cut)
+            for state, cut in taken:
+                await self._write(state, cut)
 
         try:
-            await asyncio.wait_for(flush(), timeout or self.settings.revoke_flush_timeout_s)
+            await asyncio.wait_for(flush(), limit)
         except (TimeoutError, CutAbandoned):
             logger.warning("archive: flush on revocation/shutdown gave up after %.1fs; the next owner "
-                           "re-reads the unflushed records", timeout or self.settings.revoke_flush_timeout_s)
-            self._abandon.set()
-            await asyncio.sleep(0)  # let a writer blocked in a retry see it
+                           "re-reads the unflushed records", limit)
+            self._new_epoch()
         finally:
-            self._partitions.clear()
+            for _, cut in taken:
+                if not cut.acked:
+                    self.control.release(cut.deliveries)
+            for tp in list(self._partitions):
+                self._forget(tp)
 
     @property
     def buffered(self) -> int:
         """Records held in memory, not yet in S3 (a gauge)."""
         return sum(len(s.buffer) for s in self._partitions.values())
-
-    def on_assigned(self) -> None:
-        """A new assignment: writes may proceed again (partitions adopt on their first record)."""
-        self._abandon.clear()
 
     async def collect_intents(self) -> int:
         """Delete intents below each owned partition's committed offset (housekeeping)."""

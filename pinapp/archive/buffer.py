@@ -15,13 +15,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pinapp.archive.records import ArchivedRecord
 
-__all__ = ["Cut", "CutLimits", "ForcedCut", "PartitionBuffer"]
+__all__ = ["Cut", "CutLimits", "Delivery", "ForcedCut", "PartitionBuffer"]
 
-Ack = Callable[[], Any]
+
+class Delivery(Protocol):
+    """A record as the consumer delivered it: acked once it is in S3 (a faust ``Event``)."""
+
+    def ack(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -40,14 +44,15 @@ class ForcedCut:
 
 @dataclass
 class Cut:
-    """Consecutive records of one partition to write as one cut, and how to ack them."""
+    """Consecutive records of one partition to write as one cut, and their deliveries to ack."""
 
     topic: str
     partition: int
     fmt: str
     records: list[ArchivedRecord]
-    acks: list[Ack]
+    deliveries: list[Delivery]
     nbytes: int
+    acked: bool = False
 
     @property
     def first(self) -> int:
@@ -68,7 +73,7 @@ class PartitionBuffer:
     limits: CutLimits
     forced: deque[ForcedCut] = field(default_factory=deque)
     records: list[ArchivedRecord] = field(default_factory=list)
-    acks: list[Ack] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
     nbytes: int = 0
     opened_at: float = 0.0
     clock: Callable[[], float] = time.monotonic
@@ -83,11 +88,11 @@ class PartitionBuffer:
         return len(self.records)
 
     def _take(self, fmt: str | None = None) -> Cut:
-        cut = Cut(self.topic, self.partition, fmt or self.fmt, self.records, self.acks, self.nbytes)
-        self.records, self.acks, self.nbytes = [], [], 0
+        cut = Cut(self.topic, self.partition, fmt or self.fmt, self.records, self.deliveries, self.nbytes)
+        self.records, self.deliveries, self.nbytes = [], [], 0
         return cut
 
-    def add(self, record: ArchivedRecord, ack: Ack) -> list[Cut]:
+    def add(self, record: ArchivedRecord, delivery: Delivery) -> list[Cut]:
         """Buffer ``record``; returns the cuts that are complete (usually none, at most two)."""
         out: list[Cut] = []
         offset = record.offset
@@ -102,7 +107,7 @@ class PartitionBuffer:
         if not self.records:
             self.opened_at = self.clock()
         self.records.append(record)
-        self.acks.append(ack)
+        self.deliveries.append(delivery)
         self.nbytes += len(record.value or b"") + len(record.key or b"")
         if forced is not None and offset >= forced.first:
             if offset == forced.last:
@@ -126,8 +131,9 @@ class PartitionBuffer:
     def take_all(self) -> list[Cut]:
         """Everything buffered, as cuts that respect the forced boundaries (shutdown, revocation).
 
-        A forced cut that is only partly buffered is left out: cutting it short would name a
-        different range than its intent. Its records stay unacked, and the next owner re-reads them.
+        A forced cut that is only partly buffered is left out (in :attr:`deliveries`): cutting it
+        short would name a different range than its intent. Its records stay unacked, and the next
+        owner re-reads them.
         """
         if not self.records:
             return []
@@ -136,7 +142,9 @@ class PartitionBuffer:
             return [self._take()]
         if self.records[0].offset < forced.first:
             n = next(i for i, r in enumerate(self.records) if r.offset >= forced.first)
-            head = Cut(self.topic, self.partition, self.fmt, self.records[:n], self.acks[:n],
+            head = Cut(self.topic, self.partition, self.fmt, self.records[:n], self.deliveries[:n],
                        sum(len(r.value or b"") + len(r.key or b"") for r in self.records[:n]))
+            self.records, self.deliveries = self.records[n:], self.deliveries[n:]
+            self.nbytes -= head.nbytes
             return [head]
         return []

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from pinapp.archive.layout import ObjectKey, hour_folder
+from pinapp.s3 import s3_client
 from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
 from tests.integration.harness import REPO, TABLE_OF, Pipeline, free_port
@@ -123,6 +124,18 @@ async def test_every_record_lands_once_in_its_event_hour(pipeline: Pipeline, fmt
             break
         await asyncio.sleep(0.5)
     assert set(expected) <= await finalized()
+
+    # Intents of committed cuts are housekeeping: the archiver deletes them.
+    async def intents() -> list[str]:
+        async with s3_client(pipeline.settings.s3) as s3:
+            page = await s3.list_objects_v2(Bucket=pipeline.settings.s3.bucket, Prefix=f"raw/_cuts/{topic}/")
+            return [o["Key"] for o in page.get("Contents", [])]
+
+    for _ in range(30):
+        if not await intents():
+            break
+        await asyncio.sleep(0.5)
+    assert await intents() == []
     archiver.stop()
 
 
@@ -149,13 +162,19 @@ async def test_a_kill_9_anywhere_in_the_upload_cycle_loses_and_doubles_nothing(p
     survivor.stop()
 
 
+_SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+              b"<Message>Please reduce your request rate.</Message></Error>")
+
+
 class _Outage:
-    """A TCP proxy in front of the S3 server that can go away (connections refused) and come back."""
+    """A TCP proxy in front of the S3 server that can fail: refuse connections (S3 unreachable)
+    or answer every request with 503 SlowDown (S3 throttling), then come back."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
-        self.server: asyncio.base_events.Server | None = None
+        self.server: asyncio.Server | None = None
+        self.throttling = False
         self.links: set[asyncio.StreamWriter] = set()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -165,24 +184,50 @@ class _Outage:
                 await writer.drain()
         writer.close()
 
+    async def _slow_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            length = next((int(line.split(":", 1)[1]) for line in head.split("\r\n")
+                           if line.startswith("content-length:")), 0)
+            if length and "expect: 100-continue" not in head:
+                await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(_SLOW_DOWN), _SLOW_DOWN))
+            await writer.drain()
+        writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.throttling:
+            await self._slow_down(reader, writer)
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         self.links |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
-    async def up(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def down(self) -> None:
-        assert self.server is not None
-        self.server.close()
+    def _cut_links(self) -> None:
         for w in self.links:
             w.transport.abort()
         self.links.clear()
-        await self.server.wait_closed()
+
+    async def up(self) -> None:
+        self.throttling = False
+        if self.server is None:
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def fail(self, how: str) -> None:
+        if how == "throttled":
+            self.throttling = True
+        else:
+            assert self.server is not None
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        self._cut_links()
 
 
-async def test_s3_down_for_a_while_pauses_then_catches_up_without_loss_or_duplicates(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("how", ["unreachable", "throttled"])
+async def test_s3_failing_for_a_while_pauses_then_catches_up_without_loss_or_duplicates(
+        pipeline: Pipeline, how: str) -> None:
     await pipeline.create_bucket()
     outage = _Outage(pipeline.settings.stack.s3_port)
     await outage.up()
@@ -195,22 +240,50 @@ async def test_s3_down_for_a_while_pauses_then_catches_up_without_loss_or_duplic
     await pipeline.produce(first)
     await pipeline.wait_archived(topic)
 
-    await outage.down()
+    await outage.fail(how)
     more, _ = _records(1500, start=1000)
-    await pipeline.produce(more, rate=300)  # ~5 s of traffic while S3 is unreachable
+    await pipeline.produce(more, rate=300)  # ~5 s of traffic while S3 fails
     await asyncio.sleep(4)
     committed, ends = await pipeline.archive_position(topic)
-    assert committed != ends, "nothing can be archived while S3 is down"
+    assert committed != ends, "nothing can be archived while S3 fails"
     assert archiver.proc is not None and archiver.proc.poll() is None, "the archiver must ride it out"
     assert archiver.metrics()["pinapp_archive_s3_errors_total"] > 0
-    assert "partition paused, retrying" in archiver.log_path.read_text()
+    log = archiver.log_path.read_text()
+    assert "partition paused, retrying" in log
+    assert ("SlowDown" in log) == (how == "throttled")
 
     await outage.up()
     await pipeline.wait_archived(topic)
     await _assert_archive_equals_topic(pipeline, topic)
     assert "S3 is back; partition resumed" in archiver.log_path.read_text()
     archiver.stop()
-    await outage.down()
+    await outage.fail("unreachable")
+
+
+async def test_archivers_joining_leaving_and_dying_mid_stream_archive_each_offset_once(pipeline: Pipeline) -> None:
+    await pipeline.create_bucket()
+    topic = pipeline.settings.kafka.events_topic
+    first = pipeline.archiver(0, PINAPP_ARCHIVE__MAX_EVENTS="250")
+    first.start()
+    await first.wait_ready()
+    records, _ = _records(6000)
+    producing = asyncio.create_task(pipeline.produce(records, rate=500))  # 12 s of traffic
+
+    await asyncio.sleep(2)
+    second = pipeline.archiver(1, PINAPP_ARCHIVE__MAX_EVENTS="400")  # joins: partitions move
+    second.start()
+    await second.wait_ready()
+    await asyncio.sleep(2)
+    first.stop()  # leaves gracefully: flushes on revocation/shutdown
+    third = pipeline.archiver(2, PINAPP_ARCHIVE__MAX_EVENTS="300")
+    third.start()
+    await third.wait_ready()
+    await asyncio.sleep(1)
+    second.kill()  # dies: no flush, no commit; the third takes over after the session timeout
+    await producing
+    await pipeline.wait_archived(topic, timeout=180)
+    await _assert_archive_equals_topic(pipeline, topic)
+    third.stop()
 
 
 async def test_a_missing_bucket_is_a_clear_error_at_start_up(pipeline: Pipeline) -> None:
@@ -229,7 +302,6 @@ async def test_verify_reports_a_missing_object_and_exits_1(pipeline: Pipeline) -
     topic = pipeline.settings.kafka.events_topic
     await pipeline.wait_archived(topic)
     archiver.stop()
-    from pinapp.s3 import s3_client
 
     victim, recs = max(await pipeline.archived_objects(topic), key=lambda pair: len(pair[1]))
     offsets = sorted(r.offset for r in recs)

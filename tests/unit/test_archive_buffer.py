@@ -13,10 +13,19 @@ def _rec(offset: int, size: int = 10) -> ArchivedRecord:
     return ArchivedRecord("events", 0, offset, 1_709_251_200_000 + offset, b"k", b"x" * size)
 
 
+class _Delivery:
+    def __init__(self, log: list[int] | None = None, offset: int = -1) -> None:
+        self.log, self.offset = log, offset
+
+    def ack(self) -> None:
+        if self.log is not None:
+            self.log.append(self.offset)
+
+
 def _feed(buffer: PartitionBuffer, offsets: range) -> list[tuple[int, int]]:
     cuts: list[Cut] = []
     for o in offsets:
-        cuts.extend(buffer.add(_rec(o), lambda: None))
+        cuts.extend(buffer.add(_rec(o), _Delivery()))
     return [(c.first, c.last) for c in cuts]
 
 
@@ -37,14 +46,14 @@ def test_age_closes_a_cut_only_once_old_enough() -> None:
     assert buffer.due() is None and len(buffer) == 0
 
 
-def test_acks_travel_with_their_records() -> None:
+def test_deliveries_travel_with_their_records() -> None:
     acked: list[int] = []
     buffer = PartitionBuffer("events", 0, "jsonl.gz", LIMITS)
     cuts = []
     for o in range(5):
-        cuts.extend(buffer.add(_rec(o), lambda o=o: acked.append(o)))
-    for ack in cuts[0].acks:
-        ack()
+        cuts.extend(buffer.add(_rec(o), _Delivery(acked, o)))
+    for delivery in cuts[0].deliveries:
+        delivery.ack()
     assert acked == [0, 1, 2, 3, 4]
 
 
@@ -55,13 +64,13 @@ def test_forced_cuts_win_over_thresholds_and_age() -> None:
     # From offset 8 (say the committed offset): 8-9 run up to the first intent, then exactly the intents.
     cuts: list[Cut] = []
     for o in range(8, 16):
-        cuts.extend(buffer.add(_rec(o), lambda: None))
+        cuts.extend(buffer.add(_rec(o), _Delivery()))
     assert [(c.first, c.last, c.fmt) for c in cuts] == [(8, 9, "parquet")]
     now[0] += 1000
     assert buffer.due() is None, "a forced cut is never closed by age"
     assert buffer.take_all() == [], "nor cut short at shutdown"
     for o in range(16, 30):
-        cuts.extend(buffer.add(_rec(o), lambda: None))
+        cuts.extend(buffer.add(_rec(o), _Delivery()))
     assert [(c.first, c.last, c.fmt) for c in cuts] == [
         (8, 9, "parquet"), (10, 21, "jsonl.gz"), (22, 23, "jsonl.gz"), (24, 28, "parquet")]
 
@@ -70,15 +79,18 @@ def test_a_forced_cut_whose_last_offset_is_missing_closes_at_the_next_record() -
     buffer = PartitionBuffer.adopting("events", 0, "jsonl.gz", LIMITS, [(0, 3, "jsonl.gz")])
     cuts: list[Cut] = []
     for o in (0, 1, 2, 7):  # 3 was compacted away
-        cuts.extend(buffer.add(_rec(o), lambda: None))
+        cuts.extend(buffer.add(_rec(o), _Delivery()))
     assert [(c.first, c.last) for c in cuts] == [(0, 2)]
     assert [r.offset for r in buffer.records] == [7]
 
 
-def test_take_all_keeps_the_run_before_a_partial_forced_cut() -> None:
-    buffer = PartitionBuffer.adopting("events", 0, "jsonl.gz", CutLimits(100, 10_000, 60.0), [(5, 9, "jsonl.gz")])
-    _feed(buffer, range(0, 3))
-    assert [(c.first, c.last) for c in buffer.take_all()] == [(0, 2)]
+def test_take_all_writes_the_run_before_a_partial_forced_cut_and_holds_the_rest() -> None:
+    buffer = PartitionBuffer.adopting("events", 0, "jsonl.gz", CutLimits(100, 10_000, 60.0), [(3, 9, "jsonl.gz")])
+    assert _feed(buffer, range(0, 2)) == []
+    assert [(c.first, c.last) for c in buffer.take_all()] == [(0, 1)]
+    assert _feed(buffer, range(2, 6)) == [(2, 2)]  # 2 closes the run before the forced cut
+    assert buffer.take_all() == [], "3..5 of the forced cut 3-9 are not cut short"
+    assert [r.offset for r in buffer.records] == [3, 4, 5] and len(buffer.deliveries) == 3
 
 
 def test_both_formats_round_trip_bytes_exactly_and_deterministically() -> None:

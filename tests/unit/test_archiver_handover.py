@@ -1,0 +1,114 @@
+"""The archiver's hand-over rules, with an in-memory writer standing in for S3.
+
+What these pin down is coordination, not S3: on revocation everything that can be written is
+written and acked; what cannot (S3 failing) is *released* (neither acked nor awaited) before the
+deadline; a rewound partition is re-adopted. The same paths run against the real S3 server in
+tests/integration/test_archiver.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import EndpointConnectionError
+
+from config import ArchiveSettings
+from pinapp.archive.archiver import Archiver
+from pinapp.archive.buffer import Delivery
+from pinapp.archive.records import ArchivedRecord
+from pinapp.archive.writer import CutResult
+
+
+class _Writer:
+    """Keeps cuts in memory; can be made to fail like an unreachable endpoint."""
+
+    def __init__(self, pending: list[tuple[int, int, str]] | None = None) -> None:
+        self.cuts: list[tuple[int, int]] = []
+        self.failing = False
+        self.pending = pending or []
+
+    async def write_cut(self, topic: str, partition: int, records: list[ArchivedRecord], fmt: str,
+                        on_step: Any = None) -> CutResult:
+        if self.failing:
+            raise EndpointConnectionError(endpoint_url="http://s3.invalid")
+        self.cuts.append((records[0].offset, records[-1].offset))
+        return CutResult([], 1, 0)
+
+    async def pending_cuts(self, topic: str, partition: int, committed: int) -> list[tuple[int, int, str]]:
+        return [p for p in self.pending if p[1] >= committed]
+
+
+class _Control:
+    def __init__(self) -> None:
+        self.paused: set[int] = set()
+        self.released: list[int] = []
+
+    def pause(self, topic: str, partition: int) -> None:
+        self.paused.add(partition)
+
+    def resume(self, topic: str, partition: int) -> None:
+        self.paused.discard(partition)
+
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        self.released.extend(d.offset for d in deliveries)  # type: ignore[attr-defined]
+
+
+class _Delivery:
+    def __init__(self, offset: int, acked: list[int]) -> None:
+        self.offset, self.acked = offset, acked
+
+    def ack(self) -> None:
+        self.acked.append(self.offset)
+
+
+def _rec(offset: int) -> ArchivedRecord:
+    return ArchivedRecord("events", 0, offset, 1_709_251_200_000, b"k", b"{}")
+
+
+SETTINGS = ArchiveSettings(max_events=4, max_age_s=3600, retry_max_s=0.05, revoke_flush_timeout_s=0.3)
+
+
+async def test_revocation_writes_and_acks_everything_when_s3_is_fine() -> None:
+    writer, control, acked = _Writer(), _Control(), []
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    for o in range(6):
+        await archiver.add(_rec(o), _Delivery(o, acked))
+    await archiver.flush_all()
+    assert writer.cuts == [(0, 3), (4, 5)]
+    assert acked == list(range(6)) and control.released == []
+    assert archiver.buffered == 0
+
+
+async def test_revocation_with_s3_down_releases_everything_unacked_before_the_deadline() -> None:
+    writer, control, acked = _Writer(), _Control(), []
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    await archiver.add(_rec(0), _Delivery(0, acked))
+    writer.failing = True
+    # The agent's write of 1..4 retries in the background while S3 is down.
+    agent = asyncio.create_task(_add_all(archiver, range(1, 6), acked))
+    await asyncio.sleep(0.2)
+    assert control.paused == {0}
+    await asyncio.wait_for(archiver.flush_all(), 2)
+    await asyncio.wait_for(asyncio.gather(agent, return_exceptions=True), 2)  # it gives up too
+    assert acked == []
+    assert sorted(control.released) == [0, 1, 2, 3]  # 4 and 5 never reached the buffer: the agent gave up
+    assert control.paused == set(), "a given-up partition is resumed for the next owner"
+
+
+async def _add_all(archiver: Archiver, offsets: range, acked: list[int]) -> None:
+    for o in offsets:
+        await archiver.add(_rec(o), _Delivery(o, acked))
+
+
+async def test_a_rewound_partition_is_re_adopted_and_its_old_buffer_released() -> None:
+    writer, control, acked = _Writer(pending=[(2, 5, "jsonl.gz")]), _Control(), []
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    for o in (6, 7):
+        await archiver.add(_rec(o), _Delivery(o, acked))
+    for o in range(2, 6):  # the consumer seeks back to the committed offset 2
+        await archiver.add(_rec(o), _Delivery(o, acked))
+    assert control.released == [6, 7]
+    assert writer.cuts == [(2, 5)], "the adopted intent decides the cut, not max_events"
+    assert acked == [2, 3, 4, 5]
