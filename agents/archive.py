@@ -87,8 +87,10 @@ async def archive_records(stream: StreamT[bytes]) -> None:
     archiver = await _get_archiver()
     async for event in stream.noack().events():
         message = event.message
+        headers = message.headers or ()
         record = ArchivedRecord(message.topic, message.partition, message.offset,
-                                round(message.timestamp * 1000), message.key, message.value)
+                                round(message.timestamp * 1000), message.key, message.value,
+                                tuple(headers.items() if isinstance(headers, dict) else headers))
         try:
             await archiver.add(record, event)
         except CutAbandoned as exc:

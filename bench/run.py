@@ -150,24 +150,27 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=150_000)
     parser.add_argument("--rate", type=float, default=5_000)
     parser.add_argument("--duration", type=float, default=30)
+    parser.add_argument("--only", choices=["throughput", "freshness", "archive"],
+                        help="run one measurement (results.json then holds only it)")
     args = parser.parse_args()
+    wanted = {args.only} if args.only else {"throughput", "freshness", "archive"}
 
     throughput = []
-    for i in range(args.runs):
+    for i in range(args.runs if "throughput" in wanted else 0):
         throughput.append(await throughput_run(args.events, seed=1000 + i))
         print("throughput run:", throughput[-1], flush=True)
     freshness = []
-    for i in range(args.runs):
+    for i in range(args.runs if "freshness" in wanted else 0):
         freshness.append(await freshness_run(args.rate, args.duration, seed=2000 + i))
         print("freshness run:", freshness[-1], flush=True)
     archive: dict[str, list[dict[str, Any]]] = {"jsonl.gz": [], "parquet": []}
     for fmt, runs in archive.items():
-        for i in range(args.runs):
+        for i in range(args.runs if "archive" in wanted else 0):
             runs.append(await archive_run(args.events, seed=3000 + i, fmt=fmt))
             print("archive run:", runs[-1], flush=True)
 
     def median(rows: list[dict[str, Any]], key: str) -> float:
-        return statistics.median(r[key] for r in rows)
+        return statistics.median(r[key] for r in rows) if rows else float("nan")
 
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -2,10 +2,12 @@
 
 JSON lines: ``{"topic", "partition", "offset", "timestamp" (ms), "key", "value"}``, where
 ``key`` and ``value`` are the original bytes as UTF-8 text, or, when they are not valid
-UTF-8, base64 under ``key_b64`` / ``value_b64``.
+UTF-8, base64 under ``key_b64`` / ``value_b64``; plus ``"headers": [{"key", "value"}...]``
+(same rule for each value) when the record has headers, as dead letters do.
 
-Parquet: the same six columns, with ``key`` and ``value`` as binary, which query engines
-(Athena, Spark, DuckDB) read column-wise and cast to text or JSON.
+Parquet: the same columns, with ``key`` and ``value`` as binary and ``headers`` as a list of
+``{key: string, value: binary}``, which query engines (Athena, Spark, DuckDB) read
+column-wise and cast to text or JSON.
 
 Malformed inputs (the DLQ's whole point) survive intact in both, and replay produces
 byte-identical records. Both encodings are deterministic: the same records always give the
@@ -31,6 +33,9 @@ __all__ = ["FORMATS", "ArchivedRecord", "decode", "decode_jsonl_gz", "encode", "
 FORMATS: Final = ("jsonl.gz", "parquet")
 
 
+Headers = tuple[tuple[str, bytes], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class ArchivedRecord:
     topic: str
@@ -39,6 +44,7 @@ class ArchivedRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+    headers: Headers = ()
 
 
 def _field(doc: dict[str, object], name: str, raw: bytes | None) -> None:
@@ -66,6 +72,13 @@ def encode_jsonl_gz(records: Iterable[ArchivedRecord], *, level: int = 6) -> byt
                                   "timestamp": r.timestamp_ms}
         _field(doc, "key", r.key)
         _field(doc, "value", r.value)
+        if r.headers:
+            headers = []
+            for name, raw in r.headers:
+                header: dict[str, object] = {"key": name}
+                _field(header, "value", raw)
+                headers.append(header)
+            doc["headers"] = headers
         lines.append(orjson.dumps(doc))
     body = b"\n".join(lines) + (b"\n" if lines else b"")
     # mtime=0: the same records always give the same bytes, so a re-upload is identical.
@@ -76,8 +89,9 @@ def decode_jsonl_gz(data: bytes) -> Iterator[ArchivedRecord]:
     """The records of an object written by :func:`encode_jsonl_gz`."""
     for line in gzip.decompress(data).splitlines():
         doc = orjson.loads(line)
+        headers = tuple((h["key"], _read(h, "value") or b"") for h in doc.get("headers", ()))
         yield ArchivedRecord(doc["topic"], doc["partition"], doc["offset"], doc["timestamp"],
-                             _read(doc, "key"), _read(doc, "value"))
+                             _read(doc, "key"), _read(doc, "value"), headers)
 
 
 _PARQUET_SCHEMA: Final = pa.schema([
@@ -87,6 +101,7 @@ _PARQUET_SCHEMA: Final = pa.schema([
     ("timestamp", pa.timestamp("ms", tz="UTC")),
     ("key", pa.binary()),
     ("value", pa.binary()),
+    ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
 ])
 
 
@@ -99,6 +114,7 @@ def encode_parquet(records: Sequence[ArchivedRecord]) -> bytes:
         "timestamp": [r.timestamp_ms for r in records],
         "key": [r.key for r in records],
         "value": [r.value for r in records],
+        "headers": [[{"key": k, "value": v} for k, v in r.headers] for r in records],
     }, schema=_PARQUET_SCHEMA)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", row_group_size=max(len(records), 1))
@@ -111,8 +127,9 @@ def decode_parquet(data: bytes) -> Iterator[ArchivedRecord]:
     columns = {name: table.column(name).to_pylist() for name in _PARQUET_SCHEMA.names}
     for i in range(table.num_rows):
         ts = columns["timestamp"][i]
+        headers = tuple((h["key"], h["value"]) for h in columns["headers"][i] or ())
         yield ArchivedRecord(columns["topic"][i], columns["partition"][i], columns["offset"][i],
-                             int(ts.timestamp() * 1000), columns["key"][i], columns["value"][i])
+                             round(ts.timestamp() * 1000), columns["key"][i], columns["value"][i], headers)
 
 
 def encode(records: Sequence[ArchivedRecord], fmt: str) -> bytes:

@@ -1,6 +1,6 @@
 """Backfill: archived records produced back into Kafka.
 
-Records keep their key, bytes and original timestamp, so they land in the same partitions
+Records keep their key, bytes, headers and original timestamp, so they land in the same partitions
 (same key rule, same partition count) in their original order per partition. Each carries a
 ``pinapp.replay`` header naming its source (``topic:partition:offset``). The topology lets
 replayed events through its seen-table check, because replay is how a user restores rows
@@ -66,7 +66,7 @@ async def replay(s3: Any, producer: Any, bucket: str, keys: Iterable[ObjectKey],
             source = f"{record.topic}:{record.partition}:{record.offset}".encode()
             futures.append(await producer.send(to_topic, record.value, key=record.key,
                                                timestamp_ms=record.timestamp_ms,
-                                               headers=[(REPLAY_HEADER, source)]))
+                                               headers=[*record.headers, (REPLAY_HEADER, source)]))
         await asyncio.gather(*futures)
         report.objects += 1
         report.records += len(futures)

@@ -83,7 +83,8 @@ async def _assert_archive_equals_topic(pipeline: Pipeline, topic: str) -> None:
     assert len(by_place) == len(archived), "an offset is archived twice"
     for rec in in_topic:
         got = by_place[(rec.partition, rec.offset)]
-        assert (got.key, got.value, got.timestamp_ms) == (rec.key, rec.value, rec.timestamp)
+        assert (got.key, got.value, got.timestamp_ms, got.headers) == (rec.key, rec.value, rec.timestamp,
+                                                                       tuple(rec.headers))
 
 
 @pytest.mark.parametrize("fmt", ["jsonl.gz", "parquet"])
@@ -341,6 +342,11 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     await pipeline.produce(records)
     await pipeline.wait_for_rows(expected)
     await pipeline.wait_archived(pipeline.settings.kafka.events_topic)
+    # The dead letters are archived too, reasons (headers) and all.
+    dlq = pipeline.settings.kafka.dlq_topic
+    await pipeline.wait_archived(dlq)
+    await _assert_archive_equals_topic(pipeline, dlq)
+    assert any(dict(r.headers).get("pinapp.dlq.reason") for r in await pipeline.archived_records(dlq))
     before = await _table_rows(pipeline)
     assert {t: len(rows) for t, rows in before.items()} == {TABLE_OF[k]: n for k, n in expected.items()}
 

@@ -95,7 +95,9 @@ def test_take_all_writes_the_run_before_a_partial_forced_cut_and_holds_the_rest(
 
 def test_both_formats_round_trip_bytes_exactly_and_deterministically() -> None:
     records = [ArchivedRecord("events-dlq", 3, o, 1_709_251_200_000 + o, None if o == 2 else b"k\xff",
-                              b"\x00\xfe not utf-8" if o % 2 else b'{"a": 1}') for o in range(6)]
+                              b"\x00\xfe not utf-8" if o % 2 else b'{"a": 1}',
+                              (("pinapp.dlq.reason", b"not_json"), ("raw", b"\xff")) if o % 3 else ())
+               for o in range(6)]
     for fmt in ("jsonl.gz", "parquet"):
         body = encode(records, fmt)
         assert body == encode(records, fmt)
