@@ -136,6 +136,9 @@ class ArchiveSettings(_Section):
     max_events: int = Field(100_000, ge=1, description="upload a partition's buffer at this many events")
     max_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="... or at this many raw bytes")
     max_age_s: float = Field(60.0, gt=0, description="... or when its oldest event waited this long")
+    max_buffered_events: int = Field(
+        200_000, ge=1, description="over this many events held in all buffers, the largest is uploaded early"
+    )
     check_interval_s: float = Field(1.0, gt=0, description="how often buffer ages are checked")
     retry_max_s: float = Field(30.0, gt=0, description="cap on the backoff between S3 retries")
     revoke_flush_timeout_s: float = Field(

@@ -86,6 +86,7 @@ class Archiver:
         self._adopting = asyncio.Lock()
         self._epoch = 0
         self._epoch_ended = asyncio.Event()
+        self._buffered = 0  # records in buffers and in cuts not yet acked or released
         self._cuts_written = 0
         self._finalized: set[tuple[str, str]] = set()
 
@@ -107,8 +108,14 @@ class Archiver:
                 self.control.release([delivery])
                 raise
         state.last_seen = record.offset
+        self._buffered += 1
         for cut in state.buffer.add(record, delivery):
             await self._write(state, cut)
+        if self._buffered > self.settings.max_buffered_events:
+            # Many partitions each below their thresholds: memory is bounded across all of them.
+            largest = max(self._partitions.values(), key=lambda s: len(s.buffer))
+            for cut in largest.buffer.take_all():
+                await self._write(largest, cut)
 
     async def _adopt(self, topic: str, partition: int, first_offset: int) -> _Partition:
         """First record of a partition since it was assigned: learn the cuts already begun."""
@@ -132,6 +139,7 @@ class Archiver:
     def _forget(self, tp: tuple[str, int]) -> None:
         state = self._partitions.pop(tp, None)
         if state is not None:
+            self._buffered -= len(state.buffer.deliveries)
             self.control.release(state.buffer.deliveries)
 
     # -- writing -----------------------------------------------------------------------------
@@ -154,8 +162,7 @@ class Archiver:
                     delivery.ack()
                 cut.acked = True
         finally:
-            if not cut.acked:  # abandoned, or cancelled by the flush deadline
-                self.control.release(cut.deliveries)
+            self._settle(cut)
         self._maybe_crash("after_ack", number)
         state.next_offset = cut.last + 1
         state.max_event_ms = max(state.max_event_ms, result.max_event_ms)
@@ -164,6 +171,15 @@ class Archiver:
         ARCHIVE_CUTS.labels(cut.topic).inc()
         logger.debug("archived %s[%d] %d-%d in %d object(s)", cut.topic, cut.partition, cut.first, cut.last,
                      len(result.keys))
+
+    def _settle(self, cut: Cut) -> None:
+        """Done with ``cut``: written and acked, or (abandoned, cancelled) released unacked."""
+        if cut.settled:
+            return
+        cut.settled = True
+        self._buffered -= len(cut.deliveries)
+        if not cut.acked:
+            self.control.release(cut.deliveries)
 
     def _new_epoch(self) -> None:
         """Writes from before now give up at their next backoff (see :meth:`_retrying`)."""
@@ -248,15 +264,14 @@ class Archiver:
             self._new_epoch()
         finally:
             for _, cut in taken:
-                if not cut.acked:
-                    self.control.release(cut.deliveries)
+                self._settle(cut)
             for tp in list(self._partitions):
                 self._forget(tp)
 
     @property
     def buffered(self) -> int:
         """Records held in memory, not yet in S3 (a gauge)."""
-        return sum(len(s.buffer) for s in self._partitions.values())
+        return self._buffered
 
     async def collect_intents(self) -> int:
         """Delete intents below each owned partition's committed offset (housekeeping)."""

@@ -53,6 +53,7 @@ class Cut:
     deliveries: list[Delivery]
     nbytes: int
     acked: bool = False
+    settled: bool = False  # acked, or given up and released
 
     @property
     def first(self) -> int:

@@ -198,9 +198,9 @@ class Pipeline:
         async with s3_client(self.settings.s3) as s3:
             await s3.create_bucket(Bucket=self.settings.s3.bucket)
 
-    async def archive_position(self, topic: str) -> tuple[dict[int, int], dict[int, int]]:
-        """``(committed by the archiver, end offset)`` per partition of ``topic``."""
-        _, committed = await committed_offsets(self.settings, topic, archiver_group(self.settings))
+    async def group_position(self, topic: str, group: str) -> tuple[dict[int, int], dict[int, int]]:
+        """``(committed by group, end offset)`` per partition of ``topic``."""
+        _, committed = await committed_offsets(self.settings, topic, group)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap)
         await consumer.start()
         try:
@@ -210,19 +210,27 @@ class Pipeline:
             await consumer.stop()
         return committed, ends
 
-    async def wait_archived(self, topic: str, timeout: float = 120.0) -> dict[int, int]:
-        """Poll until the archiver has committed every partition of ``topic`` to its end."""
+    async def archive_position(self, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+        """``(committed by the archiver, end offset)`` per partition of ``topic``."""
+        return await self.group_position(topic, archiver_group(self.settings))
+
+    async def wait_committed(self, topic: str, group: str, timeout: float = 120.0) -> dict[int, int]:
+        """Poll until ``group`` has committed every partition of ``topic`` to its end."""
         deadline = time.monotonic() + timeout
         committed: dict[int, int] = {}
         ends: dict[int, int] = {}
         while time.monotonic() < deadline:
-            committed, ends = await self.archive_position(topic)
+            committed, ends = await self.group_position(topic, group)
             if committed and committed == ends:
                 return ends
             await asyncio.sleep(0.5)
         logs = "\n".join(w.log_tail(30) for w in self.workers)
-        raise AssertionError(f"archive of {topic} incomplete after {timeout}s: committed {committed}, "
+        raise AssertionError(f"{group} has not committed all of {topic} after {timeout}s: committed {committed}, "
                              f"end {ends}\n{logs}")
+
+    async def wait_archived(self, topic: str, timeout: float = 120.0) -> dict[int, int]:
+        """Poll until the archiver has committed every partition of ``topic`` to its end."""
+        return await self.wait_committed(topic, archiver_group(self.settings), timeout)
 
     async def archived_objects(self, topic: str) -> list[tuple[ObjectKey, list[ArchivedRecord]]]:
         """Every archive object of ``topic`` with its records."""

@@ -362,3 +362,9 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     assert f"replayed {that_day} records" in replay.stdout, replay.stdout
     await pipeline.wait_for_rows(expected)
     assert await _table_rows(pipeline) == before
+
+    # Replayed over tables that still hold the rows: processed again, and every row stays single.
+    replay = _cli(pipeline, "archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
+    assert replay.returncode == 0, replay.stderr
+    await pipeline.wait_committed(pipeline.settings.kafka.events_topic, pipeline.settings.worker.app_id)
+    assert await _table_rows(pipeline) == before

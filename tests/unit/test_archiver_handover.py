@@ -112,3 +112,15 @@ async def test_a_rewound_partition_is_re_adopted_and_its_old_buffer_released() -
     assert control.released == [6, 7]
     assert writer.cuts == [(2, 5)], "the adopted intent decides the cut, not max_events"
     assert acked == [2, 3, 4, 5]
+
+
+async def test_memory_is_bounded_across_partitions_by_uploading_the_largest_buffer() -> None:
+    writer, control, acked = _Writer(), _Control(), []
+    settings = ArchiveSettings(max_events=1000, max_age_s=3600, max_buffered_events=5)
+    archiver = Archiver(writer, settings, control)  # type: ignore[arg-type]
+    for partition, offsets in ((0, range(4)), (1, range(2))):
+        for o in offsets:
+            await archiver.add(ArchivedRecord("events", partition, o, 1_709_251_200_000, b"k", b"{}"),
+                               _Delivery(o, acked))
+    assert writer.cuts == [(0, 3)], "6 buffered > 5: partition 0, the largest, went early"
+    assert archiver.buffered == 2
