@@ -187,7 +187,11 @@ class Pipeline:
         try:
             async with pool.acquire() as conn:
                 async with conn.cursor() as cur:
-                    await cur.execute(f"DROP DATABASE IF EXISTS `{self.settings.db.database}`")
+                    # Only when it exists: "IF EXISTS" on a missing one logs a server warning.
+                    await cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s",
+                                      (self.settings.db.database,))
+                    if await cur.fetchone():
+                        await cur.execute(f"DROP DATABASE `{self.settings.db.database}`")
         finally:
             pool.close()
             await pool.wait_closed()
@@ -288,20 +292,27 @@ class Pipeline:
 
     async def read_topic(self, topic: str) -> list[Any]:
         """Every record of ``topic`` from the beginning to its current end."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False)
+        # "earliest": should a metadata refresh reset the assignment, it starts over, not at the end.
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
         await consumer.start()
         try:
             parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
             assert parts, f"topic {topic} not found"
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
-            ends = await consumer.end_offsets(parts)
             out: list[Any] = []
-            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            seen: set[tuple[int, int]] = set()
+            while True:
+                ends = await consumer.end_offsets(parts)  # again each round: a fresh topic's may lag
+                if not [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                    return out
                 batch = await consumer.getmany(timeout_ms=1000)
                 for records in batch.values():
-                    out.extend(records)
-            return out
+                    for rec in records:
+                        if (rec.partition, rec.offset) not in seen:  # a reset re-reads: keep each once
+                            seen.add((rec.partition, rec.offset))
+                            out.append(rec)
         finally:
             await consumer.stop()
 

@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from pinapp.archive.layout import ObjectKey, hour_folder
-from pinapp.s3 import s3_client
 from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
+from pinapp.s3 import s3_client
 from tests.integration.harness import REPO, TABLE_OF, Pipeline, free_port
 
 HOUR_MS = 3_600_000
