@@ -291,8 +291,11 @@ class Pipeline:
         return sent
 
     async def read_topic(self, topic: str) -> list[Any]:
-        """Every record of ``topic`` from the beginning to its current end."""
-        # "earliest": should a metadata refresh reset the assignment, it starts over, not at the end.
+        """Every record of ``topic`` from the beginning to its end offsets at the start of the read.
+
+        Progress is judged by the offsets of the records received, not by ``position()``: aiokafka
+        advances the position as it prefetches, before ``getmany`` hands the records over.
+        """
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()
@@ -300,19 +303,21 @@ class Pipeline:
             parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
             assert parts, f"topic {topic} not found"
             consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            for tp in parts:  # an explicit position (an offset reset raced with the assignment here)
+                consumer.seek(tp, 0)
+            next_offset = {tp.partition: 0 for tp in parts}
             out: list[Any] = []
-            seen: set[tuple[int, int]] = set()
-            while True:
-                ends = await consumer.end_offsets(parts)  # again each round: a fresh topic's may lag
-                if not [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                    return out
+            deadline = time.monotonic() + 60
+            while [tp for tp in parts if next_offset[tp.partition] < ends[tp]]:
+                assert time.monotonic() < deadline, f"{topic}: read up to {next_offset}, end {ends}"
                 batch = await consumer.getmany(timeout_ms=1000)
                 for records in batch.values():
                     for rec in records:
-                        if (rec.partition, rec.offset) not in seen:  # a reset re-reads: keep each once
-                            seen.add((rec.partition, rec.offset))
+                        if rec.offset >= next_offset[rec.partition]:
                             out.append(rec)
+                            next_offset[rec.partition] = rec.offset + 1
+            return out
         finally:
             await consumer.stop()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -292,6 +294,29 @@ async def test_a_missing_bucket_is_a_clear_error_at_start_up(pipeline: Pipeline)
     assert result.returncode == 2
     assert f"bucket {pipeline.settings.s3.bucket!r} does not exist" in result.stderr
     assert "PINAPP_S3__BUCKET" in result.stderr
+
+
+async def test_credentials_s3_refuses_are_a_clear_error_at_start_up(pipeline: Pipeline) -> None:
+    # A second moto S3 server that checks credentials (moto's IAM mode): ours are unknown to it.
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            await asyncio.sleep(0.1)
+        pipeline.env["PINAPP_S3__ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+        result = _cli(pipeline, "archiver")
+    finally:
+        server.kill()
+        server.wait(10)
+    assert result.returncode == 2, result.stderr
+    assert "denied (403)" in result.stderr
+    assert "PINAPP_S3__ACCESS_KEY_ID" in result.stderr
 
 
 async def test_verify_reports_a_missing_object_and_exits_1(pipeline: Pipeline) -> None:
