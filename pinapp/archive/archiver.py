@@ -56,7 +56,8 @@ class PartitionControl(Protocol):
     """What the archiver needs from the Kafka consumer (faust's, in the worker)."""
 
     def pause(self, topic: str, partition: int) -> None: ...
-    def resume(self, topic: str, partition: int) -> None: ...
+    async def resume(self, topic: str, partition: int) -> None:
+        """Fetch again, from right after the last record handed over (none skipped, none twice)."""
     def highwater(self, topic: str, partition: int) -> int | None: ...
     def committed(self, topic: str, partition: int) -> int | None: ...
     def assigned(self) -> Iterable[tuple[str, int]]: ...
@@ -223,7 +224,7 @@ class Archiver:
                     return await call()
         finally:
             if paused:
-                self.control.resume(topic, partition)
+                await self.control.resume(topic, partition)
                 logger.info("archive %s[%d]: S3 is back; partition resumed", topic, partition)
         raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying returns or raises
 

@@ -48,7 +48,7 @@ class _Control:
     def pause(self, topic: str, partition: int) -> None:
         self.paused.add(partition)
 
-    def resume(self, topic: str, partition: int) -> None:
+    async def resume(self, topic: str, partition: int) -> None:
         self.paused.discard(partition)
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
