@@ -31,6 +31,8 @@ __all__ = [
     "PipelineSettings",
     "S3Settings",
     "Settings",
+    "SingerSettings",
+    "SingerStream",
     "StackSettings",
     "WorkerSettings",
     "load_settings",
@@ -155,6 +157,36 @@ class ArchiveSettings(_Section):
     crash_on_cut: int = Field(2, ge=1, description="FAULT TESTS ONLY: which cut crash_at applies to")
 
 
+class SingerStream(_Section):
+    """One log stream: the files an application writes, current and rotated, by glob."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the watermark file")
+    paths: tuple[str, ...] = Field(min_length=1, description="glob patterns, e.g. /var/log/app/events.log*")
+
+
+class SingerSettings(_Section):
+    """``pinapp singer``: ships JSON-lines log files to Kafka, at least once (Singer's role)."""
+
+    streams: tuple[SingerStream, ...] = (SingerStream(name="app", paths=(".stack/local/logs/app.log*",)),)
+    data_dir: Path = Field(Path(".stack/local/singer"), description="watermarks and the local status file")
+    topic: str = Field("", description="where lines go; empty means kafka.events_topic")
+    status_topic: str = "singer-status"
+    batch_lines: int = Field(5000, ge=1, description="lines per acknowledged batch (and watermark step)")
+    batch_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="... or bytes; bounds memory")
+    max_line_bytes: int = Field(0, ge=0, description="longer lines go to the DLQ; 0 means pipeline.max_event_bytes")
+    dlq_max_bytes: int = Field(
+        900_000, ge=1024, description="a dead-lettered line longer than this is cut to it (Kafka's 1 MB message cap)"
+    )
+    poll_interval_s: float = Field(0.2, gt=0, description="wait this long when every stream is shipped")
+    heartbeat_interval_s: float = Field(30.0, gt=0, description="status record to status_topic this often")
+    retry_max_s: float = Field(30.0, gt=0, description="cap on the backoff while the broker fails")
+    partial_line_grace_s: float = Field(
+        60.0, gt=0, description="a rotated file's unterminated last line goes to the DLQ after this long"
+    )
+    retention_s: float = Field(0.0, ge=0, description="delete shipped rotated files older than this; 0 keeps them")
+    linger_ms: int = Field(10, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything pinapp reads from its environment, in one frozen object."""
 
@@ -173,6 +205,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     worker: WorkerSettings = WorkerSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    singer: SingerSettings = SingerSettings()
 
     @property
     def archive_topics(self) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""The ``pinapp`` command line: worker, archiver, archive, generate, stack, db, query."""
+"""The ``pinapp`` command line: worker, archiver, archive, singer, generate, stack, db, query."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,62 @@ async def _archive_replay(settings: Settings, topic: str, first: Any, last: Any,
     return report.objects, report.records
 
 
+# -- singer ------------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def singer(ctx: click.Context) -> None:
+    """Ship application log files to Kafka, at least once (`pinapp singer`; `status` to inspect)."""
+    if ctx.invoked_subcommand is None:
+        from pinapp.singer.shipper import Singer
+
+        settings = _settings(ctx)
+        asyncio.run(_run_singer(Singer(settings)))
+
+
+async def _run_singer(shipper: Any) -> None:
+    import signal as signals
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signals.SIGINT, signals.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await shipper.run(stop)
+
+
+@singer.command("status")
+@click.pass_context
+def singer_status(ctx: click.Context) -> None:
+    """Per stream: files, bytes not yet shipped (from the watermarks, now) and the last heartbeat's counters."""
+    import orjson
+
+    from pinapp.singer.reader import StreamReader
+    from pinapp.singer.shipper import status_path
+    from pinapp.singer.watermark import Watermark
+
+    settings = _settings(ctx)
+    conf = settings.singer
+    last: dict[str, Any] = {}
+    path = status_path(settings)
+    if path.exists():
+        doc = orjson.loads(path.read_bytes())
+        last = {s["name"]: s for s in doc["streams"]}
+        state = "stopped" if doc.get("stopped") else f"pid {doc['pid']}"
+        click.echo(f"last heartbeat: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(doc['at']))} ({state})")
+    else:
+        click.echo("no heartbeat yet (singer has not run here)")
+    rows = []
+    for spec in conf.streams:
+        reader = StreamReader(spec, Watermark.load(conf.data_dir / f"{spec.name}.watermark.json"),
+                              max_line_bytes=1, keep=1, partial_line_grace_s=conf.partial_line_grace_s)
+        s = last.get(spec.name, {})
+        rows.append((spec.name, len(reader.files()), reader.bytes_behind(), s.get("lines_shipped", "-"),
+                     s.get("dead_lettered", "-"), s.get("errors", "-"), ", ".join(spec.paths)))
+    click.echo(tabulate(rows, headers=["stream", "files", "bytes behind", "lines shipped", "dead-lettered",
+                                       "errors", "paths"]))
+
+
 # -- generate ----------------------------------------------------------------------------
 
 
@@ -189,10 +246,14 @@ async def _archive_replay(settings: Settings, topic: str, first: Any, last: Any,
 @click.option("--topic", help="Topic for --to kafka (default: kafka.events_topic).")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), help="Write the ground truth here.")
 @click.option("--ids/--no-ids", default=None, help="Keep every event id in the ground truth (default: with --count).")
+@click.option("--rotate-bytes", type=click.IntRange(min=1), help="With --to file: rotate (rename-style) at this size.")
+@click.option("--rotate-keep", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Rotated files kept (FILE.1 .. FILE.N).")
 @click.pass_context
 def generate(ctx: click.Context, count: int | None, duration: float | None, rate: float | None,
              duplicate_ratio: float, malformed_ratio: float, seed: int, users: int, start_ms: int | None,
-             target: str, path: Path | None, topic: str | None, truth: Path | None, ids: bool | None) -> None:
+             target: str, path: Path | None, topic: str | None, truth: Path | None, ids: bool | None,
+             rotate_bytes: int | None, rotate_keep: int) -> None:
     """Generate synthetic engagement traffic into Kafka or a log file."""
     from pinapp.generator import GeneratorConfig, TrafficGenerator
     from pinapp.geo import GeoLocator
@@ -210,7 +271,8 @@ def generate(ctx: click.Context, count: int | None, duration: float | None, rate
                            keep_ids=ids if ids is not None else count is not None)
     sent = asyncio.run(run_generator(
         gen, settings, target=target, path=path, topic=topic or settings.kafka.events_topic,
-        count=count, duration=duration, rate=rate, truth_path=truth,
+        count=count, duration=duration, rate=rate, truth_path=truth, rotate_bytes=rotate_bytes,
+        rotate_keep=rotate_keep,
     ))
     doc = gen.truth.to_json()
     doc.pop("event_ids", None)

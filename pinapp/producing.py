@@ -16,7 +16,7 @@ from config import Settings
 from pinapp.generator import TrafficGenerator
 from pinapp.kafka import ensure_topics, make_producer
 
-__all__ = ["run_generator"]
+__all__ = ["rotate", "run_generator"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +24,26 @@ _CHUNK = 500
 _PROGRESS_EVERY_S = 5.0
 
 
+def rotate(path: Path, keep: int) -> None:
+    """Rename-style rotation, as logrotate does it: ``app.log.N`` -> ``.N+1`` ..., ``app.log`` -> ``.1``.
+
+    The oldest beyond ``keep`` rotated files is deleted.
+    """
+    oldest = path.with_name(f"{path.name}.{keep}")
+    if oldest.exists():
+        oldest.unlink()
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            older.rename(path.with_name(f"{path.name}.{n + 1}"))
+    if path.exists():
+        path.rename(path.with_name(f"{path.name}.1"))
+
+
 async def run_generator(
     gen: TrafficGenerator, settings: Settings, *, target: str, path: Path | None, topic: str,
     count: int | None, duration: float | None, rate: float | None, truth_path: Path | None,
+    rotate_bytes: int | None = None, rotate_keep: int = 5,
 ) -> int:
     """Send records until ``count``, ``duration`` or a signal; returns how many were sent."""
     stop = asyncio.Event()
@@ -70,8 +87,12 @@ async def run_generator(
                     await asyncio.gather(*pending)
                     pending.clear()
             else:
-                assert out is not None
+                assert out is not None and path is not None
                 out.write(b"".join(rec.value + b"\n" for rec in records))
+                if rotate_bytes is not None and out.tell() >= rotate_bytes:
+                    out.close()
+                    rotate(path, rotate_keep)
+                    out = path.open("ab")
             sent += want
             if time.monotonic() - last_report >= _PROGRESS_EVERY_S:
                 last_report = time.monotonic()

@@ -1,0 +1,230 @@
+"""Shipping: read a batch, send it, wait for every ack, then advance the watermark.
+
+At least once, as Pinterest's Singer: a batch is acknowledged by all in-sync replicas
+(``acks=all``, idempotent producer) before its watermark moves; any failure recreates the
+producer and sends the whole batch again from the watermark. Duplicates can come only from
+the batch in flight at a crash or a broker failure; the topology's dedup drops them.
+
+One batch per stream is in memory at a time, so a broker outage costs no memory: the
+shipper retries (capped exponential backoff) and the files wait on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from config import Settings
+from pinapp.events import routing_key
+from pinapp.kafka import ensure_topics
+from pinapp.singer.reader import Line, StreamReader
+from pinapp.singer.watermark import Watermark
+
+__all__ = ["DLQ_HEADERS", "Singer", "StreamStats", "line_key", "status_path"]
+
+logger = logging.getLogger(__name__)
+
+DLQ_HEADERS = ("pinapp.dlq.reason", "pinapp.dlq.kind", "pinapp.dlq.stage", "pinapp.dlq.file", "pinapp.dlq.offset")
+
+
+def line_key(line: bytes) -> bytes | None:
+    """The topology's key rule (``pin_id``, else ``user_id``) for a JSON line; ``None`` if unreadable."""
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    event_type, user_id, pin_id = doc.get("event_type"), doc.get("user_id"), doc.get("pin_id")
+    if not isinstance(event_type, str) or not isinstance(user_id, str):
+        return None
+    return routing_key(event_type, pin_id if isinstance(pin_id, str) else None, user_id).encode()
+
+
+def status_path(settings: Settings) -> Path:
+    return settings.singer.data_dir / "status.json"
+
+
+@dataclass
+class StreamStats:
+    lines_shipped: int = 0
+    bytes_shipped: int = 0
+    dead_lettered: int = 0
+    errors: int = 0
+    last_shipped_at: float | None = None
+
+
+@dataclass
+class _Stream:
+    reader: StreamReader
+    stats: StreamStats = field(default_factory=StreamStats)
+
+
+class Singer:
+    """Ships every configured stream until stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conf = settings.singer
+        self.topic = self.conf.topic or settings.kafka.events_topic
+        self.dlq_topic = settings.kafka.dlq_topic
+        max_line = self.conf.max_line_bytes or settings.pipeline.max_event_bytes
+        self.streams = [
+            _Stream(StreamReader(spec, Watermark.load(self.conf.data_dir / f"{spec.name}.watermark.json"),
+                                 max_line_bytes=max_line, keep=min(self.conf.dlq_max_bytes, max(max_line, 1)),
+                                 partial_line_grace_s=self.conf.partial_line_grace_s))
+            for spec in self.conf.streams
+        ]
+        self.max_line = max_line
+        self.host = socket.gethostname()
+        self._producer: AIOKafkaProducer | None = None
+        self._last_heartbeat = 0.0
+
+    # -- producer -----------------------------------------------------------------------------
+
+    async def _get_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True,
+                linger_ms=self.conf.linger_ms, max_batch_size=1024 * 1024, request_timeout_ms=15_000,
+                client_id=f"pinapp-singer-{self.host}",
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _reset_producer(self) -> None:
+        """After a failure: a new producer (the old one may be wedged, as Singer's was after SSL errors)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
+
+    # -- shipping -----------------------------------------------------------------------------
+
+    async def _send_batch(self, lines: list[Line]) -> int:
+        """Send every line (or dead-letter it); returns once all are acknowledged."""
+        producer = await self._get_producer()
+        futures = []
+        dead = 0
+        for line in lines:
+            reason = None
+            if line.unterminated:
+                reason = ("unterminated", f"unterminated last line ({line.length} bytes) of a rotated file")
+            elif line.length > self.max_line:
+                reason = ("too_large", f"line of {line.length} bytes is over the {self.max_line}-byte limit"
+                          + (f" (kept its first {len(line.data)} bytes)" if len(line.data) < line.length else ""))
+            if reason is None:
+                futures.append(await producer.send(self.topic, line.data, key=line_key(line.data)))
+            else:
+                dead += 1
+                kind, text = reason
+                headers = [("pinapp.dlq.reason", text.encode()), ("pinapp.dlq.kind", kind.encode()),
+                           ("pinapp.dlq.stage", b"singer"), ("pinapp.dlq.file", line.path.encode()),
+                           ("pinapp.dlq.offset", str(line.offset).encode()),
+                           ("pinapp.dlq.host", self.host.encode())]
+                futures.append(await producer.send(self.dlq_topic, line.data, key=None, headers=headers))
+        await asyncio.gather(*futures)
+        return dead
+
+    async def ship_once(self, stream: _Stream) -> int:
+        """Ship one batch of ``stream`` (retrying until acknowledged); returns the lines shipped."""
+        lines = stream.reader.read_batch(self.conf.batch_lines, self.conf.batch_bytes)
+        if not lines:
+            return 0
+
+        def before_sleep(state: RetryCallState) -> None:
+            stream.stats.errors += 1
+            exc = state.outcome.exception() if state.outcome else None
+            logger.warning("singer %s: batch of %d lines not acknowledged (attempt %d: %r); resending it",
+                           stream.reader.spec.name, len(lines), state.attempt_number, exc)
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((KafkaError, OSError, asyncio.TimeoutError)),
+            wait=wait_exponential_jitter(multiplier=0.2, jitter=0.2, max=self.conf.retry_max_s),
+            before_sleep=before_sleep, reraise=True,
+        ):
+            with attempt:
+                try:
+                    dead = await self._send_batch(lines)
+                except BaseException:
+                    await self._reset_producer()
+                    raise
+        stream.reader.advance(lines)
+        stream.stats.lines_shipped += len(lines) - dead
+        stream.stats.dead_lettered += dead
+        stream.stats.bytes_shipped += sum(line.end - line.offset for line in lines)
+        stream.stats.last_shipped_at = time.time()
+        return len(lines)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ship until ``stop`` is set; the watermark is always at an acknowledged line boundary."""
+        await ensure_topics(self.settings.kafka, [self.topic, self.dlq_topic, self.conf.status_topic])
+        logger.info("singer: shipping %s to %s", ", ".join(s.reader.spec.name for s in self.streams), self.topic)
+        try:
+            while not stop.is_set():
+                shipped = 0
+                for stream in self.streams:
+                    shipped += await self.ship_once(stream)
+                    if self.conf.retention_s:
+                        for path in stream.reader.delete_shipped(self.conf.retention_s):
+                            logger.info("singer %s: deleted %s (shipped, older than %.0fs)",
+                                        stream.reader.spec.name, path, self.conf.retention_s)
+                if time.monotonic() - self._last_heartbeat >= self.conf.heartbeat_interval_s:
+                    await self.heartbeat()
+                if not shipped:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.conf.poll_interval_s)
+        finally:
+            await self.heartbeat(final=True)
+            await self._reset_producer()
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "host": self.host, "pid": os.getpid(), "at": time.time(), "topic": self.topic,
+            "streams": [
+                {"name": s.reader.spec.name, "files": len(s.reader.files()), "bytes_behind": s.reader.bytes_behind(),
+                 "lines_shipped": s.stats.lines_shipped, "bytes_shipped": s.stats.bytes_shipped,
+                 "dead_lettered": s.stats.dead_lettered, "errors": s.stats.errors,
+                 "resets": s.reader.resets, "last_shipped_at": s.stats.last_shipped_at}
+                for s in self.streams
+            ],
+        }
+
+    async def heartbeat(self, *, final: bool = False) -> None:
+        """The status, to the status topic (best effort) and to ``status.json`` (always)."""
+        self._last_heartbeat = time.monotonic()
+        doc = self.status()
+        doc["stopped"] = final
+        body = orjson.dumps(doc)
+        path = status_path(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".status.json.tmp")
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
+        if final:
+            return
+        try:
+            producer = await self._get_producer()
+            await producer.send(self.conf.status_topic, body, key=self.host.encode())
+        except (KafkaError, OSError) as exc:  # the broker is down: the next batch retries loudly
+            logger.debug("singer: heartbeat not sent: %r", exc)
