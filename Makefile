@@ -10,9 +10,9 @@ export PATH := $(BIN):$(PATH)
 .PHONY: help setup demo test unit integration bench soak stack-up stack-down stack-status clean
 
 help:
-	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, generator); Ctrl-C stops it"
+	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, singer, generator); Ctrl-C stops it"
 	@echo "make test    - unit and integration tests against a real local stack"
-	@echo "make bench   - throughput, freshness and archive benchmarks (results: docs/benchmarks.md)"
+	@echo "make bench   - throughput, freshness, archive and singer benchmarks (results: docs/benchmarks.md)"
 	@echo "make stack-up | stack-down | stack-status - the local Kafka, MariaDB and S3 server"
 
 setup: $(STAMP)
@@ -35,11 +35,13 @@ demo: setup
 	pinapp stack up
 	pinapp db migrate
 	@echo
-	@echo "pinapp is starting: $(WORKERS) worker(s), an S3 archiver and a generator at 2,000 events/s."
+	@echo "pinapp is starting: $(WORKERS) worker(s), an S3 archiver, and a generator writing log files"
+	@echo "(.stack/local/logs/app.log, rotated every 50 MB) at 2,000 events/s that singer ships to Kafka."
 	@echo "  Engagement:  .venv/bin/pinapp query events-per-minute   (also top-categories, top-countries, most-repinned)"
 	@echo "  Ad-hoc SQL:  .venv/bin/pinapp query --sql 'SELECT COUNT(*) FROM repins'"
 	@echo "  Metrics:     http://127.0.0.1:6066/metrics  (archiver: http://127.0.0.1:6067/metrics)"
 	@echo "  S3 archive:  .venv/bin/pinapp archive ls   and   .venv/bin/pinapp archive verify"
+	@echo "  Log shipping: .venv/bin/pinapp singer status"
 	@echo "  Dead letters: topic events-dlq;  stack: .venv/bin/pinapp stack status"
 	@echo "Ctrl-C stops the worker and generator; 'make stack-down' stops the services."
 	@echo

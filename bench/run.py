@@ -12,6 +12,12 @@
   from the archiver ready until its ``pinapp_archive_events`` counter reaches the backlog.
   Once as gzip JSON lines (the default) and once as Parquet.
 
+- singer: a JSON-lines file of generated events (``--singer-lines`` lines) shipped to a fresh
+  topic by ``pinapp singer`` (acks=all, idempotent, the topology's key per line) and, in the same
+  run, by ``kcat -P -l`` (librdkafka, acks=all, idempotent, no keys); lines/s and MB/s from the
+  start of shipping until the last line is acknowledged (Singer: its watermark reaches the end
+  of the file; kcat: the process exits after flushing).
+
 Each measurement runs ``--runs`` times on a fresh app id, topics and database; the medians
 are reported. Results go to bench-output/results.json and are printed as Markdown.
 """
@@ -24,14 +30,19 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
+from pinapp.kafka import ensure_topics
+from pinapp.stack.services import ensure_debian_package
 from tests.integration.harness import TABLE_OF, Pipeline
 
 OUT = Path("bench-output")
@@ -114,6 +125,61 @@ async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
                 "compression": round(raw_bytes / object_bytes, 1)}
 
 
+async def singer_run(lines: int, seed: int, kcat: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Pipeline(Path(tmp))
+        log = pipeline.logs / "app.log"
+        log.parent.mkdir(parents=True)
+        gen = TrafficGenerator(GeneratorConfig(seed=seed), GeoLocator(), keep_ids=False)
+        with log.open("wb") as out:
+            for _ in range(lines):
+                out.write(next(gen).value + b"\n")
+        size = log.stat().st_size
+        kafka = pipeline.settings.kafka
+        kcat_topic = f"{kafka.events_topic}-kcat"
+        await ensure_topics(kafka, [kafka.events_topic, kafka.dlq_topic, kcat_topic])
+        try:
+            started = time.monotonic()
+            subprocess.run([kcat, "-P", "-b", kafka.bootstrap, "-t", kcat_topic, "-l", str(log),  # noqa: S603
+                            "-X", "acks=all", "-X", "enable.idempotence=true", "-X", "linger.ms=10"],
+                           check=True, capture_output=True)
+            kcat_s = time.monotonic() - started
+
+            singer = pipeline.singer()
+            watermark = pipeline.tmp / "singer" / "app.watermark.json"
+            singer.start()
+            await singer.wait_ready()
+            started = time.monotonic()
+            while True:
+                if watermark.exists():
+                    marks = json.loads(watermark.read_text())["files"].values()
+                    if sum(m["offset"] for m in marks) >= size:
+                        break
+                if time.monotonic() - started > 600:
+                    raise RuntimeError(f"singer did not finish:\n{singer.log_tail()}")
+                await asyncio.sleep(0.05)
+            singer_s = time.monotonic() - started
+        finally:
+            pipeline.stop_all()
+            await pipeline.drop()
+            await _delete_topic(kafka, kcat_topic)
+        return {"lines": lines, "mb": round(size / 1e6, 1),
+                "singer_s": round(singer_s, 2), "singer_lines_per_s": round(lines / singer_s),
+                "singer_mb_per_s": round(size / singer_s / 1e6, 1),
+                "kcat_s": round(kcat_s, 2), "kcat_lines_per_s": round(lines / kcat_s),
+                "kcat_mb_per_s": round(size / kcat_s / 1e6, 1),
+                "singer_vs_kcat": round(kcat_s / singer_s, 2)}
+
+
+async def _delete_topic(kafka: Any, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
@@ -150,10 +216,11 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=150_000)
     parser.add_argument("--rate", type=float, default=5_000)
     parser.add_argument("--duration", type=float, default=30)
-    parser.add_argument("--only", choices=["throughput", "freshness", "archive"],
+    parser.add_argument("--singer-lines", type=int, default=300_000)
+    parser.add_argument("--only", choices=["throughput", "freshness", "archive", "singer"],
                         help="run one measurement (results.json then holds only it)")
     args = parser.parse_args()
-    wanted = {args.only} if args.only else {"throughput", "freshness", "archive"}
+    wanted = {args.only} if args.only else {"throughput", "freshness", "archive", "singer"}
 
     throughput = []
     for i in range(args.runs if "throughput" in wanted else 0):
@@ -169,6 +236,13 @@ async def main() -> None:
             runs.append(await archive_run(args.events, seed=3000 + i, fmt=fmt))
             print("archive run:", runs[-1], flush=True)
 
+    singer: list[dict[str, Any]] = []
+    if "singer" in wanted:
+        kcat = ensure_debian_package("kcat", ["kcat"])
+        for i in range(args.runs):
+            singer.append(await singer_run(args.singer_lines, seed=4000 + i, kcat=kcat))
+            print("singer run:", singer[-1], flush=True)
+
     def median(rows: list[dict[str, Any]], key: str) -> float:
         return statistics.median(r[key] for r in rows) if rows else float("nan")
 
@@ -179,7 +253,10 @@ async def main() -> None:
         "throughput_runs": throughput,
         "freshness_runs": freshness,
         "archive_runs": archive,
+        "singer_runs": singer,
         "median": {
+            **{f"singer_{key}": median(singer, key) for key in
+               ("singer_lines_per_s", "singer_mb_per_s", "kcat_lines_per_s", "kcat_mb_per_s", "singer_vs_kcat")},
             **{f"archive_{fmt}_{key}": median(runs, key) for fmt, runs in archive.items()
                for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")},
             "events_per_s": median(throughput, "events_per_s"),
@@ -204,6 +281,8 @@ Machine: {results['machine']}
 | freshness p99 at {args.rate:,.0f} events/s | {m['freshness_p99_s']:.3f} s | <= 2 s |
 | archive, one archiver, gzip JSON lines | {m['archive_jsonl.gz_events_per_s']:,.0f} events/s, {m['archive_jsonl.gz_record_mb_per_s']:.1f} MB/s of records ({m['archive_jsonl.gz_object_mb_per_s']:.1f} MB/s written, {m['archive_jsonl.gz_compression']:.1f}x) | >= the throughput above |
 | archive, one archiver, Parquet | {m['archive_parquet_events_per_s']:,.0f} events/s, {m['archive_parquet_record_mb_per_s']:.1f} MB/s of records ({m['archive_parquet_object_mb_per_s']:.1f} MB/s written, {m['archive_parquet_compression']:.1f}x) | >= the throughput above |
+| singer, {args.singer_lines:,} lines | {m['singer_singer_lines_per_s']:,.0f} lines/s, {m['singer_singer_mb_per_s']:.1f} MB/s | >= half of kcat |
+| kcat -P, same file, same run | {m['singer_kcat_lines_per_s']:,.0f} lines/s, {m['singer_kcat_mb_per_s']:.1f} MB/s (singer/kcat = {m['singer_singer_vs_kcat']:.2f}) | |
 """)
 
 

@@ -17,12 +17,13 @@ import uuid
 from abc import ABC, abstractmethod
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from config import Settings
 from pinapp.errors import StackError
 from pinapp.stack.process import ManagedProcess, port_open
 
-__all__ = ["KafkaService", "MariaDBService", "S3Service", "StackService"]
+__all__ = ["KafkaService", "MariaDBService", "S3Service", "StackService", "ensure_debian_package"]
 
 
 def _run(argv: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -31,6 +32,26 @@ def _run(argv: list[str], what: str, **kwargs: object) -> subprocess.CompletedPr
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
         raise StackError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
     return proc
+
+
+def ensure_debian_package(binary: str, packages: list[str], *, found: Any = shutil.which) -> str:
+    """The path of ``binary``, installing Debian ``packages`` with apt-get first when it is missing.
+
+    Raises:
+        StackError: not root or no apt-get (with the command to run), or the install failed.
+    """
+    path = found(binary)
+    if path:
+        return str(path)
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise StackError(f"{binary} is not installed; run: sudo apt-get install -y {' '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run(["apt-get", "update", "-q"], "apt-get update", env=env)
+    _run(["apt-get", "install", "-y", "-q", *packages], f"installing {' '.join(packages)}", env=env)
+    path = found(binary)
+    if not path:
+        raise StackError(f"{binary} is still missing after apt-get install {' '.join(packages)}")
+    return str(path)
 
 
 class StackService(ABC):
@@ -182,11 +203,7 @@ class MariaDBService(StackService):
     def install(self) -> None:
         if self._binary("mariadbd"):
             return
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            raise StackError("MariaDB is not installed; run: sudo apt-get install -y mariadb-server")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        _run(["apt-get", "update", "-q"], "apt-get update", env=env)
-        _run(["apt-get", "install", "-y", "-q", "mariadb-server", "mariadb-client"], "installing MariaDB", env=env)
+        ensure_debian_package("mariadbd", ["mariadb-server", "mariadb-client"], found=self._binary)
 
     def _user_args(self) -> list[str]:
         return ["--user=root"] if os.geteuid() == 0 else []

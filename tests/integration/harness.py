@@ -53,6 +53,7 @@ class WorkerProcess:
     log_path: Path
     web_port: int
     command: str = "worker"
+    ready_marker: str = "Worker ready"
     proc: subprocess.Popen[bytes] | None = None
     _ready_seen: int = 0  # "Worker ready" lines already waited for (restarts append to the log)
 
@@ -64,13 +65,13 @@ class WorkerProcess:
             )
 
     async def wait_ready(self, timeout: float = 120.0) -> None:
-        """Wait for faust's 'Worker ready' (partitions assigned, tables recovered)."""
+        """Wait for the ready line (faust's 'Worker ready': partitions assigned, tables recovered)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self.log_path.read_text(errors="replace").count("Worker ready") > self._ready_seen:
+            if self.log_path.read_text(errors="replace").count(self.ready_marker) > self._ready_seen:
                 self._ready_seen += 1
                 return
             await asyncio.sleep(0.3)
@@ -124,6 +125,7 @@ class Pipeline:
             "PINAPP_KAFKA__DLQ_TOPIC": f"events-dlq-{self.name}",
             "PINAPP_DB__DATABASE": f"pinapp_it_{self.name}",
             "PINAPP_S3__BUCKET": f"pinapp-it-{self.name}",
+            "PINAPP_SINGER__STATUS_TOPIC": f"pinapp-it-{self.name}-singer-status",
             "PINAPP_WORKER__LOG_LEVEL": "info",
             **self.extra_env,
         }
@@ -165,6 +167,24 @@ class Pipeline:
         w = WorkerProcess(merged, self.tmp / f"archiver{index}.log", port, command="archiver")
         self.workers.append(w)
         return w
+
+    def singer(self, index: int = 0, **env: str) -> WorkerProcess:
+        """``pinapp singer`` shipping ``<tmp>/logs/app.log*`` (its own watermark folder)."""
+        merged = {
+            **self.env,
+            "PINAPP_SINGER__DATA_DIR": str(self.tmp / "singer"),
+            "PINAPP_SINGER__STREAMS": f'[{{"name": "app", "paths": ["{self.logs}/app.log*"]}}]',
+            **env,
+        }
+        w = WorkerProcess(merged, self.tmp / f"singer{index}.log", 0, command="singer",
+                          ready_marker="singer: shipping")
+        self.workers.append(w)
+        return w
+
+    @property
+    def logs(self) -> Path:
+        """Where this deployment's application log files go."""
+        return self.tmp / "logs"
 
     def stop_all(self) -> None:
         for w in self.workers:
