@@ -24,10 +24,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import Settings
-from pinapp.events import routing_key
+from pinapp.events import PIN_EVENT_TYPES
 from pinapp.kafka import ensure_topics
 from pinapp.singer.reader import Line, StreamReader
 from pinapp.singer.watermark import Watermark
@@ -40,17 +41,21 @@ DLQ_HEADERS = ("pinapp.dlq.reason", "pinapp.dlq.kind", "pinapp.dlq.stage", "pina
 
 
 def line_key(line: bytes) -> bytes | None:
-    """The topology's key rule (``pin_id``, else ``user_id``) for a JSON line; ``None`` if unreadable."""
+    """The topology's key rule (``pin_id``, else ``user_id``) for a JSON line; ``None`` if unreadable.
+
+    The same rule as :func:`pinapp.events.routing_key`, inlined: it runs once per shipped line.
+    """
     try:
         doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        event_type, user_id = doc["event_type"], doc["user_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
         return None
-    if not isinstance(doc, dict):
+    if type(event_type) is not str or type(user_id) is not str:
         return None
-    event_type, user_id, pin_id = doc.get("event_type"), doc.get("user_id"), doc.get("pin_id")
-    if not isinstance(event_type, str) or not isinstance(user_id, str):
-        return None
-    return routing_key(event_type, pin_id if isinstance(pin_id, str) else None, user_id).encode()
+    pin_id = doc.get("pin_id")
+    if type(pin_id) is str and event_type in PIN_EVENT_TYPES:
+        return pin_id.encode()
+    return user_id.encode()
 
 
 def status_path(settings: Settings) -> Path:
@@ -90,6 +95,8 @@ class Singer:
         self.max_line = max_line
         self.host = socket.gethostname()
         self._producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._partition_of: dict[bytes, int] = {}  # events topic only; DLQ records have no key
         self._last_heartbeat = 0.0
 
     # -- producer -----------------------------------------------------------------------------
@@ -120,11 +127,22 @@ class Singer:
     # -- shipping -----------------------------------------------------------------------------
 
     async def _send_batch(self, lines: list[Line]) -> int:
-        """Send every line (or dead-letter it); returns once all are acknowledged."""
+        """Send every line (or dead-letter it); returns once all are acknowledged.
+
+        Records are packed into per-partition batches (aiokafka's ``create_batch`` /
+        ``send_batch``), partitioned exactly as ``send`` would (murmur2 of the key): about three
+        times the rate of one ``send`` per line, which is what puts singer near kcat.
+        """
         producer = await self._get_producer()
+        topics = {self.topic: sorted(await producer.partitions_for(self.topic)),
+                  self.dlq_topic: sorted(await producer.partitions_for(self.dlq_topic))}
+        partition_of = self._partition_of
+        builders: dict[tuple[str, int], Any] = {}
         futures = []
         dead = 0
         for line in lines:
+            headers: list[tuple[str, bytes]] = []
+            topic, key = self.topic, None
             reason = None
             if line.unterminated:
                 reason = ("unterminated", f"unterminated last line ({line.length} bytes) of a rotated file")
@@ -132,15 +150,34 @@ class Singer:
                 reason = ("too_large", f"line of {line.length} bytes is over the {self.max_line}-byte limit"
                           + (f" (kept its first {len(line.data)} bytes)" if len(line.data) < line.length else ""))
             if reason is None:
-                futures.append(await producer.send(self.topic, line.data, key=line_key(line.data)))
+                key = line_key(line.data)
             else:
                 dead += 1
+                topic = self.dlq_topic
                 kind, text = reason
                 headers = [("pinapp.dlq.reason", text.encode()), ("pinapp.dlq.kind", kind.encode()),
                            ("pinapp.dlq.stage", b"singer"), ("pinapp.dlq.file", line.path.encode()),
                            ("pinapp.dlq.offset", str(line.offset).encode()),
                            ("pinapp.dlq.host", self.host.encode())]
-                futures.append(await producer.send(self.dlq_topic, line.data, key=None, headers=headers))
+            partitions = topics[topic]
+            if key is None:
+                partition = self._partitioner(None, partitions, partitions)
+            else:
+                partition = partition_of.get(key)
+                if partition is None:  # murmur2 in pure Python: ~1.5 µs; keys repeat a lot
+                    if len(partition_of) > 200_000:
+                        partition_of.clear()
+                    partition = partition_of[key] = self._partitioner(key, partitions, partitions)
+            builder = builders.get((topic, partition))
+            if builder is None:
+                builder = builders[(topic, partition)] = producer.create_batch()
+            if builder.append(key=key, value=line.data, timestamp=None, headers=headers) is None:
+                futures.append(await producer.send_batch(builder, topic, partition=partition))  # full: send it
+                builder = builders[(topic, partition)] = producer.create_batch()
+                builder.append(key=key, value=line.data, timestamp=None, headers=headers)
+        for (topic, partition), builder in builders.items():
+            if builder.record_count():
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
         await asyncio.gather(*futures)
         return dead
 

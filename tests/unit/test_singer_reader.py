@@ -109,3 +109,17 @@ def test_key_rule_matches_the_topology() -> None:
     assert line_key(b'{"event_type":"repin","pin_id":"p1","user_id":"u1"}') == b"p1"
     assert line_key(b'{"event_type":"login","user_id":"u1"}') == b"u1"
     assert line_key(b"not json") is None
+
+
+def test_retention_deletes_only_shipped_rotated_files_past_their_age(tmp_path: Path) -> None:
+    old, shipped_young, live = tmp_path / "app.log.2", tmp_path / "app.log.1", tmp_path / "app.log"
+    for path, age in ((old, 100), (shipped_young, 1), (live, 0)):
+        path.write_bytes(b"line\n")
+        os.utime(path, (time.time() - age, time.time() - age))
+    reader = _reader(tmp_path)
+    assert len(_ship(reader)) == 3
+    unshipped = tmp_path / "app.log.3"
+    unshipped.write_bytes(b"not yet\n")
+    os.utime(unshipped, (time.time() - 200, time.time() - 200))
+    assert reader.delete_shipped(older_than_s=50) == [str(old)]
+    assert not old.exists() and shipped_young.exists() and live.exists() and unshipped.exists()
