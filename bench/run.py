@@ -216,7 +216,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=150_000)
     parser.add_argument("--rate", type=float, default=5_000)
     parser.add_argument("--duration", type=float, default=30)
-    parser.add_argument("--singer-lines", type=int, default=300_000)
+    parser.add_argument("--singer-lines", type=int, default=1_000_000)
     parser.add_argument("--only", choices=["throughput", "freshness", "archive", "singer"],
                         help="run one measurement (results.json then holds only it)")
     args = parser.parse_args()

@@ -38,6 +38,7 @@ __all__ = ["Line", "StreamReader", "TrackedFile"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+_FORGET_AFTER_S = 60.0
 
 
 class Line(NamedTuple):
@@ -71,6 +72,7 @@ class StreamReader:
         self.keep = keep
         self.partial_line_grace_s = partial_line_grace_s
         self.resets = 0  # truncations / replaced files detected
+        self._missing_since: dict[FileKey, float] = {}
 
     # -- files --------------------------------------------------------------------------------
 
@@ -112,10 +114,21 @@ class StreamReader:
         return mark
 
     def forget_missing(self, present: list[TrackedFile]) -> None:
-        """Drop the marks of files that are gone (deleted by retention, or by the application)."""
+        """Drop the marks of files gone for a while (deleted by retention or by the application).
+
+        Not at the first miss: a rename racing the listing can hide a file from one scan, and
+        forgetting its mark would re-send it whole.
+        """
+        now = time.monotonic()
         keys = {f.key for f in present}
+        for key in list(self._missing_since):
+            if key in keys:
+                del self._missing_since[key]
         for key in [k for k in self.watermark.files if k not in keys]:
-            del self.watermark.files[key]
+            since = self._missing_since.setdefault(key, now)
+            if now - since >= _FORGET_AFTER_S:
+                del self.watermark.files[key]
+                del self._missing_since[key]
 
     # -- reading ------------------------------------------------------------------------------
 
