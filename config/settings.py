@@ -180,6 +180,9 @@ class SingerSettings(_Section):
     poll_interval_s: float = Field(0.2, gt=0, description="wait this long when every stream is shipped")
     heartbeat_interval_s: float = Field(30.0, gt=0, description="status record to status_topic this often")
     retry_max_s: float = Field(30.0, gt=0, description="cap on the backoff while the broker fails")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="a batch not acknowledged in this long is sent again by a new producer"
+    )
     partial_line_grace_s: float = Field(
         60.0, gt=0, description="a rotated file's unterminated last line goes to the DLQ after this long"
     )

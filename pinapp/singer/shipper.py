@@ -105,7 +105,8 @@ class Singer:
         if self._producer is None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True,
-                linger_ms=self.conf.linger_ms, max_batch_size=1024 * 1024, request_timeout_ms=15_000,
+                linger_ms=self.conf.linger_ms, max_batch_size=1024 * 1024,
+                request_timeout_ms=int(self.conf.request_timeout_s * 1000),
                 client_id=f"pinapp-singer-{self.host}",
             )
             try:

@@ -130,7 +130,9 @@ async def test_kill_9_at_random_moments_loses_nothing_and_doubles_only_the_batch
 async def test_a_broker_outage_mid_stream_loses_nothing_and_singer_recovers_by_itself(
         pipeline: Pipeline) -> None:
     await pipeline.produce([])
-    singer = pipeline.singer(PINAPP_SINGER__BATCH_LINES="1000")
+    # A 2 s request timeout: batches in flight fail during the 6 s outage, so the producer is
+    # recreated and the batch sent again (the path a long outage takes in production).
+    singer = pipeline.singer(PINAPP_SINGER__BATCH_LINES="1000", PINAPP_SINGER__REQUEST_TIMEOUT_S="2")
     singer.start()
     await singer.wait_ready()
     gen = _generate(pipeline, 24_000, rate=2_000)  # ~12 s of writing
@@ -151,6 +153,9 @@ async def test_a_broker_outage_mid_stream_loses_nothing_and_singer_recovers_by_i
     # Records stamped after the broker went down could only be delivered after it came back:
     # the same process shipped lines written during the outage, by itself.
     assert sum(r.timestamp > down_ms for r in records) > 1000
+    assert "not acknowledged" in singer.log_path.read_text(), "the resend path should have run"
+    extra = sum((got - want).values())
+    assert extra <= 1000 * singer.log_path.read_text().count("resending it"), "duplicates only from resent batches"
     assert singer.proc is not None and singer.proc.poll() is None
     singer.stop()
 
