@@ -36,22 +36,11 @@ TOPICS = frozenset(settings.archive_topics)
 class FaustPartitions:
     """:class:`~pinapp.archive.archiver.PartitionControl` over the archiver app's consumer."""
 
-    def pause(self, topic: str, partition: int) -> None:
-        archive_app.consumer.pause_partitions([TP(topic, partition)])
+    async def pause(self, topic: str, partition: int) -> None:
+        await archive_app.consumer.pause_fetching([TP(topic, partition)])
 
     async def resume(self, topic: str, partition: int) -> None:
-        tp = TP(topic, partition)
-        consumer = archive_app.consumer
-        # faust pauses a partition by skipping its records in the batch being handed over, and
-        # once newer records arrive it counts the skipped offsets as a "gap", i.e. as acked:
-        # they would be committed without ever reaching S3. So resume exactly after the last
-        # record faust handed over (its read offset), re-fetching whatever it skipped.
-        if tp not in consumer.assignment():
-            return  # revoked meanwhile: the next owner starts from the committed offset
-        handed_over = consumer._read_offset.get(tp)  # noqa: SLF001 - faust keeps it per partition
-        if handed_over is not None:
-            await consumer.seek(tp, handed_over + 1)
-        consumer.resume_partitions([tp])
+        await archive_app.consumer.resume_fetching([TP(topic, partition)])
 
     def highwater(self, topic: str, partition: int) -> int | None:
         try:

@@ -223,7 +223,8 @@ def singer_status(ctx: click.Context) -> None:
         reader = StreamReader(spec, Watermark.load(conf.data_dir / f"{spec.name}.watermark.json"),
                               max_line_bytes=1, keep=1, partial_line_grace_s=conf.partial_line_grace_s)
         s = last.get(spec.name, {})
-        rows.append((spec.name, len(reader.files()), reader.bytes_behind(), s.get("lines_shipped", "-"),
+        files = reader.files()
+        rows.append((spec.name, len(files), reader.bytes_behind(files), s.get("lines_shipped", "-"),
                      s.get("dead_lettered", "-"), s.get("errors", "-"), ", ".join(spec.paths)))
     click.echo(tabulate(rows, headers=["stream", "files", "bytes behind", "lines shipped", "dead-lettered",
                                        "errors", "paths"]))

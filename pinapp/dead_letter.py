@@ -13,13 +13,12 @@ import logging
 from faust.types import EventT
 
 from pinapp import metrics
+from pinapp.dlq import HEADER_PREFIX, dlq_headers
 from pinapp.topics import dead_letter_topic
 
 __all__ = ["HEADER_PREFIX", "dead_letter"]
 
 logger = logging.getLogger(__name__)
-
-HEADER_PREFIX = "pinapp.dlq."
 
 
 async def dead_letter(event: EventT, reason: str, *, kind: str, stage: str) -> None:
@@ -28,14 +27,7 @@ async def dead_letter(event: EventT, reason: str, *, kind: str, stage: str) -> N
     logger.warning(
         "dead-lettering %s[%d]@%d at %s: %s", msg.topic, msg.partition, msg.offset, stage, reason[:300]
     )
-    headers = [
-        (HEADER_PREFIX + "reason", reason.encode()),
-        (HEADER_PREFIX + "kind", kind.encode()),
-        (HEADER_PREFIX + "stage", stage.encode()),
-        (HEADER_PREFIX + "topic", msg.topic.encode()),
-        (HEADER_PREFIX + "partition", str(msg.partition).encode()),
-        (HEADER_PREFIX + "offset", str(msg.offset).encode()),
-        (HEADER_PREFIX + "timestamp", str(int(msg.timestamp * 1000)).encode()),
-    ]
+    headers = dlq_headers(reason, kind=kind, stage=stage, topic=msg.topic, partition=msg.partition,
+                          offset=msg.offset, timestamp=int(msg.timestamp * 1000))
     await dead_letter_topic.send(key=msg.key, value=msg.value, headers=headers)
     metrics.DEAD_LETTERED.labels(kind=kind).inc()

@@ -23,6 +23,7 @@ from typing import Any, Final
 import orjson
 
 from pinapp.events import EventType, routing_key
+from pinapp.files import write_atomically
 from pinapp.geo import GeoLocator
 
 __all__ = ["CATEGORIES", "GeneratedRecord", "GeneratorConfig", "GroundTruth", "TrafficGenerator", "sample_ip_pool"]
@@ -113,9 +114,7 @@ class GroundTruth:
 
     def write(self, path: Path) -> None:
         """Write atomically, so a reader never sees half a file."""
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2))
-        tmp.replace(path)
+        write_atomically(path, orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2))
 
 
 def sample_ip_pool(geo: GeoLocator, rng: random.Random, size: int) -> list[str]:

@@ -7,43 +7,33 @@ from settings) before subscribing; producers outside the worker use
 
 from __future__ import annotations
 
+import faust
+
 from pinapp.app import app, archive_app, settings
 
 __all__ = ["archive_source", "dead_letter_topic", "events_topic"]
 
+
+def _raw_topic(owner: faust.App, *names: str) -> faust.TopicT:
+    """A topic of raw bytes (key and value passed through untouched), laid out as configured."""
+    return owner.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.kafka.partitions,
+        replicas=settings.kafka.replication_factor,
+        internal=True,
+    )
+
+
 #: Raw engagement events as JSON bytes, keyed by pin_id (else user_id).
-events_topic = app.topic(
-    settings.kafka.events_topic,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=settings.kafka.partitions,
-    replicas=settings.kafka.replication_factor,
-    internal=True,
-)
+events_topic = _raw_topic(app, settings.kafka.events_topic)
 
 #: Inputs pinapp could not process: original key and bytes, reason and source in headers.
-dead_letter_topic = app.topic(
-    settings.kafka.dlq_topic,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=settings.kafka.partitions,
-    replicas=settings.kafka.replication_factor,
-    internal=True,
-)
+dead_letter_topic = _raw_topic(app, settings.kafka.dlq_topic)
 
 #: What the archiver copies to S3 (``archive.topics``; default: the events topic and the DLQ).
 #: Declared on the archiver's app, so its consumer group and commits are its own.
-archive_source = archive_app.topic(
-    *settings.archive_topics,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=settings.kafka.partitions,
-    replicas=settings.kafka.replication_factor,
-    internal=True,
-)
+archive_source = _raw_topic(archive_app, *settings.archive_topics)

@@ -18,13 +18,14 @@ re-check it when upgrading faust-streaming (pinned in pyproject.toml).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TransportT
+from faust.types import TP, TransportT
 from mode import Service
 
 __all__ = ["FastHandoffConsumer", "PinApp"]
@@ -58,7 +59,33 @@ async def _resume(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
 
 
 class FastHandoffConsumer(aiokafka_driver.Consumer):
-    """faust's aiokafka consumer, with a task-free hand-off when the stream has room."""
+    """faust's aiokafka consumer, with a task-free hand-off when the stream has room, and a
+    pause that loses nothing (:meth:`pause_fetching`)."""
+
+    async def pause_fetching(self, tps: Iterable[TP]) -> None:
+        """Stop fetching ``tps`` until :meth:`resume_fetching`, without dropping anything.
+
+        faust's ``pause_partitions`` is not that: it skips the paused partitions' records in the
+        batch being handed over, and once newer records arrive it books the skipped offsets as
+        a "gap", i.e. as acked, so they are committed unprocessed. This pauses aiokafka's
+        fetcher instead: records it has not returned yet are fetched again on resume, and what
+        it already returned is handed over as usual. Unassigned partitions are ignored.
+        """
+        await self._in_consumer_thread("pause", tps)
+
+    async def resume_fetching(self, tps: Iterable[TP]) -> None:
+        await self._in_consumer_thread("resume", tps)
+
+    async def _in_consumer_thread(self, method: str, tps: Iterable[TP]) -> None:
+        # aiokafka runs in faust's consumer thread; its pause state must be changed there.
+        thread = self._thread
+        consumer = thread._ensure_consumer()
+        wanted = {TopicPartition(tp.topic, tp.partition) for tp in tps}
+
+        async def call() -> None:
+            getattr(consumer, method)(*(wanted & consumer.assignment()))
+
+        await thread.call_thread(call)
 
     async def _hand_off(self, coro: Coroutine[Any, Any, Any]) -> None:
         try:

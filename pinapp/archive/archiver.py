@@ -55,9 +55,9 @@ class CutAbandoned(PinappError):
 class PartitionControl(Protocol):
     """What the archiver needs from the Kafka consumer (faust's, in the worker)."""
 
-    def pause(self, topic: str, partition: int) -> None: ...
-    async def resume(self, topic: str, partition: int) -> None:
-        """Fetch again, from right after the last record handed over (none skipped, none twice)."""
+    async def pause(self, topic: str, partition: int) -> None:
+        """Stop fetching the partition; records already fetched are still delivered, none dropped."""
+    async def resume(self, topic: str, partition: int) -> None: ...
     def highwater(self, topic: str, partition: int) -> int | None: ...
     def committed(self, topic: str, partition: int) -> int | None: ...
     def assigned(self) -> Iterable[tuple[str, int]]: ...
@@ -197,16 +197,16 @@ class Archiver:
         epoch_ended = self._epoch_ended if epoch == self._epoch else None
 
         def before_sleep(retry_state: RetryCallState) -> None:
-            nonlocal paused
             exc = retry_state.outcome.exception() if retry_state.outcome else None
             ARCHIVE_S3_ERRORS.inc()
-            if not paused:
-                self.control.pause(topic, partition)
-                paused = True
             logger.warning("archive %s[%d]: %s failed (attempt %d, %s); partition paused, retrying",
                            topic, partition, what, retry_state.attempt_number, _describe(exc))
 
         async def sleep(seconds: float) -> None:
+            nonlocal paused
+            if not paused:
+                await self.control.pause(topic, partition)
+                paused = True
             if epoch_ended is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(epoch_ended.wait(), seconds)
@@ -243,13 +243,13 @@ class Archiver:
             if cut is not None:
                 await self._write(state, cut)
 
-    async def flush_all(self, timeout: float | None = None) -> None:
+    async def flush_all(self) -> None:
         """Write everything buffered, then forget all partitions (revocation, shutdown).
 
-        After ``timeout`` seconds the remaining cuts are abandoned: their records stay unacked
-        and uncommitted, and whoever owns the partition next re-reads and re-cuts them.
+        After ``archive.revoke_flush_timeout_s`` the remaining cuts are abandoned: their records
+        stay unacked and uncommitted, and whoever owns the partition next re-reads and re-cuts them.
         """
-        limit = timeout or self.settings.revoke_flush_timeout_s
+        limit = self.settings.revoke_flush_timeout_s
         self._new_epoch()
         taken = [(state, cut) for state in list(self._partitions.values()) for cut in state.buffer.take_all()]
 

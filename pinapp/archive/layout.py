@@ -5,21 +5,19 @@
 An object holds the records of one partition whose offsets lie in ``[first, last]`` and whose
 event time falls in that hour; a cut ``[first, last]`` that spans several hours makes one
 object per hour, all named with the same range. Names are a function of topic, partition and
-offsets only, so a retried upload overwrites itself. Cut points come from the data or from
-the archive itself, never from the clock: after a crash the archiver adopts the ranges
-already in S3 (:func:`cuts_after`) and re-cuts exactly there, which is what secor #600 got
-wrong.
+offsets only, so a retried upload overwrites itself. After a crash the archiver re-cuts
+exactly at the ranges whose intents are already in S3 (:mod:`pinapp.archive.writer`), so
+timing-dependent cut points never double an offset, which is what secor #600 got wrong.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-__all__ = ["ObjectKey", "cuts_after", "event_time_ms", "hour_folder"]
+__all__ = ["ObjectKey", "event_time_ms", "hour_folder"]
 
 # Event times outside [2000-01-01, 2100-01-01) are not trusted (the classic "dt=1970" bug).
 _MIN_MS: Final = 946_684_800_000
@@ -105,13 +103,3 @@ class ObjectKey:
             last=int(match["last"]), folder=f"dt={match['dt']}/hr={match['hr']}", fmt=match["fmt"],
             prefix=match["prefix"] or "",
         )
-
-
-def cuts_after(keys: Iterable[ObjectKey], partition: int, committed: int) -> list[tuple[int, int]]:
-    """Cuts ``(first, last)`` of ``partition`` already in S3 at or after offset ``committed``.
-
-    These objects were uploaded but their offsets not committed (a crash, or a revocation,
-    between upload and commit). The archiver must cut exactly there again, so the re-upload
-    overwrites them instead of landing beside them.
-    """
-    return sorted({(k.first, k.last) for k in keys if k.partition == partition and k.last >= committed})

@@ -8,7 +8,7 @@ offset found more than once (anywhere, committed or not).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +16,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from config import Settings
 from pinapp.archive.layout import ObjectKey
-from pinapp.archive.records import decode
+from pinapp.archive.records import ArchivedRecord, decode
 from pinapp.errors import PinappError
 from pinapp.kafka import partitions_of
 from pinapp.s3 import s3_client
 
-__all__ = ["VerifyReport", "archiver_group", "committed_offsets", "verify_archive", "verify_topic"]
+__all__ = ["VerifyReport", "archived_objects", "archiver_group", "committed_offsets", "verify_archive", "verify_topic"]
 
 
 def _ranges(offsets: list[int]) -> list[tuple[int, int]]:
@@ -48,11 +48,9 @@ class VerifyReport:
         return not self.gaps and not self.duplicates
 
 
-async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,
-                       start: Mapping[int, int], committed: Mapping[int, int]) -> VerifyReport:
-    """Verify ``topic``'s archive against its log start and committed offsets per partition."""
-    report = VerifyReport(topic)
-    seen: dict[int, Counter[int]] = {p: Counter() for p in committed}
+async def archived_objects(s3: Any, bucket: str, prefix: str,
+                           topic: str) -> AsyncIterator[tuple[ObjectKey, list[ArchivedRecord]]]:
+    """Every archive object of ``topic`` (all hour folders), with its records."""
     head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     paginator = s3.get_paginator("list_objects_v2")
     async for page in paginator.paginate(Bucket=bucket, Prefix=f"{head}{topic}/"):
@@ -61,10 +59,19 @@ async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,
             if key is None or key.topic != topic:
                 continue
             body = await (await s3.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
-            report.objects += 1
-            for record in decode(body, key.fmt):
-                seen.setdefault(record.partition, Counter())[record.offset] += 1
-                report.records += 1
+            yield key, list(decode(body, key.fmt))
+
+
+async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,
+                       start: Mapping[int, int], committed: Mapping[int, int]) -> VerifyReport:
+    """Verify ``topic``'s archive against its log start and committed offsets per partition."""
+    report = VerifyReport(topic)
+    seen: dict[int, Counter[int]] = {p: Counter() for p in committed}
+    async for _key, records in archived_objects(s3, bucket, prefix, topic):
+        report.objects += 1
+        for record in records:
+            seen.setdefault(record.partition, Counter())[record.offset] += 1
+            report.records += 1
     for partition, counts in sorted(seen.items()):
         lo, hi = start.get(partition, 0), committed.get(partition, 0)
         missing = [o for o in range(lo, hi) if o not in counts]

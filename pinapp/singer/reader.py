@@ -218,10 +218,10 @@ class StreamReader:
                 mark.offset = line.end
         self.watermark.save()
 
-    def bytes_behind(self) -> int:
-        """Bytes in the stream's files not shipped yet."""
+    def bytes_behind(self, files: list[TrackedFile] | None = None) -> int:
+        """Bytes in the stream's files (``files``, else listed now) not shipped yet."""
         behind = 0
-        for f in self.files():
+        for f in self.files() if files is None else files:
             mark = self.watermark.files.get(f.key)
             behind += f.size - (mark.offset if mark is not None and mark.offset <= f.size else 0)
         return behind

@@ -28,16 +28,16 @@ from aiokafka.partitioner import DefaultPartitioner
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import Settings
+from pinapp.dlq import dlq_headers
 from pinapp.events import PIN_EVENT_TYPES
+from pinapp.files import write_atomically
 from pinapp.kafka import ensure_topics
 from pinapp.singer.reader import Line, StreamReader
 from pinapp.singer.watermark import Watermark
 
-__all__ = ["DLQ_HEADERS", "Singer", "StreamStats", "line_key", "status_path"]
+__all__ = ["Singer", "StreamStats", "line_key", "status_path"]
 
 logger = logging.getLogger(__name__)
-
-DLQ_HEADERS = ("pinapp.dlq.reason", "pinapp.dlq.kind", "pinapp.dlq.stage", "pinapp.dlq.file", "pinapp.dlq.offset")
 
 
 def line_key(line: bytes) -> bytes | None:
@@ -156,10 +156,8 @@ class Singer:
                 dead += 1
                 topic = self.dlq_topic
                 kind, text = reason
-                headers = [("pinapp.dlq.reason", text.encode()), ("pinapp.dlq.kind", kind.encode()),
-                           ("pinapp.dlq.stage", b"singer"), ("pinapp.dlq.file", line.path.encode()),
-                           ("pinapp.dlq.offset", str(line.offset).encode()),
-                           ("pinapp.dlq.host", self.host.encode())]
+                headers = dlq_headers(text, kind=kind, stage="singer", file=line.path, offset=line.offset,
+                                      host=self.host)
             partitions = topics[topic]
             if key is None:
                 partition = self._partitioner(None, partitions, partitions)
@@ -237,16 +235,16 @@ class Singer:
     # -- status -------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return {
-            "host": self.host, "pid": os.getpid(), "at": time.time(), "topic": self.topic,
-            "streams": [
-                {"name": s.reader.spec.name, "files": len(s.reader.files()), "bytes_behind": s.reader.bytes_behind(),
-                 "lines_shipped": s.stats.lines_shipped, "bytes_shipped": s.stats.bytes_shipped,
-                 "dead_lettered": s.stats.dead_lettered, "errors": s.stats.errors,
-                 "resets": s.reader.resets, "last_shipped_at": s.stats.last_shipped_at}
-                for s in self.streams
-            ],
-        }
+        streams = []
+        for s in self.streams:
+            files = s.reader.files()
+            streams.append({
+                "name": s.reader.spec.name, "files": len(files), "bytes_behind": s.reader.bytes_behind(files),
+                "lines_shipped": s.stats.lines_shipped, "bytes_shipped": s.stats.bytes_shipped,
+                "dead_lettered": s.stats.dead_lettered, "errors": s.stats.errors,
+                "resets": s.reader.resets, "last_shipped_at": s.stats.last_shipped_at,
+            })
+        return {"host": self.host, "pid": os.getpid(), "at": time.time(), "topic": self.topic, "streams": streams}
 
     async def heartbeat(self, *, final: bool = False) -> None:
         """The status, to the status topic (best effort) and to ``status.json`` (always)."""
@@ -254,11 +252,7 @@ class Singer:
         doc = self.status()
         doc["stopped"] = final
         body = orjson.dumps(doc)
-        path = status_path(self.settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".status.json.tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
+        write_atomically(status_path(self.settings), body)
         if final:
             return
         try:

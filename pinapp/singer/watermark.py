@@ -12,11 +12,12 @@ had it: a new file that got a rotated-away file's inode starts at 0, not at the 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+
+from pinapp.files import write_atomically
 
 __all__ = ["FP_BYTES", "FileKey", "FileMark", "Watermark", "fingerprint"]
 
@@ -58,15 +59,4 @@ class Watermark:
 
     def save(self) -> None:
         doc = {"version": 1, "files": {f"{dev}:{ino}": vars(mark) for (dev, ino), mark in self.files.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("wb") as out:
-            out.write(orjson.dumps(doc))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, orjson.dumps(doc), durable=True)

@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings, load_settings
 from pinapp.archive.layout import ObjectKey
-from pinapp.archive.records import ArchivedRecord, decode
-from pinapp.archive.verify import archiver_group, committed_offsets
+from pinapp.archive.records import ArchivedRecord
+from pinapp.archive.verify import archived_objects, archiver_group, committed_offsets
 from pinapp.db import create_pool
 from pinapp.generator import GeneratedRecord
 from pinapp.kafka import ensure_topics, make_producer, partitions_of
@@ -258,18 +258,9 @@ class Pipeline:
 
     async def archived_objects(self, topic: str) -> list[tuple[ObjectKey, list[ArchivedRecord]]]:
         """Every archive object of ``topic`` with its records."""
-        prefix = self.settings.archive.prefix.strip("/")
-        out = []
         async with s3_client(self.settings.s3) as s3:
-            paginator = s3.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(Bucket=self.settings.s3.bucket, Prefix=f"{prefix}/{topic}/"):
-                for obj in page.get("Contents", []):
-                    key = ObjectKey.parse(obj["Key"])
-                    if key is None:
-                        continue
-                    body = await (await s3.get_object(Bucket=self.settings.s3.bucket, Key=obj["Key"]))["Body"].read()
-                    out.append((key, list(decode(body, key.fmt))))
-        return out
+            return [obj async for obj in archived_objects(s3, self.settings.s3.bucket, self.settings.archive.prefix,
+                                                          topic)]
 
     async def archived_records(self, topic: str) -> list[ArchivedRecord]:
         """Every record in every archive object of ``topic``, duplicates included."""

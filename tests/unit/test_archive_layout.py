@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pinapp.archive.layout import ObjectKey, cuts_after, event_time_ms, hour_folder
+from pinapp.archive.layout import ObjectKey, event_time_ms, hour_folder
 from pinapp.archive.records import ArchivedRecord, decode_jsonl_gz, encode_jsonl_gz
 
 KAFKA_TS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -54,18 +54,6 @@ def test_object_keys_are_deterministic_and_parse_back() -> None:
     assert ObjectKey.parse(str(ObjectKey("events-dlq", 0, 0, 9, "dt=2024-01-01/hr=00"))) == ObjectKey(
         "events-dlq", 0, 0, 9, "dt=2024-01-01/hr=00")
     assert ObjectKey.parse("archive/v1/events/dt=2024-01-01/hr=12/_SUCCESS") is None
-
-
-def test_cuts_already_in_s3_after_the_committed_offset_are_adopted() -> None:
-    keys = [
-        ObjectKey("events", 0, 0, 99, "dt=2024-01-01/hr=11"),
-        ObjectKey("events", 0, 100, 180, "dt=2024-01-01/hr=11"),
-        ObjectKey("events", 0, 100, 180, "dt=2024-01-01/hr=12"),  # one cut, two hours
-        ObjectKey("events", 0, 181, 250, "dt=2024-01-01/hr=12"),
-        ObjectKey("events", 1, 100, 300, "dt=2024-01-01/hr=12"),  # another partition
-    ]
-    assert cuts_after(keys, partition=0, committed=100) == [(100, 180), (181, 250)]
-    assert cuts_after(keys, partition=0, committed=251) == []
 
 
 def test_records_round_trip_byte_for_byte_including_non_utf8() -> None:

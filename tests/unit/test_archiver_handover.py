@@ -45,7 +45,7 @@ class _Control:
         self.paused: set[int] = set()
         self.released: list[int] = []
 
-    def pause(self, topic: str, partition: int) -> None:
+    async def pause(self, topic: str, partition: int) -> None:
         self.paused.add(partition)
 
     async def resume(self, topic: str, partition: int) -> None:
