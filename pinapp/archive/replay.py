@@ -1,8 +1,12 @@
 """Backfill: archived records produced back into Kafka.
 
-Records keep their key, bytes, headers and original timestamp, so they land in the same partitions
-(same key rule, same partition count) in their original order per partition. Each carries a
-``pinapp.replay`` header naming its source (``topic:partition:offset``). The topology lets
+Records keep their key, bytes and headers, so they land in the same partitions (same key rule,
+same partition count) in their original order per partition. Each carries a ``pinapp.replay``
+header naming its source (``topic:partition:offset``) and a ``pinapp.replay.timestamp`` header
+with its original Kafka timestamp. The record itself is stamped with the time of the replay:
+with the original (possibly weeks old) timestamp, the target topic's time retention would delete
+a backfill at its next retention check, before the topology had read it. Event time lives in
+the event's own ``ts``, which is unchanged. The topology lets
 replayed events through its seen-table check, because replay is how a user restores rows
 (after wiping or losing tables) and those event ids are "seen" already; the tables' primary
 keys (shard key, event_id) and the idempotent upsert keep every row single, so a replay over
@@ -20,9 +24,10 @@ from typing import Any, Final
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import decode
 
-__all__ = ["REPLAY_HEADER", "ReplayReport", "is_replay", "list_objects", "replay"]
+__all__ = ["REPLAY_HEADER", "REPLAY_TIMESTAMP_HEADER", "ReplayReport", "is_replay", "list_objects", "replay"]
 
 REPLAY_HEADER: Final = "pinapp.replay"
+REPLAY_TIMESTAMP_HEADER: Final = "pinapp.replay.timestamp"
 
 
 def is_replay(headers: Any) -> bool:
@@ -64,9 +69,9 @@ async def replay(s3: Any, producer: Any, bucket: str, keys: Iterable[ObjectKey],
         futures = []
         for record in decode(body, key.fmt):
             source = f"{record.topic}:{record.partition}:{record.offset}".encode()
-            futures.append(await producer.send(to_topic, record.value, key=record.key,
-                                               timestamp_ms=record.timestamp_ms,
-                                               headers=[*record.headers, (REPLAY_HEADER, source)]))
+            headers = [*record.headers, (REPLAY_HEADER, source),
+                       (REPLAY_TIMESTAMP_HEADER, str(record.timestamp_ms).encode())]
+            futures.append(await producer.send(to_topic, record.value, key=record.key, headers=headers))
         await asyncio.gather(*futures)
         report.objects += 1
         report.records += len(futures)

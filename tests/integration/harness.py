@@ -22,6 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings, load_settings
@@ -279,7 +280,9 @@ class Pipeline:
     async def produce(self, records: Iterable[GeneratedRecord | tuple[Any, ...]], *, rate: float | None = None,
                       topic: str | None = None) -> int:
         """Produce records: generated ones, ``(key, value)`` or ``(key, value, timestamp_ms)``."""
+        target = topic or self.settings.kafka.events_topic
         await ensure_topics(self.settings.kafka)
+        await self.keep_forever(target, self.settings.kafka.dlq_topic)
         producer = make_producer(self.settings.kafka)
         await producer.start()
         sent = 0
@@ -289,7 +292,7 @@ class Pipeline:
             for rec in records:
                 parts = (rec.key, rec.value) if isinstance(rec, GeneratedRecord) else tuple(rec)
                 key, value, timestamp_ms = (*parts, None)[:3]
-                futures.append(await producer.send(topic or self.settings.kafka.events_topic, value, key=key,
+                futures.append(await producer.send(target, value, key=key,
                                                    timestamp_ms=timestamp_ms))
                 sent += 1
                 if rate is not None and sent % 50 == 0:
@@ -300,6 +303,23 @@ class Pipeline:
         finally:
             await producer.stop()
         return sent
+
+    async def keep_forever(self, *topics: str) -> None:
+        """Turn off time retention on ``topics``.
+
+        Tests produce records stamped in 2024 (event-time layout, historical days). Under the
+        broker's default 7-day retention, its next retention check (every 5 minutes) deletes
+        them, at a moment that depends on when the broker started: the archive would be
+        complete and the topic suddenly empty.
+        """
+        await ensure_topics(self.settings.kafka, topics)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap)
+        await admin.start()
+        try:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": "-1"})
+                                       for name in topics])
+        finally:
+            await admin.close()
 
     async def read_topic(self, topic: str) -> list[Any]:
         """Every record of ``topic`` from the beginning to its end offsets at the start of the read.

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ import orjson
 import pytest
 
 from pinapp.archive.layout import ObjectKey, hour_folder
+from pinapp.archive.replay import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER, is_replay
 from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
 from pinapp.s3 import s3_client
@@ -382,11 +384,23 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     that_day = sum(len(recs) for key, recs in await pipeline.archived_objects(pipeline.settings.kafka.events_topic)
                    if key.folder.startswith("dt=2024-03-05/"))
     assert that_day > 2900  # all but malformed inputs whose time is unusable (archived under today)
+    replay_started_ms = int(time.time() * 1000)
     replay = _cli(pipeline, "archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
     assert replay.returncode == 0, replay.stderr
     assert f"replayed {that_day} records" in replay.stdout, replay.stdout
     await pipeline.wait_for_rows(expected)
     assert await _table_rows(pipeline) == before
+    # Stamped with the replay's time, so the topic's time retention counts from the backfill;
+    # the original Kafka timestamp travels in a header.
+    originals = {(r.partition, r.offset): r.timestamp_ms for r in await pipeline.archived_records(
+        pipeline.settings.kafka.events_topic)}
+    replayed = [r for r in await pipeline.read_topic(pipeline.settings.kafka.events_topic) if is_replay(r.headers)]
+    assert len(replayed) == that_day
+    for rec in replayed:
+        headers = dict(rec.headers)
+        _topic, partition, offset = headers[REPLAY_HEADER].decode().rsplit(":", 2)
+        assert int(headers[REPLAY_TIMESTAMP_HEADER]) == originals[(int(partition), int(offset))]
+        assert rec.timestamp >= replay_started_ms
 
     # Replayed over tables that still hold the rows: processed again, and every row stays single.
     replay = _cli(pipeline, "archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
