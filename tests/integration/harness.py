@@ -321,45 +321,39 @@ class Pipeline:
         finally:
             await admin.close()
 
-    async def read_topic(self, topic: str) -> list[Any]:
+    async def read_topic(self, topic: str, timeout: float = 60.0) -> list[Any]:
         """Every record of ``topic`` from the beginning to its end offsets at the start of the read.
 
         A consumer group of its own (nothing committed) subscribes, as applications do. Progress is
         judged by the offsets of the records received, not by ``position()``, which aiokafka
-        advances while prefetching. A consumer that receives nothing for 15 s while behind is
-        replaced: on a broker that has just created many topics, a fresh consumer has been seen
-        to sit on metadata without a leader for minutes.
+        advances while prefetching. A topic whose log start has moved (retention deleted records)
+        fails with the log start in the message instead of waiting for records that are gone.
         """
-        last_error = ""
-        for _attempt in range(3):
-            consumer = AIOKafkaConsumer(
-                topic, bootstrap_servers=self.settings.kafka.bootstrap, group_id=f"read-{uuid.uuid4().hex}",
-                enable_auto_commit=False, auto_offset_reset="earliest",
-            )
-            await consumer.start()
-            try:
-                parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
-                assert parts, f"topic {topic} not found"
-                ends = await consumer.end_offsets(parts)
-                next_offset = {tp.partition: 0 for tp in parts}
-                out: list[Any] = []
-                stalled_since = time.monotonic()
-                while [tp for tp in parts if next_offset[tp.partition] < ends[tp]]:
-                    if time.monotonic() - stalled_since > 15:
-                        last_error = f"{topic}: stuck at {next_offset}, end {ends}"
-                        break
-                    batch = await consumer.getmany(timeout_ms=1000)
-                    for records in batch.values():
-                        for rec in records:
-                            if rec.offset >= next_offset[rec.partition]:
-                                out.append(rec)
-                                next_offset[rec.partition] = rec.offset + 1
-                                stalled_since = time.monotonic()
-                else:
-                    return out
-            finally:
-                await consumer.stop()
-        raise AssertionError(last_error)
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=self.settings.kafka.bootstrap, group_id=f"read-{uuid.uuid4().hex}",
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
+            assert parts, f"topic {topic} not found"
+            starts = await consumer.beginning_offsets(parts)
+            ends = await consumer.end_offsets(parts)
+            assert all(starts[tp] == 0 for tp in parts), f"{topic}: records deleted, log starts at {starts}"
+            next_offset = {tp.partition: 0 for tp in parts}
+            out: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while [tp for tp in parts if next_offset[tp.partition] < ends[tp]]:
+                assert time.monotonic() < deadline, f"{topic}: read up to {next_offset} of {ends} in {timeout} s"
+                batch = await consumer.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    for rec in records:
+                        if rec.offset >= next_offset[rec.partition]:
+                            out.append(rec)
+                            next_offset[rec.partition] = rec.offset + 1
+            return out
+        finally:
+            await consumer.stop()
 
     # -- database ---------------------------------------------------------------------------
 
