@@ -39,13 +39,15 @@ demo: setup
 	@echo "(.stack/local/logs/app.log, rotated every 50 MB) at 2,000 events/s that singer ships to Kafka."
 	@echo "  Engagement:  .venv/bin/pinapp query events-per-minute   (also top-categories, top-countries, most-repinned)"
 	@echo "  Ad-hoc SQL:  .venv/bin/pinapp query --sql 'SELECT COUNT(*) FROM repins'"
-	@echo "  Metrics:     http://127.0.0.1:6066/metrics  (archiver: http://127.0.0.1:6067/metrics)"
+	@for i in $$(seq 0 $$(($(WORKERS) - 1))); do echo "  Worker $$((i + 1)):    http://127.0.0.1:$$((6066 + i))/health  /metrics  /pins/<pin_id>"; done
+	@echo "  Archiver:    http://127.0.0.1:6166/health  /metrics"
+	@echo "  Audit:       .venv/bin/pinapp audit --truth .stack/local/demo-truth.json   (after stopping the generator)"
 	@echo "  S3 archive:  .venv/bin/pinapp archive ls   and   .venv/bin/pinapp archive verify"
 	@echo "  Log shipping: .venv/bin/pinapp singer status"
 	@echo "  Dead letters: topic events-dlq;  stack: .venv/bin/pinapp stack status"
 	@echo "Ctrl-C stops the worker and generator; 'make stack-down' stops the services."
 	@echo
-	honcho start -f Procfile -c worker=$(WORKERS)
+	honcho start -f Procfile -p 6066 -c worker=$(WORKERS)
 
 test: setup
 	PINAPP_PROFILE=test pinapp stack up

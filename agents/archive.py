@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 
 from faust.types import TP, StreamT
 
+from pinapp import health
 from pinapp.app import archive_app, settings
 from pinapp.archive.archiver import Archiver, CutAbandoned
 from pinapp.archive.buffer import Delivery
@@ -84,6 +85,7 @@ async def _get_archiver() -> Archiver:
 @archive_app.agent(archive_source)
 async def archive_records(stream: StreamT[bytes]) -> None:
     """Hand each record, with its ack, to the archiver; it acks once the record is in S3."""
+    health.sink("s3")  # listed in /health from the start
     archiver = await _get_archiver()
     async for event in stream.noack().events():
         message = event.message

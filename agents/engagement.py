@@ -32,13 +32,13 @@ from datetime import UTC, datetime
 from cachetools import LRUCache
 from faust.types import EventT, StreamT
 
-from pinapp import metrics
+from pinapp import health, metrics
 from pinapp.app import app, settings
 from pinapp.archive.replay import is_replay
 from pinapp.db import EngagementStore, create_pool, migrate
 from pinapp.dead_letter import dead_letter
 from pinapp.dedup import PartitionSweeper, is_duplicate
-from pinapp.errors import InvalidEvent, SinkError
+from pinapp.errors import EnrichmentFault, InvalidEvent, SinkError
 from pinapp.events import Event, EventType, parse_event
 from pinapp.geo import GeoLocator
 from pinapp.records import Pin, SeenEvent
@@ -80,6 +80,7 @@ class EngagementBatcher:
         # pins are read for most events. Filled on every read and write of the table.
         self.recent_pins: LRUCache[str, Pin] = LRUCache(maxsize=PIN_LRU_SIZE)
         self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
+        self.poison_user_id = cfg.poison_user_id
 
     async def process_isolating_failures(self, batch: Sequence[EventT]) -> None:
         """Process ``batch``; if it raises, process its events one by one.
@@ -204,6 +205,8 @@ class EngagementBatcher:
         for item in accepted:
             event = item.event
             try:
+                if event.user_id == self.poison_user_id:
+                    raise EnrichmentFault(f"pipeline.poison_user_id={event.user_id!r} (fault injection)")
                 geo = self.geo.lookup(event.ip)
                 item.row = build_row(event, geo, item.pin, ingested_at)
                 if event.event_type is not EventType.PIN and event.pin is not None and item.pin is not None:
@@ -278,6 +281,7 @@ class EngagementBatcher:
 async def process_engagement(stream: StreamT) -> None:
     """Validate, dedup, enrich and sink engagement events, a batch at a time."""
     cfg = settings.pipeline
+    health.sink("singlestore")  # listed in /health from the start
     await migrate(settings.db)  # tables are created by the app; idempotent
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)

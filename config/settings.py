@@ -110,6 +110,10 @@ class PipelineSettings(_Section):
         None, description="MaxMind-format .mmdb; default: the bundled GeoLite2 City (2018)"
     )
     sink_retry_max_s: float = Field(30.0, gt=0, description="cap on the sink's retry backoff")
+    poison_user_id: str | None = Field(
+        None, description="fault injection for the fault tests: enrichment raises for this user's events "
+        "(validation leaves no real input that crashes a stage); never set in production",
+    )
 
 
 class WorkerSettings(_Section):
@@ -150,7 +154,7 @@ class ArchiveSettings(_Section):
         600.0, ge=0, description="_SUCCESS goes into an hour folder once every partition is this far past it"
     )
     finalize_interval_s: float = Field(30.0, gt=0, description="how often the finalizer runs")
-    web_port: int = Field(6067, ge=1, le=65535, description="the archiver worker's web server (/metrics)")
+    web_port: int = Field(6166, ge=1, le=65535, description="the archiver worker's web server (/metrics, /health)")
     crash_at: Literal["", "before_intent", "after_intent", "mid_upload", "after_upload", "after_ack"] = Field(
         "", description="FAULT TESTS ONLY: SIGKILL the archiver at this point of its Nth cut"
     )

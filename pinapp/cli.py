@@ -1,4 +1,4 @@
-"""The ``pinapp`` command line: worker, archiver, archive, singer, generate, stack, db, query."""
+"""The ``pinapp`` command line: worker, archiver, archive, singer, generate, stack, db, query, audit."""
 
 from __future__ import annotations
 
@@ -387,6 +387,64 @@ async def _run_query(settings: Settings, sql: str, params: dict[str, Any] | None
     finally:
         pool.close()
         await pool.wait_closed()
+
+
+# -- audit -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The generator's ground-truth file (default: expect what the events topic holds).")
+@click.option("--no-archive", is_flag=True, help="Check the tables only, not the S3 archive.")
+@click.option("--wait", "wait_s", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Audit again until clean or this many seconds have passed (a pipeline catching up).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option("--show", default=10, show_default=True, type=click.IntRange(min=0),
+              help="How many ids to list per kind of discrepancy.")
+@click.pass_context
+def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: float, as_json: bool, show: int) -> None:
+    """Reconcile expected events with the SingleStore tables and the S3 archive.
+
+    Prints per event type: expected, rows, missing ids, duplicate ids, unexpected rows and,
+    unless --no-archive, events missing from the archive and archived offsets missing or
+    doubled. Exit 1 on any discrepancy.
+    """
+    import orjson
+
+    from pinapp.audit import audit_until_clean
+
+    report = asyncio.run(audit_until_clean(_settings(ctx), truth=truth, archive=not no_archive, wait_s=wait_s))
+    if as_json:
+        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        rows = [(t.value, a.expected, a.rows, len(a.missing), len(a.duplicates), len(a.unexpected), a.learned,
+                 "-" if a.archived is None else a.archived, len(a.archive_missing))
+                for t, a in report.types.items()]
+        click.echo(f"expected: {report.source}")
+        click.echo(tabulate(rows, headers=["type", "expected", "rows", "missing", "duplicate", "unexpected",
+                                           "learned", "archived", "not archived"]))
+
+        def ids(kind: str, t: str, found: list[str]) -> None:
+            if found and show:
+                more = f" (+{len(found) - show} more)" if len(found) > show else ""
+                click.echo(f"  {t} {kind}: {', '.join(found[:show])}{more}")
+
+        for t, a in report.types.items():
+            ids("missing", t.value, a.missing)
+            ids("duplicate", t.value, a.duplicates)
+            ids("unexpected" if report.strict else "unexpected (not counted: the topic lost old records)",
+                t.value, a.unexpected)
+            ids("not archived", t.value, a.archive_missing)
+        if report.archive is not None:
+            arch = report.archive
+            click.echo(f"archive {arch.topic}: {arch.records} records in {arch.objects} objects")
+            for partition, runs in sorted(arch.gaps.items()):
+                click.echo(f"  partition {partition}: offsets not archived {runs}")
+            for partition, runs in sorted(arch.duplicates.items()):
+                click.echo(f"  partition {partition}: offsets archived twice {runs}")
+        click.echo(f"audit: {'CLEAN' if report.clean else f'{report.discrepancies} discrepancies'}")
+    if not report.clean:
+        ctx.exit(1)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from asyncmy.errors import OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import DatabaseSettings
+from pinapp import health
 from pinapp.ddl import TABLES, create_database_sql, create_table_sql
 from pinapp.errors import DatabaseError, SinkError
 from pinapp.events import EventType
@@ -113,6 +114,7 @@ class EngagementStore:
 
     def _retrying(self, what: str) -> AsyncRetrying:
         def log_retry(state: Any) -> None:
+            health.sink("singlestore").failed(state.outcome.exception())
             logger.warning(
                 "database %s failed (attempt %d): %r; retrying, offsets stay uncommitted",
                 what, state.attempt_number, state.outcome.exception(),
@@ -137,6 +139,7 @@ class EngagementStore:
         async for attempt in self._retrying("write"):
             with attempt:
                 await self._write_once(todo)
+        health.sink("singlestore").succeeded()
         return sum(len(r) for _, r in todo)
 
     async def _write_once(self, todo: Iterable[tuple[EventType, Sequence[Row]]]) -> None:

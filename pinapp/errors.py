@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DatabaseError",
+    "EnrichmentFault",
     "InvalidEvent",
     "PinappError",
     "SinkError",
@@ -36,6 +37,10 @@ class InvalidEvent(PinappError):
 class DatabaseError(PinappError):
     """SingleStore could not be reached, or refused a query. The message names the server,
     the settings to check, and what the server said."""
+
+
+class EnrichmentFault(PinappError):
+    """Injected by ``pipeline.poison_user_id`` to prove a crashing event is dead-lettered."""
 
 
 class SinkError(PinappError):

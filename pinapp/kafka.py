@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterator, Iterable
 from contextlib import suppress
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from config import KafkaSettings
+from pinapp.errors import PinappError
 
-__all__ = ["ensure_topics", "make_producer", "partitions_of"]
+__all__ = ["ensure_topics", "make_producer", "partitions_of", "read_topic"]
 
 
 async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None) -> list[str]:
@@ -53,3 +55,39 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
         cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - aiokafka has no public call
         known = cluster.partitions_for_topic(topic)
     return sorted(known or ())
+
+
+async def read_topic(kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0,
+                     ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from its log start up to its end offsets at the start of the read.
+
+    No consumer group: partitions are assigned, nothing is committed. Progress is judged by
+    the offsets received, not by ``position()``, which aiokafka advances while prefetching.
+    Raises :class:`PinappError` when the topic does not exist or nothing arrives for ``stall_s``.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
+        if not parts:
+            raise PinappError(f"topic {topic!r} does not exist on {kafka.bootstrap}")
+        consumer.assign(parts)
+        starts = await consumer.beginning_offsets(parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, starts[tp])
+        next_offset = {tp: starts[tp] for tp in parts}
+        last_progress = time.monotonic()
+        while any(next_offset[tp] < ends[tp] for tp in parts):
+            if time.monotonic() - last_progress > stall_s:
+                raise PinappError(f"reading {topic}: no records for {stall_s:.0f} s at {next_offset} of {ends}")
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                for rec in records:
+                    if next_offset[tp] <= rec.offset < ends[tp]:
+                        next_offset[tp] = rec.offset + 1
+                        last_progress = time.monotonic()
+                        yield rec
+    finally:
+        await consumer.stop()

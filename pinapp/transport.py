@@ -18,7 +18,8 @@ re-check it when upgrading faust-streaming (pinned in pyproject.toml).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, cast
 
 import faust
@@ -62,6 +63,21 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
     """faust's aiokafka consumer, with a task-free hand-off when the stream has room, and a
     pause that loses nothing (:meth:`pause_fetching`)."""
 
+    #: Wall-clock time of this worker's last successful offset commit (``/health``).
+    last_commit_at: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # partition -> (first skipped offset sought back to, in which fetched batch)
+        self._refetching: dict[TP, tuple[int, int]] = {}
+        self._batches = 0
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        committed = await super()._commit(offsets)
+        if committed:
+            self.last_commit_at = time.time()
+        return bool(committed)
+
     async def pause_fetching(self, tps: Iterable[TP]) -> None:
         """Stop fetching ``tps`` until :meth:`resume_fetching`, without dropping anything.
 
@@ -84,6 +100,44 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
 
         async def call() -> None:
             getattr(consumer, method)(*(wanted & consumer.assignment()))
+
+        await thread.call_thread(call)
+
+    async def _refetch_skipped(self, tp: TP, first: int, offset: int) -> bool:
+        """A record arrived past a gap: fetch ``first`` .. ``offset - 1`` again; whether this
+        record must be dropped (it comes again after them).
+
+        faust books a gap in an acked topic as acked ("compacted or transactional"), but
+        pinapp's inputs are neither: a gap there means faust dropped records it had fetched
+        (a batch cut short by a pause or a rebalance) while aiokafka's position moved on.
+        Acking them committed events no one processed: a worker that took over a killed
+        worker's partitions lost a few hundred of them this way. So the partition is sought
+        back to the first skipped offset, and records after the gap are dropped until it
+        arrives. Offsets below the log start (deleted by retention) cannot come again: only
+        those are booked as a gap, with an error.
+        """
+        if self._refetching.get(tp) == (first, self._batches):
+            return True  # sought back already; the rest of this batch comes again too
+        log_start = (await self.earliest_offsets(tp)).get(tp, 0)
+        if first < log_start:
+            self.log.error("%s: offsets %d-%d were deleted (retention) before they were processed",
+                           tp, first, log_start - 1)
+            if log_start >= offset:
+                return False  # faust books first .. offset as acked: nothing there is left to read
+            await self._add_gap(tp, first, log_start - 1)
+            first = log_start
+        self.log.warning("%s: faust skipped offsets %d-%d (fetched during a pause or rebalance); "
+                         "fetching them again", tp, first, offset - 1)
+        self._refetching[tp] = (first, self._batches)
+        await self._in_consumer_thread_seek(tp, first)
+        return True
+
+    async def _in_consumer_thread_seek(self, tp: TP, offset: int) -> None:
+        thread = self._thread
+        consumer = thread._ensure_consumer()
+
+        async def call() -> None:
+            consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
 
         await thread.call_thread(call)
 
@@ -114,6 +168,7 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
                 ait = getmany(timeout=1.0)
+                self._batches += 1
                 await self.sleep(0)
                 if not self.should_stop:
                     async for tp, message in ait:
@@ -127,6 +182,9 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
                             gap = offset - (r_offset or 0)
                             if gap > 1 and r_offset:
                                 if acks_enabled_for(message.topic):
+                                    # pinapp: re-fetch skipped records instead of acking them.
+                                    if await self._refetch_skipped(tp, r_offset + 1, offset):
+                                        continue
                                     await self._add_gap(tp, r_offset + 1, offset)
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0

@@ -1,15 +1,21 @@
-"""HTTP views served by each worker's faust web server (read-only), the archiver's included."""
+"""HTTP views every worker serves (the archiver's included): ``/metrics`` and ``/health``.
+
+Read-only. The topology's table views live in :mod:`pinapp.table_views`.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from faust.types import AppT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pinapp import health
 from pinapp.app import app, archive_app
 
-__all__ = ["MetricsView"]
+__all__ = ["HealthView", "MetricsView", "worker_health"]
 
 
 @archive_app.page("/metrics")
@@ -19,3 +25,51 @@ class MetricsView(View):
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def _is_source(topic: str) -> bool:
+    return not topic.endswith("-changelog") and "__assignor-__leader" not in topic
+
+
+def worker_health(faust_app: AppT) -> dict[str, Any]:
+    """Partitions owned, lag, last commit and sink state of this worker process.
+
+    ``lag`` per active partition is the high watermark minus the committed offset: events
+    in Kafka this worker has not yet made durable downstream. A partition not fetched yet
+    (just assigned) has no high watermark and is left out.
+    """
+    now = time.time()
+    consumer = faust_app.consumer
+    # Source partitions only: changelog and assignor partitions are faust's bookkeeping.
+    actives = sorted(tp for tp in faust_app.assignor.assigned_actives() if _is_source(tp.topic))
+    standbys = sorted(faust_app.assignor.assigned_standbys())
+    committed = consumer._committed_offset  # noqa: SLF001 - faust keeps no public per-partition view
+    lag: dict[str, int] = {}
+    for tp in actives:
+        highwater, offset = consumer.highwater(tp), committed.get(tp)
+        if highwater is not None and highwater >= 0:
+            lag[f"{tp.topic}:{tp.partition}"] = max(0, highwater - (offset or 0))
+    last_commit = getattr(consumer, "last_commit_at", None)
+    sinks = {name: s.to_json(now) for name, s in sorted(health.sinks().items())}
+    return {
+        "status": "ok" if all(s["state"] == "ok" for s in sinks.values()) else "degraded",
+        "app_id": faust_app.conf.id,
+        "url": str(faust_app.conf.canonical_url),
+        "rebalancing": bool(faust_app.rebalancing),
+        "partitions": [f"{tp.topic}:{tp.partition}" for tp in actives],
+        "standby_table_partitions": [f"{tp.topic}:{tp.partition}" for tp in standbys],
+        "lag": lag,
+        "lag_total": sum(lag.values()),
+        "last_commit_s_ago": None if last_commit is None else round(now - last_commit, 3),
+        "sinks": sinks,
+    }
+
+
+@archive_app.page("/health")
+@app.page("/health")
+class HealthView(View):
+    """``200`` with the worker's state; ``503`` while a sink is failing (readiness, not liveness)."""
+
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        doc = worker_health(self.app)
+        return self.json(doc, status=200 if doc["status"] == "ok" else 503)

@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import ArchiveSettings
+from pinapp import health
 from pinapp.archive.buffer import Cut, CutLimits, Delivery, PartitionBuffer
 from pinapp.archive.layout import hour_folder
 from pinapp.archive.records import ArchivedRecord
@@ -199,6 +200,7 @@ class Archiver:
         def before_sleep(retry_state: RetryCallState) -> None:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
             ARCHIVE_S3_ERRORS.inc()
+            health.sink("s3").failed(exc or "unknown error")
             logger.warning("archive %s[%d]: %s failed (attempt %d, %s); partition paused, retrying",
                            topic, partition, what, retry_state.attempt_number, _describe(exc))
 
@@ -221,7 +223,9 @@ class Archiver:
                 before_sleep=before_sleep, sleep=sleep, reraise=True,
             ):
                 with attempt:
-                    return await call()
+                    result = await call()
+                    health.sink("s3").succeeded()
+                    return result
         finally:
             if paused:
                 await self.control.resume(topic, partition)

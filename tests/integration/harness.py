@@ -7,12 +7,14 @@ never see each other's data even on one shared stack.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable
@@ -103,6 +105,34 @@ class WorkerProcess:
                 labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
                 samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
         return samples
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``GET /health``: the status code and the JSON document."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=5) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        """``GET path`` on this worker's web server: status code and JSON body."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=10) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def rss_mb(self) -> float:
+        """Resident memory of the worker process, in MiB (from /proc)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -274,6 +304,17 @@ class Pipeline:
             return [obj["Key"] async for page in paginator.paginate(Bucket=self.settings.s3.bucket,
                                                                     Prefix=f"{prefix}/{topic}/")
                     for obj in page.get("Contents", [])]
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """``pinapp --profile test ARGS`` in this deployment's environment."""
+        return subprocess.run(  # noqa: S603
+            [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+    def audit(self, truth: Path, *, wait_s: float = 180) -> subprocess.CompletedProcess[str]:
+        """``pinapp audit --truth`` until clean or ``wait_s`` (the pipeline may still be catching up)."""
+        return self.cli("audit", "--truth", str(truth), "--wait", str(wait_s), timeout=wait_s + 300)
 
     # -- Kafka ----------------------------------------------------------------------------
 

@@ -1,0 +1,192 @@
+"""Several workers of one app on real Kafka, MariaDB and the S3 server, through faults.
+
+Every test ends with ``pinapp audit`` against the generator's ground truth: every valid event
+has exactly one row in its table and is in the S3 archive, every offset is archived once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+
+from config import Settings
+from pinapp.dlq import HEADER_PREFIX
+from pinapp.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
+from pinapp.geo import GeoLocator
+from pinapp.stack.services import KafkaService, MariaDBService
+from pinapp.stack.stack import Stack
+from tests.integration.harness import Pipeline, WorkerProcess
+
+RATE = 800  # events/s offered: a backlog the workers can clear on 2 cores
+
+
+def _traffic(pipeline: Pipeline, seed: int, count: int) -> tuple[list[GeneratedRecord], Path, dict[str, list[str]]]:
+    """``count`` generated records and their ground-truth file."""
+    gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.03, malformed_ratio=0.01), GeoLocator())
+    records = [next(gen) for _ in range(count)]
+    truth = pipeline.tmp / "truth.json"
+    gen.truth.write(truth)
+    return records, truth, gen.truth.event_ids
+
+
+@contextlib.asynccontextmanager
+async def _producing(pipeline: Pipeline, records: list[GeneratedRecord], rate: float = RATE) -> AsyncIterator[None]:
+    """Produce ``records`` at ``rate`` in the background; on exit, wait until all are sent."""
+    task = asyncio.create_task(pipeline.produce(records, rate=rate))
+    try:
+        yield
+    finally:
+        await task
+
+
+def _assert_clean(pipeline: Pipeline, truth: Path, *workers: WorkerProcess) -> str:
+    audit = pipeline.audit(truth)
+    logs = "\n".join(w.log_tail(30) for w in workers)
+    assert audit.returncode == 0, f"{audit.stdout}{audit.stderr}\n{logs}"
+    assert "audit: CLEAN" in audit.stdout
+    return audit.stdout
+
+
+async def _wait_for(check: object, what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _source_partitions(worker: WorkerProcess, topic: str) -> set[str]:
+    status, doc = worker.health()
+    return {p for p in doc["partitions"] if p.startswith(f"{topic}:")} if status in (200, 503) else set()
+
+
+async def _start(*workers: WorkerProcess) -> None:
+    for w in workers:
+        w.start()
+    for w in workers:
+        await w.wait_ready(180)
+
+
+async def test_a_killed_worker_is_taken_over_and_the_audit_is_clean(pipeline: Pipeline) -> None:
+    records, truth, _ = _traffic(pipeline, seed=51, count=12_000)
+    topic = pipeline.settings.kafka.events_topic
+    await pipeline.create_bucket()
+    w0, w1, archiver = pipeline.worker(0), pipeline.worker(1), pipeline.archiver()
+    await _start(w0, w1, archiver)
+
+    async with _producing(pipeline, records):
+        await _wait_for(lambda: _source_partitions(w0, topic) and _source_partitions(w1, topic), "both own partitions")
+        await asyncio.sleep(4)
+        w1.kill()
+        # The survivor takes every partition (its state from the changelogs / standbys).
+        await _wait_for(lambda: len(_source_partitions(w0, topic)) == pipeline.settings.kafka.partitions,
+                        "the survivor to own every partition", timeout=120)
+        status, doc = w0.health()
+        assert status == 200 and doc["status"] == "ok", doc
+        assert doc["sinks"]["singlestore"]["state"] == "ok" and isinstance(doc["lag_total"], int), doc
+    w1.start()
+    await w1.wait_ready(180)
+    _assert_clean(pipeline, truth, w0, w1, archiver)
+    await _wait_for(lambda: _source_partitions(w1, topic), "the restarted worker to own partitions again")
+
+
+async def test_a_worker_added_mid_stream_keeps_the_audit_clean_and_the_pin_cache_whole(pipeline: Pipeline) -> None:
+    records, truth, ids = _traffic(pipeline, seed=52, count=10_000)
+    topic = pipeline.settings.kafka.events_topic
+    await pipeline.create_bucket()
+    w0, w1, w2, archiver = pipeline.worker(0), pipeline.worker(1), pipeline.worker(2), pipeline.archiver()
+    await _start(w0, w1, archiver)
+    async with _producing(pipeline, records):
+        await asyncio.sleep(4)
+        w2.start()
+        await w2.wait_ready(180)
+    _assert_clean(pipeline, truth, w0, w1, w2, archiver)
+    owners = [_source_partitions(w, topic) for w in (w0, w1, w2)]
+    assert all(owners), f"every worker owns partitions after the rebalance: {owners}"
+
+    # Any worker answers for every pin: the request is routed to the pin's owner.
+    pin_ids = [orjson.loads(r.value)["pin_id"] for r in records
+               if r.kind == "valid" and r.event_type == "pin"]
+    assert len(pin_ids) == len(ids["pin"]) > 100
+    served_by: set[str] = set()
+    for pin_id in pin_ids:
+        status, body = w0.get(f"/pins/{pin_id}")
+        assert status == 200, (pin_id, status, body)
+        assert body["pin"]["pin_id"] == pin_id
+        served_by.add(body["served_by"])
+    assert len(served_by) == 3, served_by
+    status, body = w1.get("/pins/no-such-pin")
+    assert status == 404 and "error" in body
+
+
+async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double_nothing(pipeline: Pipeline) -> None:
+    records, truth, _ = _traffic(pipeline, seed=53, count=14_000)
+    first, rest = records[:11_000], records[11_000:]
+    await pipeline.create_bucket()
+    w0, w1, archiver = pipeline.worker(0), pipeline.worker(1), pipeline.archiver()
+    await _start(w0, w1, archiver)
+    stack = Stack(pipeline.settings)
+    mariadb, kafka = MariaDBService(pipeline.settings), KafkaService(pipeline.settings)
+
+    async with _producing(pipeline, first):
+        await asyncio.sleep(2)
+        assert mariadb.process.stop(), "the test database should have been running"
+        try:
+            # Sinks retry, partitions stop being consumed (backpressure), workers stay up.
+            await _wait_for(lambda: all(w.health()[0] == 503 for w in (w0, w1)), "/health to report the outage")
+            rss_at_start = [w.rss_mb() for w in (w0, w1)]
+            await asyncio.sleep(28)
+            for w in (w0, w1):
+                status, doc = w.health()
+                assert w.alive and status == 503, doc
+                assert doc["sinks"]["singlestore"]["state"] == "retrying" and doc["sinks"]["singlestore"]["last_error"]
+            rss_at_end = [w.rss_mb() for w in (w0, w1)]
+        finally:
+            await asyncio.to_thread(stack.up)  # the database only; the rest is running
+    assert all(end < start + 150 for start, end in zip(rss_at_start, rss_at_end, strict=True)), (rss_at_start,
+                                                                                                 rss_at_end)
+    await _wait_for(lambda: all(w.health()[0] == 200 for w in (w0, w1)), "the sinks to recover", timeout=120)
+
+    # The broker restarted while the workers still drain the outage's backlog.
+    assert kafka.process.stop(), "the test broker should have been running"
+    try:
+        await asyncio.sleep(5)
+    finally:
+        await asyncio.to_thread(stack.up)
+    await pipeline.produce(rest)
+    _assert_clean(pipeline, truth, w0, w1, archiver)
+    assert w0.alive and w1.alive and archiver.alive
+
+
+async def test_a_poison_event_is_dead_lettered_with_its_reason_and_never_stalls_its_partition(
+        test_stack: Settings, tmp_path: Path) -> None:
+    pipeline = Pipeline(tmp_path, extra_env={"PINAPP_PIPELINE__POISON_USER_ID": "poison-user"})
+    try:
+        records, truth, _ = _traffic(pipeline, seed=54, count=3_000)
+        poison = [GeneratedRecord(b"poison-user", orjson.dumps({
+            "event_id": f"poison-{i}", "event_type": "login", "user_id": "poison-user",
+            "ts": int(time.time() * 1000), "ip": "8.8.8.8"}), "valid", "login", f"poison-{i}") for i in range(5)]
+        mixed = records[:1000] + poison[:2] + records[1000:2000] + poison[2:] + records[2000:]
+        await pipeline.create_bucket()
+        w0, archiver = pipeline.worker(0), pipeline.archiver()
+        await _start(w0, archiver)
+        await pipeline.produce(mixed)
+        _assert_clean(pipeline, truth, w0, archiver)  # the events after each poison made it too
+        dlq = [r for r in await pipeline.read_topic(pipeline.settings.kafka.dlq_topic)
+               if dict(r.headers)[HEADER_PREFIX + "kind"] == b"poison"]
+        assert sorted(orjson.loads(r.value)["event_id"] for r in dlq) == [f"poison-{i}" for i in range(5)]
+        for rec in dlq:
+            headers = dict(rec.headers)
+            assert headers[HEADER_PREFIX + "stage"] == b"enrich"
+            assert b"poison_user_id" in headers[HEADER_PREFIX + "reason"]
+            assert headers[HEADER_PREFIX + "topic"] == pipeline.settings.kafka.events_topic.encode()
+            assert int(headers[HEADER_PREFIX + "offset"]) >= 0
+    finally:
+        pipeline.stop_all()
+        await pipeline.drop()
