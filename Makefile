@@ -10,8 +10,9 @@ export PATH := $(BIN):$(PATH)
 .PHONY: help setup demo test unit integration bench soak stack-up stack-down stack-status clean
 
 help:
-	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, singer, generator); Ctrl-C stops it"
+	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, singer, generator); WORKERS=2 for two; Ctrl-C stops it"
 	@echo "make test    - unit and integration tests against a real local stack"
+	@echo "make soak    - ten minutes of steady traffic with a worker killed every minute, then an audit (not in CI)"
 	@echo "make bench   - throughput, freshness, archive and singer benchmarks (results: docs/benchmarks.md)"
 	@echo "make stack-up | stack-down | stack-status - the local Kafka, MariaDB and S3 server"
 
@@ -59,6 +60,10 @@ unit: setup
 integration: setup
 	PINAPP_PROFILE=test pinapp stack up
 	PINAPP_PROFILE=test pytest tests/integration
+
+soak: setup
+	PINAPP_PROFILE=test pinapp stack up
+	PINAPP_PROFILE=test pytest -m slow --timeout 2400 tests/integration/test_soak.py; rc=$$?; PINAPP_PROFILE=test pinapp stack down; exit $$rc
 
 bench: setup
 	PINAPP_PROFILE=test pinapp stack up

@@ -1,4 +1,4 @@
-"""`make bench`: end-to-end throughput and freshness of one worker on the local stack.
+"""`make bench`: throughput, freshness, scale-out, recovery, archive and log shipping on the local stack.
 
 - throughput: a backlog of generated events (2% duplicates, 1% malformed) is produced to a
   fresh `events` topic, then one worker drains it; events/s = backlog / (last row written -
@@ -17,6 +17,12 @@
   run, by ``kcat -P -l`` (librdkafka, acks=all, idempotent, no keys); lines/s and MB/s from the
   start of shipping until the last line is acknowledged (Singer: its watermark reaches the end
   of the file; kcat: the process exits after flushing).
+
+- workers: the throughput backlog drained by 1 and by 2 workers started together, alternated
+  run by run in the same `make bench`.
+- recovery: two workers hold the state of 60,000 events, traffic flows at 1,000 events/s, one
+  worker is SIGKILLed; seconds until the first new row of one of its partitions is written by
+  the survivor. With standby replicas 1 (the default) and 0.
 
 Each measurement runs ``--runs`` times on a fresh app id, topics and database; the medians
 are reported. Results go to bench-output/results.json and are printed as Markdown.
@@ -37,7 +43,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner
 
 from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
@@ -87,6 +95,85 @@ async def throughput_run(events: int, seed: int) -> dict[str, Any]:
         seconds = (last - ready).total_seconds()
         return {"events": events, "rows": sum(expected.values()), "seconds": round(seconds, 2),
                 "events_per_s": round(events / seconds)}
+
+
+async def workers_run(events: int, seed: int, workers: int) -> dict[str, Any]:
+    """The throughput backlog drained by ``workers`` workers started together."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
+        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
+                               keep_ids=False)
+        await pipeline.produce(next(gen) for _ in range(events))
+        expected = gen.truth.to_json()["valid_unique"]
+        procs = [pipeline.worker(i) for i in range(workers)]
+        try:
+            for w in procs:
+                w.start()
+            for w in procs:
+                await w.wait_ready()
+            ready = datetime.now(UTC).replace(tzinfo=None)
+            await pipeline.wait_for_rows(expected, timeout=600)
+            last = max(ingested for _, ingested in await _row_times(pipeline))
+        finally:
+            pipeline.stop_all()
+            await pipeline.drop()
+        seconds = (last - ready).total_seconds()
+        return {"workers": workers, "events": events, "seconds": round(seconds, 2),
+                "events_per_s": round(events / seconds)}
+
+
+async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate: float = 1_000) -> dict[str, Any]:
+    """Time from SIGKILL of one of two workers until its partitions produce rows again on the survivor.
+
+    The tables first hold the state of ``state_events`` events (pin cache and dedup entries);
+    then traffic flows at ``rate`` with live times. The survivor notices the death after the
+    session timeout, is assigned the partitions, restores their tables (from its standby
+    copies, or the changelog), and processes them: the first new row of a killed worker's
+    partition ends the measurement.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info",
+                                                  "PINAPP_WORKER__TABLE_STANDBY_REPLICAS": str(standby)})
+        partitions = pipeline.settings.kafka.partitions
+        partitioner = DefaultPartitioner()
+        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.0, malformed_ratio=0.0,
+                                               start_ms=int(time.time() * 1000), step_ms=1000.0 / rate),
+                               GeoLocator(), keep_ids=False)
+        w0, w1 = pipeline.worker(0), pipeline.worker(1)
+        try:
+            for w in (w0, w1):
+                w.start()
+            for w in (w0, w1):
+                await w.wait_ready()
+            await pipeline.produce(next(gen) for _ in range(state_events))
+            await pipeline.wait_for_rows(gen.truth.to_json()["valid_unique"], timeout=600)
+            topic = pipeline.settings.kafka.events_topic
+            victim = {int(p.split(":")[1]) for p in w1.health()[1]["partitions"] if p.startswith(f"{topic}:")}
+            live = [next(gen) for _ in range(int(rate * 90))]
+            ids_of_victim = {orjson.loads(r.value)["event_id"] for r in live
+                             if partitioner(r.key, list(range(partitions)), list(range(partitions))) in victim}
+            producing = asyncio.create_task(pipeline.produce(live, rate=rate))
+            await asyncio.sleep(10)
+            w1.kill()
+            killed = datetime.now(UTC).replace(tzinfo=None)
+            recovered: datetime | None = None
+            while recovered is None and not producing.done():
+                await asyncio.sleep(0.5)
+                for table in TABLE_OF.values():
+                    rows = await pipeline.sql(f"SELECT event_id, ingested_at FROM {table} "  # noqa: S608
+                                              "WHERE ingested_at > %s", (killed,))
+                    times = [at for event_id, at in rows if event_id in ids_of_victim]
+                    if times:
+                        recovered = min(times) if recovered is None else min(recovered, *times)
+            producing.cancel()
+            if recovered is None:
+                raise RuntimeError(f"the killed worker's partitions did not recover:\n{w0.log_tail()}")
+        finally:
+            pipeline.stop_all()
+            await pipeline.drop()
+        return {"standby_replicas": standby, "state_events": state_events,
+                "session_timeout_s": pipeline.settings.worker.session_timeout_s,
+                "recovery_s": round((recovered - killed).total_seconds(), 2)}
 
 
 async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
@@ -217,10 +304,10 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=5_000)
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--singer-lines", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["throughput", "freshness", "archive", "singer"],
+    parser.add_argument("--only", choices=["throughput", "freshness", "archive", "singer", "workers", "recovery"],
                         help="run one measurement (results.json then holds only it)")
     args = parser.parse_args()
-    wanted = {args.only} if args.only else {"throughput", "freshness", "archive", "singer"}
+    wanted = {args.only} if args.only else {"throughput", "freshness", "archive", "singer", "workers", "recovery"}
 
     throughput = []
     for i in range(args.runs if "throughput" in wanted else 0):
@@ -235,6 +322,17 @@ async def main() -> None:
         for i in range(args.runs if "archive" in wanted else 0):
             runs.append(await archive_run(args.events, seed=3000 + i, fmt=fmt))
             print("archive run:", runs[-1], flush=True)
+
+    scale: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for i in range(args.runs if "workers" in wanted else 0):
+        for n, runs in scale.items():  # alternated, so drift of the machine hits both alike
+            runs.append(await workers_run(args.events, seed=5000 + i, workers=n))
+            print("workers run:", runs[-1], flush=True)
+    recovery: dict[int, list[dict[str, Any]]] = {1: [], 0: []}
+    for i in range(args.runs if "recovery" in wanted else 0):
+        for standby, runs in recovery.items():
+            runs.append(await recovery_run(seed=6000 + i, standby=standby))
+            print("recovery run:", runs[-1], flush=True)
 
     singer: list[dict[str, Any]] = []
     if "singer" in wanted:
@@ -254,12 +352,18 @@ async def main() -> None:
         "freshness_runs": freshness,
         "archive_runs": archive,
         "singer_runs": singer,
+        "workers_runs": scale,
+        "recovery_runs": recovery,
         "median": {
             **{f"singer_{key}": median(singer, key) for key in
                ("singer_lines_per_s", "singer_mb_per_s", "kcat_lines_per_s", "kcat_mb_per_s", "singer_vs_kcat")},
             **{f"archive_{fmt}_{key}": median(runs, key) for fmt, runs in archive.items()
                for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")},
             "events_per_s": median(throughput, "events_per_s"),
+            "workers_1_events_per_s": median(scale[1], "events_per_s"),
+            "workers_2_events_per_s": median(scale[2], "events_per_s"),
+            "recovery_standby_s": median(recovery[1], "recovery_s"),
+            "recovery_no_standby_s": median(recovery[0], "recovery_s"),
             "freshness_p50_s": median(freshness, "p50_s"),
             "freshness_p95_s": median(freshness, "p95_s"),
             "freshness_p99_s": median(freshness, "p99_s"),
@@ -268,6 +372,7 @@ async def main() -> None:
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     m = results["median"]
+    pipeline_session_timeout = next((r["session_timeout_s"] for r in recovery[1]), float("nan"))
     print(f"""
 ## Results ({results['when']}, `{results['command']}`)
 
@@ -281,6 +386,9 @@ Machine: {results['machine']}
 | freshness p99 at {args.rate:,.0f} events/s | {m['freshness_p99_s']:.3f} s | <= 2 s |
 | archive, one archiver, gzip JSON lines | {m['archive_jsonl.gz_events_per_s']:,.0f} events/s, {m['archive_jsonl.gz_record_mb_per_s']:.1f} MB/s of records ({m['archive_jsonl.gz_object_mb_per_s']:.1f} MB/s written, {m['archive_jsonl.gz_compression']:.1f}x) | >= the throughput above |
 | archive, one archiver, Parquet | {m['archive_parquet_events_per_s']:,.0f} events/s, {m['archive_parquet_record_mb_per_s']:.1f} MB/s of records ({m['archive_parquet_object_mb_per_s']:.1f} MB/s written, {m['archive_parquet_compression']:.1f}x) | >= the throughput above |
+| throughput, 1 worker vs 2 workers ({args.events:,} events backlog, same run) | {m['workers_1_events_per_s']:,.0f} vs {m['workers_2_events_per_s']:,.0f} events/s | |
+| recovery after SIGKILL of 1 of 2 workers, standby replicas 1 | {m['recovery_standby_s']:.1f} s (session timeout {pipeline_session_timeout:.0f} s included) | |
+| recovery after SIGKILL of 1 of 2 workers, no standby replicas | {m['recovery_no_standby_s']:.1f} s | |
 | singer, {args.singer_lines:,} lines | {m['singer_singer_lines_per_s']:,.0f} lines/s, {m['singer_singer_mb_per_s']:.1f} MB/s | >= half of kcat |
 | kcat -P, same file, same run | {m['singer_kcat_lines_per_s']:,.0f} lines/s, {m['singer_kcat_mb_per_s']:.1f} MB/s (singer/kcat = {m['singer_singer_vs_kcat']:.2f}) | |
 """)

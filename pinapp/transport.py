@@ -71,6 +71,16 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
         # partition -> (first skipped offset sought back to, in which fetched batch)
         self._refetching: dict[TP, tuple[int, int]] = {}
         self._batches = 0
+        # partition -> last offset handed to a stream since faust last sought it
+        self._delivered: dict[TP, int] = {}
+
+    async def perform_seek(self) -> None:
+        self._delivered.clear()
+        await super().perform_seek()
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._delivered.pop(partition, None)
+        await super().seek(partition, offset)
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         committed = await super()._commit(offsets)
@@ -161,6 +171,7 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         hand_off = self._hand_off
+        delivered = self._delivered
         yield_every = 100
         num_since_yield = 0
         sleep = asyncio.sleep
@@ -179,18 +190,23 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
+                            if r_offset is not None and acks_enabled_for(message.topic):
+                                # pinapp: fetch skipped records again instead of acking them.
+                                # faust's read offset is the last offset handed over or, after
+                                # a seek, the next one to read: only the former was delivered.
+                                expected = r_offset + 1 if delivered.get(tp) == r_offset else r_offset
+                                if offset > expected and await self._refetch_skipped(tp, expected, offset):
+                                    continue
                             gap = offset - (r_offset or 0)
                             if gap > 1 and r_offset:
                                 if acks_enabled_for(message.topic):
-                                    # pinapp: re-fetch skipped records instead of acking them.
-                                    if await self._refetch_skipped(tp, r_offset + 1, offset):
-                                        continue
                                     await self._add_gap(tp, r_offset + 1, offset)
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
                             await hand_off(callback(message))
                             set_read_offset(tp, offset)
+                            delivered[tp] = offset
                     unset_flag(flag_consumer_fetching)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -1,0 +1,67 @@
+"""The soak test (``make soak``, not CI): a steady stream for ten minutes, a worker killed every
+minute, then ``pinapp audit``; the memory of the workers that stay up must be flat.
+
+``PINAPP_SOAK_MINUTES`` shortens or lengthens it (default 10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from config import Settings
+from tests.integration.harness import Pipeline
+from tests.integration.test_scale_out import _assert_clean, _start, _traffic
+
+pytestmark = pytest.mark.slow
+
+RATE = 300  # events/s: well inside what three workers and the archiver do on 2 cores
+
+
+async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Settings, tmp_path: Path) -> None:
+    minutes = float(os.environ.get("PINAPP_SOAK_MINUTES", "10"))
+    pipeline = Pipeline(tmp_path, extra_env={"PINAPP_KAFKA__PARTITIONS": "6"})
+    try:
+        records, truth, _ = _traffic(pipeline, seed=61, count=int(RATE * 60 * minutes))
+        await pipeline.create_bucket()
+        steady = [pipeline.worker(0), pipeline.worker(1)]
+        victim, archiver = pipeline.worker(2), pipeline.archiver()
+        await _start(*steady, victim, archiver)
+
+        producing = asyncio.create_task(pipeline.produce(records, rate=RATE))
+        rss: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
+        started = time.monotonic()
+        next_kill = started + 60
+        kills = 0
+        while not producing.done():
+            await asyncio.sleep(5)
+            now = time.monotonic() - started
+            for i, w in enumerate(steady):
+                assert w.alive, f"worker {i} died:\n{w.log_tail()}"
+                rss[i].append((now, w.rss_mb()))
+            if time.monotonic() >= next_kill:
+                victim.kill()
+                kills += 1
+                await asyncio.sleep(10)
+                victim.start()
+                next_kill += 60
+        await producing
+        assert kills >= int(minutes) - 1
+        _assert_clean(pipeline, truth, *steady, victim, archiver)
+
+        # Flat memory: the last minute's median RSS is within 20% of the median of the
+        # minute after a two-minute warm-up.
+        for i, samples in rss.items():
+            warm = [mb for t, mb in samples if 120 <= t < 180]
+            last = [mb for t, mb in samples if t >= samples[-1][0] - 60]
+            assert warm and last, samples
+            first_mb, last_mb = statistics.median(warm), statistics.median(last)
+            assert last_mb <= first_mb * 1.2, (i, first_mb, last_mb, samples)
+    finally:
+        pipeline.stop_all()
+        await pipeline.drop()

@@ -1,0 +1,49 @@
+"""The audit's reconciliation rules (pure logic; the end-to-end audit runs in test_scale_out)."""
+
+from __future__ import annotations
+
+from pinapp.archive.verify import VerifyReport
+from pinapp.audit import AuditReport, _reconcile
+from pinapp.events import EventType
+
+
+def _expected(**ids: list[str]) -> dict[EventType, set[str]]:
+    return {t: set(ids.get(t.value, [])) for t in EventType}
+
+
+def test_missing_duplicate_and_unexpected_ids_are_each_reported() -> None:
+    expected = _expected(like=["a", "b", "c"])
+    tables = {EventType.LIKE: ["a", "a", "x"]}
+    got = _reconcile(expected, tables, archived=None)[EventType.LIKE]
+    assert (got.expected, got.rows) == (3, 3)
+    assert got.missing == ["b", "c"]
+    assert got.duplicates == ["a"]
+    assert got.unexpected == ["x"]
+    assert got.archived is None
+
+
+def test_a_pin_learned_from_a_repin_is_not_unexpected() -> None:
+    expected = _expected(pin=["p-event"], repin=["r-event"])
+    tables = {EventType.PIN: ["p-event", "r-event"], EventType.REPIN: ["r-event"]}
+    got = _reconcile(expected, tables, archived=None)
+    assert got[EventType.PIN].learned == 1 and got[EventType.PIN].unexpected == []
+    assert got[EventType.REPIN].missing == []
+
+
+def test_events_missing_from_the_archive_are_reported_per_type() -> None:
+    expected = _expected(login=["l1", "l2"])
+    archived = {t: set() for t in EventType} | {EventType.LOGIN: {"l1"}}
+    got = _reconcile(expected, {EventType.LOGIN: ["l1", "l2"]}, archived)[EventType.LOGIN]
+    assert got.archived == 1 and got.archive_missing == ["l2"]
+
+
+def test_unexpected_rows_count_only_when_the_source_covers_every_event() -> None:
+    types = _reconcile(_expected(like=["a"]), {EventType.LIKE: ["a", "old"]}, archived=None)
+    assert AuditReport("truth", strict=True, types=types).discrepancies == 1
+    assert AuditReport("topic", strict=False, types=types).clean
+
+
+def test_archive_offset_gaps_and_duplicates_count_per_offset() -> None:
+    types = _reconcile(_expected(), {}, archived=None)
+    report = VerifyReport("events", gaps={0: [(5, 7)]}, duplicates={1: [(3, 3)]})
+    assert AuditReport("truth", strict=True, types=types, archive=report).discrepancies == 4
