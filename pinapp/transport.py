@@ -113,9 +113,9 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
 
         await thread.call_thread(call)
 
-    async def _refetch_skipped(self, tp: TP, first: int, offset: int) -> bool:
-        """A record arrived past a gap: fetch ``first`` .. ``offset - 1`` again; whether this
-        record must be dropped (it comes again after them).
+    async def _refetch_skipped(self, tp: TP, expected: int | None, offset: int) -> bool:
+        """``offset`` arrived where ``expected`` (``None``: the log start) was due: fetch the
+        skipped offsets again; whether this record must be dropped (it comes again after them).
 
         faust books a gap in an acked topic as acked ("compacted or transactional"), but
         pinapp's inputs are neither: a gap there means faust dropped records it had fetched
@@ -126,14 +126,18 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
         arrives. Offsets below the log start (deleted by retention) cannot come again: only
         those are booked as a gap, with an error.
         """
-        if self._refetching.get(tp) == (first, self._batches):
+        pending = self._refetching.get(tp)
+        if pending is not None and pending[1] == self._batches:
             return True  # sought back already; the rest of this batch comes again too
         log_start = (await self.earliest_offsets(tp)).get(tp, 0)
+        first = log_start if expected is None else expected
+        if offset <= first:
+            return False  # nothing was skipped
         if first < log_start:
             self.log.error("%s: offsets %d-%d were deleted (retention) before they were processed",
                            tp, first, log_start - 1)
             if log_start >= offset:
-                return False  # faust books first .. offset as acked: nothing there is left to read
+                return False  # faust books them as acked: nothing there is left to read
             await self._add_gap(tp, first, log_start - 1)
             first = log_start
         self.log.warning("%s: faust skipped offsets %d-%d (fetched during a pause or rebalance); "
@@ -190,13 +194,18 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
-                            if r_offset is not None and acks_enabled_for(message.topic):
+                            if acks_enabled_for(message.topic):
                                 # pinapp: fetch skipped records again instead of acking them.
                                 # faust's read offset is the last offset handed over or, after
-                                # a seek, the next one to read: only the former was delivered.
-                                expected = r_offset + 1 if delivered.get(tp) == r_offset else r_offset
-                                if offset > expected and await self._refetch_skipped(tp, expected, offset):
-                                    continue
+                                # a seek, the next one to read (None: nothing committed yet, so
+                                # the log start); only the former was delivered.
+                                if r_offset is None:
+                                    if await self._refetch_skipped(tp, None, offset):
+                                        continue
+                                else:
+                                    expected = r_offset + 1 if delivered.get(tp) == r_offset else r_offset
+                                    if offset > expected and await self._refetch_skipped(tp, expected, offset):
+                                        continue
                             gap = offset - (r_offset or 0)
                             if gap > 1 and r_offset:
                                 if acks_enabled_for(message.topic):
