@@ -109,9 +109,11 @@ async def workers_run(events: int, seed: int, workers: int) -> dict[str, Any]:
         try:
             for w in procs:
                 w.start()
-            for w in procs:
-                await w.wait_ready()
+            # From the first worker ready: it starts on the backlog while the others join.
+            waits = [asyncio.ensure_future(w.wait_ready()) for w in procs]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             ready = datetime.now(UTC).replace(tzinfo=None)
+            await asyncio.gather(*waits)
             await pipeline.wait_for_rows(expected, timeout=600)
             last = max(ingested for _, ingested in await _row_times(pipeline))
         finally:

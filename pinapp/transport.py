@@ -197,12 +197,11 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
                             if acks_enabled_for(message.topic):
                                 # pinapp: fetch skipped records again instead of acking them.
                                 # faust's read offset is the last offset handed over or, after
-                                # a seek, the next one to read (None: nothing committed yet, so
-                                # the log start); only the former was delivered.
-                                if r_offset is None:
-                                    if await self._refetch_skipped(tp, None, offset):
-                                        continue
-                                else:
+                                # a seek, the next one to read; only the former was delivered.
+                                # (None, nothing committed when faust sought: not checked. A
+                                # first try, checking against the log start, sought back to 0
+                                # when faust had merely not seen the previous owner's commit.)
+                                if r_offset is not None:
                                     expected = r_offset + 1 if delivered.get(tp) == r_offset else r_offset
                                     if offset > expected and await self._refetch_skipped(tp, expected, offset):
                                         continue
