@@ -113,9 +113,9 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
 
         await thread.call_thread(call)
 
-    async def _refetch_skipped(self, tp: TP, expected: int | None, offset: int) -> bool:
-        """``offset`` arrived where ``expected`` (``None``: the log start) was due: fetch the
-        skipped offsets again; whether this record must be dropped (it comes again after them).
+    async def _refetch_skipped(self, tp: TP, first: int, offset: int) -> bool:
+        """``offset`` arrived where ``first`` was due: fetch ``first`` .. ``offset - 1`` again;
+        whether this record must be dropped (it comes again after them).
 
         faust books a gap in an acked topic as acked ("compacted or transactional"), but
         pinapp's inputs are neither: a gap there means faust dropped records it had fetched
@@ -130,9 +130,6 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
         if pending is not None and pending[1] == self._batches:
             return True  # sought back already; the rest of this batch comes again too
         log_start = (await self.earliest_offsets(tp)).get(tp, 0)
-        first = log_start if expected is None else expected
-        if offset <= first:
-            return False  # nothing was skipped
         if first < log_start:
             self.log.error("%s: offsets %d-%d were deleted (retention) before they were processed",
                            tp, first, log_start - 1)
