@@ -51,8 +51,6 @@ __all__ = ["process_engagement"]
 
 logger = logging.getLogger(__name__)
 
-PIN_LRU_SIZE = 100_000
-
 
 @dataclass(slots=True)
 class _Accepted:
@@ -78,7 +76,7 @@ class EngagementBatcher:
         self.pins = BatchedTable(pin_by_id)
         # Decoded pins, in front of the pin cache table: pins do not change, and popular
         # pins are read for most events. Filled on every read and write of the table.
-        self.recent_pins: LRUCache[str, Pin] = LRUCache(maxsize=PIN_LRU_SIZE)
+        self.recent_pins: LRUCache[str, Pin] = LRUCache(maxsize=max(1, cfg.pin_lru_size))
         self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
         self.poison_user_id = cfg.poison_user_id
 

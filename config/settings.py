@@ -110,6 +110,9 @@ class PipelineSettings(_Section):
         None, description="MaxMind-format .mmdb; default: the bundled GeoLite2 City (2018)"
     )
     sink_retry_max_s: float = Field(30.0, gt=0, description="cap on the sink's retry backoff")
+    pin_lru_size: int = Field(
+        100_000, ge=0, description="decoded pins kept in memory in front of the pin cache table (~1-2 KB each)"
+    )
     poison_user_id: str | None = Field(
         None, description="fault injection for the fault tests: enrichment raises for this user's events "
         "(validation leaves no real input that crashes a stage); never set in production",

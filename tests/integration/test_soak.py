@@ -25,10 +25,12 @@ RATE = 300  # events/s: well inside what three workers and the archiver do on 2 
 
 async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Settings, tmp_path: Path) -> None:
     minutes = float(os.environ.get("PINAPP_SOAK_MINUTES", "10"))
-    # A 2-minute dedup horizon: with the default 24 h, dedup state (and RocksDB's memory with
-    # it) grows for the whole run by design, and "flat memory" could not tell a leak from it.
+    # Bounded state, so that "flat memory" can tell a leak from state filling up by design:
+    # a 2-minute dedup horizon (default 24 h) and 2,000 decoded pins in memory (default
+    # 100,000, which ten minutes of new pins never fill).
     pipeline = Pipeline(tmp_path, extra_env={"PINAPP_KAFKA__PARTITIONS": "6",
-                                             "PINAPP_PIPELINE__DEDUP_HORIZON_S": "120"})
+                                             "PINAPP_PIPELINE__DEDUP_HORIZON_S": "120",
+                                             "PINAPP_PIPELINE__PIN_LRU_SIZE": "2000"})
     try:
         records, truth, _ = _traffic(pipeline, seed=61, count=int(RATE * 60 * minutes))
         await pipeline.create_bucket()
