@@ -13,7 +13,7 @@ help:
 	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, singer, generator); WORKERS=2 for two; Ctrl-C stops it"
 	@echo "make test    - unit and integration tests against a real local stack"
 	@echo "make soak    - ten minutes of steady traffic with a worker killed every minute, then an audit (not in CI)"
-	@echo "make bench   - throughput, freshness, archive and singer benchmarks (results: docs/benchmarks.md)"
+	@echo "make bench   - throughput (1 and 2 workers), freshness, recovery, archive and singer benchmarks (results: docs/benchmarks.md)"
 	@echo "make stack-up | stack-down | stack-status - the local Kafka, MariaDB and S3 server"
 
 setup: $(STAMP)

@@ -76,29 +76,9 @@ async def _row_times(pipeline: Pipeline) -> list[tuple[datetime, datetime]]:
     return out
 
 
-async def throughput_run(events: int, seed: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
-        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False)
-        await pipeline.produce(next(gen) for _ in range(events))
-        expected = gen.truth.to_json()["valid_unique"]
-        worker = pipeline.worker()
-        try:
-            worker.start()
-            await worker.wait_ready()
-            ready = datetime.now(UTC).replace(tzinfo=None)
-            await pipeline.wait_for_rows(expected, timeout=600)
-            last = max(ingested for _, ingested in await _row_times(pipeline))
-        finally:
-            pipeline.stop_all()
-            await pipeline.drop()
-        seconds = (last - ready).total_seconds()
-        return {"events": events, "rows": sum(expected.values()), "seconds": round(seconds, 2),
-                "events_per_s": round(events / seconds)}
-
-
-async def workers_run(events: int, seed: int, workers: int) -> dict[str, Any]:
-    """The throughput backlog drained by ``workers`` workers started together."""
+async def throughput_run(events: int, seed: int, workers: int = 1) -> dict[str, Any]:
+    """A backlog of ``events`` drained by ``workers`` workers started together, timed from the
+    first worker ready (it starts on the backlog while the others join) to the last row."""
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
         gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
@@ -109,7 +89,6 @@ async def workers_run(events: int, seed: int, workers: int) -> dict[str, Any]:
         try:
             for w in procs:
                 w.start()
-            # From the first worker ready: it starts on the backlog while the others join.
             waits = [asyncio.ensure_future(w.wait_ready()) for w in procs]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             ready = datetime.now(UTC).replace(tzinfo=None)
@@ -120,7 +99,7 @@ async def workers_run(events: int, seed: int, workers: int) -> dict[str, Any]:
             pipeline.stop_all()
             await pipeline.drop()
         seconds = (last - ready).total_seconds()
-        return {"workers": workers, "events": events, "seconds": round(seconds, 2),
+        return {"workers": workers, "events": events, "rows": sum(expected.values()), "seconds": round(seconds, 2),
                 "events_per_s": round(events / seconds)}
 
 
@@ -328,7 +307,7 @@ async def main() -> None:
     scale: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     for i in range(args.runs if "workers" in wanted else 0):
         for n, runs in scale.items():  # alternated, so drift of the machine hits both alike
-            runs.append(await workers_run(args.events, seed=5000 + i, workers=n))
+            runs.append(await throughput_run(args.events, seed=5000 + i, workers=n))
             print("workers run:", runs[-1], flush=True)
     recovery: dict[int, list[dict[str, Any]]] = {1: [], 0: []}
     for i in range(args.runs if "recovery" in wanted else 0):

@@ -27,7 +27,8 @@ from typing import Any
 import orjson
 
 from config import Settings
-from pinapp.archive.verify import VerifyReport, archived_objects, archiver_group, committed_offsets, verify_topic
+from pinapp.archive.records import ArchivedRecord
+from pinapp.archive.verify import VerifyReport, archiver_group, committed_offsets, verify_topic
 from pinapp.db import create_pool
 from pinapp.ddl import TABLES
 from pinapp.errors import InvalidEvent, PinappError
@@ -35,7 +36,7 @@ from pinapp.events import EventType, parse_event
 from pinapp.kafka import read_topic
 from pinapp.s3 import s3_client
 
-__all__ = ["AuditReport", "TypeAudit", "audit", "audit_until_clean", "expected_from_topic", "expected_from_truth"]
+__all__ = ["AuditReport", "TypeAudit", "audit", "expected_from_topic", "expected_from_truth"]
 
 ExpectedIds = dict[EventType, set[str]]
 
@@ -109,10 +110,10 @@ def expected_from_truth(path: Path) -> ExpectedIds:
 async def expected_from_topic(settings: Settings, topic: str) -> tuple[ExpectedIds, bool]:
     """Valid unique event ids in ``topic`` (validated by the topology's own rules), and whether
     the topic still holds every record ever written (log start 0 in every partition)."""
-    starts, _ = await committed_offsets(settings, topic, settings.worker.app_id)
+    starts: dict[int, int] = {}
     expected: ExpectedIds = {t: set() for t in EventType}
     max_bytes = settings.pipeline.max_event_bytes
-    async for rec in read_topic(settings.kafka, topic):
+    async for rec in read_topic(settings.kafka, topic, log_starts=starts):
         try:
             event = parse_event(rec.value or b"", max_bytes=max_bytes)
         except InvalidEvent:
@@ -136,19 +137,21 @@ async def _table_ids(settings: Settings) -> dict[EventType, list[str]]:
 
 
 async def _archive(settings: Settings, topic: str) -> tuple[VerifyReport, dict[EventType, set[str]]]:
-    """The archive's offset check, and the valid event ids found in archived records."""
+    """The archive's offset check, and the valid event ids found in archived records (one read)."""
     start, committed = await committed_offsets(settings, topic, archiver_group(settings))
     found: dict[EventType, set[str]] = {t: set() for t in EventType}
     max_bytes = settings.pipeline.max_event_bytes
+
+    def note_event(record: ArchivedRecord) -> None:
+        try:
+            event = parse_event(record.value or b"", max_bytes=max_bytes)
+        except InvalidEvent:
+            return
+        found[event.event_type].add(event.event_id)
+
     async with s3_client(settings.s3) as s3:
-        report = await verify_topic(s3, settings.s3.bucket, settings.archive.prefix, topic, start, committed)
-        async for _key, records in archived_objects(s3, settings.s3.bucket, settings.archive.prefix, topic):
-            for record in records:
-                try:
-                    event = parse_event(record.value or b"", max_bytes=max_bytes)
-                except InvalidEvent:
-                    continue
-                found[event.event_type].add(event.event_id)
+        report = await verify_topic(s3, settings.s3.bucket, settings.archive.prefix, topic, start, committed,
+                                    each_record=note_event)
     return report, found
 
 
@@ -175,28 +178,24 @@ def _reconcile(expected: ExpectedIds, tables: dict[EventType, list[str]],
     return out
 
 
-async def audit(settings: Settings, *, truth: Path | None = None, archive: bool = True) -> AuditReport:
-    """One reconciliation pass (see the module docstring)."""
+async def audit(settings: Settings, *, truth: Path | None = None, archive: bool = True,
+                wait_s: float = 0.0) -> AuditReport:
+    """Reconcile (see the module docstring); while not clean, again every few seconds until
+    ``wait_s`` has passed (a pipeline still catching up). The expected events are read once."""
     topic = settings.kafka.events_topic
     if truth is not None:
         expected, source, strict = expected_from_truth(truth), f"ground truth {truth}", True
     else:
         expected, strict = await expected_from_topic(settings, topic)
         source = f"topic {topic}"
-    tables = await _table_ids(settings)
-    report: VerifyReport | None = None
-    archived: dict[EventType, set[str]] | None = None
-    if archive:
-        report, archived = await _archive(settings, topic)
-    return AuditReport(source, strict, _reconcile(expected, tables, archived), report)
-
-
-async def audit_until_clean(settings: Settings, *, truth: Path | None, archive: bool, wait_s: float) -> AuditReport:
-    """Audit again every few seconds until clean or ``wait_s`` has passed (for a pipeline
-    still catching up); the last report is returned."""
     deadline = time.monotonic() + wait_s
     while True:
-        report = await audit(settings, truth=truth, archive=archive)
-        if report.clean or time.monotonic() >= deadline:
-            return report
+        tables = await _table_ids(settings)
+        report: VerifyReport | None = None
+        archived: dict[EventType, set[str]] | None = None
+        if archive:
+            report, archived = await _archive(settings, topic)
+        result = AuditReport(source, strict, _reconcile(expected, tables, archived), report)
+        if result.clean or time.monotonic() >= deadline:
+            return result
         await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))

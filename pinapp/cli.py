@@ -411,9 +411,9 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
     """
     import orjson
 
-    from pinapp.audit import audit_until_clean
+    from pinapp.audit import audit as run_audit
 
-    report = asyncio.run(audit_until_clean(_settings(ctx), truth=truth, archive=not no_archive, wait_s=wait_s))
+    report = asyncio.run(run_audit(_settings(ctx), truth=truth, archive=not no_archive, wait_s=wait_s))
     if as_json:
         click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -58,12 +58,14 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
 
 
 async def read_topic(kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0,
-                     ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+                     log_starts: dict[int, int] | None = None) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from its log start up to its end offsets at the start of the read.
 
     No consumer group: partitions are assigned, nothing is committed. Progress is judged by
     the offsets received, not by ``position()``, which aiokafka advances while prefetching.
-    Raises :class:`PinappError` when the topic does not exist or nothing arrives for ``stall_s``.
+    ``log_starts``, when given, is filled with each partition's log start before the first
+    record (above 0: retention has deleted records). Raises :class:`PinappError` when the
+    topic does not exist or nothing arrives for ``stall_s``.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
@@ -75,6 +77,8 @@ async def read_topic(kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0,
         consumer.assign(parts)
         starts = await consumer.beginning_offsets(parts)
         ends = await consumer.end_offsets(parts)
+        if log_starts is not None:
+            log_starts.update({tp.partition: offset for tp, offset in starts.items()})
         for tp in parts:
             consumer.seek(tp, starts[tp])
         next_offset = {tp: starts[tp] for tp in parts}

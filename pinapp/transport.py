@@ -191,17 +191,17 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
-                            if acks_enabled_for(message.topic):
+                            if r_offset is not None:
                                 # pinapp: fetch skipped records again instead of acking them.
                                 # faust's read offset is the last offset handed over or, after
                                 # a seek, the next one to read; only the former was delivered.
-                                # (None, nothing committed when faust sought: not checked. A
-                                # first try, checking against the log start, sought back to 0
-                                # when faust had merely not seen the previous owner's commit.)
-                                if r_offset is not None:
-                                    expected = r_offset + 1 if delivered.get(tp) == r_offset else r_offset
-                                    if offset > expected and await self._refetch_skipped(tp, expected, offset):
-                                        continue
+                                # (None, nothing committed when faust sought, is not checked: a
+                                # check against the log start sought back to 0 when faust had
+                                # merely not seen the previous owner's commit.)
+                                expected = r_offset + 1 if delivered.get(tp) == r_offset else r_offset
+                                if (offset > expected and acks_enabled_for(message.topic)
+                                        and await self._refetch_skipped(tp, expected, offset)):
+                                    continue
                             gap = offset - (r_offset or 0)
                             if gap > 1 and r_offset:
                                 if acks_enabled_for(message.topic):

@@ -27,10 +27,6 @@ class MetricsView(View):
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
-def _is_source(topic: str) -> bool:
-    return not topic.endswith("-changelog") and "__assignor-__leader" not in topic
-
-
 def worker_health(faust_app: AppT) -> dict[str, Any]:
     """Partitions owned, lag, last commit and sink state of this worker process.
 
@@ -40,8 +36,9 @@ def worker_health(faust_app: AppT) -> dict[str, Any]:
     """
     now = time.time()
     consumer = faust_app.consumer
-    # Source partitions only: changelog and assignor partitions are faust's bookkeeping.
-    actives = sorted(tp for tp in faust_app.assignor.assigned_actives() if _is_source(tp.topic))
+    # The partitions of the topics this app's agents consume (not changelogs or faust's own).
+    sources = {name for agent in faust_app.agents.values() for name in agent.channel.topics}
+    actives = sorted(tp for tp in faust_app.assignor.assigned_actives() if tp.topic in sources)
     standbys = sorted(faust_app.assignor.assigned_standbys())
     committed = consumer._committed_offset  # noqa: SLF001 - faust keeps no public per-partition view
     lag: dict[str, int] = {}

@@ -8,7 +8,7 @@ offset found more than once (anywhere, committed or not).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +63,13 @@ async def archived_objects(s3: Any, bucket: str, prefix: str,
 
 
 async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,
-                       start: Mapping[int, int], committed: Mapping[int, int]) -> VerifyReport:
-    """Verify ``topic``'s archive against its log start and committed offsets per partition."""
+                       start: Mapping[int, int], committed: Mapping[int, int],
+                       each_record: Callable[[ArchivedRecord], None] | None = None) -> VerifyReport:
+    """Verify ``topic``'s archive against its log start and committed offsets per partition.
+
+    ``each_record`` sees every archived record on the way (the audit reads their events), so
+    the archive is downloaded once.
+    """
     report = VerifyReport(topic)
     seen: dict[int, Counter[int]] = {p: Counter() for p in committed}
     async for _key, records in archived_objects(s3, bucket, prefix, topic):
@@ -72,6 +77,8 @@ async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,
         for record in records:
             seen.setdefault(record.partition, Counter())[record.offset] += 1
             report.records += 1
+            if each_record is not None:
+                each_record(record)
     for partition, counts in sorted(seen.items()):
         lo, hi = start.get(partition, 0), committed.get(partition, 0)
         missing = [o for o in range(lo, hi) if o not in counts]

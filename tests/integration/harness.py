@@ -33,7 +33,7 @@ from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import archived_objects, archiver_group, committed_offsets
 from pinapp.db import create_pool
 from pinapp.generator import GeneratedRecord
-from pinapp.kafka import ensure_topics, make_producer, partitions_of
+from pinapp.kafka import ensure_topics, make_producer, read_topic
 from pinapp.s3 import s3_client
 
 __all__ = ["Pipeline", "WorkerProcess", "free_port"]
@@ -305,7 +305,7 @@ class Pipeline:
                                                                     Prefix=f"{prefix}/{topic}/")
                     for obj in page.get("Contents", [])]
 
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``pinapp --profile test ARGS`` in this deployment's environment."""
         return subprocess.run(  # noqa: S603
             [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
@@ -362,39 +362,14 @@ class Pipeline:
         finally:
             await admin.close()
 
-    async def read_topic(self, topic: str, timeout: float = 60.0) -> list[Any]:
-        """Every record of ``topic`` from the beginning to its end offsets at the start of the read.
-
-        A consumer group of its own (nothing committed) subscribes, as applications do. Progress is
-        judged by the offsets of the records received, not by ``position()``, which aiokafka
-        advances while prefetching. A topic whose log start has moved (retention deleted records)
-        fails with the log start in the message instead of waiting for records that are gone.
-        """
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=self.settings.kafka.bootstrap, group_id=f"read-{uuid.uuid4().hex}",
-            enable_auto_commit=False, auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
-            assert parts, f"topic {topic} not found"
-            starts = await consumer.beginning_offsets(parts)
-            ends = await consumer.end_offsets(parts)
-            assert all(starts[tp] == 0 for tp in parts), f"{topic}: records deleted, log starts at {starts}"
-            next_offset = {tp.partition: 0 for tp in parts}
-            out: list[Any] = []
-            deadline = time.monotonic() + timeout
-            while [tp for tp in parts if next_offset[tp.partition] < ends[tp]]:
-                assert time.monotonic() < deadline, f"{topic}: read up to {next_offset} of {ends} in {timeout} s"
-                batch = await consumer.getmany(timeout_ms=1000)
-                for records in batch.values():
-                    for rec in records:
-                        if rec.offset >= next_offset[rec.partition]:
-                            out.append(rec)
-                            next_offset[rec.partition] = rec.offset + 1
-            return out
-        finally:
-            await consumer.stop()
+    async def read_topic(self, topic: str) -> list[Any]:
+        """Every record of ``topic`` from the beginning to its end offsets at the start of the read
+        (:func:`pinapp.kafka.read_topic`). A topic whose log start has moved (retention deleted
+        records) fails with the log starts in the message."""
+        starts: dict[int, int] = {}
+        out = [rec async for rec in read_topic(self.settings.kafka, topic, log_starts=starts)]
+        assert all(offset == 0 for offset in starts.values()), f"{topic}: records deleted, log starts at {starts}"
+        return out
 
     # -- database ---------------------------------------------------------------------------
 

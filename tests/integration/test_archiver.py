@@ -25,7 +25,7 @@ from pinapp.archive.replay import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER, is_rep
 from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
 from pinapp.s3 import s3_client
-from tests.integration.harness import REPO, TABLE_OF, Pipeline, free_port
+from tests.integration.harness import TABLE_OF, Pipeline, free_port
 
 HOUR_MS = 3_600_000
 BASE_MS = 1_709_251_200_000  # 2024-03-01T00:00:00Z
@@ -69,15 +69,8 @@ def _records(n: int, start: int = 0) -> tuple[list[tuple[bytes, bytes, int]], di
     return out, folders
 
 
-def _cli(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
-        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
-        cwd=REPO, env=pipeline.env, capture_output=True, text=True, timeout=120, check=False,
-    )
-
-
 async def _assert_archive_equals_topic(pipeline: Pipeline, topic: str) -> None:
-    verify = _cli(pipeline, "archive", "verify", "--topic", topic)
+    verify = pipeline.cli("archive", "verify", "--topic", topic)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "OK" in verify.stdout
     archived = await pipeline.archived_records(topic)
@@ -292,7 +285,7 @@ async def test_archivers_joining_leaving_and_dying_mid_stream_archive_each_offse
 
 
 async def test_a_missing_bucket_is_a_clear_error_at_start_up(pipeline: Pipeline) -> None:
-    result = _cli(pipeline, "archiver")
+    result = pipeline.cli("archiver")
     assert result.returncode == 2
     assert f"bucket {pipeline.settings.s3.bucket!r} does not exist" in result.stderr
     assert "PINAPP_S3__BUCKET" in result.stderr
@@ -312,7 +305,7 @@ async def test_credentials_s3_refuses_are_a_clear_error_at_start_up(pipeline: Pi
                 break
             await asyncio.sleep(0.1)
         pipeline.env["PINAPP_S3__ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
-        result = _cli(pipeline, "archiver")
+        result = pipeline.cli("archiver")
     finally:
         server.kill()
         server.wait(10)
@@ -336,7 +329,7 @@ async def test_verify_reports_a_missing_object_and_exits_1(pipeline: Pipeline) -
     assert offsets == list(range(offsets[0], offsets[-1] + 1)), "pick an object holding one run"
     async with s3_client(pipeline.settings.s3) as s3:
         await s3.delete_object(Bucket=pipeline.settings.s3.bucket, Key=str(victim))
-    result = _cli(pipeline, "archive", "verify", "--topic", topic)
+    result = pipeline.cli("archive", "verify", "--topic", topic)
     assert result.returncode == 1
     assert "FAILED" in result.stdout
     row = next(line.split() for line in result.stdout.splitlines() if line.split()[:1] == [str(victim.partition)])
@@ -385,7 +378,7 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
                    if key.folder.startswith("dt=2024-03-05/"))
     assert that_day > 2900  # all but malformed inputs whose time is unusable (archived under today)
     replay_started_ms = int(time.time() * 1000)
-    replay = _cli(pipeline, "archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
+    replay = pipeline.cli("archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
     assert replay.returncode == 0, replay.stderr
     assert f"replayed {that_day} records" in replay.stdout, replay.stdout
     await pipeline.wait_for_rows(expected)
@@ -403,7 +396,7 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
         assert rec.timestamp >= replay_started_ms
 
     # Replayed over tables that still hold the rows: processed again, and every row stays single.
-    replay = _cli(pipeline, "archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
+    replay = pipeline.cli("archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
     assert replay.returncode == 0, replay.stderr
     await pipeline.wait_committed(pipeline.settings.kafka.events_topic, pipeline.settings.worker.app_id)
     assert await _table_rows(pipeline) == before
