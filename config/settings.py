@@ -131,6 +131,23 @@ class WorkerSettings(_Section):
         10.0, gt=0, description="a worker silent this long (e.g. killed) loses its partitions"
     )
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+    # faust opens one RocksDB per table partition, each with its own memtables and block
+    # cache (faust's defaults: 3 x 64 MiB memtables and a 2 GiB cache, per partition). A
+    # worker that takes over partitions would grow by hundreds of MB before any flush;
+    # these bound each partition's share so a worker's memory is flat once warm.
+    rocksdb_write_buffer_mb: int = Field(
+        4, ge=1, le=1024, description="memtable size per table partition before RocksDB flushes it"
+    )
+    rocksdb_max_write_buffers: int = Field(2, ge=2, le=16, description="memtables per table partition")
+    rocksdb_block_cache_mb: int = Field(8, ge=1, description="block cache per table partition")
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """faust table ``options=``: this worker's RocksDB memory bounds per table partition."""
+        return {
+            "write_buffer_size": self.rocksdb_write_buffer_mb * 1024 * 1024,
+            "max_write_buffer_number": self.rocksdb_max_write_buffers,
+            "block_cache_size": self.rocksdb_block_cache_mb * 1024 * 1024,
+        }
 
 
 class ArchiveSettings(_Section):

@@ -17,5 +17,6 @@ seen_event_ids = app.Table(
     key_type=bytes,  # event_id as UTF-8: no serializer on the hot path
     value_type=bytes,  # raw bytes: pinapp.records.SeenEvent.to_bytes()
     partitions=settings.kafka.partitions,
+    options=settings.worker.rocksdb_options(),
     help="event_id -> first acceptance (dedup, bounded by pipeline.dedup_horizon_s)",
 )

@@ -14,5 +14,6 @@ pin_by_id = app.Table(
     key_type=bytes,  # pin_id as UTF-8: no serializer on the hot path
     value_type=Pin,
     partitions=settings.kafka.partitions,
+    options=settings.worker.rocksdb_options(),
     help="pin_id -> full pin (the pin cache)",
 )

@@ -27,7 +27,8 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
     minutes = float(os.environ.get("PINAPP_SOAK_MINUTES", "10"))
     # Bounded state, so that "flat memory" can tell a leak from state filling up by design:
     # a 2-minute dedup horizon (default 24 h) and 2,000 decoded pins in memory (default
-    # 100,000, which ten minutes of new pins never fill).
+    # 100,000, which ten minutes of new pins never fill). RocksDB's memtables and block
+    # caches are bounded per table partition by the worker's defaults (worker.rocksdb_*).
     pipeline = Pipeline(tmp_path, extra_env={"PINAPP_KAFKA__PARTITIONS": "6",
                                              "PINAPP_PIPELINE__DEDUP_HORIZON_S": "120",
                                              "PINAPP_PIPELINE__PIN_LRU_SIZE": "2000"})
@@ -58,6 +59,12 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
         await producing
         assert kills >= int(minutes) - 1
         _assert_clean(pipeline, truth, *steady, victim, archiver)
+
+        # The RSS trail, for reading a failure (or a pass) minute by minute.
+        trail = Path("test-output/soak/rss.csv")
+        trail.parent.mkdir(parents=True, exist_ok=True)
+        trail.write_text("worker,seconds,rss_mb\n" + "".join(
+            f"{i},{t:.0f},{mb:.1f}\n" for i, samples in rss.items() for t, mb in samples))
 
         # Flat memory: the last minute's median RSS is within 20% of the median of the
         # minute after a three-minute warm-up (the dedup horizon plus a minute).
