@@ -13,14 +13,17 @@ help:
 	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, singer, generator); WORKERS=2 for two; Ctrl-C stops it"
 	@echo "make test    - unit and integration tests against a real local stack"
 	@echo "make soak    - ten minutes of steady traffic with a worker killed every minute, then an audit (not in CI)"
-	@echo "make bench   - throughput (1 and 2 workers), freshness, recovery, archive and singer benchmarks (results: docs/benchmarks.md)"
+	@echo "make bench   - throughput (1 and 2 workers), freshness, recovery, live globe, archive and singer benchmarks (results: docs/benchmarks.md)"
 	@echo "make stack-up | stack-down | stack-status - the local Kafka, MariaDB and S3 server"
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# Python packages into .venv; the pages' npm packages (d3-geo, topojson-client, world-atlas,
+# Chart.js) into frontend/node_modules. Both from their registries, pinned by lock files.
+$(STAMP): pyproject.toml constraints.txt frontend/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	npm ci --prefix frontend --no-audit --no-fund --loglevel=error
 	touch $@
 
 stack-up: setup
@@ -40,7 +43,8 @@ demo: setup
 	@echo "(.stack/local/logs/app.log, rotated every 50 MB) at 2,000 events/s that singer ships to Kafka."
 	@echo "  Engagement:  .venv/bin/pinapp query events-per-minute   (also top-categories, top-countries, most-repinned)"
 	@echo "  Ad-hoc SQL:  .venv/bin/pinapp query --sql 'SELECT COUNT(*) FROM repins'"
-	@for i in $$(seq 0 $$(($(WORKERS) - 1))); do echo "  Worker $$((i + 1)):    http://127.0.0.1:$$((6066 + i))/health  /metrics  /pins/<pin_id>"; done
+	@echo "  Dashboard:   http://127.0.0.1:6066/          Live globe: http://127.0.0.1:6066/globe"
+	@for i in $$(seq 0 $$(($(WORKERS) - 1))); do echo "  Worker $$((i + 1)):    http://127.0.0.1:$$((6066 + i))/health  /metrics  /tables  /pins/<pin_id>  /dedup"; done
 	@echo "  Archiver:    http://127.0.0.1:6166/health  /metrics"
 	@echo "  Audit:       .venv/bin/pinapp audit --truth .stack/local/demo-truth.json   (after stopping the generator)"
 	@echo "  S3 archive:  .venv/bin/pinapp archive ls   and   .venv/bin/pinapp archive verify"
@@ -72,4 +76,4 @@ bench: setup
 clean:
 	-pinapp stack down
 	-PINAPP_PROFILE=test pinapp stack down
-	rm -rf $(VENV) .stack test-output bench-output
+	rm -rf $(VENV) .stack test-output bench-output frontend/node_modules

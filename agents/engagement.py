@@ -40,11 +40,12 @@ from pinapp.dead_letter import dead_letter
 from pinapp.dedup import PartitionSweeper, is_duplicate
 from pinapp.errors import EnrichmentFault, InvalidEvent, SinkError
 from pinapp.events import Event, EventType, parse_event
-from pinapp.geo import GeoLocator
+from pinapp.geo import GeoLocation, GeoLocator
+from pinapp.live import RepinPoint, encode_points
 from pinapp.records import Pin, SeenEvent
-from pinapp.rows import Row, build_row, pin_row
+from pinapp.rows import UNKNOWN_CATEGORY, Row, build_row, pin_row
 from pinapp.streaming import BatchedTable
-from pinapp.topics import events_topic
+from pinapp.topics import dead_letter_topic, events_topic, live_topic
 from tables import pin_by_id, seen_event_ids
 
 __all__ = ["process_engagement"]
@@ -60,6 +61,7 @@ class _Accepted:
     event: Event
     pin: Pin | None
     row: Row | None = None
+    geo: GeoLocation | None = None
 
 
 class EngagementBatcher:
@@ -101,6 +103,7 @@ class EngagementBatcher:
                 logger.exception("event %s[%d]@%d failed on its own", source.message.topic,
                                  source.message.partition, source.message.offset)
                 await dead_letter(source, f"processing failed: {exc!r}", kind="poison", stage="process")
+                metrics.STAGE_EVENTS.labels(stage="process", outcome="dead_lettered").inc()
 
     async def process(self, batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
@@ -111,17 +114,19 @@ class EngagementBatcher:
         self._mark_seen_and_sweep(accepted, now_ms)
         await self.seen.flush()
         await self.pins.flush()
+        await self._publish_live(accepted)
 
     async def _validate_and_dedup(self, batch: Sequence[EventT], now_ms: int) -> list[_Accepted]:
         accepted: list[_Accepted] = []
         in_batch: dict[str, tuple[int, int]] = {}
-        duplicates = from_event = hits = 0
+        duplicates = from_event = hits = invalid = 0
         for source in batch:
             msg = source.message
             try:
                 event = parse_event(msg.value or b"", max_bytes=self.max_bytes)
             except InvalidEvent as exc:
                 await dead_letter(source, exc.reason, kind=exc.kind, stage="validate")
+                invalid += 1
                 continue
             where = (msg.partition, msg.offset)
             first = in_batch.get(event.event_id)
@@ -145,6 +150,10 @@ class EngagementBatcher:
                 hits += pin is not None
             accepted.append(_Accepted(source, event, pin))
         metrics.DUPLICATES_DROPPED.inc(duplicates)
+        metrics.STAGE_EVENTS.labels(stage="validate", outcome="dead_lettered").inc(invalid)
+        metrics.STAGE_EVENTS.labels(stage="validate", outcome="out").inc(len(batch) - invalid)
+        metrics.STAGE_EVENTS.labels(stage="dedup", outcome="duplicate").inc(duplicates)
+        metrics.STAGE_EVENTS.labels(stage="dedup", outcome="out").inc(len(accepted))
         metrics.PIN_CACHE.labels(result="event").inc(from_event)
         metrics.PIN_CACHE.labels(result="hit").inc(hits)
         return accepted
@@ -205,7 +214,7 @@ class EngagementBatcher:
             try:
                 if event.user_id == self.poison_user_id:
                     raise EnrichmentFault(f"pipeline.poison_user_id={event.user_id!r} (fault injection)")
-                geo = self.geo.lookup(event.ip)
+                item.geo = geo = self.geo.lookup(event.ip)
                 item.row = build_row(event, geo, item.pin, ingested_at)
                 if event.event_type is not EventType.PIN and event.pin is not None and item.pin is not None:
                     learned_pins.append(pin_row(event, geo, item.pin, ingested_at))
@@ -217,6 +226,8 @@ class EngagementBatcher:
             rows[event.event_type].append(item.row)
         for item in poisoned:
             accepted.remove(item)
+        metrics.STAGE_EVENTS.labels(stage="enrich", outcome="dead_lettered").inc(len(poisoned))
+        metrics.STAGE_EVENTS.labels(stage="enrich", outcome="out").inc(len(accepted))
         if learned_pins:
             rows[EventType.PIN].extend(learned_pins)
         return rows, learned_pins
@@ -234,6 +245,7 @@ class EngagementBatcher:
             await self._write_one_by_one(accepted, learned_pins)
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.SINK_BATCH_ROWS.observe(total)
+        metrics.STAGE_EVENTS.labels(stage="sink", outcome="out").inc(len(accepted))
         for event_type, batch_rows in rows.items():
             metrics.ROWS_WRITTEN.labels(table=event_type.value).inc(len(batch_rows))
 
@@ -255,6 +267,29 @@ class EngagementBatcher:
                 rejected.append(item)
         for item in rejected:
             accepted.remove(item)
+        metrics.STAGE_EVENTS.labels(stage="sink", outcome="dead_lettered").inc(len(rejected))
+
+    async def _publish_live(self, accepted: list[_Accepted]) -> None:
+        """The batch's written repins, as one record for every worker's ``/globe`` feed.
+
+        After the sink: the globe shows what analysts can already query. At most once (a
+        view, not a delivery path): a redelivered batch may show its repins again.
+        """
+        points = [
+            RepinPoint(
+                event_id=item.event.event_id, pin_id=item.event.pin_id or "",
+                category=item.pin.category if item.pin is not None else UNKNOWN_CATEGORY,
+                country=item.geo.country, city=item.geo.city,
+                lat=item.geo.latitude, lon=item.geo.longitude,
+                ts=item.event.ts_ms, kafka_ts=int(item.source.message.timestamp * 1000),
+            )
+            for item in accepted
+            if item.event.event_type is EventType.REPIN and item.geo is not None
+            and item.geo.latitude is not None and item.geo.longitude is not None
+        ]
+        if points:
+            await live_topic.send(value=encode_points(points))
+            metrics.LIVE_PUBLISHED.inc(len(points))
 
     def _mark_seen_and_sweep(self, accepted: list[_Accepted], now_ms: int) -> None:
         per_partition: dict[int, list[_Accepted]] = defaultdict(list)
@@ -280,6 +315,9 @@ async def process_engagement(stream: StreamT) -> None:
     """Validate, dedup, enrich and sink engagement events, a batch at a time."""
     cfg = settings.pipeline
     health.sink("singlestore")  # listed in /health from the start
+    # Topics this agent only writes: faust creates the ones it consumes, not these.
+    await dead_letter_topic.maybe_declare()
+    await live_topic.maybe_declare()
     await migrate(settings.db)  # tables are created by the app; idempotent
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)

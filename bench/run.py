@@ -20,6 +20,9 @@
 
 - workers: the throughput backlog drained by 1 and by 2 workers started together, alternated
   run by run in the same `make bench`.
+- globe: two workers process live traffic (``--globe-rate``, default 2,000 events/s, for
+  ``--duration`` s); a client of worker 0's ``/globe/stream`` stamps each repin's arrival;
+  delay = arrival - the source event's Kafka timestamp, p50/p99 (target: within 2 s).
 - recovery: two workers hold the state of 60,000 events, traffic flows at 1,000 events/s, one
   worker is SIGKILLed; seconds until the first new row of one of its partitions is written by
   the survivor. With standby replicas 1 (the default) and 0.
@@ -278,6 +281,40 @@ async def freshness_run(rate: float, duration: float, seed: int) -> dict[str, An
                 "p99_s": round(_percentile(lags, 0.99), 3), "max_s": round(lags[-1], 3)}
 
 
+async def globe_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
+    """Two workers process live traffic at ``rate``; a client of worker 0's ``/globe/stream``
+    records when each repin arrives. Delay = arrival - the source event's Kafka timestamp
+    (both clocks are this machine's). Also counts how many of the placeable repins arrived."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
+        geo = GeoLocator()
+        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.0, malformed_ratio=0.0,
+                                               start_ms=int(time.time() * 1000), step_ms=1000.0 / rate),
+                               geo, keep_ids=False)
+        records = [next(gen) for _ in range(int(rate * duration))]
+        placeable = {doc["event_id"] for r in records if r.event_type == "repin"
+                     for doc in [orjson.loads(r.value)] if geo.lookup(doc["ip"]).latitude is not None}
+        workers = [pipeline.worker(0), pipeline.worker(1)]
+        try:
+            for w in workers:
+                w.start()
+            for w in workers:
+                await w.wait_ready()
+            await ensure_topics(pipeline.settings.kafka)
+            async with workers[0].globe_stream() as points:
+                await pipeline.produce(records, rate=rate)
+                deadline = time.monotonic() + 60
+                while len({p["event_id"] for p in points} & placeable) < len(placeable) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+            delays = sorted((p["received_ms"] - p["kafka_ts"]) / 1000 for p in points if p["event_id"] in placeable)
+        finally:
+            pipeline.stop_all()
+            await pipeline.drop()
+        return {"rate": rate, "repins": len(placeable), "received": len(delays),
+                "p50_s": round(_percentile(delays, 0.50), 3), "p95_s": round(_percentile(delays, 0.95), 3),
+                "p99_s": round(_percentile(delays, 0.99), 3), "max_s": round(delays[-1], 3)}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -285,10 +322,13 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=5_000)
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--singer-lines", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["throughput", "freshness", "archive", "singer", "workers", "recovery"],
+    parser.add_argument("--globe-rate", type=float, default=2_000, help="events/s of the globe benchmark")
+    parser.add_argument("--only", choices=["throughput", "freshness", "archive", "singer", "workers", "recovery",
+                                           "globe"],
                         help="run one measurement (results.json then holds only it)")
     args = parser.parse_args()
-    wanted = {args.only} if args.only else {"throughput", "freshness", "archive", "singer", "workers", "recovery"}
+    wanted = {args.only} if args.only else {"throughput", "freshness", "archive", "singer", "workers", "recovery",
+                                            "globe"}
 
     throughput = []
     for i in range(args.runs if "throughput" in wanted else 0):
@@ -315,6 +355,11 @@ async def main() -> None:
             runs.append(await recovery_run(seed=6000 + i, standby=standby))
             print("recovery run:", runs[-1], flush=True)
 
+    globe = []
+    for i in range(args.runs if "globe" in wanted else 0):
+        globe.append(await globe_run(args.globe_rate, args.duration, seed=7000 + i))
+        print("globe run:", globe[-1], flush=True)
+
     singer: list[dict[str, Any]] = []
     if "singer" in wanted:
         kcat = ensure_debian_package("kcat", ["kcat"])
@@ -335,6 +380,7 @@ async def main() -> None:
         "singer_runs": singer,
         "workers_runs": scale,
         "recovery_runs": recovery,
+        "globe_runs": globe,
         "median": {
             **{f"singer_{key}": median(singer, key) for key in
                ("singer_lines_per_s", "singer_mb_per_s", "kcat_lines_per_s", "kcat_mb_per_s", "singer_vs_kcat")},
@@ -348,6 +394,8 @@ async def main() -> None:
             "freshness_p50_s": median(freshness, "p50_s"),
             "freshness_p95_s": median(freshness, "p95_s"),
             "freshness_p99_s": median(freshness, "p99_s"),
+            "globe_p50_s": median(globe, "p50_s"),
+            "globe_p99_s": median(globe, "p99_s"),
         },
     }
     OUT.mkdir(exist_ok=True)
@@ -370,6 +418,7 @@ Machine: {results['machine']}
 | throughput, 1 worker vs 2 workers ({args.events:,} events backlog, same run) | {m['workers_1_events_per_s']:,.0f} vs {m['workers_2_events_per_s']:,.0f} events/s | |
 | recovery after SIGKILL of 1 of 2 workers, standby replicas 1 | {m['recovery_standby_s']:.1f} s (session timeout {pipeline_session_timeout:.0f} s included) | |
 | recovery after SIGKILL of 1 of 2 workers, no standby replicas | {m['recovery_no_standby_s']:.1f} s | |
+| live globe: Kafka -> repin on the page, 2 workers, {args.globe_rate:,.0f} events/s | p50 {m['globe_p50_s']:.3f} s, p99 {m['globe_p99_s']:.3f} s | <= 2 s |
 | singer, {args.singer_lines:,} lines | {m['singer_singer_lines_per_s']:,.0f} lines/s, {m['singer_singer_mb_per_s']:.1f} MB/s | >= half of kcat |
 | kcat -P, same file, same run | {m['singer_kcat_lines_per_s']:,.0f} lines/s, {m['singer_kcat_mb_per_s']:.1f} MB/s (singer/kcat = {m['singer_singer_vs_kcat']:.2f}) | |
 """)

@@ -54,6 +54,7 @@ class KafkaSettings(_Section):
     bootstrap: str = "127.0.0.1:19092"
     events_topic: str = "events"
     dlq_topic: str = "events-dlq"
+    live_topic: str = Field("repins-live", description="repins as written, for every worker's /globe feed")
     partitions: int = Field(4, ge=1, description="partitions of events; caps worker parallelism")
     replication_factor: int = Field(1, ge=1)
 
@@ -126,6 +127,9 @@ class WorkerSettings(_Section):
     data_dir: Path = Path(".stack/local/worker")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
+    frontend_dir: Path | None = Field(
+        None, description="the pages and their npm packages (default: frontend/ beside the pinapp package)"
+    )
     table_standby_replicas: int = Field(1, ge=0)
     session_timeout_s: float = Field(
         10.0, gt=0, description="a worker silent this long (e.g. killed) loses its partitions"

@@ -46,7 +46,7 @@ def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[
 
 
 app = _faust_app(settings.worker.app_id, datadir=settings.worker.data_dir, web_port=settings.worker.web_port,
-                 autodiscover=["tables", "agents.engagement", "pinapp.web", "pinapp.table_views"])
+                 autodiscover=["tables", "agents.engagement", "pinapp.web", "pinapp.table_views", "pinapp.pages"])
 
 archive_app = _faust_app(f"{settings.worker.app_id}-archiver", datadir=settings.worker.data_dir / "archiver",
                          web_port=settings.archive.web_port, autodiscover=["agents.archive", "pinapp.web"])

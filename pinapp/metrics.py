@@ -10,16 +10,31 @@ __all__ = [
     "ARCHIVE_CUTS",
     "ARCHIVE_EVENTS",
     "ARCHIVE_S3_ERRORS",
+    "CONSUMER_LAG",
     "DEAD_LETTERED",
     "DUPLICATES_DROPPED",
     "EVENTS_IN",
+    "LIVE_DROPPED",
+    "LIVE_PUBLISHED",
+    "LIVE_SUBSCRIBERS",
     "PIN_CACHE",
     "ROWS_WRITTEN",
     "SINK_BATCH_ROWS",
     "SINK_BATCH_SECONDS",
+    "STAGE_EVENTS",
+    "WEB_QUERY_SECONDS",
 ]
 
 EVENTS_IN = Counter("pinapp_events_in", "Events read from the events topic")
+STAGE_EVENTS = Counter(
+    "pinapp_stage_events",
+    "Events leaving each stage of the topology, by outcome (out = passed on to the next stage)",
+    ["stage", "outcome"],
+)
+CONSUMER_LAG = Gauge(
+    "pinapp_consumer_lag", "Events in Kafka not yet committed by this worker (high watermark - committed)",
+    ["topic", "partition"],
+)
 DEAD_LETTERED = Counter("pinapp_dead_lettered", "Inputs sent to the dead-letter topic", ["kind"])
 DUPLICATES_DROPPED = Counter("pinapp_duplicates_dropped", "Events dropped as duplicates of an accepted event_id")
 PIN_CACHE = Counter("pinapp_pin_cache", "Pin resolutions by where the pin came from", ["result"])
@@ -34,3 +49,8 @@ ARCHIVE_BYTES = Counter("pinapp_archive_bytes", "Object bytes written to the S3 
 ARCHIVE_CUTS = Counter("pinapp_archive_cuts", "Cuts (uploads of one offset range) written", ["topic"])
 ARCHIVE_S3_ERRORS = Counter("pinapp_archive_s3_errors", "Failed S3 calls of the archiver (each is retried)")
 ARCHIVE_BUFFERED = Gauge("pinapp_archive_buffered", "Records held in memory, not yet in S3")
+
+LIVE_PUBLISHED = Counter("pinapp_live_points_published", "Repin points published to the live topic")
+LIVE_SUBSCRIBERS = Gauge("pinapp_live_subscribers", "Browsers connected to this worker's live globe feed")
+LIVE_DROPPED = Counter("pinapp_live_dropped", "Point batches dropped for browsers that did not keep up")
+WEB_QUERY_SECONDS = Histogram("pinapp_web_query_seconds", "Time of the dashboard's SingleStore queries", ["query"])

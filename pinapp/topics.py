@@ -7,14 +7,17 @@ from settings) before subscribing; producers outside the worker use
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import faust
 
 from pinapp.app import app, archive_app, settings
 
-__all__ = ["archive_source", "dead_letter_topic", "events_topic"]
+__all__ = ["archive_source", "dead_letter_topic", "events_topic", "live_topic"]
 
 
-def _raw_topic(owner: faust.App, *names: str) -> faust.TopicT:
+def _raw_topic(owner: faust.App, *names: str, **options: Any) -> faust.TopicT:
     """A topic of raw bytes (key and value passed through untouched), laid out as configured."""
     return owner.topic(
         *names,
@@ -25,11 +28,16 @@ def _raw_topic(owner: faust.App, *names: str) -> faust.TopicT:
         partitions=settings.kafka.partitions,
         replicas=settings.kafka.replication_factor,
         internal=True,
+        **options,
     )
 
 
 #: Raw engagement events as JSON bytes, keyed by pin_id (else user_id).
 events_topic = _raw_topic(app, settings.kafka.events_topic)
+
+#: Repins as written, one record per batch (:mod:`pinapp.live`), read by every worker's
+#: ``/globe`` feed from its end; an hour of retention is plenty for a live view.
+live_topic = _raw_topic(app, settings.kafka.live_topic, retention=timedelta(hours=1))
 
 #: Inputs pinapp could not process: original key and bytes, reason and source in headers.
 dead_letter_topic = _raw_topic(app, settings.kafka.dlq_topic)

@@ -12,7 +12,7 @@ from faust.types import AppT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pinapp import health
+from pinapp import health, metrics
 from pinapp.app import app, archive_app
 
 __all__ = ["HealthView", "MetricsView", "worker_health"]
@@ -24,6 +24,11 @@ class MetricsView(View):
     """Prometheus exposition of this worker's counters (see :mod:`pinapp.metrics`)."""
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
+        # Consumer lag is read at scrape time, for the partitions this worker owns now.
+        metrics.CONSUMER_LAG.clear()
+        for name, lag in worker_health(self.app)["lag"].items():
+            topic, _, partition = name.rpartition(":")
+            metrics.CONSUMER_LAG.labels(topic=topic, partition=partition).set(lag)
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 

@@ -7,6 +7,7 @@ never see each other's data even on one shared stack.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,11 +18,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -122,6 +124,44 @@ class WorkerProcess:
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
 
+    @contextlib.asynccontextmanager
+    async def globe_stream(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """Collect what ``/globe/stream`` sends from its ``ready`` event on; each point gets
+        ``received_ms``, the wall-clock time it arrived."""
+        received: list[dict[str, Any]] = []
+        ready = asyncio.Event()
+
+        async def read() -> None:
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"http://127.0.0.1:{self.web_port}/globe/stream") as response:
+                assert response.status == 200 and response.content_type == "text/event-stream"
+                event = None
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "ready":
+                        ready.set()
+                    elif line.startswith("data: "):
+                        now_ms = time.time() * 1000
+                        received.extend({**p, "received_ms": now_ms} for p in json.loads(line[6:]))
+                    elif not line:
+                        event = None
+
+        task = asyncio.create_task(read())
+        waiting = asyncio.create_task(ready.wait())
+        try:
+            await asyncio.wait({task, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()  # the stream failed: raise its error
+            assert ready.is_set(), "/globe/stream sent no ready event within 30 s"
+            yield received
+        finally:
+            waiting.cancel()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     def rss_mb(self) -> float:
         """Resident memory of the worker process, in MiB (from /proc)."""
         assert self.proc is not None
@@ -154,6 +194,7 @@ class Pipeline:
             "PINAPP_WORKER__APP_ID": f"pinapp-it-{self.name}",
             "PINAPP_KAFKA__EVENTS_TOPIC": f"events-{self.name}",
             "PINAPP_KAFKA__DLQ_TOPIC": f"events-dlq-{self.name}",
+            "PINAPP_KAFKA__LIVE_TOPIC": f"repins-live-{self.name}",
             "PINAPP_DB__DATABASE": f"pinapp_it_{self.name}",
             "PINAPP_S3__BUCKET": f"pinapp-it-{self.name}",
             "PINAPP_SINGER__STATUS_TOPIC": f"pinapp-it-{self.name}-singer-status",
@@ -224,7 +265,7 @@ class Pipeline:
     async def drop(self) -> None:
         """Delete this deployment's topics and database, so a test stack does not grow."""
         kafka = self.settings.kafka
-        ours = {kafka.events_topic, kafka.dlq_topic}
+        ours = {kafka.events_topic, kafka.dlq_topic, kafka.live_topic}
         prefix = f"{self.settings.worker.app_id}-"
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
         await admin.start()

@@ -1,0 +1,92 @@
+// The engagement dashboard: the named SingleStore queries of `pinapp query`, as charts,
+// refreshed every few seconds from /api/query/{name}. Chart.js comes from the npm registry.
+"use strict";
+
+(function () {
+  const REFRESH_MS = 5000;
+  const TYPES = ["pin", "repin", "comment", "like", "login"];
+  const COLORS = { pin: "#e60023", repin: "#ff8a00", comment: "#3fb950", like: "#58a6ff", login: "#a371f7" };
+  const el = (id) => document.getElementById(id);
+  const state = { refreshes: 0, errors: 0, rows: {} };
+  window.pinappDashboard = state;  // for the browser tests and the curious
+
+  Chart.defaults.color = "#8b949e";
+  Chart.defaults.borderColor = "#30363d";
+  Chart.defaults.animation = { duration: 300 };
+
+  const perMinute = new Chart(el("per-minute"), {
+    type: "line",
+    data: { labels: [], datasets: TYPES.map((t) => ({ label: t, data: [], borderColor: COLORS[t], backgroundColor: COLORS[t], tension: 0.2, pointRadius: 0 })) },
+    options: { maintainAspectRatio: false, interaction: { mode: "index", intersect: false }, scales: { y: { beginAtZero: true } } },
+  });
+  const bar = (id, color) => new Chart(el(id), {
+    type: "bar",
+    data: { labels: [], datasets: [{ label: "events", data: [], backgroundColor: color }] },
+    options: { indexAxis: "y", maintainAspectRatio: false, plugins: { legend: { display: false } } },
+  });
+  const categories = bar("categories", "#e60023");
+  const countries = bar("countries", "#58a6ff");
+
+  async function query(name, minutes, limit) {
+    const response = await fetch(`/api/query/${name}?minutes=${minutes}&limit=${limit}`);
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || `${name}: HTTP ${response.status}`);
+    state.rows[name] = body.rows;
+    return body.rows;
+  }
+
+  function renderPerMinute(rows) {
+    // rows: [minute, event_type, events], newest first
+    const minutes = [...new Set(rows.map((r) => r[0]))].sort();
+    const index = new Map(minutes.map((m, i) => [m, i]));
+    perMinute.data.labels = minutes.map((m) => m.slice(11));
+    perMinute.data.datasets.forEach((ds) => { ds.data = minutes.map(() => 0); });
+    for (const [minute, type, events] of rows) {
+      const ds = perMinute.data.datasets[TYPES.indexOf(type)];
+      if (ds) ds.data[index.get(minute)] = events;
+    }
+    perMinute.update();
+  }
+
+  function renderBar(chart, rows) {
+    chart.data.labels = rows.map((r) => r[0]);
+    chart.data.datasets[0].data = rows.map((r) => r[1]);
+    chart.update();
+  }
+
+  function renderMostRepinned(rows) {
+    const body = el("most-repinned").tBodies[0];
+    body.replaceChildren(...rows.map(([pinId, title, category, repins]) => {
+      const tr = document.createElement("tr");
+      for (const [value, cls] of [[pinId, ""], [title || "", ""], [category || "", ""], [repins, "num"]]) {
+        const td = document.createElement("td"); td.textContent = value; if (cls) td.className = cls; tr.append(td);
+      }
+      return tr;
+    }));
+  }
+
+  async function refresh() {
+    const minutes = Number(el("window").value);
+    const status = el("status");
+    try {
+      const [perMin, cats, ctry, most] = await Promise.all([
+        query("events-per-minute", minutes, Math.min(1000, minutes * TYPES.length)),
+        query("top-categories", minutes, 10),
+        query("top-countries", minutes, 10),
+        query("most-repinned", minutes, 10),
+      ]);
+      renderPerMinute(perMin); renderBar(categories, cats); renderBar(countries, ctry); renderMostRepinned(most);
+      state.refreshes += 1;
+      status.textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
+      status.className = "status";
+    } catch (err) {
+      state.errors += 1;
+      status.textContent = String(err.message || err);
+      status.className = "status error";
+    }
+  }
+
+  el("window").addEventListener("change", refresh);
+  refresh();
+  setInterval(refresh, REFRESH_MS);
+})();

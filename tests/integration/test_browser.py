@@ -1,0 +1,147 @@
+"""The two pages in a real headless browser (Debian's chromium driven by Playwright) against a
+running worker on the real stack: repins appear on the globe, the dashboard's charts fill and
+move, nothing is fetched from outside the worker, and the console stays clean.
+
+Screenshots go to ``test-output/browser/`` (the README's pictures come from there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from config import Settings
+from pinapp.errors import PinappError
+from pinapp.stack.services import ensure_debian_package
+from tests.integration.harness import REPO, Pipeline, WorkerProcess
+from tests.integration.test_scale_out import _start, _traffic
+
+SHOTS = REPO / "test-output" / "browser"
+# Chromium as the machine's browser tests run it: no background traffic to Google's hosts.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    try:
+        chromium = ensure_debian_package("chromium", ["chromium"])
+    except PinappError as exc:
+        pytest.fail(f"the browser tests need Debian's chromium: {exc}", pytrace=False)
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@pytest.fixture(scope="module")
+async def served(test_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Pipeline, WorkerProcess]]:
+    pipeline = Pipeline(tmp_path_factory.mktemp("browser"))
+    try:
+        worker = pipeline.worker(0)
+        await _start(worker)
+        records, _, expected = _traffic(pipeline, seed=81, count=3000)
+        await pipeline.produce(records)
+        await pipeline.wait_for_rows({t: len(ids) for t, ids in expected.items()})
+        yield pipeline, worker
+    finally:
+        pipeline.stop_all()
+        await pipeline.drop()
+
+
+class PageWatch:
+    """Console errors, uncaught exceptions and every host a page talks to."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        self.hosts: set[str] = set()
+        page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("request", lambda r: self.hosts.add(urlparse(r.url).hostname or r.url))
+
+
+@contextlib.asynccontextmanager
+async def _page(browser: Browser, worker: WorkerProcess, path: str) -> AsyncIterator[tuple[Page, PageWatch]]:
+    page = await browser.new_page(viewport={"width": 1400, "height": 860})
+    watch = PageWatch(page)
+    try:
+        await page.goto(f"http://127.0.0.1:{worker.web_port}{path}")
+        yield page, watch
+    finally:
+        await page.close()
+    assert watch.errors == [], watch.errors
+    assert watch.hosts == {"127.0.0.1"}, f"the page reached outside the worker: {watch.hosts}"
+
+
+async def _until(page: Page, js: str, what: str, timeout_s: float = 60) -> Any:
+    handle = await page.wait_for_function(js, timeout=timeout_s * 1000)
+    assert handle is not None, what
+    return await handle.json_value()
+
+
+async def test_the_globe_shows_repins_as_they_happen(browser: Browser, served: tuple[Pipeline, WorkerProcess]) -> None:
+    pipeline, worker = served
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with _page(browser, worker, "/globe") as (page, _):
+        await page.wait_for_function("document.getElementById('status').textContent === 'live'", timeout=30_000)
+        await _until(page, "window.pinappGlobe.land !== null", "the map geometry loaded")
+        assert await page.evaluate("window.pinappGlobe.received") == 0
+
+        more, _, _ = _traffic(pipeline, seed=82, count=6000)
+        producing = asyncio.create_task(pipeline.produce(more, rate=600))
+        try:
+            await _until(page, "window.pinappGlobe.drawn >= 20", "circles drawn on the visible side")
+            await _until(page, "Number(document.getElementById('rate').textContent) > 0", "a repin rate")
+            await _until(page, "document.querySelectorAll('#top-countries li').length >= 3", "top countries")
+            await _until(page, "document.querySelectorAll('#top-categories li').length >= 3", "top categories")
+            before = await page.evaluate("window.pinappGlobe.received")
+            await asyncio.sleep(2)
+            assert await page.evaluate("window.pinappGlobe.received") > before, "the counter moves while repins flow"
+            await page.screenshot(path=str(SHOTS / "globe.png"))
+        finally:
+            await producing
+        freshness = await page.text_content("#freshness")
+        assert freshness and freshness.endswith(" s"), freshness
+
+
+async def test_the_dashboard_charts_engagement_and_follows_new_events(
+    browser: Browser, served: tuple[Pipeline, WorkerProcess]
+) -> None:
+    pipeline, worker = served
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with _page(browser, worker, "/") as (page, _):
+        await _until(page, "window.pinappDashboard.refreshes >= 1", "the first refresh")
+        assert await page.evaluate("window.pinappDashboard.errors") == 0
+        assert await page.locator("#most-repinned tbody tr").count() == 10
+        categories = await page.evaluate("window.pinappDashboard.rows['top-categories'].length")
+        assert categories == 10
+
+        def total_js() -> str:
+            return "window.pinappDashboard.rows['events-per-minute'].reduce((n, r) => n + r[2], 0)"
+
+        before = await page.evaluate(total_js())
+        more, _, expected = _traffic(pipeline, seed=83, count=2000)
+        await pipeline.produce(more)
+        added = sum(len(ids) for ids in expected.values())
+        await _until(page, f"{total_js()} >= {before + added}", "the new events in the per-minute chart", 60)
+        labels = await page.evaluate("Chart.getChart('per-minute').data.labels.length")
+        assert labels >= 1
+        await page.select_option("#window", "15")
+        await _until(page, "window.pinappDashboard.refreshes >= 3", "a refresh for the new window")
+        await page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+
+
+async def test_only_the_pages_files_are_served(served: tuple[Pipeline, WorkerProcess]) -> None:
+    _, worker = served
+    status, doc = worker.get("/vendor/not-a-package.js")
+    assert status == 404 and "d3-geo.min.js" in doc["error"]  # the message lists what there is
+    status, doc = worker.get("/static/..%2F..%2Fpyproject.toml")
+    assert status == 404, doc
+    status, _ = worker.get("/vendor/countries-110m.json")
+    assert status == 200
