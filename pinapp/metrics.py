@@ -17,6 +17,7 @@ __all__ = [
     "LIVE_DROPPED",
     "LIVE_PUBLISHED",
     "LIVE_SUBSCRIBERS",
+    "ROCKSDB_MEMORY",
     "PIN_CACHE",
     "ROWS_WRITTEN",
     "SINK_BATCH_ROWS",
@@ -30,6 +31,11 @@ STAGE_EVENTS = Counter(
     "pinapp_stage_events",
     "Events leaving each stage of the topology, by outcome (out = passed on to the next stage)",
     ["stage", "outcome"],
+)
+ROCKSDB_MEMORY = Gauge(
+    "pinapp_rocksdb_memory_bytes",
+    "RocksDB memory of this worker's table partitions (memtables, block cache, index/filter readers)",
+    ["table", "kind"],
 )
 CONSUMER_LAG = Gauge(
     "pinapp_consumer_lag", "Events in Kafka not yet committed by this worker (high watermark - committed)",

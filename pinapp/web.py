@@ -29,7 +29,27 @@ class MetricsView(View):
         for name, lag in worker_health(self.app)["lag"].items():
             topic, _, partition = name.rpartition(":")
             metrics.CONSUMER_LAG.labels(topic=topic, partition=partition).set(lag)
+        for table in self.app.tables.values():
+            for kind, size in rocksdb_memory(table).items():
+                metrics.ROCKSDB_MEMORY.labels(table=table.name, kind=kind).set(size)
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+#: RocksDB properties that make up most of its memory, by the name the metric uses.
+_ROCKSDB_MEMORY_PROPERTIES = {
+    "memtables": "rocksdb.cur-size-all-mem-tables",
+    "block_cache": "rocksdb.block-cache-usage",
+    "table_readers": "rocksdb.estimate-table-readers-mem",
+}
+
+
+def rocksdb_memory(table: Any) -> dict[str, int]:
+    """Bytes of each memory kind over ``table``'s open partition databases (RocksDB's own figures)."""
+    totals = dict.fromkeys(_ROCKSDB_MEMORY_PROPERTIES, 0)
+    for db in list(getattr(table.data, "_dbs", {}).values()):  # faust's store: partition -> DB
+        for kind, prop in _ROCKSDB_MEMORY_PROPERTIES.items():
+            totals[kind] += int(db.property_int_value(prop) or 0)
+    return totals
 
 
 def worker_health(faust_app: AppT) -> dict[str, Any]:
