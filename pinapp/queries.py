@@ -104,16 +104,17 @@ async def run_query(pool: Any, sql: str, params: dict[str, Any] | None = None, *
     Raises:
         DatabaseError: with the server's message, when the query fails.
     """
-    async with pool.acquire() as conn:
-        async with conn.cursor() as cur:
-            try:
-                if dialect == "mysql":
-                    await cur.execute("START TRANSACTION READ ONLY")
-                await cur.execute(sql, params)
-                rows = list(await cur.fetchall())
-                columns = [d[0] for d in cur.description or ()]
-            except MySQLError as exc:
-                raise DatabaseError(f"query failed: {exc}") from exc
-            finally:
-                await conn.rollback()
+    try:
+        async with pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                try:
+                    if dialect == "mysql":
+                        await cur.execute("START TRANSACTION READ ONLY")
+                    await cur.execute(sql, params)
+                    rows = list(await cur.fetchall())
+                    columns = [d[0] for d in cur.description or ()]
+                finally:
+                    await conn.rollback()
+    except (MySQLError, OSError) as exc:  # the query, or a connection lost or refused
+        raise DatabaseError(f"query failed: {exc}") from exc
     return columns, rows

@@ -158,6 +158,9 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
                 status, doc = w.health()
                 assert w.alive and status == 503, doc
                 assert doc["sinks"]["singlestore"]["state"] == "retrying" and doc["sinks"]["singlestore"]["last_error"]
+            # The dashboard's data says the database is down; it is not a server error.
+            status, doc = w0.get("/api/query/top-countries")
+            assert status == 503 and ("query failed" in doc["error"] or "cannot connect" in doc["error"]), (status, doc)
             rss_at_end = [w.rss_mb() for w in (w0, w1)]
         finally:
             await asyncio.to_thread(stack.up)  # the database only; the rest is running

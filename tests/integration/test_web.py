@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -211,6 +212,17 @@ async def test_every_worker_streams_every_repin_of_the_cluster(cluster: Cluster)
                           "received_ms"}  # the last one added by the test client
     assert -90 <= point["lat"] <= 90 and -180 <= point["lon"] <= 180
     cluster.records.extend(more)
+
+
+async def test_pages_and_views_carry_no_secrets(cluster: Cluster) -> None:
+    worker = cluster.workers[0]
+    secret = cluster.pipeline.settings.s3.secret_access_key.get_secret_value()
+    for path in ("/", "/globe", "/static/globe.js", "/static/dashboard.js", "/tables", "/tables/pin_by_id", "/dedup",
+                 "/health", "/metrics", "/api/queries", "/api/query/top-countries"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}{path}", timeout=10) as resp:  # noqa: S310
+            assert resp.status == 200, path
+            body = resp.read().decode()
+        assert secret not in body and "password" not in body.lower() and "secret" not in body.lower(), path
 
 
 async def test_a_request_for_a_dead_workers_key_is_503_not_500(cluster: Cluster) -> None:
