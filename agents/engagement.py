@@ -228,19 +228,17 @@ class EngagementBatcher:
             accepted.remove(item)
         metrics.STAGE_EVENTS.labels(stage="enrich", outcome="dead_lettered").inc(len(poisoned))
         metrics.STAGE_EVENTS.labels(stage="enrich", outcome="out").inc(len(accepted))
-        if learned_pins:
-            rows[EventType.PIN].extend(learned_pins)
         return rows, learned_pins
 
     async def _write(
         self, accepted: list[_Accepted], rows: dict[EventType, list[Row]], learned_pins: list[Row]
     ) -> None:
-        total = sum(len(r) for r in rows.values())
+        total = sum(len(r) for r in rows.values()) + len(learned_pins)
         if not total:
             return
         started = time.perf_counter()
         try:
-            await self.store.write(rows)
+            await self.store.write(rows, learned_pins)
         except SinkError:
             await self._write_one_by_one(accepted, learned_pins)
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -248,13 +246,14 @@ class EngagementBatcher:
         metrics.STAGE_EVENTS.labels(stage="sink", outcome="out").inc(len(accepted))
         for event_type, batch_rows in rows.items():
             metrics.ROWS_WRITTEN.labels(table=event_type.value).inc(len(batch_rows))
+        metrics.ROWS_WRITTEN.labels(table=EventType.PIN.value).inc(len(learned_pins))
 
     async def _write_one_by_one(self, accepted: list[_Accepted], learned_pins: list[Row]) -> None:
         """The database rejected the batch: find the rows it rejects and dead-letter them."""
         logger.warning("batch rejected by the database; writing %d rows one by one", len(accepted))
         if learned_pins:
             try:
-                await self.store.write({EventType.PIN: learned_pins})
+                await self.store.write({}, learned_pins)
             except SinkError:
                 logger.exception("pins learned from events were rejected; the cache still has them")
         rejected: list[_Accepted] = []

@@ -89,20 +89,26 @@ async def migrate(db: DatabaseSettings) -> list[str]:
     return statements
 
 
-def _insert_sql(event_type: EventType) -> str:
+def _insert_sql(event_type: EventType, *, own_pin_wins: bool = False) -> str:
     spec = TABLES[event_type]
     cols = ", ".join(f"`{c}`" for c in spec.column_names)
     marks = ", ".join(["%s"] * len(spec.column_names))
     # A no-op update of a non-key column makes a replayed row a no-op on both SingleStore
     # and MySQL (columnstore may not update unique-key columns), and keeps the first
     # ingested_at, which freshness measurements rely on.
-    return (
-        f"INSERT INTO `{spec.name}` ({cols}) VALUES ({marks}) "
-        "ON DUPLICATE KEY UPDATE `ingested_at` = `ingested_at`"
-    )
+    update = "`ingested_at` = `ingested_at`"
+    if own_pin_wins:
+        # `pins` has one row per pin, which a repin carrying its pin may have written first
+        # (a "learned" row, under the repin's event_id) when the pin's own event is late: after
+        # a rebalance replays it, say. The pin's own event then replaces it, whatever the order.
+        keys = set(spec.primary_key) | {"ingested_at"}
+        update = ", ".join(f"`{c}` = VALUES(`{c}`)" for c in spec.column_names if c not in keys)
+    return f"INSERT INTO `{spec.name}` ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {update}"
 
 
-_INSERTS = {t: _insert_sql(t) for t in TABLES}
+_INSERTS = {t: _insert_sql(t, own_pin_wins=t is EventType.PIN) for t in TABLES}
+#: Pin rows learned from other events: never replace a row that is there.
+_LEARNED_PIN_INSERT = _insert_sql(EventType.PIN)
 
 
 class EngagementStore:
@@ -127,13 +133,18 @@ class EngagementStore:
             reraise=True,
         )
 
-    async def write(self, rows: Mapping[EventType, Sequence[Row]]) -> int:
+    async def write(self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = ()) -> int:
         """Write every row in one transaction, retrying until it commits.
+
+        ``learned_pins`` are ``pins`` rows built from the pin a non-pin event carried: they
+        fill a missing pin row but never replace one, while a pin's own event always does.
 
         Returns the number of rows sent. While the database is down this waits (the
         agent's partitions stop being consumed: backpressure, not memory growth).
         """
-        todo = [(t, r) for t, r in rows.items() if r]
+        todo = [(_INSERTS[t], r) for t, r in rows.items() if r]
+        if learned_pins:
+            todo.append((_LEARNED_PIN_INSERT, learned_pins))
         if not todo:
             return 0
         async for attempt in self._retrying("write"):
@@ -142,12 +153,12 @@ class EngagementStore:
         health.sink("singlestore").succeeded()
         return sum(len(r) for _, r in todo)
 
-    async def _write_once(self, todo: Iterable[tuple[EventType, Sequence[Row]]]) -> None:
+    async def _write_once(self, todo: Iterable[tuple[str, Sequence[Row]]]) -> None:
         async with self._pool.acquire() as conn:
             try:
                 async with conn.cursor() as cur:
-                    for event_type, batch in todo:
-                        await cur.executemany(_INSERTS[event_type], batch)
+                    for statement, batch in todo:
+                        await cur.executemany(statement, batch)
                 await conn.commit()
             except OperationalError:
                 conn.close()  # a broken connection must not go back to the pool

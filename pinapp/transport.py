@@ -29,7 +29,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, TransportT
 from mode import Service
 
-__all__ = ["FastHandoffConsumer", "PinApp"]
+__all__ = ["FastHandoffConsumer", "HoleWatch", "PinApp", "unacked_hole"]
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
@@ -59,6 +59,44 @@ async def _resume(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
         coro.close()
 
 
+def unacked_hole(acked: list[int], committed: int | None, *, has_gap: bool) -> int | None:
+    """The lowest acknowledged offset when offsets between ``committed`` (the next offset to
+    commit) and it were never acknowledged; ``None`` when there is no such hole (or faust's
+    gap bookkeeping, for compacted or transactional topics, decides instead)."""
+    if not acked or committed is None or has_gap:
+        return None
+    low = min(acked)
+    return low if low > committed else None
+
+
+class HoleWatch:
+    """How long each partition's commit has been held up by the same hole.
+
+    A hole is overdue when it stayed, with no in-flight message to fill it, for ``after_s``:
+    then it is reported once and forgotten (a refetch starts the clock again).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: dict[Any, tuple[int, float]] = {}
+
+    def forget(self, tp: Any) -> None:
+        self._since.pop(tp, None)
+
+    def overdue(self, tp: Any, committed: int, *, in_flight: bool, after_s: float) -> bool:
+        if in_flight:
+            self.forget(tp)  # its stream will ack it
+            return False
+        since = self._since.get(tp)
+        if since is None or since[0] != committed:
+            self._since[tp] = (committed, self._clock())
+            return False
+        if self._clock() - since[1] < after_s:
+            return False
+        self.forget(tp)
+        return True
+
+
 class FastHandoffConsumer(aiokafka_driver.Consumer):
     """faust's aiokafka consumer, with a task-free hand-off when the stream has room, and a
     pause that loses nothing (:meth:`pause_fetching`)."""
@@ -73,6 +111,7 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
         self._batches = 0
         # partition -> last offset handed to a stream since faust last sought it
         self._delivered: dict[TP, int] = {}
+        self._holes = HoleWatch()
 
     async def perform_seek(self) -> None:
         self._delivered.clear()
@@ -87,6 +126,36 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
         if committed:
             self.last_commit_at = time.time()
         return bool(committed)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """faust's next commit offset, but never past an offset no stream acknowledged.
+
+        faust commits the run of acknowledged offsets that starts next to the committed one,
+        but it lets one missing offset through (its check is ``min(acked) - committed > 1``)
+        and, when more are missing, stops committing for good: the records were handed to a
+        stream that dropped them (a rebalance clears stream buffers), and nobody will ack them.
+        Seen here as a partition whose commit stayed put while its worker processed on, and
+        whose unprocessed records were processed only after the next rebalance. So a hole
+        that no in-flight message explains is fetched again (:meth:`_refetch_unacked`).
+        """
+        committed = self._committed_offset[tp]
+        low = unacked_hole(self._acked[tp], committed, has_gap=bool(self._gap[tp]))
+        if low is None or committed is None:
+            self._holes.forget(tp)
+            return cast(int | None, super()._new_offset(tp))
+        in_flight = any(m.tp == tp and m.offset < low for m in list(self._unacked_messages))
+        if self._holes.overdue(tp, committed, in_flight=in_flight, after_s=2 * self.commit_interval):
+            self.log.warning("%s: offsets %d-%d were handed to a stream but never acknowledged; fetching "
+                             "them again (the offsets after them are processed again too: the sinks are "
+                             "idempotent)", tp, committed, low - 1)
+            asyncio.ensure_future(self._refetch_unacked(tp, committed))
+        return None
+
+    async def _refetch_unacked(self, tp: TP, offset: int) -> None:
+        """Deliver ``tp`` again from ``offset``: faust's read offset and aiokafka's position."""
+        self._read_offset[tp] = offset
+        self._delivered.pop(tp, None)
+        await self._in_consumer_thread_seek(tp, offset)
 
     async def pause_fetching(self, tps: Iterable[TP]) -> None:
         """Stop fetching ``tps`` until :meth:`resume_fetching`, without dropping anything.
