@@ -164,7 +164,8 @@ class KafkaService(StackService):
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             _run(
                 ["java", "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(self.home / "server.properties")],
+                 # "=" form: a random id may start with "-", which argparse takes for an option
+                 f"--cluster-id={cluster_id}", "-c", str(self.home / "server.properties")],
                 "formatting Kafka's KRaft storage",
             )
 
