@@ -54,7 +54,7 @@ from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
 from pinapp.kafka import ensure_topics
 from pinapp.stack.services import ensure_debian_package
-from tests.integration.harness import TABLE_OF, Pipeline
+from tests.integration.harness import TABLE_OF, Pipeline, placeable_repins
 
 OUT = Path("bench-output")
 #: The archive benchmark cuts at 10,000 events or 1 s, whichever comes first: with the default
@@ -255,6 +255,12 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+def _percentiles(sorted_values: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and max of sorted seconds, rounded to the millisecond."""
+    return {**{f"p{q}_s": round(_percentile(sorted_values, q / 100), 3) for q in (50, 95, 99)},
+            "max_s": round(sorted_values[-1], 3)}
+
+
 async def freshness_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
@@ -276,9 +282,7 @@ async def freshness_run(rate: float, duration: float, seed: int) -> dict[str, An
         finally:
             pipeline.stop_all()
             await pipeline.drop()
-        return {"rate": rate, "achieved_rate": round(achieved), "rows": len(lags),
-                "p50_s": round(_percentile(lags, 0.50), 3), "p95_s": round(_percentile(lags, 0.95), 3),
-                "p99_s": round(_percentile(lags, 0.99), 3), "max_s": round(lags[-1], 3)}
+        return {"rate": rate, "achieved_rate": round(achieved), "rows": len(lags), **_percentiles(lags)}
 
 
 async def globe_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
@@ -292,15 +296,13 @@ async def globe_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
                                                start_ms=int(time.time() * 1000), step_ms=1000.0 / rate),
                                geo, keep_ids=False)
         records = [next(gen) for _ in range(int(rate * duration))]
-        placeable = {doc["event_id"] for r in records if r.event_type == "repin"
-                     for doc in [orjson.loads(r.value)] if geo.lookup(doc["ip"]).latitude is not None}
+        placeable = placeable_repins(records, geo)
         workers = [pipeline.worker(0), pipeline.worker(1)]
         try:
             for w in workers:
                 w.start()
             for w in workers:
                 await w.wait_ready()
-            await ensure_topics(pipeline.settings.kafka)
             async with workers[0].globe_stream() as points:
                 await pipeline.produce(records, rate=rate)
                 deadline = time.monotonic() + 60
@@ -310,9 +312,7 @@ async def globe_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
         finally:
             pipeline.stop_all()
             await pipeline.drop()
-        return {"rate": rate, "repins": len(placeable), "received": len(delays),
-                "p50_s": round(_percentile(delays, 0.50), 3), "p95_s": round(_percentile(delays, 0.95), 3),
-                "p99_s": round(_percentile(delays, 0.99), 3), "max_s": round(delays[-1], 3)}
+        return {"rate": rate, "repins": len(placeable), "received": len(delays), **_percentiles(delays)}
 
 
 async def main() -> None:

@@ -138,7 +138,7 @@ class WorkerSettings(_Section):
     # faust opens one RocksDB per table partition, each with its own memtables and block
     # cache (faust's defaults: 3 x 64 MiB memtables and a 2 GiB cache, per partition). A
     # worker that takes over partitions would grow by hundreds of MB before any flush;
-    # these bound each partition's share so a worker's memory is flat once warm.
+    # these bound each partition's share (see docs/benchmarks.md, the soak).
     rocksdb_write_buffer_mb: int = Field(
         4, ge=1, le=1024, description="memtable size per table partition before RocksDB flushes it"
     )

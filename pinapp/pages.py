@@ -221,7 +221,8 @@ class GlobeStream(View):
                     except asyncio.TimeoutError:
                         await response.write(b": keepalive\n\n")
                         continue
+                    burst = list(points)  # the lists are shared by every subscriber: copy, then extend
                     while not queue.empty():  # a burst goes out as one message
-                        points = points + queue.get_nowait()
-                    await response.write(b"data: " + orjson.dumps(points) + b"\n\n")
+                        burst.extend(queue.get_nowait())
+                    await response.write(b"data: " + orjson.dumps(burst) + b"\n\n")
         return response

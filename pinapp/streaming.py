@@ -19,7 +19,7 @@ from typing import Any
 from faust import streams as _streams
 from faust.types import TP, EventT
 
-__all__ = ["BatchedTable", "event_scope"]
+__all__ = ["BatchedTable", "event_scope", "open_partition_dbs", "raw_get"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,21 @@ def event_scope(event: EventT) -> Iterator[None]:
         yield
     finally:
         _streams._current_event.reset(token)
+
+
+def open_partition_dbs(table: Any) -> dict[int, Any]:
+    """The RocksDB databases faust has open for ``table``, by partition (its store's ``_dbs``).
+
+    For reads outside an event (web views, metrics): unlike ``_db_for_partition``, this never
+    opens a database for a partition the worker does not hold.
+    """
+    return dict(getattr(table.data, "_dbs", {}))
+
+
+def raw_get(table: Any, partition: int, key: Any) -> bytes | None:
+    """The stored bytes of ``key`` in ``table``'s local ``partition``; ``None`` if absent or not held."""
+    db = open_partition_dbs(table).get(partition)
+    return None if db is None else db.get(table.data._encode_key(key))
 
 
 class BatchedTable:

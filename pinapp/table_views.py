@@ -27,6 +27,7 @@ from pinapp import metrics
 from pinapp.app import app, settings
 from pinapp.dedup import is_expired
 from pinapp.records import SeenEvent
+from pinapp.streaming import open_partition_dbs, raw_get
 from pinapp.topics import events_topic
 from tables import pin_by_id, seen_event_ids
 
@@ -69,8 +70,7 @@ def _local_partitions(table: CollectionT) -> dict[str, list[int]]:
 
 def _estimated_keys(table: CollectionT, partition: int) -> int | None:
     """RocksDB's estimate of a local partition's keys (exact counting is a full scan)."""
-    dbs = getattr(table.data, "_dbs", {})
-    db = dbs.get(partition)
+    db = open_partition_dbs(table).get(partition)
     if db is None:
         return None
     return int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
@@ -206,8 +206,7 @@ class DedupView(View):
         # The changelog's partition of the key is the source partition (faust co-partitions them).
         changelog = seen_event_ids.changelog_topic.get_topic_name()
         partition = app.producer.key_partition(changelog, key.encode()).partition
-        db = seen_event_ids.data._dbs.get(partition)  # noqa: SLF001 - the store keeps one DB per partition
-        raw = None if db is None else db.get(seen_event_ids.data._encode_key(event_id.encode()))  # noqa: SLF001
+        raw = raw_get(seen_event_ids, partition, event_id.encode())
         if raw is None:
             return self.error(404, f"event {event_id!r} is not in the dedup state of partition {partition}")
         try:

@@ -8,14 +8,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from faust.types import AppT
+from faust.types import TP, AppT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pinapp import health, metrics
 from pinapp.app import app, archive_app
+from pinapp.streaming import open_partition_dbs
 
-__all__ = ["HealthView", "MetricsView", "worker_health"]
+__all__ = ["HealthView", "MetricsView", "partition_lag", "worker_health"]
 
 
 @archive_app.page("/metrics")
@@ -26,9 +27,8 @@ class MetricsView(View):
     async def get(self, request: Request, **kwargs: Any) -> Response:
         # Consumer lag is read at scrape time, for the partitions this worker owns now.
         metrics.CONSUMER_LAG.clear()
-        for name, lag in worker_health(self.app)["lag"].items():
-            topic, _, partition = name.rpartition(":")
-            metrics.CONSUMER_LAG.labels(topic=topic, partition=partition).set(lag)
+        for tp, lag in partition_lag(self.app).items():
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
         for table in self.app.tables.values():
             for kind, size in rocksdb_memory(table).items():
                 metrics.ROCKSDB_MEMORY.labels(table=table.name, kind=kind).set(size)
@@ -46,31 +46,39 @@ _ROCKSDB_MEMORY_PROPERTIES = {
 def rocksdb_memory(table: Any) -> dict[str, int]:
     """Bytes of each memory kind over ``table``'s open partition databases (RocksDB's own figures)."""
     totals = dict.fromkeys(_ROCKSDB_MEMORY_PROPERTIES, 0)
-    for db in list(getattr(table.data, "_dbs", {}).values()):  # faust's store: partition -> DB
+    for db in open_partition_dbs(table).values():
         for kind, prop in _ROCKSDB_MEMORY_PROPERTIES.items():
             totals[kind] += int(db.property_int_value(prop) or 0)
     return totals
 
 
-def worker_health(faust_app: AppT) -> dict[str, Any]:
-    """Partitions owned, lag, last commit and sink state of this worker process.
-
-    ``lag`` per active partition is the high watermark minus the committed offset: events
-    in Kafka this worker has not yet made durable downstream. A partition not fetched yet
-    (just assigned) has no high watermark and is left out.
-    """
-    now = time.time()
-    consumer = faust_app.consumer
-    # The partitions of the topics this app's agents consume (not changelogs or faust's own).
+def _source_partitions(faust_app: AppT) -> list[TP]:
+    """The active partitions of the topics this app's agents consume (not changelogs or faust's own)."""
     sources = {name for agent in faust_app.agents.values() for name in agent.channel.topics}
-    actives = sorted(tp for tp in faust_app.assignor.assigned_actives() if tp.topic in sources)
-    standbys = sorted(faust_app.assignor.assigned_standbys())
+    return sorted(tp for tp in faust_app.assignor.assigned_actives() if tp.topic in sources)
+
+
+def partition_lag(faust_app: AppT) -> dict[TP, int]:
+    """High watermark minus committed offset per source partition: events in Kafka this worker
+    has not yet made durable downstream. A partition not fetched yet (just assigned) has no
+    high watermark and is left out."""
+    consumer = faust_app.consumer
     committed = consumer._committed_offset  # noqa: SLF001 - faust keeps no public per-partition view
-    lag: dict[str, int] = {}
-    for tp in actives:
+    lag: dict[TP, int] = {}
+    for tp in _source_partitions(faust_app):
         highwater, offset = consumer.highwater(tp), committed.get(tp)
         if highwater is not None and highwater >= 0:
-            lag[f"{tp.topic}:{tp.partition}"] = max(0, highwater - (offset or 0))
+            lag[tp] = max(0, highwater - (offset or 0))
+    return lag
+
+
+def worker_health(faust_app: AppT) -> dict[str, Any]:
+    """Partitions owned, lag (:func:`partition_lag`), last commit and sink state of this worker."""
+    now = time.time()
+    consumer = faust_app.consumer
+    actives = _source_partitions(faust_app)
+    standbys = sorted(faust_app.assignor.assigned_standbys())
+    lag = {f"{tp.topic}:{tp.partition}": n for tp, n in partition_lag(faust_app).items()}
     last_commit = getattr(consumer, "last_commit_at", None)
     sinks = {name: s.to_json(now) for name, s in sorted(health.sinks().items())}
     return {

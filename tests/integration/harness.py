@@ -35,6 +35,7 @@ from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import archived_objects, archiver_group, committed_offsets
 from pinapp.db import create_pool
 from pinapp.generator import GeneratedRecord
+from pinapp.geo import GeoLocator
 from pinapp.kafka import ensure_topics, make_producer, read_topic
 from pinapp.s3 import s3_client
 
@@ -42,6 +43,15 @@ __all__ = ["Pipeline", "WorkerProcess", "free_port"]
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE_OF = {"pin": "pins", "repin": "repins", "comment": "comments", "like": "likes", "login": "logins"}
+
+
+def placeable_repins(records: Iterable[GeneratedRecord], geo: GeoLocator) -> set[str]:
+    """Event ids of the valid repins among ``records`` that the geo database locates: the ones
+    the globe can place (and so the ones its feed carries)."""
+    return {
+        doc["event_id"] for r in records if r.kind == "valid" and r.event_type == "repin"
+        for doc in [json.loads(r.value)] if geo.lookup(doc["ip"]).latitude is not None
+    }
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ import pytest
 from config import Settings
 from pinapp.generator import GeneratedRecord
 from pinapp.geo import GeoLocator
-from tests.integration.harness import Pipeline, WorkerProcess
+from tests.integration.harness import Pipeline, WorkerProcess, placeable_repins
 from tests.integration.test_scale_out import _start, _traffic, _wait_for
 
 class Cluster:
@@ -188,12 +188,7 @@ async def test_metrics_cover_every_stage_and_the_consumer_lag(cluster: Cluster) 
 async def test_every_worker_streams_every_repin_of_the_cluster(cluster: Cluster) -> None:
     pipeline = cluster.pipeline
     more, _, _ = _traffic(pipeline, seed=72, count=1500)
-    geo = GeoLocator()
-    # The globe shows repins it can place: those whose IP the geo database locates.
-    placeable = {
-        doc["event_id"] for r in more if r.kind == "valid" and r.event_type == "repin"
-        for doc in [json.loads(r.value)] if geo.lookup(doc["ip"]).latitude is not None
-    }
+    placeable = placeable_repins(more, GeoLocator())
     assert len(placeable) > 50
     async with cluster.workers[0].globe_stream() as seen0, cluster.workers[1].globe_stream() as seen1:
         await pipeline.produce(more)
