@@ -12,8 +12,9 @@ and starts at 0. Files are read oldest first (modification time, then name).
   longer match the fingerprint, is read again from 0. The copy (``app.log.1``) is a new file
   and is read from 0 too. Both re-send lines already shipped: duplicates that the topology's
   dedup removes, never losses.
-* **Over-long lines** are not held in memory beyond ``keep`` bytes; the line is reported with
-  its full length so the shipper dead-letters it.
+* **Over-long lines** are never held whole: one longer than a read (``read_size``, 1 MiB) is
+  kept to its first ``keep`` bytes and reported with its full length; a shorter one arrives in
+  its chunk. Either way the shipper dead-letters it.
 
 Reading does not advance the watermark: :meth:`StreamReader.advance` does, after the broker
 acknowledged the batch.
@@ -26,22 +27,23 @@ import glob
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
 from config import SingerStream
 from pinapp.singer.watermark import FP_BYTES, FileKey, FileMark, Watermark, fingerprint
 
-__all__ = ["Line", "StreamReader", "TrackedFile"]
+__all__ = ["Batch", "Chunk", "Line", "StreamReader", "TrackedFile", "chunk_lines"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
+READ_SIZE = 1 << 20
 _FORGET_AFTER_S = 60.0
 
 
 class Line(NamedTuple):
-    """One line of a log file (a tuple: one is built per line, ~3x cheaper than a frozen dataclass)."""
+    """A line that does not travel in a :class:`Chunk`: longer than a read, or an unterminated tail."""
 
     file: FileKey
     path: str
@@ -50,6 +52,63 @@ class Line(NamedTuple):
     data: bytes  # the line without its newline, cut to ``keep`` bytes when over-long
     length: int  # the line's full length without its newline
     unterminated: bool = False
+
+
+class Chunk(NamedTuple):
+    """Complete lines of one file, as one read returned them: ``data`` ends with a newline."""
+
+    file: FileKey
+    path: str
+    offset: int  # where ``data`` starts in its file
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+
+@dataclass
+class Batch:
+    """What one shipping round sends: chunks of complete lines, and the odd single line.
+
+    Lines are kept in the chunks they were read in, not one object per line: at a million
+    lines a second, a tuple per line would cost more than shipping it.
+    """
+
+    items: list[Chunk | Line] = field(default_factory=list)
+    lines: int = 0
+    size: int = 0  # bytes of the files covered, newlines included
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def add_chunk(self, chunk: Chunk) -> None:
+        self.items.append(chunk)
+        self.lines += chunk.data.count(b"\n")
+        self.size += len(chunk.data)
+
+    def add_line(self, line: Line) -> None:
+        self.items.append(line)
+        self.lines += 1
+        self.size += line.end - line.offset
+
+    def iter_lines(self, max_line_bytes: int, keep: int) -> Iterator[Line]:
+        """Every line, one :class:`Line` each, in file order (slow: for tests and odd chunks)."""
+        for item in self.items:
+            if isinstance(item, Line):
+                yield item
+                continue
+            yield from chunk_lines(item, max_line_bytes, keep)
+
+
+def chunk_lines(chunk: Chunk, max_line_bytes: int, keep: int) -> Iterator[Line]:
+    """The lines of ``chunk`` with their offsets; one over ``max_line_bytes`` is cut to ``keep``."""
+    offset = chunk.offset
+    for data in chunk.data.split(b"\n")[:-1]:
+        length = len(data)
+        yield Line(chunk.file, chunk.path, offset, offset + length + 1,
+                   data if length <= max_line_bytes else data[:keep], length)
+        offset += length + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +123,13 @@ class StreamReader:
     """Reads one stream's files from its watermark; :meth:`advance` moves the watermark."""
 
     def __init__(self, spec: SingerStream, watermark: Watermark, *, max_line_bytes: int, keep: int,
-                 partial_line_grace_s: float) -> None:
+                 partial_line_grace_s: float, read_size: int = READ_SIZE) -> None:
         self.spec = spec
         self.watermark = watermark
         self.max_line_bytes = max_line_bytes
         self.keep = keep
         self.partial_line_grace_s = partial_line_grace_s
+        self.read_size = read_size  # bytes per read; lines longer than this are never held whole
         self.resets = 0  # truncations / replaced files detected
         self._missing_since: dict[FileKey, float] = {}
 
@@ -131,16 +191,20 @@ class StreamReader:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read_batch(self, max_lines: int, max_bytes: int) -> list[Line]:
-        """Up to ``max_lines`` complete lines (or ``max_bytes``), oldest file first."""
+    def read_batch(self, max_lines: int, max_bytes: int) -> Batch:
+        """Complete lines, oldest file first, up to ``max_lines`` and ``max_bytes``.
+
+        Lines come in chunks (:class:`Chunk`) of up to ``read_size`` bytes, as read: splitting and
+        keying them is the shipper's job, which does it at C speed. A line longer than
+        ``max_bytes`` still makes a batch of its own.
+        """
         present = self.files()
         self.forget_missing(present)
         newest = present[-1].key if present else None
         now = time.time()
-        out: list[Line] = []
-        budget = max_bytes
+        batch = Batch()
         for f in present:
-            if len(out) >= max_lines or budget <= 0:
+            if batch.lines >= max_lines or batch.size >= max_bytes:
                 break
             handle = _open_same(f)
             if handle is None:
@@ -150,21 +214,19 @@ class StreamReader:
                 if mark.offset >= f.size:
                     continue
                 idle_rotated = f.key != newest and now - f.mtime >= self.partial_line_grace_s
-                got = self._read_file(f, handle, mark.offset, max_lines - len(out), budget, take_tail=idle_rotated)
-            out.extend(got)
-            budget -= sum(line.end - line.offset for line in got)
-        return out
+                self._read_file(f, handle, mark.offset, batch, max_lines, max_bytes, take_tail=idle_rotated)
+        return batch
 
-    def _read_file(self, f: TrackedFile, handle: BinaryIO, start: int, max_lines: int, max_bytes: int,
-                   *, take_tail: bool) -> list[Line]:
-        lines: list[Line] = []
-        used = 0
+    def _read_file(self, f: TrackedFile, handle: BinaryIO, start: int, batch: Batch, max_lines: int,
+                   max_bytes: int, *, take_tail: bool) -> None:
         handle.seek(start)
         pos = start  # file offset of buf[0]
         buf = b""
         skipping: tuple[int, bytes, int] | None = None  # an over-long line: (offset, kept, length)
-        while len(lines) < max_lines and used < max_bytes:
-            chunk = handle.read(_CHUNK)
+        while True:
+            if batch.lines >= max_lines or batch.size >= max_bytes:
+                return  # the rest of the file goes in the next batch
+            chunk = handle.read(self.read_size)
             if not chunk:
                 break
             if skipping is not None:
@@ -175,47 +237,40 @@ class StreamReader:
                     pos += len(chunk)
                     continue
                 end = pos + nl + 1
-                lines.append(Line(f.key, f.path, offset, end, kept, length + nl))
-                used += end - offset
+                batch.add_line(Line(f.key, f.path, offset, end, kept, length + nl))
                 skipping = None
                 pos = end
                 chunk = chunk[nl + 1:]
             buf += chunk
-            cursor = 0
-            while len(lines) < max_lines and used < max_bytes:
-                nl = buf.find(b"\n", cursor)
-                if nl < 0:
-                    break
-                length = nl - cursor
-                data = buf[cursor:nl] if length <= self.max_line_bytes else buf[cursor:cursor + self.keep]
-                lines.append(Line(f.key, f.path, pos + cursor, pos + nl + 1, data, length))
-                used += length + 1
-                cursor = nl + 1
-            pos += cursor
-            buf = buf[cursor:]
-            if len(lines) >= max_lines or used >= max_bytes:
-                return lines
+            last = buf.rfind(b"\n")
+            if last >= 0:
+                cut = _cut(buf, last, max_lines - batch.lines, max_bytes - batch.size, at_least_one=not batch)
+                if cut >= 0:
+                    batch.add_chunk(Chunk(f.key, f.path, pos, buf[:cut + 1]))
+                    pos += cut + 1
+                    buf = buf[cut + 1:]
+                if cut < last:
+                    return  # the batch is full: the lines after the cut go in the next one
             if len(buf) > self.max_line_bytes:  # an over-long line still without its newline
                 skipping = (pos, buf[:self.keep], len(buf))
                 pos += len(buf)
                 buf = b""
-        if take_tail and len(lines) < max_lines:
+        if take_tail:
             if skipping is not None:
                 offset, kept, length = skipping
-                lines.append(Line(f.key, f.path, offset, offset + length, kept, length, unterminated=True))
+                batch.add_line(Line(f.key, f.path, offset, offset + length, kept, length, unterminated=True))
             elif buf:
                 data = buf if len(buf) <= self.max_line_bytes else buf[:self.keep]
-                lines.append(Line(f.key, f.path, pos, pos + len(buf), data, len(buf), unterminated=True))
-        return lines
+                batch.add_line(Line(f.key, f.path, pos, pos + len(buf), data, len(buf), unterminated=True))
 
     # -- progress -----------------------------------------------------------------------------
 
-    def advance(self, lines: list[Line]) -> None:
-        """Move each file's watermark past ``lines`` (acknowledged by the broker), and save it."""
-        for line in lines:
-            mark = self.watermark.files.get(line.file)
-            if mark is not None and line.end > mark.offset:
-                mark.offset = line.end
+    def advance(self, batch: Batch) -> None:
+        """Move each file's watermark past ``batch`` (acknowledged by the broker), and save it."""
+        for item in batch.items:
+            mark = self.watermark.files.get(item.file)
+            if mark is not None and item.end > mark.offset:
+                mark.offset = item.end
         self.watermark.save()
 
     def bytes_behind(self, files: list[TrackedFile] | None = None) -> int:
@@ -245,6 +300,25 @@ class StreamReader:
         if deleted:
             self.watermark.save()
         return deleted
+
+
+def _cut(buf: bytes, last: int, max_lines: int, max_bytes: int, *, at_least_one: bool) -> int:
+    """The newline to end a chunk at: ``last`` (``buf``'s last one) if the batch has room for
+    everything before it, else the last one within both limits; -1 if not even one line fits.
+
+    ``at_least_one`` (an empty batch) takes the first line however long, so shipping moves on.
+    Counting lines one ``find`` at a time happens only in the chunk that fills a batch.
+    """
+    if last < max_bytes and buf.count(b"\n", 0, last + 1) <= max_lines:
+        return last
+    cut = buf.rfind(b"\n", 0, max(max_bytes, 0))
+    if cut >= 0 and buf.count(b"\n", 0, cut + 1) > max_lines:
+        cut = -1
+        for _ in range(max_lines):
+            cut = buf.find(b"\n", cut + 1)
+    if cut < 0 and at_least_one:
+        cut = buf.find(b"\n")
+    return cut
 
 
 def _head(handle: BinaryIO, n: int) -> bytes:

@@ -6,8 +6,10 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from config import SingerStream
-from pinapp.singer.reader import Line, StreamReader
+from pinapp.singer.reader import Batch, Line, StreamReader
 from pinapp.singer.shipper import line_key
 from pinapp.singer.watermark import Watermark
 
@@ -18,10 +20,14 @@ def _reader(tmp_path: Path, **kw: object) -> StreamReader:
     return StreamReader(spec, Watermark.load(tmp_path / "wm" / "app.watermark.json"), **opts)  # type: ignore[arg-type]
 
 
+def _lines(batch: Batch) -> list[Line]:
+    return list(batch.iter_lines(max_line_bytes=100, keep=20))
+
+
 def _ship(reader: StreamReader, n: int = 1000) -> list[bytes]:
-    lines: list[Line] = reader.read_batch(n, 1 << 30)
-    reader.advance(lines)
-    return [line.data for line in lines]
+    batch = reader.read_batch(n, 1 << 30)
+    reader.advance(batch)
+    return [line.data for line in _lines(batch)]
 
 
 def test_lines_are_read_once_and_a_partial_line_waits_for_its_newline(tmp_path: Path) -> None:
@@ -38,8 +44,7 @@ def test_lines_are_read_once_and_a_partial_line_waits_for_its_newline(tmp_path: 
 def test_the_watermark_survives_a_restart(tmp_path: Path) -> None:
     (tmp_path / "app.log").write_bytes(b"1\n2\n3\n")
     first = _reader(tmp_path)
-    lines = first.read_batch(2, 1 << 30)
-    first.advance(lines)
+    first.advance(first.read_batch(2, 1 << 30))
     again = _reader(tmp_path)  # a new process: reads the saved watermark
     assert _ship(again) == [b"3"]
 
@@ -85,13 +90,39 @@ def test_a_reused_inode_is_a_new_file(tmp_path: Path) -> None:
     assert _ship(reader) == [b"second file, different head", b"more"], (old, (st.st_dev, st.st_ino))
 
 
-def test_over_long_lines_are_reported_with_their_length_not_held_in_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_size", [1 << 20, 1024])  # the line within one read, and longer than one
+def test_over_long_lines_are_reported_with_their_length_and_cut(tmp_path: Path, read_size: int) -> None:
     log = tmp_path / "app.log"
     big = b"x" * 5000
     log.write_bytes(b"ok\n" + big + b"\nafter\n")
-    lines = _reader(tmp_path).read_batch(10, 1 << 30)
+    batch = _reader(tmp_path, read_size=read_size).read_batch(10, 1 << 30)
+    lines = _lines(batch)
     assert [(line.length, len(line.data)) for line in lines] == [(2, 2), (5000, 20), (5, 5)]
     assert lines[1].offset == 3 and lines[1].end == 3 + 5001
+    assert lines[2].offset == 3 + 5001 and batch.size == log.stat().st_size and batch.lines == 3
+
+
+def test_a_batch_keeps_to_its_limits_and_the_next_goes_on_from_there(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(b"line %04d\n" % i for i in range(1000)))  # 10 bytes a line
+    reader = _reader(tmp_path, read_size=1000)
+    first = reader.read_batch(150, 1 << 30)
+    assert (first.lines, first.size) == (150, 1500)  # cut inside the second read
+    reader.advance(first)
+    second = reader.read_batch(10_000, 2505)
+    assert (second.lines, second.size) == (250, 2500)  # whole lines only
+    reader.advance(second)
+    rest = _ship(reader)
+    assert [line.data for line in _lines(first) + _lines(second)] + rest == [b"line %04d" % i for i in range(1000)]
+
+
+def test_a_line_longer_than_the_byte_limit_still_ships_alone(tmp_path: Path) -> None:
+    (tmp_path / "app.log").write_bytes(b"x" * 50 + b"\nshort\n")
+    reader = _reader(tmp_path)
+    first = reader.read_batch(1000, 20)
+    assert [line.data for line in _lines(first)] == [b"x" * 50]
+    reader.advance(first)
+    assert _ship(reader) == [b"short"]
 
 
 def test_an_unterminated_tail_of_an_idle_rotated_file_is_taken_flagged(tmp_path: Path) -> None:
@@ -100,7 +131,7 @@ def test_an_unterminated_tail_of_an_idle_rotated_file_is_taken_flagged(tmp_path:
     past = time.time() - 10
     os.utime(rotated, (past, past))
     (tmp_path / "app.log").write_bytes(b"b\n")
-    lines = _reader(tmp_path, partial_line_grace_s=5.0).read_batch(10, 1 << 30)
+    lines = _lines(_reader(tmp_path, partial_line_grace_s=5.0).read_batch(10, 1 << 30))
     assert [(line.data, line.unterminated) for line in lines] == [
         (b"a", False), (b"writer died mid-li", True), (b"b", False)]
 
@@ -108,7 +139,14 @@ def test_an_unterminated_tail_of_an_idle_rotated_file_is_taken_flagged(tmp_path:
 def test_key_rule_matches_the_topology() -> None:
     assert line_key(b'{"event_type":"repin","pin_id":"p1","user_id":"u1"}') == b"p1"
     assert line_key(b'{"event_type":"login","user_id":"u1"}') == b"u1"
+    assert line_key(b'{"event_type":"like","pin_id":"p1","user_id":"u1","pin":{"pin_id":"p9","user_id":"u9"}}') == b"p1"
+    assert line_key(b'{"event_type": "login", "pin_id": "p1", "user_id": "u1"}') == b"u1"  # not a pin event
+    assert line_key(b'{"event_type":"repin","pin_id":null,"user_id":"u1"}') == b"u1"
+    assert line_key(b'{"event_type":"repin","pin_id":7,"user_id":"u\\u00e9"}') == "u\u00e9".encode()
+    assert line_key(b'{"event_type":"login","user_id":7}') is None
+    assert line_key(b'["event_type","login"]') is None
     assert line_key(b"not json") is None
+    assert line_key(b"") is None
 
 
 def test_retention_deletes_only_shipped_rotated_files_past_their_age(tmp_path: Path) -> None:
