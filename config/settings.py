@@ -199,8 +199,10 @@ class SingerSettings(_Section):
     data_dir: Path = Field(Path(".stack/local/singer"), description="watermarks and the local status file")
     topic: str = Field("", description="where lines go; empty means kafka.events_topic")
     status_topic: str = "singer-status"
-    batch_lines: int = Field(20_000, ge=1, description="lines per acknowledged batch (and watermark step)")
-    batch_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="... or bytes; bounds memory")
+    batch_lines: int = Field(50_000, ge=1, description="lines per acknowledged batch (and watermark step)")
+    batch_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="... or bytes; two batches per stream bound its memory"
+    )
     max_line_bytes: int = Field(0, ge=0, description="longer lines go to the DLQ; 0 means pipeline.max_event_bytes")
     dlq_max_bytes: int = Field(
         900_000, ge=1024, description="a dead-lettered line longer than this is cut to it (Kafka's 1 MB message cap)"

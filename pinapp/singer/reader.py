@@ -78,13 +78,14 @@ class Batch:
     items: list[Chunk | Line] = field(default_factory=list)
     lines: int = 0
     size: int = 0  # bytes of the files covered, newlines included
+    marks: dict[FileKey, FileMark] = field(default_factory=dict)  # the watermarks it was read against
 
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def add_chunk(self, chunk: Chunk) -> None:
+    def add_chunk(self, chunk: Chunk, lines: int) -> None:
         self.items.append(chunk)
-        self.lines += chunk.data.count(b"\n")
+        self.lines += lines
         self.size += len(chunk.data)
 
     def add_line(self, line: Line) -> None:
@@ -132,6 +133,10 @@ class StreamReader:
         self.read_size = read_size  # bytes per read; lines longer than this are never held whole
         self.resets = 0  # truncations / replaced files detected
         self._missing_since: dict[FileKey, float] = {}
+        # Read but not yet acknowledged, per file: the next batch is read from here, so one can
+        # be built while the broker acknowledges the one before. ``rewind`` goes back to the
+        # watermark (after a failure, everything unacknowledged is sent again).
+        self._read_to: dict[FileKey, int] = {}
 
     # -- files --------------------------------------------------------------------------------
 
@@ -160,6 +165,7 @@ class StreamReader:
                                "reading it again from the start (copytruncate: duplicates follow)",
                                self.spec.name, f.path, f.size, mark.offset)
                 self.resets += 1
+                self._read_to.pop(f.key, None)
                 mark = None
         if mark is None:
             head = _head(handle, FP_BYTES)
@@ -188,6 +194,7 @@ class StreamReader:
             if now - since >= _FORGET_AFTER_S:
                 del self.watermark.files[key]
                 del self._missing_since[key]
+                self._read_to.pop(key, None)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -211,11 +218,19 @@ class StreamReader:
                 continue  # renamed or deleted since the listing: found under its new name next time
             with handle:
                 mark = self._mark(f, handle)
-                if mark.offset >= f.size:
+                start = max(mark.offset, self._read_to.get(f.key, 0))
+                if start >= f.size:
                     continue
+                batch.marks[f.key] = mark
                 idle_rotated = f.key != newest and now - f.mtime >= self.partial_line_grace_s
-                self._read_file(f, handle, mark.offset, batch, max_lines, max_bytes, take_tail=idle_rotated)
+                self._read_file(f, handle, start, batch, max_lines, max_bytes, take_tail=idle_rotated)
+        for item in batch.items:
+            self._read_to[item.file] = item.end
         return batch
+
+    def rewind(self) -> None:
+        """Read again from the watermark: what was read and not acknowledged is sent again."""
+        self._read_to.clear()
 
     def _read_file(self, f: TrackedFile, handle: BinaryIO, start: int, batch: Batch, max_lines: int,
                    max_bytes: int, *, take_tail: bool) -> None:
@@ -244,9 +259,9 @@ class StreamReader:
             buf += chunk
             last = buf.rfind(b"\n")
             if last >= 0:
-                cut = _cut(buf, last, max_lines - batch.lines, max_bytes - batch.size, at_least_one=not batch)
+                cut, lines = _cut(buf, last, max_lines - batch.lines, max_bytes - batch.size, at_least_one=not batch)
                 if cut >= 0:
-                    batch.add_chunk(Chunk(f.key, f.path, pos, buf[:cut + 1]))
+                    batch.add_chunk(Chunk(f.key, f.path, pos, buf[:cut + 1]), lines)
                     pos += cut + 1
                     buf = buf[cut + 1:]
                 if cut < last:
@@ -265,13 +280,20 @@ class StreamReader:
 
     # -- progress -----------------------------------------------------------------------------
 
-    def advance(self, batch: Batch) -> None:
-        """Move each file's watermark past ``batch`` (acknowledged by the broker), and save it."""
+    def advance(self, batch: Batch, *, save: bool = True) -> None:
+        """Move each file's watermark past ``batch`` (acknowledged by the broker), and save it.
+
+        Only a watermark that is still the one the batch was read against moves: a file found
+        truncated meanwhile has a new one, starting at 0, which the old batch says nothing about.
+        """
         for item in batch.items:
             mark = self.watermark.files.get(item.file)
-            if mark is not None and item.end > mark.offset:
+            if mark is not None and mark is batch.marks.get(item.file) and item.end > mark.offset:
                 mark.offset = item.end
-        self.watermark.save()
+                if self._read_to.get(item.file, 0) <= mark.offset:
+                    self._read_to.pop(item.file, None)
+        if save:
+            self.watermark.save()
 
     def bytes_behind(self, files: list[TrackedFile] | None = None) -> int:
         """Bytes in the stream's files (``files``, else listed now) not shipped yet."""
@@ -296,29 +318,34 @@ class StreamReader:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(f.path)
                 del self.watermark.files[f.key]
+                self._read_to.pop(f.key, None)
                 deleted.append(f.path)
         if deleted:
             self.watermark.save()
         return deleted
 
 
-def _cut(buf: bytes, last: int, max_lines: int, max_bytes: int, *, at_least_one: bool) -> int:
-    """The newline to end a chunk at: ``last`` (``buf``'s last one) if the batch has room for
-    everything before it, else the last one within both limits; -1 if not even one line fits.
+def _cut(buf: bytes, last: int, max_lines: int, max_bytes: int, *, at_least_one: bool) -> tuple[int, int]:
+    """The newline to end a chunk at, and the lines before it: ``last`` (``buf``'s last one) if
+    the batch has room for everything before it, else the last one within both limits; -1 if
+    not even one line fits.
 
     ``at_least_one`` (an empty batch) takes the first line however long, so shipping moves on.
     Counting lines one ``find`` at a time happens only in the chunk that fills a batch.
     """
-    if last < max_bytes and buf.count(b"\n", 0, last + 1) <= max_lines:
-        return last
+    if last < max_bytes:
+        lines = buf.count(b"\n", 0, last + 1)
+        if lines <= max_lines:
+            return last, lines
     cut = buf.rfind(b"\n", 0, max(max_bytes, 0))
-    if cut >= 0 and buf.count(b"\n", 0, cut + 1) > max_lines:
-        cut = -1
+    lines = buf.count(b"\n", 0, cut + 1) if cut >= 0 else 0
+    if lines > max_lines:
+        cut, lines = -1, max_lines
         for _ in range(max_lines):
             cut = buf.find(b"\n", cut + 1)
     if cut < 0 and at_least_one:
-        cut = buf.find(b"\n")
-    return cut
+        cut, lines = buf.find(b"\n"), 1
+    return cut, (lines if cut >= 0 else 0)
 
 
 def _head(handle: BinaryIO, n: int) -> bytes:

@@ -11,6 +11,7 @@ had it: a new file that got a rotated-away file's inode starts at 0, not at the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,17 @@ class Watermark:
             files[(int(dev), int(ino))] = FileMark(mark["offset"], mark["fp"], mark["fp_len"], mark["path"])
         return cls(path, files)
 
-    def save(self) -> None:
+    def encode(self) -> bytes:
         doc = {"version": 1, "files": {f"{dev}:{ino}": vars(mark) for (dev, ino), mark in self.files.items()}}
-        write_atomically(self.path, orjson.dumps(doc), durable=True)
+        return orjson.dumps(doc)
+
+    def save(self) -> None:
+        write_atomically(self.path, self.encode(), durable=True)
+
+    async def save_in_thread(self) -> None:
+        """:meth:`save`, its fsyncs in a thread: the caller's event loop goes on meanwhile.
+
+        Encoded here, in the caller's thread, so the marks are not read while they change.
+        Saves must not overlap (they share the temp file): await one before the next.
+        """
+        await asyncio.to_thread(write_atomically, self.path, self.encode(), durable=True)
