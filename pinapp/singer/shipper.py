@@ -263,15 +263,15 @@ class Singer:
         records = _RecordBatches(producer)
         dead = 0
         for item in batch.items:
-            if isinstance(item, Line):
-                dead += await self._send_line(records, item)
+            if isinstance(item, Line):  # over-long past one read, or an unterminated tail
+                dead += await self._dead_letter(records, item)
                 continue
             lines = item.data.split(b"\n")
             lines.pop()  # after the chunk's last newline
             if max(map(len, lines)) > self.max_line:  # rare: dead-letter the over-long, ship the rest
                 over = list(compress(lines, map(self.max_line.__lt__, map(len, lines))))  # at C speed
                 for line in _over_long(item, over, self.max_line, self.keep):
-                    dead += await self._send_line(records, line)
+                    dead += await self._dead_letter(records, line)
                 lines = list(compress(lines, map(self.max_line.__ge__, map(len, lines))))
             await self._send_lines(records, lines)
         await records.send_open()
@@ -297,20 +297,18 @@ class Singer:
             else:  # no open batch for the partition, or it is full
                 await records.append(topic, partition, key, line, _NO_HEADERS)
 
-    async def _send_line(self, records: _RecordBatches, line: Line) -> int:
-        """One line off the hot path: to ``events``, or to the DLQ if it is cut or over-long (returns 1)."""
-        reason = None
+    async def _dead_letter(self, records: _RecordBatches, line: Line) -> int:
+        """An over-long line, or the unterminated tail of a rotated file, to the DLQ (returns 1).
+
+        Such lines never reach the hot path: the reader hands them over as single lines, and a
+        chunk holding one has it taken out first.
+        """
         if line.unterminated:
-            reason = ("unterminated", f"unterminated last line ({line.length} bytes) of a rotated file")
-        elif line.length > self.max_line:
-            reason = ("too_large", f"line of {line.length} bytes is over the {self.max_line}-byte limit"
-                      + (f" (kept its first {len(line.data)} bytes)" if len(line.data) < line.length else ""))
-        if reason is None:
-            key = line_key(line.data)
-            await records.append(self.topic, self._partitioner(key, self._partitions, self._partitions),
-                                 key, line.data, _NO_HEADERS)
-            return 0
-        kind, text = reason
+            kind, text = "unterminated", f"unterminated last line ({line.length} bytes) of a rotated file"
+        else:
+            kind, text = "too_large", (f"line of {line.length} bytes is over the {self.max_line}-byte limit"
+                                       + (f" (kept its first {len(line.data)} bytes)"
+                                          if len(line.data) < line.length else ""))
         headers = dlq_headers(text, kind=kind, stage="singer", file=line.path, offset=line.offset, host=self.host)
         partitions = sorted(await records.producer.partitions_for(self.dlq_topic))
         await records.append(self.dlq_topic, self._partitioner(None, partitions, partitions), None,
