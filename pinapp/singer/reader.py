@@ -29,12 +29,13 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import BinaryIO, NamedTuple
 
 from config import SingerStream
 from pinapp.singer.watermark import FP_BYTES, FileKey, FileMark, Watermark, fingerprint
 
-__all__ = ["Batch", "Chunk", "Line", "StreamReader", "TrackedFile", "chunk_lines"]
+__all__ = ["Batch", "Chunk", "Line", "StreamReader", "TrackedFile"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ _FORGET_AFTER_S = 60.0
 
 
 class Line(NamedTuple):
-    """A line that does not travel in a :class:`Chunk`: longer than a read, or an unterminated tail."""
+    """One line on its own, for the DLQ: longer than a read, an unterminated tail, or an
+    over-long line taken out of its :class:`Chunk` (:meth:`Chunk.over_long`)."""
 
     file: FileKey
     path: str
@@ -65,6 +67,28 @@ class Chunk(NamedTuple):
     @property
     def end(self) -> int:
         return self.offset + len(self.data)
+
+    def over_long(self, lines: list[bytes], max_line_bytes: int, keep: int) -> Iterator[Line]:
+        """Those of ``lines`` (this chunk split at its newlines) longer than ``max_line_bytes``,
+        with their file offsets, cut to ``keep`` bytes.
+
+        Found with ``bytes.find`` from the previous one, not by walking every line: a line this
+        long that starts after a newline and ends at one is that line (an identical earlier one
+        was found first).
+        """
+        data = self.data
+        pos = 0
+        for line in compress(lines, map(max_line_bytes.__lt__, map(len, lines))):  # at C speed
+            while True:
+                pos = data.find(line, pos)
+                if pos < 0:  # cannot happen: ``lines`` was split from ``data``
+                    raise ValueError(f"line not found in its chunk of {self.path} at {self.offset}")
+                if (pos == 0 or data[pos - 1] == 0x0A) and data[pos + len(line)] == 0x0A:
+                    break
+                pos += 1
+            offset = self.offset + pos
+            yield Line(self.file, self.path, offset, offset + len(line) + 1, line[:keep], len(line))
+            pos += len(line) + 1
 
 
 @dataclass
@@ -92,24 +116,6 @@ class Batch:
         self.items.append(line)
         self.lines += 1
         self.size += line.end - line.offset
-
-    def iter_lines(self, max_line_bytes: int, keep: int) -> Iterator[Line]:
-        """Every line, one :class:`Line` each, in file order (slow: for tests and odd chunks)."""
-        for item in self.items:
-            if isinstance(item, Line):
-                yield item
-                continue
-            yield from chunk_lines(item, max_line_bytes, keep)
-
-
-def chunk_lines(chunk: Chunk, max_line_bytes: int, keep: int) -> Iterator[Line]:
-    """The lines of ``chunk`` with their offsets; one over ``max_line_bytes`` is cut to ``keep``."""
-    offset = chunk.offset
-    for data in chunk.data.split(b"\n")[:-1]:
-        length = len(data)
-        yield Line(chunk.file, chunk.path, offset, offset + length + 1,
-                   data if length <= max_line_bytes else data[:keep], length)
-        offset += length + 1
 
 
 @dataclass(frozen=True, slots=True)

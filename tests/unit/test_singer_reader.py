@@ -21,7 +21,19 @@ def _reader(tmp_path: Path, **kw: object) -> StreamReader:
 
 
 def _lines(batch: Batch) -> list[Line]:
-    return list(batch.iter_lines(max_line_bytes=100, keep=20))
+    """Every line of ``batch`` in file order, over-long ones as the shipper gets them (cut, with offsets)."""
+    out: list[Line] = []
+    for item in batch.items:
+        if isinstance(item, Line):
+            out.append(item)
+            continue
+        lines = item.data.split(b"\n")[:-1]
+        over = {line.offset: line for line in item.over_long(lines, max_line_bytes=100, keep=20)}
+        offset = item.offset
+        for data in lines:
+            out.append(over.get(offset) or Line(item.file, item.path, offset, offset + len(data) + 1, data, len(data)))
+            offset += len(data) + 1
+    return out
 
 
 def _ship(reader: StreamReader, n: int = 1000) -> list[bytes]:
@@ -100,6 +112,14 @@ def test_over_long_lines_are_reported_with_their_length_and_cut(tmp_path: Path, 
     assert [(line.length, len(line.data)) for line in lines] == [(2, 2), (5000, 20), (5, 5)]
     assert lines[1].offset == 3 and lines[1].end == 3 + 5001
     assert lines[2].offset == 3 + 5001 and batch.size == log.stat().st_size and batch.lines == 3
+
+
+def test_identical_over_long_lines_in_one_chunk_keep_their_own_offsets(tmp_path: Path) -> None:
+    big = b"y" * 500
+    (tmp_path / "app.log").write_bytes(b"ok\n" + big + b"\n" + big + b"\nafter\n")
+    lines = _lines(_reader(tmp_path).read_batch(10, 1 << 30))
+    assert [(line.offset, line.length, len(line.data)) for line in lines] == [
+        (0, 2, 2), (3, 500, 20), (504, 500, 20), (1005, 5, 5)]
 
 
 def test_a_batch_keeps_to_its_limits_and_the_next_goes_on_from_there(tmp_path: Path) -> None:
