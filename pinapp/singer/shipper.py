@@ -1,20 +1,18 @@
-"""Shipping: read a batch, send it, and while the broker acknowledges it, build the next.
+"""Shipping: read a batch, hand its lines to librdkafka, and wait until the broker acknowledged all.
 
-At least once, as Pinterest's Singer: a batch is acknowledged by all in-sync replicas
-(``acks=all``, idempotent producer) before its watermark moves; any failure recreates the
-producer and sends everything after the watermark again. Duplicates can come only from the
-two batches unacknowledged at a crash or a broker failure; the topology's dedup drops them.
+At least once, as Pinterest's Singer: every line of a batch is acknowledged by all in-sync
+replicas (``acks=all``, idempotent producer) before its watermark moves; any failure (an error
+report for one of its lines, or lines still unacknowledged after ``request_timeout_s``) discards
+the producer and sends everything after the watermark again. One batch per stream is
+unacknowledged at a time, so duplicates come only from that batch, and a broker outage costs
+no memory: the files wait on disk while the shipper retries (capped exponential backoff).
 
-At most two batches per stream are in memory (the one waiting for its acks and the one being
-built), so a broker outage costs no memory: the shipper retries (capped exponential backoff)
-and the files wait on disk. Overlapping the two was worth ~30% with 20,000-line batches (less
-with bigger ones): waiting for the last acks and fsyncing the watermark take ~20 ms a batch,
-in which the next batch is read and keyed.
-
-The per-line path is what sets the rate (a million-line file is a million trips through it):
-lines stay in the chunks they were read in until ``bytes.split``, the key rule decodes only its
-three fields (msgspec), partitions of keys seen before come from a dict, and records go
-straight into aiokafka's C record-batch builder, one open batch per partition.
+Why librdkafka (``confluent-kafka``, as ``kcat``): per line, Python runs only the key rule and
+one ``produce()`` call. Batching, partitioning (``murmur2_random``: the Java client's default
+partitioner, the one aiokafka and faust use, so a key lands where the topology expects it),
+checksums and socket writes run on librdkafka's threads. With aiokafka all of that ran on
+Singer's one thread and a line cost ~2.4 µs (docs/benchmarks.md). Only failed deliveries are
+reported (``delivery.report.only.error``): a callback per line would cost more than the line.
 """
 
 from __future__ import annotations
@@ -25,31 +23,27 @@ import logging
 import os
 import socket
 import time
-from itertools import compress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import Settings
 from pinapp.dlq import dlq_headers
 from pinapp.events import PIN_EVENT_TYPES
+from pinapp.errors import PinappError
 from pinapp.files import write_atomically
 from pinapp.kafka import ensure_topics
 from pinapp.singer.reader import Batch, Line, StreamReader
 from pinapp.singer.watermark import Watermark
 
-__all__ = ["Singer", "StreamStats", "line_key", "status_path"]
+__all__ = ["NotAcknowledged", "Singer", "StreamStats", "line_key", "status_path"]
 
 logger = logging.getLogger(__name__)
-
-_PARTITION_CACHE = 200_000  # keys whose partition is remembered (~30 MB at most)
 
 
 class _KeyFields(msgspec.Struct):
@@ -83,82 +77,8 @@ def line_key(line: bytes) -> bytes | None:
     return user_id.encode()
 
 
-_NO_HEADERS: list[tuple[str, bytes]] = []
-
-
-class _OpenBatch:
-    """One partition's record batch being filled, through aiokafka's C builder.
-
-    ``BatchBuilder.append`` costs ~1 µs a record in Python wrapping; its C builder's own
-    ``append`` ~0.15 µs. The count is kept here and handed back to the wrapper before sending
-    (``_builder`` and ``_relative_offset`` are aiokafka 0.14 internals, pinned).
-    """
-
-    __slots__ = ("builder", "append", "count")
-
-    def __init__(self, builder: Any) -> None:
-        self.builder = builder
-        self.append = builder._builder.append  # (offset, timestamp, key, value, headers) -> None when full
-        self.count = 0
-
-    def add(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
-        if self.append(self.count, None, key, value, headers) is None:
-            return False
-        self.count += 1
-        return True
-
-    def close(self) -> Any:
-        self.builder._relative_offset = self.count
-        return self.builder
-
-
-class _RecordBatches:
-    """Open record batches per topic and partition; a full one is sent at once."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer = producer
-        self.open: dict[str, dict[int, _OpenBatch]] = {}
-        self.sent: list[asyncio.Future[Any]] = []
-
-    def of(self, topic: str) -> dict[int, _OpenBatch]:
-        return self.open.setdefault(topic, {})
-
-    async def append(self, topic: str, partition: int, key: bytes | None, value: bytes,
-                     headers: list[tuple[str, bytes]]) -> None:
-        """Append one record, sending the partition's batch first if it is full."""
-        batches = self.of(topic)
-        batch = batches.get(partition)
-        if batch is not None and batch.add(key, value, headers):
-            return
-        if batch is not None:
-            await self._send(topic, partition, batch)
-        batch = batches[partition] = _OpenBatch(self.producer.create_batch())
-        if not batch.add(key, value, headers):  # cannot happen: lines are cut below max_batch_size
-            raise ValueError(f"a record of {len(value)} bytes does not fit an empty batch")
-
-    async def _send(self, topic: str, partition: int, batch: _OpenBatch) -> None:
-        self.sent.append(await self.producer.send_batch(batch.close(), topic, partition=partition))
-
-    async def send_open(self) -> None:
-        """Send every batch still open (partly filled)."""
-        for topic, batches in self.open.items():
-            for partition, batch in batches.items():
-                if batch.count:
-                    await self._send(topic, partition, batch)
-        self.open.clear()
-
-    async def acknowledged(self) -> None:
-        """Wait until every sent batch is acknowledged (raises the first failure)."""
-        await asyncio.gather(*self.sent)
-
-
-@dataclass
-class _InFlight:
-    """A batch sent and not yet acknowledged."""
-
-    batch: Batch
-    records: _RecordBatches
-    dead: int  # of its lines, dead-lettered
+class NotAcknowledged(PinappError):
+    """Lines of a batch were not acknowledged: the batch is sent again after the watermark."""
 
 
 def status_path(settings: Settings) -> Path:
@@ -178,7 +98,6 @@ class StreamStats:
 class _Stream:
     reader: StreamReader
     stats: StreamStats = field(default_factory=StreamStats)
-    in_flight: _InFlight | None = None
 
 
 class Singer:
@@ -198,84 +117,85 @@ class Singer:
             for spec in self.conf.streams
         ]
         self.host = socket.gethostname()
-        self._producer: AIOKafkaProducer | None = None
-        self._partitioner = DefaultPartitioner()
-        self._partitions: list[int] = []  # the events topic's, as of the last batch
-        self._partition_of: dict[bytes, int] = {}  # key -> partition in the events topic
+        self._producer: Producer | None = None
+        self._failures: list[KafkaError] = []  # delivery errors of the current producer's lines
         self._last_heartbeat = 0.0
 
     # -- producer -----------------------------------------------------------------------------
 
-    async def _get_producer(self) -> AIOKafkaProducer:
+    def _producer_config(self) -> dict[str, Any]:
+        conf = self.conf
+        return {
+            "bootstrap.servers": self.settings.kafka.bootstrap,
+            "client.id": f"pinapp-singer-{self.host}",
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": conf.linger_ms,
+            "partitioner": "murmur2_random",  # the Java client's default: keyed lines land as the topology's do
+            "message.timeout.ms": int(conf.request_timeout_s * 1000),  # then the line fails, and the batch is resent
+            # Room for a whole batch, so produce() never finds the queue full (at most one batch is queued).
+            "queue.buffering.max.messages": max(100_000, conf.batch_lines * 2),
+            "queue.buffering.max.kbytes": max(65_536, conf.batch_bytes * 2 // 1024 + conf.dlq_max_bytes // 1024 + 1024),
+            "delivery.report.only.error": True,
+            "on_delivery": self._failed,
+            "error_cb": self._client_error,
+            "logger": logger,
+        }
+
+    async def _ready_producer(self) -> Producer:
+        """The producer, created on first use with the topics' partitions already known.
+
+        Without that, librdkafka parks the first lines for a topic it has no metadata for
+        until its broker thread's next wake-up, a second later: the first batch of every
+        (re)start, and every batch after a broker outage, would wait a second for nothing.
+        """
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka.bootstrap, acks="all", enable_idempotence=True,
-                linger_ms=self.conf.linger_ms, max_batch_size=1024 * 1024,
-                request_timeout_ms=int(self.conf.request_timeout_s * 1000),
-                client_id=f"pinapp-singer-{self.host}",
-            )
+            self._failures = []
+            producer = Producer(self._producer_config())
             try:
-                await producer.start()
+                for topic in (self.topic, self.dlq_topic, self.conf.status_topic):
+                    await asyncio.to_thread(producer.list_topics, topic, self.conf.request_timeout_s)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
+                await asyncio.to_thread(_discard, producer)
                 raise
             self._producer = producer
         return self._producer
+
+    def _failed(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's report of a line it could not deliver (the only reports asked for)."""
+        if err is not None:
+            self._failures.append(err)
+
+    def _client_error(self, err: KafkaError) -> None:
+        # Broker connections failing (librdkafka logs them, and reconnects by itself): a batch
+        # that cannot be delivered in time fails through its delivery reports and is resent.
+        logger.log(logging.ERROR if err.fatal() else logging.DEBUG, "singer: kafka client: %s", err)
 
     async def _reset_producer(self) -> None:
         """After a failure: a new producer (the old one may be wedged, as Singer's was after SSL errors)."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 10)
+            await asyncio.to_thread(_discard, producer)
 
     # -- shipping -----------------------------------------------------------------------------
 
-    async def _send_batch(self, batch: Batch) -> _InFlight:
-        """Send every line of ``batch`` (or dead-letter it), without waiting for the acks."""
-        producer = await self._get_producer()
-        partitions = sorted(await producer.partitions_for(self.topic))
-        if partitions != self._partitions:  # partitions were added: keys move, as for every producer
-            self._partitions, self._partition_of = partitions, {}
-        records = _RecordBatches(producer)
+    def _produce_batch(self, producer: Producer, batch: Batch) -> int:
+        """Hand every line of ``batch`` to librdkafka (or to the DLQ); returns how many were dead-lettered."""
+        produce, topic = producer.produce, self.topic
         dead = 0
         for item in batch.items:
             if isinstance(item, Line):  # over-long past one read, or an unterminated tail
-                dead += await self._dead_letter(records, item)
+                dead += self._dead_letter(producer, item)
                 continue
-            lines = item.data.split(b"\n")
-            lines.pop()  # after the chunk's last newline
-            if max(map(len, lines)) > self.max_line:  # rare: dead-letter the over-long, ship the rest
-                for line in item.over_long(lines, self.max_line, self.keep):
-                    dead += await self._dead_letter(records, line)
-                lines = list(compress(lines, map(self.max_line.__ge__, map(len, lines))))
-            await self._send_lines(records, lines)
-        await records.send_open()
-        return _InFlight(batch, records, dead)
+            lines, over_long = item.split(self.max_line, self.keep)
+            for line in over_long:
+                dead += self._dead_letter(producer, line)
+            # The hot path: a million-line file is a million trips through this loop.
+            for line in lines:
+                produce(topic, line, line_key(line))
+        return dead
 
-    async def _send_lines(self, records: _RecordBatches, lines: list[bytes]) -> None:
-        """The hot path: complete lines within the size limit, keyed and partitioned."""
-        partitions, partition_of, partitioner = self._partitions, self._partition_of, self._partitioner
-        topic = self.topic
-        batches = records.of(topic)
-        for line in lines:
-            key = line_key(line)
-            partition = partition_of.get(key)  # type: ignore[arg-type]
-            if partition is None:  # murmur2 in pure Python, ~1.5 µs: keys repeat a lot
-                partition = partitioner(key, partitions, partitions)
-                if key is not None:  # no key: a random partition each time, as ``send`` does
-                    if len(partition_of) >= _PARTITION_CACHE:
-                        partition_of.clear()
-                    partition_of[key] = partition
-            batch = batches.get(partition)
-            # ``_OpenBatch.add`` inlined: a method call per line costs ~3% here.
-            if batch is not None and batch.append(batch.count, None, key, line, _NO_HEADERS) is not None:
-                batch.count += 1
-            else:  # no open batch for the partition, or it is full
-                await records.append(topic, partition, key, line, _NO_HEADERS)
-
-    async def _dead_letter(self, records: _RecordBatches, line: Line) -> int:
+    def _dead_letter(self, producer: Producer, line: Line) -> int:
         """An over-long line, or the unterminated tail of a rotated file, to the DLQ (returns 1).
 
         Such lines never reach the hot path: the reader hands them over as single lines, and a
@@ -288,55 +208,66 @@ class Singer:
                                        + (f" (kept its first {len(line.data)} bytes)"
                                           if len(line.data) < line.length else ""))
         headers = dlq_headers(text, kind=kind, stage="singer", file=line.path, offset=line.offset, host=self.host)
-        partitions = sorted(await records.producer.partitions_for(self.dlq_topic))
-        await records.append(self.dlq_topic, self._partitioner(None, partitions, partitions), None,
-                             line.data, headers)
+        producer.produce(self.dlq_topic, line.data, headers=headers)
         return 1
 
-    async def ship_once(self, stream: _Stream) -> int:
-        """Send ``stream``'s next batch, then settle the one before it (retrying until acknowledged).
+    async def _acknowledged(self, producer: Producer) -> None:
+        """Wait until librdkafka holds no line of the batch; raise if any failed or is left."""
+        # flush() blocks (without the GIL) until every line is delivered or failed: in a thread,
+        # so the event loop stays free for signals.
+        left = await asyncio.to_thread(producer.flush, self.conf.request_timeout_s + 5)
+        if self._failures:
+            raise NotAcknowledged(f"{len(self._failures)} lines failed, first: {self._failures[0]}")
+        if left:
+            raise NotAcknowledged(f"{left} lines still unacknowledged after {self.conf.request_timeout_s + 5:.0f}s")
 
-        Returns the lines sent or acknowledged: 0 when there was nothing to do.
+    async def ship_once(self, stream: _Stream) -> int:
+        """Send ``stream``'s next batch and wait for its acks (retrying until acknowledged).
+
+        Returns the lines shipped: 0 when there was nothing to do.
         """
 
         def before_sleep(state: RetryCallState) -> None:
             stream.stats.errors += 1
             exc = state.outcome.exception() if state.outcome else None
-            logger.warning("singer %s: batches not acknowledged (attempt %d: %r); resending everything "
+            logger.warning("singer %s: batch not acknowledged (attempt %d: %r); resending everything "
                            "after the watermark", stream.reader.spec.name, state.attempt_number, exc)
 
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((KafkaError, OSError, asyncio.TimeoutError)),
+            retry=retry_if_exception_type((KafkaException, NotAcknowledged, BufferError, OSError)),
             wait=wait_exponential_jitter(multiplier=0.2, jitter=0.2, max=self.conf.retry_max_s),
             before_sleep=before_sleep, reraise=True,
         ):
             with attempt:
+                batch = stream.reader.read_batch(self.conf.batch_lines, self.conf.batch_bytes)
+                if not batch:
+                    return 0
                 try:
-                    batch = stream.reader.read_batch(self.conf.batch_lines, self.conf.batch_bytes)
-                    previous, stream.in_flight = stream.in_flight, (await self._send_batch(batch) if batch else None)
-                    settled = await self._settle(stream, previous) if previous is not None else 0
+                    producer = await self._ready_producer()
+                    dead = self._produce_batch(producer, batch)
+                    await self._acknowledged(producer)
                 except BaseException:
-                    stream.in_flight = None
                     stream.reader.rewind()
                     await self._reset_producer()
                     raise
-                return batch.lines + settled
+                stream.reader.advance(batch, save=False)
+                await stream.reader.watermark.save_in_thread()
+                stream.stats.lines_shipped += batch.lines - dead
+                stream.stats.dead_lettered += dead
+                stream.stats.bytes_shipped += batch.size
+                stream.stats.last_shipped_at = time.time()
+                return batch.lines
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
-    async def _settle(self, stream: _Stream, sent: _InFlight) -> int:
-        """Wait for ``sent``'s acks, then move the watermark past it (durably); returns its lines."""
-        await sent.records.acknowledged()
-        stream.reader.advance(sent.batch, save=False)
-        await stream.reader.watermark.save_in_thread()
-        stream.stats.lines_shipped += sent.batch.lines - sent.dead
-        stream.stats.dead_lettered += sent.dead
-        stream.stats.bytes_shipped += sent.batch.size
-        stream.stats.last_shipped_at = time.time()
-        return sent.batch.lines
-
     async def run(self, stop: asyncio.Event) -> None:
-        """Ship until ``stop`` is set; the watermark is always at an acknowledged line boundary."""
+        """Ship until ``stop`` is set; the watermark is always at an acknowledged line boundary.
+
+        A stop takes effect between batches, so the batch being shipped is acknowledged first
+        and a restart sends nothing twice.
+        """
         await ensure_topics(self.settings.kafka, [self.topic, self.dlq_topic, self.conf.status_topic])
+        with contextlib.suppress(KafkaException):  # connected before the first line; else the first batch retries
+            await self._ready_producer()
         logger.info("singer: shipping %s to %s", ", ".join(s.reader.spec.name for s in self.streams), self.topic)
         try:
             while not stop.is_set():
@@ -353,12 +284,9 @@ class Singer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.conf.poll_interval_s)
         finally:
-            for stream in self.streams:  # on a clean stop, leave nothing to send twice
-                sent, stream.in_flight = stream.in_flight, None
-                if sent is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._settle(stream, sent), self.conf.request_timeout_s)
             await self.heartbeat(final=True)
+            if self._producer is not None:  # heartbeats still queued, best effort
+                await asyncio.to_thread(self._producer.flush, 2)
             await self._reset_producer()
 
     # -- status -------------------------------------------------------------------------------
@@ -384,8 +312,20 @@ class Singer:
         write_atomically(status_path(self.settings), body)
         if final:
             return
-        try:
-            producer = await self._get_producer()
-            await producer.send(self.conf.status_topic, body, key=self.host.encode())
-        except (KafkaError, OSError) as exc:  # the broker is down: the next batch retries loudly
+        try:  # its own delivery report: a lost heartbeat is not a failed batch
+            producer = await self._ready_producer()
+            producer.produce(self.conf.status_topic, body, self.host.encode(), on_delivery=_heartbeat_sent)
+        except (KafkaException, BufferError) as exc:  # the broker is down: the next batch retries loudly
             logger.debug("singer: heartbeat not sent: %r", exc)
+
+
+def _discard(producer: Producer) -> None:
+    """Drop what ``producer`` still holds (its lines are resent from the watermark)."""
+    with contextlib.suppress(KafkaException):
+        producer.purge()
+        producer.flush(0)  # serves the purged lines' reports
+
+
+def _heartbeat_sent(err: KafkaError | None, msg: Message) -> None:
+    if err is not None:  # the broker is down: the next batch retries loudly
+        logger.debug("singer: heartbeat not delivered: %s", err)

@@ -12,6 +12,7 @@ import time
 from collections import Counter, defaultdict
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from pinapp.singer.shipper import line_key
 from pinapp.stack.services import KafkaService
@@ -83,6 +84,11 @@ async def test_every_line_arrives_through_rotation_in_file_order_per_key(pipelin
     records = await _shipped(pipeline, len(lines))
     assert Counter(r.value for r in records) == Counter(lines), "every line exactly once"
     assert all(r.key == line_key(r.value) for r in records), "the topology's key rule"
+    # librdkafka's murmur2_random is the Java client's partitioner, which aiokafka (and faust) use:
+    # a keyed line lands in the partition the topology's own producers would pick for its key.
+    partitions = pipeline.settings.kafka.partitions
+    keyed = [r for r in records if r.key is not None]
+    assert keyed and all(r.partition == (murmur2(r.key) & 0x7FFFFFFF) % partitions for r in keyed)
     # Order: per key, Kafka holds the lines in the order they were written (across rotations).
     # Lines without a key (unreadable JSON) are spread over partitions, so have no order to keep.
     in_kafka: dict[bytes, list[bytes]] = defaultdict(list)
@@ -100,7 +106,7 @@ async def test_every_line_arrives_through_rotation_in_file_order_per_key(pipelin
     singer.stop()
 
 
-async def test_kill_9_at_random_moments_loses_nothing_and_doubles_only_the_batches_in_flight(
+async def test_kill_9_at_random_moments_loses_nothing_and_doubles_only_the_batch_in_flight(
         pipeline: Pipeline) -> None:
     await pipeline.produce([])
     gen = _generate(pipeline, 30_000, rotate_bytes=500_000)
@@ -123,12 +129,12 @@ async def test_kill_9_at_random_moments_loses_nothing_and_doubles_only_the_batch
     want = Counter(lines)
     assert not want - got, "a line was lost"
     extra = sum((got - want).values())
-    # At a kill, two batches can be unacknowledged: the one sent and the one before it.
-    assert extra <= 2 * batch * kills, f"{extra} duplicates from {kills} kills of {batch}-line batches"
+    # At a kill, one batch can be unacknowledged: the one being shipped.
+    assert extra <= batch * kills, f"{extra} duplicates from {kills} kills of {batch}-line batches"
     last.stop()
 
 
-async def test_a_clean_stop_settles_the_batch_in_flight_so_a_restart_sends_nothing_twice(
+async def test_a_clean_stop_finishes_the_batch_in_flight_so_a_restart_sends_nothing_twice(
         pipeline: Pipeline) -> None:
     await pipeline.produce([])
     gen = _generate(pipeline, 20_000, rate=4_000)  # ~5 s of writing
@@ -177,7 +183,7 @@ async def test_a_broker_outage_mid_stream_loses_nothing_and_singer_recovers_by_i
     extra = sum((got - want).values())
     resends = singer.log_path.read_text().count("not acknowledged")
     assert resends, "the resend path should have run"
-    assert extra <= 2 * 1000 * resends, "duplicates only from the (at most two) batches resent each time"
+    assert extra <= 1000 * resends, "duplicates only from the batch resent each time"
     assert singer.proc is not None and singer.proc.poll() is None
     singer.stop()
 

@@ -27,12 +27,14 @@ def _lines(batch: Batch) -> list[Line]:
         if isinstance(item, Line):
             out.append(item)
             continue
-        lines = item.data.split(b"\n")[:-1]
-        over = {line.offset: line for line in item.over_long(lines, max_line_bytes=100, keep=20)}
+        kept, over_long = item.split(max_line_bytes=100, keep=20)
+        over = {line.offset: line for line in over_long}
+        assert len(kept) + len(over) == item.data.count(b"\n")
         offset = item.offset
-        for data in lines:
+        for data in item.data.split(b"\n")[:-1]:
             out.append(over.get(offset) or Line(item.file, item.path, offset, offset + len(data) + 1, data, len(data)))
             offset += len(data) + 1
+        assert [line.data for line in out[len(out) - len(kept) - len(over):] if line.length <= 100] == kept
     return out
 
 
