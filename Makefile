@@ -20,10 +20,12 @@ setup: $(STAMP)
 
 # Python packages into .venv; the pages' npm packages (d3-geo, topojson-client, world-atlas,
 # Chart.js) into frontend/node_modules. Both from their registries, pinned by lock files.
+# Then Debian's jemalloc, which workers run on (pinapp/allocator.py says why).
 $(STAMP): pyproject.toml constraints.txt frontend/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	npm ci --prefix frontend --no-audit --no-fund --loglevel=error
+	$(BIN)/python -c 'from pinapp.allocator import ensure_jemalloc; ensure_jemalloc()'
 	touch $@
 
 stack-up: setup

@@ -144,6 +144,12 @@ class WorkerSettings(_Section):
     )
     rocksdb_max_write_buffers: int = Field(2, ge=2, le=16, description="memtables per table partition")
     rocksdb_block_cache_mb: int = Field(8, ge=1, description="block cache per table partition")
+    allocator: Literal["jemalloc", "system"] = Field(
+        "jemalloc", description="jemalloc: Python's objects in jemalloc (PYTHONMALLOC=malloc), which gives freed pages back"
+    )
+    jemalloc_library: str = Field(
+        "libjemalloc.so.2", description="preloaded when allocator is jemalloc (Debian: libjemalloc2)"
+    )
 
     def rocksdb_options(self) -> dict[str, int]:
         """faust table ``options=``: this worker's RocksDB memory bounds per table partition."""

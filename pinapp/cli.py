@@ -14,6 +14,7 @@ import click
 from tabulate import tabulate
 
 from config import Settings, load_settings
+from pinapp.allocator import run_on_chosen_allocator
 from pinapp.errors import PinappError
 
 __all__ = ["main"]
@@ -47,9 +48,11 @@ def cli(ctx: click.Context, profile: str | None) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run a faust worker (extra arguments go to `faust worker`)."""
+    settings = _settings(ctx)
+    run_on_chosen_allocator(settings)  # may re-execute this process on jemalloc
     from pinapp.app import app
 
-    level = _settings(ctx).worker.log_level
+    level = settings.worker.log_level
     sys.argv = ["pinapp", "worker", "--loglevel", level, *ctx.args]
     app.main()
 
@@ -59,6 +62,7 @@ def worker(ctx: click.Context) -> None:
 def archiver(ctx: click.Context) -> None:
     """Run the S3 archiver worker: its own consumer group (extra arguments go to `faust worker`)."""
     settings = _settings(ctx)
+    run_on_chosen_allocator(settings)  # may re-execute this process on jemalloc
     asyncio.run(_check_bucket(settings))  # a missing bucket or bad credentials: one clear line, now
     (settings.worker.data_dir / "archiver").mkdir(parents=True, exist_ok=True)
     from pinapp.app import archive_app
