@@ -17,7 +17,8 @@ and starts at 0. Files are read oldest first (modification time, then name).
   its chunk. Either way the shipper dead-letters it.
 
 Reading does not advance the watermark: :meth:`StreamReader.advance` does, after the broker
-acknowledged the batch.
+acknowledged the batch. Every read starts at the watermark, so a batch that failed is simply
+read, and sent, again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import compress, count
 from typing import BinaryIO, NamedTuple
@@ -137,10 +137,6 @@ class StreamReader:
         self.read_size = read_size  # bytes per read; lines longer than this are never held whole
         self.resets = 0  # truncations / replaced files detected
         self._missing_since: dict[FileKey, float] = {}
-        # Read but not yet acknowledged, per file: the next batch is read from here, so one can
-        # be built while the broker acknowledges the one before. ``rewind`` goes back to the
-        # watermark (after a failure, everything unacknowledged is sent again).
-        self._read_to: dict[FileKey, int] = {}
 
     # -- files --------------------------------------------------------------------------------
 
@@ -169,7 +165,6 @@ class StreamReader:
                                "reading it again from the start (copytruncate: duplicates follow)",
                                self.spec.name, f.path, f.size, mark.offset)
                 self.resets += 1
-                self._read_to.pop(f.key, None)
                 mark = None
         if mark is None:
             head = _head(handle, FP_BYTES)
@@ -198,7 +193,6 @@ class StreamReader:
             if now - since >= _FORGET_AFTER_S:
                 del self.watermark.files[key]
                 del self._missing_since[key]
-                self._read_to.pop(key, None)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -222,19 +216,12 @@ class StreamReader:
                 continue  # renamed or deleted since the listing: found under its new name next time
             with handle:
                 mark = self._mark(f, handle)
-                start = max(mark.offset, self._read_to.get(f.key, 0))
-                if start >= f.size:
+                if mark.offset >= f.size:
                     continue
                 batch.marks[f.key] = mark
                 idle_rotated = f.key != newest and now - f.mtime >= self.partial_line_grace_s
-                self._read_file(f, handle, start, batch, max_lines, max_bytes, take_tail=idle_rotated)
-        for item in batch.items:
-            self._read_to[item.file] = item.end
+                self._read_file(f, handle, mark.offset, batch, max_lines, max_bytes, take_tail=idle_rotated)
         return batch
-
-    def rewind(self) -> None:
-        """Read again from the watermark: what was read and not acknowledged is sent again."""
-        self._read_to.clear()
 
     def _read_file(self, f: TrackedFile, handle: BinaryIO, start: int, batch: Batch, max_lines: int,
                    max_bytes: int, *, take_tail: bool) -> None:
@@ -294,8 +281,6 @@ class StreamReader:
             mark = self.watermark.files.get(item.file)
             if mark is not None and mark is batch.marks.get(item.file) and item.end > mark.offset:
                 mark.offset = item.end
-                if self._read_to.get(item.file, 0) <= mark.offset:
-                    self._read_to.pop(item.file, None)
         if save:
             self.watermark.save()
 
@@ -322,7 +307,6 @@ class StreamReader:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(f.path)
                 del self.watermark.files[f.key]
-                self._read_to.pop(f.key, None)
                 deleted.append(f.path)
         if deleted:
             self.watermark.save()

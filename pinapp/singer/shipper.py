@@ -145,9 +145,9 @@ class Singer:
     async def _ready_producer(self) -> Producer:
         """The producer, created on first use with the topics' partitions already known.
 
-        Without that, librdkafka parks the first lines for a topic it has no metadata for
-        until its broker thread's next wake-up, a second later: the first batch of every
-        (re)start, and every batch after a broker outage, would wait a second for nothing.
+        Without that, a new producer's first lines to a topic it has no metadata for took a
+        second to be acknowledged in 6 of 16 tries (docs/benchmarks.md): the first batch of every
+        (re)start, and the first after every failure, would wait for nothing.
         """
         if self._producer is None:
             self._failures = []
@@ -246,8 +246,7 @@ class Singer:
                     producer = await self._ready_producer()
                     dead = self._produce_batch(producer, batch)
                     await self._acknowledged(producer)
-                except BaseException:
-                    stream.reader.rewind()
+                except BaseException:  # the next read starts at the watermark again: all of it is resent
                     await self._reset_producer()
                     raise
                 stream.reader.advance(batch, save=False)

@@ -28,13 +28,14 @@ def _lines(batch: Batch) -> list[Line]:
             out.append(item)
             continue
         kept, over_long = item.split(max_line_bytes=100, keep=20)
+        every = item.data.split(b"\n")[:-1]
+        assert kept == [data for data in every if len(data) <= 100]
         over = {line.offset: line for line in over_long}
-        assert len(kept) + len(over) == item.data.count(b"\n")
+        assert len(over) == len(every) - len(kept)
         offset = item.offset
-        for data in item.data.split(b"\n")[:-1]:
+        for data in every:
             out.append(over.get(offset) or Line(item.file, item.path, offset, offset + len(data) + 1, data, len(data)))
             offset += len(data) + 1
-        assert [line.data for line in out[len(out) - len(kept) - len(over):] if line.length <= 100] == kept
     return out
 
 
