@@ -47,15 +47,25 @@ logger = logging.getLogger(__name__)
 
 
 class _KeyFields(msgspec.Struct):
-    """The fields the key rule reads. msgspec skips the rest of a line without building it:
-    about 0.4 µs a line against orjson's ~1 µs for the whole document."""
+    """The fields the key rule reads, as any JSON value. msgspec skips the rest of a line
+    without building it: about 0.4 µs a line against orjson's ~1 µs for the whole document."""
 
     event_type: Any = None
     user_id: Any = None
     pin_id: Any = None
 
 
+class _WellFormedKeyFields(msgspec.Struct):
+    """The same fields as a well-formed event has them: typed fields decode in ~0.27 µs
+    against ~0.4 µs for ``Any`` ones. Any other line fails to decode and takes :func:`line_key`."""
+
+    event_type: str
+    user_id: str
+    pin_id: str | None = None
+
+
 _decode_key_fields = msgspec.json.Decoder(_KeyFields).decode
+_decode_well_formed = msgspec.json.Decoder(_WellFormedKeyFields).decode
 
 
 def line_key(line: bytes) -> bytes | None:
@@ -75,6 +85,24 @@ def line_key(line: bytes) -> bytes | None:
     if type(pin_id) is str and event_type in PIN_EVENT_TYPES:
         return pin_id.encode()
     return user_id.encode()
+
+
+def _produce_lines(produce: Any, topic: str, lines: list[bytes]) -> None:
+    """``produce`` every line with its key: the hot path, a million trips for a million-line file.
+
+    :func:`line_key`'s rule, inlined for the lines of well-formed events (a function call a
+    line costs ~0.1 µs); any other line goes through :func:`line_key` itself. The key is given
+    as ``str``: librdkafka takes its UTF-8 bytes without a Python ``encode()``.
+    """
+    for line in lines:
+        try:
+            doc = _decode_well_formed(line)
+        except msgspec.DecodeError:  # not JSON, not an object, a field missing or of another type
+            key: str | bytes | None = line_key(line)
+        else:
+            pin_id = doc.pin_id
+            key = pin_id if pin_id is not None and doc.event_type in PIN_EVENT_TYPES else doc.user_id
+        produce(topic, line, key)
 
 
 class NotAcknowledged(PinappError):
@@ -190,9 +218,7 @@ class Singer:
             lines, over_long = item.split(self.max_line, self.keep)
             for line in over_long:
                 dead += self._dead_letter(producer, line)
-            # The hot path: a million-line file is a million trips through this loop.
-            for line in lines:
-                produce(topic, line, line_key(line))
+            _produce_lines(produce, topic, lines)
         return dead
 
     def _dead_letter(self, producer: Producer, line: Line) -> int:
