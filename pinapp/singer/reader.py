@@ -28,8 +28,9 @@ import glob
 import logging
 import os
 import time
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from itertools import compress, count
+from itertools import accumulate, compress, count
 from typing import BinaryIO, NamedTuple
 
 from config import SingerStream
@@ -57,25 +58,25 @@ class Line(NamedTuple):
 
 
 class Chunk(NamedTuple):
-    """Complete lines of one file, as one read returned them: ``data`` ends with a newline."""
+    """Complete lines of one file, as one read returned them, split once (``bytes.split``)."""
 
     file: FileKey
     path: str
-    offset: int  # where ``data`` starts in its file
-    data: bytes
+    offset: int  # where the first line starts in its file
+    size: int  # bytes the lines cover in the file, newlines included
+    lines: list[bytes]  # without their newlines
 
     @property
     def end(self) -> int:
-        return self.offset + len(self.data)
+        return self.offset + self.size
 
     def split(self, max_line_bytes: int, keep: int) -> tuple[list[bytes], list[Line]]:
         """The lines within ``max_line_bytes``, and those longer (with their file offsets, cut to ``keep`` bytes).
 
-        At C speed (``bytes.split``, ``map``, ``compress``, ``sum``): this runs for every chunk,
-        and an over-long line's offset is the lengths of the lines before it, not a search.
+        At C speed (``map``, ``compress``, ``sum``): this runs for every chunk, and an over-long
+        line's offset is the lengths of the lines before it, not a search.
         """
-        lines = self.data.split(b"\n")
-        lines.pop()  # after the last newline
+        lines = self.lines
         if max(map(len, lines)) <= max_line_bytes:  # the usual case
             return lines, []
         lengths = list(map(len, lines))
@@ -93,7 +94,7 @@ class Chunk(NamedTuple):
 class Batch:
     """What one shipping round sends: chunks of complete lines, and the odd single line.
 
-    Lines are kept in the chunks they were read in, not one object per line: at a million
+    Lines are kept in the chunks they were read in, not one record per line: at a million
     lines a second, a tuple per line would cost more than shipping it.
     """
 
@@ -105,10 +106,10 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def add_chunk(self, chunk: Chunk, lines: int) -> None:
+    def add_chunk(self, chunk: Chunk) -> None:
         self.items.append(chunk)
-        self.lines += lines
-        self.size += len(chunk.data)
+        self.lines += len(chunk.lines)
+        self.size += chunk.size
 
     def add_line(self, line: Line) -> None:
         self.items.append(line)
@@ -199,8 +200,8 @@ class StreamReader:
     def read_batch(self, max_lines: int, max_bytes: int) -> Batch:
         """Complete lines, oldest file first, up to ``max_lines`` and ``max_bytes``.
 
-        Lines come in chunks (:class:`Chunk`) of up to ``read_size`` bytes, as read: splitting and
-        keying them is the shipper's job, which does it at C speed. A line longer than
+        Lines come in chunks (:class:`Chunk`) of up to ``read_size`` bytes, as read, split by
+        one ``bytes.split`` that also counts them against ``max_lines``. A line longer than
         ``max_bytes`` still makes a batch of its own.
         """
         present = self.files()
@@ -248,15 +249,20 @@ class StreamReader:
                 pos = end
                 chunk = chunk[nl + 1:]
             buf += chunk
-            last = buf.rfind(b"\n")
-            if last >= 0:
-                cut, lines = _cut(buf, last, max_lines - batch.lines, max_bytes - batch.size, at_least_one=not batch)
-                if cut >= 0:
-                    batch.add_chunk(Chunk(f.key, f.path, pos, buf[:cut + 1]), lines)
-                    pos += cut + 1
-                    buf = buf[cut + 1:]
-                if cut < last:
-                    return  # the batch is full: the lines after the cut go in the next one
+            room = max_lines - batch.lines
+            lines = buf.split(b"\n", room)  # at most ``room`` lines, then the rest unsplit
+            rest = lines.pop()
+            full = len(lines) == room
+            size = len(buf) - len(rest)
+            if size > max_bytes - batch.size:
+                lines, size = _within(lines, max_bytes - batch.size, at_least_one=not batch)
+                full = True
+            if lines:
+                batch.add_chunk(Chunk(f.key, f.path, pos, size, lines))
+            if full:
+                return  # the lines after these go in the next batch, read again from the watermark
+            pos += size
+            buf = rest
             if len(buf) > self.max_line_bytes:  # an over-long line still without its newline
                 skipping = (pos, buf[:self.keep], len(buf))
                 pos += len(buf)
@@ -313,27 +319,17 @@ class StreamReader:
         return deleted
 
 
-def _cut(buf: bytes, last: int, max_lines: int, max_bytes: int, *, at_least_one: bool) -> tuple[int, int]:
-    """The newline to end a chunk at, and the lines before it: ``last`` (``buf``'s last one) if
-    the batch has room for everything before it, else the last one within both limits; -1 if
-    not even one line fits.
+def _within(lines: list[bytes], max_bytes: int, *, at_least_one: bool) -> tuple[list[bytes], int]:
+    """The first of ``lines`` that fit in ``max_bytes`` with their newlines, and their size.
 
-    ``at_least_one`` (an empty batch) takes the first line however long, so shipping moves on.
-    Counting lines one ``find`` at a time happens only in the chunk that fills a batch.
+    Only for the chunk that fills a batch by bytes. ``at_least_one`` (an empty batch) takes the
+    first line however long, so shipping moves on.
     """
-    if last < max_bytes:
-        lines = buf.count(b"\n", 0, last + 1)
-        if lines <= max_lines:
-            return last, lines
-    cut = buf.rfind(b"\n", 0, max(max_bytes, 0))
-    lines = buf.count(b"\n", 0, cut + 1) if cut >= 0 else 0
-    if lines > max_lines:
-        cut, lines = -1, max_lines
-        for _ in range(max_lines):
-            cut = buf.find(b"\n", cut + 1)
-    if cut < 0 and at_least_one:
-        cut, lines = buf.find(b"\n"), 1
-    return cut, (lines if cut >= 0 else 0)
+    ends = list(accumulate(len(line) + 1 for line in lines))
+    n = bisect_right(ends, max_bytes)
+    if n == 0 and at_least_one:
+        n = 1
+    return lines[:n], (ends[n - 1] if n else 0)
 
 
 def _head(handle: BinaryIO, n: int) -> bytes:

@@ -28,7 +28,7 @@ def _lines(batch: Batch) -> list[Line]:
             out.append(item)
             continue
         kept, over_long = item.split(max_line_bytes=100, keep=20)
-        every = item.data.split(b"\n")[:-1]
+        every = item.lines
         assert kept == [data for data in every if len(data) <= 100]
         over = {line.offset: line for line in over_long}
         assert len(over) == len(every) - len(kept)
