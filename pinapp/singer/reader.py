@@ -94,8 +94,8 @@ class Chunk(NamedTuple):
 class Batch:
     """What one shipping round sends: chunks of complete lines, and the odd single line.
 
-    Lines are kept in the chunks they were read in, not one record per line: at a million
-    lines a second, a tuple per line would cost more than shipping it.
+    Lines are kept in the chunks they were read in, each just its ``bytes``, with no record of
+    its own: at a million lines a second, a tuple per line would cost more than shipping it.
     """
 
     items: list[Chunk | Line] = field(default_factory=list)

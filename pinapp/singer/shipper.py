@@ -11,8 +11,9 @@ Why librdkafka (``confluent-kafka``, as ``kcat``): per line, Python runs only th
 one ``produce()`` call. Batching, partitioning (``murmur2_random``: the Java client's default
 partitioner, the one aiokafka and faust use, so a key lands where the topology expects it),
 checksums and socket writes run on librdkafka's threads. With aiokafka all of that ran on
-Singer's one thread and a line cost ~2.4 µs (docs/benchmarks.md). Only failed deliveries are
-reported (``delivery.report.only.error``): a callback per line would cost more than the line.
+Singer's one thread and a line cost ~2.4 µs (docs/benchmarks.md). Only failed deliveries reach
+Python code (``delivery.report.only.error``): a Python callback per line would cost more than
+the line (confluent-kafka still takes the interpreter's lock once a line to free its state).
 """
 
 from __future__ import annotations
