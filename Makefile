@@ -18,10 +18,19 @@ help:
 
 setup: $(STAMP)
 
-# Python packages into .venv; the pages' npm packages (d3-geo, topojson-client, world-atlas,
-# Chart.js) into frontend/node_modules. Both from their registries, pinned by lock files.
-# Then Debian's jemalloc, which workers run on (pinapp/allocator.py says why).
-$(STAMP): pyproject.toml constraints.txt frontend/package-lock.json
+# Debian's librdkafka-dev first: pinapp singer's C loop (pinapp/singer/_rdkafka.c, built by
+# setup.py) compiles against it. Python packages into .venv; the pages' npm packages (d3-geo,
+# topojson-client, world-atlas, Chart.js) into frontend/node_modules. Both from their registries,
+# pinned by lock files. Then Debian's jemalloc, which workers run on (pinapp/allocator.py says why).
+$(STAMP): pyproject.toml setup.py pinapp/singer/_rdkafka.c constraints.txt frontend/package-lock.json
+	@pkg-config --exists rdkafka || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's librdkafka-dev and pkg-config (pinapp singer's C loop builds against them)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q librdkafka-dev pkg-config >/dev/null; \
+	  else \
+	    echo "librdkafka-dev is missing; run: sudo apt-get install -y librdkafka-dev pkg-config" >&2; exit 1; \
+	  fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	npm ci --prefix frontend --no-audit --no-fund --loglevel=error

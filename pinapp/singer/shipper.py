@@ -7,13 +7,14 @@ the producer and sends everything after the watermark again. One batch per strea
 unacknowledged at a time, so duplicates come only from that batch, and a broker outage costs
 no memory: the files wait on disk while the shipper retries (capped exponential backoff).
 
-Why librdkafka (``confluent-kafka``, as ``kcat``): per line, Python runs only the key rule and
-one ``produce()`` call. Batching, partitioning (``murmur2_random``: the Java client's default
+Why librdkafka through C (:mod:`pinapp.singer._rdkafka`, on the librdkafka kcat uses): a chunk
+of lines is keyed and handed to librdkafka in one call, and delivery reports never enter Python
+(failures are counted). Batching, partitioning (``murmur2_random``: the Java client's default
 partitioner, the one aiokafka and faust use, so a key lands where the topology expects it),
-checksums and socket writes run on librdkafka's threads. With aiokafka all of that ran on
-Singer's one thread and a line cost ~2.4 µs (docs/benchmarks.md). Only failed deliveries reach
-Python code (``delivery.report.only.error``): a Python callback per line would cost more than
-the line (confluent-kafka still takes the interpreter's lock once a line to free its state).
+checksums and socket writes run on librdkafka's threads. In Python, through confluent-kafka,
+each line cost ~1.3 µs of work under the interpreter's lock, under half of kcat's rate; through
+aiokafka ~2.4 µs (docs/benchmarks.md). Lines the C key rule does not handle come back here, to
+:func:`line_key`, in their place.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from typing import Any
 
 import msgspec
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import Settings
@@ -39,6 +39,7 @@ from pinapp.events import PIN_EVENT_TYPES
 from pinapp.errors import PinappError
 from pinapp.files import write_atomically
 from pinapp.kafka import ensure_topics
+from pinapp.singer._rdkafka import KafkaError, Producer
 from pinapp.singer.reader import Batch, Line, StreamReader
 from pinapp.singer.watermark import Watermark
 
@@ -56,17 +57,12 @@ class _KeyFields(msgspec.Struct):
     pin_id: Any = None
 
 
-class _WellFormedKeyFields(msgspec.Struct):
-    """The same fields as a well-formed event has them: typed fields decode in ~0.27 µs
-    against ~0.4 µs for ``Any`` ones. Any other line fails to decode and takes :func:`line_key`."""
-
-    event_type: str
-    user_id: str
-    pin_id: str | None = None
-
-
 _decode_key_fields = msgspec.json.Decoder(_KeyFields).decode
-_decode_well_formed = msgspec.json.Decoder(_WellFormedKeyFields).decode
+#: The event types keyed by ``pin_id``, for the C key rule.
+_PIN_TYPES = tuple(sorted(t.value for t in PIN_EVENT_TYPES))
+#: librdkafka's log levels (syslog's) as the logging module's.
+_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: logging.ERROR, 4: logging.WARNING,
+               5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}
 
 
 def line_key(line: bytes) -> bytes | None:
@@ -88,22 +84,16 @@ def line_key(line: bytes) -> bytes | None:
     return user_id.encode()
 
 
-def _produce_lines(produce: Any, topic: str, lines: list[bytes]) -> None:
-    """``produce`` every line with its key: the hot path, a million trips for a million-line file.
-
-    :func:`line_key`'s rule, inlined for the lines of well-formed events (a function call a
-    line costs ~0.1 µs); any other line goes through :func:`line_key` itself. The key is given
-    as ``str``: librdkafka takes its UTF-8 bytes without a Python ``encode()``.
-    """
-    for line in lines:
-        try:
-            doc = _decode_well_formed(line)
-        except msgspec.DecodeError:  # not JSON, not an object, a field missing or of another type
-            key: str | bytes | None = line_key(line)
-        else:
-            pin_id = doc.pin_id
-            key = pin_id if pin_id is not None and doc.event_type in PIN_EVENT_TYPES else doc.user_id
-        produce(topic, line, key)
+def _produce_lines(producer: Producer, topic: str, lines: list[bytes]) -> None:
+    """``lines``, in order, each with its key: the C loop keys and produces the lines it can, and
+    stops at any it leaves to :func:`line_key` (not JSON, escapes in a key field, other types...),
+    which is produced from here before the loop goes on after it."""
+    done, n = 0, len(lines)
+    while done < n:
+        done = producer.produce_lines(topic, lines, done)
+        if done < n:
+            producer.produce(topic, lines[done], line_key(lines[done]))
+            done += 1
 
 
 class NotAcknowledged(PinappError):
@@ -147,28 +137,25 @@ class Singer:
         ]
         self.host = socket.gethostname()
         self._producer: Producer | None = None
-        self._failures: list[KafkaError] = []  # delivery errors of the current producer's lines
         self._last_heartbeat = 0.0
 
     # -- producer -----------------------------------------------------------------------------
 
-    def _producer_config(self) -> dict[str, Any]:
+    def _producer_config(self) -> dict[str, str]:
         conf = self.conf
         return {
             "bootstrap.servers": self.settings.kafka.bootstrap,
             "client.id": f"pinapp-singer-{self.host}",
             "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": conf.linger_ms,
+            "enable.idempotence": "true",
+            "linger.ms": str(conf.linger_ms),
             "partitioner": "murmur2_random",  # the Java client's default: keyed lines land as the topology's do
-            "message.timeout.ms": int(conf.request_timeout_s * 1000),  # then the line fails, and the batch is resent
+            # Then the line fails, and the batch is resent.
+            "message.timeout.ms": str(int(conf.request_timeout_s * 1000)),
             # Room for a whole batch, so produce() never finds the queue full (at most one batch is queued).
-            "queue.buffering.max.messages": max(100_000, conf.batch_lines * 2),
-            "queue.buffering.max.kbytes": max(65_536, conf.batch_bytes * 2 // 1024 + conf.dlq_max_bytes // 1024 + 1024),
-            "delivery.report.only.error": True,
-            "on_delivery": self._failed,
-            "error_cb": self._client_error,
-            "logger": logger,
+            "queue.buffering.max.messages": str(max(100_000, conf.batch_lines * 2)),
+            "queue.buffering.max.kbytes": str(
+                max(65_536, conf.batch_bytes * 2 // 1024 + conf.dlq_max_bytes // 1024 + 1024)),
         }
 
     async def _ready_producer(self) -> Producer:
@@ -179,26 +166,17 @@ class Singer:
         (re)start, and the first after every failure, would wait for nothing.
         """
         if self._producer is None:
-            self._failures = []
-            producer = Producer(self._producer_config())
+            producer = Producer(self._producer_config(), _PIN_TYPES)
             try:
                 for topic in (self.topic, self.dlq_topic, self.conf.status_topic):
-                    await asyncio.to_thread(producer.list_topics, topic, self.conf.request_timeout_s)
+                    await asyncio.to_thread(producer.wait_for_topic, topic, self.conf.request_timeout_s)
             except BaseException:
                 await asyncio.to_thread(_discard, producer)
                 raise
+            finally:
+                _forward_logs(producer)
             self._producer = producer
         return self._producer
-
-    def _failed(self, err: KafkaError | None, msg: Message) -> None:
-        """librdkafka's report of a line it could not deliver (the only reports asked for)."""
-        if err is not None:
-            self._failures.append(err)
-
-    def _client_error(self, err: KafkaError) -> None:
-        # Broker connections failing (librdkafka logs them, and reconnects by itself): a batch
-        # that cannot be delivered in time fails through its delivery reports and is resent.
-        logger.log(logging.ERROR if err.fatal() else logging.DEBUG, "singer: kafka client: %s", err)
 
     async def _reset_producer(self) -> None:
         """After a failure: a new producer (the old one may be wedged, as Singer's was after SSL errors)."""
@@ -210,7 +188,6 @@ class Singer:
 
     def _produce_batch(self, producer: Producer, batch: Batch) -> int:
         """Hand every line of ``batch`` to librdkafka (or to the DLQ); returns how many were dead-lettered."""
-        produce, topic = producer.produce, self.topic
         dead = 0
         for item in batch.items:
             if isinstance(item, Line):  # over-long past one read, or an unterminated tail
@@ -219,7 +196,7 @@ class Singer:
             lines, over_long = item.split(self.max_line, self.keep)
             for line in over_long:
                 dead += self._dead_letter(producer, line)
-            _produce_lines(produce, topic, lines)
+            _produce_lines(producer, self.topic, lines)
         return dead
 
     def _dead_letter(self, producer: Producer, line: Line) -> int:
@@ -243,8 +220,14 @@ class Singer:
         # flush() blocks (without the GIL) until every line is delivered or failed: in a thread,
         # so the event loop stays free for signals.
         left = await asyncio.to_thread(producer.flush, self.conf.request_timeout_s + 5)
-        if self._failures:
-            raise NotAcknowledged(f"{len(self._failures)} lines failed, first: {self._failures[0]}")
+        _forward_logs(producer)
+        failed, first, heartbeats = producer.take_failures()
+        if heartbeats:  # the broker is down: the batch retries loudly
+            logger.debug("singer: %d heartbeat(s) not delivered", heartbeats)
+        if fatal := producer.fatal_error():
+            raise NotAcknowledged(f"the producer failed for good: {fatal}")
+        if failed:
+            raise NotAcknowledged(f"{failed} lines failed, first: {first}")
         if left:
             raise NotAcknowledged(f"{left} lines still unacknowledged after {self.conf.request_timeout_s + 5:.0f}s")
 
@@ -261,7 +244,7 @@ class Singer:
                            "after the watermark", stream.reader.spec.name, state.attempt_number, exc)
 
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((KafkaException, NotAcknowledged, BufferError, OSError)),
+            retry=retry_if_exception_type((KafkaError, NotAcknowledged, BufferError, OSError)),
             wait=wait_exponential_jitter(multiplier=0.2, jitter=0.2, max=self.conf.retry_max_s),
             before_sleep=before_sleep, reraise=True,
         ):
@@ -292,7 +275,7 @@ class Singer:
         and a restart sends nothing twice.
         """
         await ensure_topics(self.settings.kafka, [self.topic, self.dlq_topic, self.conf.status_topic])
-        with contextlib.suppress(KafkaException):  # connected before the first line; else the first batch retries
+        with contextlib.suppress(KafkaError):  # connected before the first line; else the first batch retries
             await self._ready_producer()
         logger.info("singer: shipping %s to %s", ", ".join(s.reader.spec.name for s in self.streams), self.topic)
         try:
@@ -340,18 +323,23 @@ class Singer:
             return
         try:  # its own delivery report: a lost heartbeat is not a failed batch
             producer = await self._ready_producer()
-            producer.produce(self.conf.status_topic, body, self.host.encode(), on_delivery=_heartbeat_sent)
-        except (KafkaException, BufferError) as exc:  # the broker is down: the next batch retries loudly
+            producer.produce(self.conf.status_topic, body, self.host.encode(), heartbeat=True)
+        except (KafkaError, BufferError) as exc:  # the broker is down: the next batch retries loudly
             logger.debug("singer: heartbeat not sent: %r", exc)
 
 
 def _discard(producer: Producer) -> None:
-    """Drop what ``producer`` still holds (its lines are resent from the watermark)."""
-    with contextlib.suppress(KafkaException):
-        producer.purge()
-        producer.flush(0)  # serves the purged lines' reports
+    """Drop what ``producer`` still holds (its lines are resent from the watermark), and close it."""
+    producer.purge()
+    producer.close()
 
 
-def _heartbeat_sent(err: KafkaError | None, msg: Message) -> None:
-    if err is not None:  # the broker is down: the next batch retries loudly
-        logger.debug("singer: heartbeat not delivered: %s", err)
+def _forward_logs(producer: Producer) -> None:
+    """librdkafka's log lines since the last call, to this module's logger.
+
+    They are kept in C as librdkafka writes them (from its own threads, where Python may not
+    run) and forwarded here, after each batch and each new producer. Broker connections failing
+    show here (librdkafka reconnects by itself; a batch not delivered in time is resent).
+    """
+    for level, facility, message in producer.take_logs():
+        logger.log(_LOG_LEVELS.get(level, logging.INFO), "singer: librdkafka %s: %s", facility, message)

@@ -10,7 +10,6 @@ import pytest
 
 from config import SingerStream
 from pinapp.singer.reader import Batch, Line, StreamReader
-from pinapp.singer.shipper import _produce_lines, line_key
 from pinapp.singer.watermark import Watermark
 
 
@@ -158,44 +157,6 @@ def test_an_unterminated_tail_of_an_idle_rotated_file_is_taken_flagged(tmp_path:
     assert [(line.data, line.unterminated) for line in lines] == [
         (b"a", False), (b"writer died mid-li", True), (b"b", False)]
 
-
-def test_key_rule_matches_the_topology() -> None:
-    assert line_key(b'{"event_type":"repin","pin_id":"p1","user_id":"u1"}') == b"p1"
-    assert line_key(b'{"event_type":"login","user_id":"u1"}') == b"u1"
-    assert line_key(b'{"event_type":"like","pin_id":"p1","user_id":"u1","pin":{"pin_id":"p9","user_id":"u9"}}') == b"p1"
-    assert line_key(b'{"event_type": "login", "pin_id": "p1", "user_id": "u1"}') == b"u1"  # not a pin event
-    assert line_key(b'{"event_type":"repin","pin_id":null,"user_id":"u1"}') == b"u1"
-    assert line_key(b'{"event_type":"repin","pin_id":7,"user_id":"u\\u00e9"}') == "u\u00e9".encode()
-    assert line_key(b'{"event_type":"login","user_id":7}') is None
-    assert line_key(b'["event_type","login"]') is None
-    assert line_key(b"not json") is None
-    assert line_key(b"") is None
-
-
-
-def test_the_hot_path_keys_every_line_as_the_key_rule_does() -> None:
-    """``_produce_lines`` inlines the rule for well-formed events and falls back to
-    :func:`line_key` for the rest: both must give every line the same key."""
-    lines = [
-        b'{"event_type":"repin","pin_id":"p1","user_id":"u1"}',
-        b'{"event_type":"login","user_id":"u1"}',
-        b'{"event_type":"like","pin_id":"p1","user_id":"u1","pin":{"pin_id":"p9","user_id":"u9"}}',
-        b'{"event_type": "login", "pin_id": "p1", "user_id": "u1"}',
-        b'{"event_type":"repin","pin_id":null,"user_id":"u1"}',
-        b'{"event_type":"repin","pin_id":7,"user_id":"u\\u00e9"}',  # a pin_id of another type
-        b'{"event_type":"comment","pin_id":"p\\u00e9","user_id":"u1"}',
-        b'{"event_type":"login","user_id":7}',
-        b'{"user_id":"u1"}',  # no event_type
-        b'{"event_type":"pin","pin_id":"p1"}',  # no user_id
-        b'["event_type","login"]',
-        b"not json",
-        b"",
-    ]
-    sent: list[tuple[str, bytes, bytes | None]] = []
-    _produce_lines(lambda topic, line, key: sent.append((topic, line, key.encode() if isinstance(key, str) else key)),
-                   "events", lines)
-    assert sent == [("events", line, line_key(line)) for line in lines]
-    assert [key for _, _, key in sent[:7]] == [b"p1", b"u1", b"p1", b"u1", b"u1", "u\u00e9".encode(), "p\u00e9".encode()]
 
 def test_retention_deletes_only_shipped_rotated_files_past_their_age(tmp_path: Path) -> None:
     old, shipped_young, live = tmp_path / "app.log.2", tmp_path / "app.log.1", tmp_path / "app.log"
