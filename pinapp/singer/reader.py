@@ -102,6 +102,7 @@ class Batch:
     lines: int = 0
     size: int = 0  # bytes of the files covered, newlines included
     marks: dict[FileKey, FileMark] = field(default_factory=dict)  # the watermarks it was read against
+    starts: dict[FileKey, int] = field(default_factory=dict)  # where it starts in each file
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -115,6 +116,11 @@ class Batch:
         self.items.append(line)
         self.lines += 1
         self.size += line.end - line.offset
+
+    def end_in(self, file: FileKey) -> int | None:
+        """Where the batch ends in ``file`` (None if it holds nothing of it)."""
+        ends = [item.end for item in self.items if item.file == file]
+        return max(ends) if ends else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +203,16 @@ class StreamReader:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read_batch(self, max_lines: int, max_bytes: int) -> Batch:
+    def read_batch(self, max_lines: int, max_bytes: int, *, after: Batch | None = None) -> Batch:
         """Complete lines, oldest file first, up to ``max_lines`` and ``max_bytes``.
 
         Lines come in chunks (:class:`Chunk`) of up to ``read_size`` bytes, as read, split by
         one ``bytes.split`` that also counts them against ``max_lines``. A line longer than
         ``max_bytes`` still makes a batch of its own.
+
+        ``after`` (a batch read but not yet acknowledged) reads ahead: from where ``after``
+        ends, in each file whose watermark ``after`` was read against. Such a batch is the next
+        one only if :meth:`follows` says so once ``after`` is acknowledged and advanced.
         """
         present = self.files()
         self.forget_missing(present)
@@ -217,12 +227,22 @@ class StreamReader:
                 continue  # renamed or deleted since the listing: found under its new name next time
             with handle:
                 mark = self._mark(f, handle)
-                if mark.offset >= f.size:
+                start = mark.offset
+                if after is not None and after.marks.get(f.key) is mark:
+                    start = max(start, after.end_in(f.key) or 0)
+                if start >= f.size:
                     continue
                 batch.marks[f.key] = mark
+                batch.starts[f.key] = start
                 idle_rotated = f.key != newest and now - f.mtime >= self.partial_line_grace_s
-                self._read_file(f, handle, mark.offset, batch, max_lines, max_bytes, take_tail=idle_rotated)
+                self._read_file(f, handle, start, batch, max_lines, max_bytes, take_tail=idle_rotated)
         return batch
+
+    def follows(self, batch: Batch) -> bool:
+        """Whether ``batch`` starts at the watermark in every file it reads: a batch read ahead
+        is the next one, unless the one before failed or a file was truncated meanwhile."""
+        return all(self.watermark.files.get(key) is mark and mark.offset == batch.starts[key]
+                   for key, mark in batch.marks.items())
 
     def _read_file(self, f: TrackedFile, handle: BinaryIO, start: int, batch: Batch, max_lines: int,
                    max_bytes: int, *, take_tail: bool) -> None:

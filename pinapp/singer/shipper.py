@@ -117,6 +117,7 @@ class StreamStats:
 class _Stream:
     reader: StreamReader
     stats: StreamStats = field(default_factory=StreamStats)
+    ahead: Batch | None = None  # read while the batch before was being acknowledged
 
 
 class Singer:
@@ -215,11 +216,19 @@ class Singer:
         producer.produce(self.dlq_topic, line.data, headers=headers)
         return 1
 
-    async def _acknowledged(self, producer: Producer) -> None:
-        """Wait until librdkafka holds no line of the batch; raise if any failed or is left."""
-        # flush() blocks (without the GIL) until every line is delivered or failed: in a thread,
-        # so the event loop stays free for signals.
-        left = await asyncio.to_thread(producer.flush, self.conf.request_timeout_s + 5)
+    async def _acknowledged(self, producer: Producer, stream: _Stream, batch: Batch) -> None:
+        """Wait until librdkafka holds no line of ``batch``; raise if any failed or is left.
+
+        The wait runs in a thread, without Python's lock (delivery reports are C only): the next
+        batch is read meanwhile (``stream.ahead``), and nothing of it is sent before this one is
+        acknowledged, so duplicates still come from one batch at most.
+        """
+        flushing = asyncio.get_running_loop().run_in_executor(None, producer.flush, self.conf.request_timeout_s + 5)
+        try:
+            stream.ahead = stream.reader.read_batch(self.conf.batch_lines, self.conf.batch_bytes, after=batch)
+        except OSError as exc:  # read again, and reported, when it is the batch's turn
+            logger.debug("singer %s: reading ahead failed: %r", stream.reader.spec.name, exc)
+        left = await flushing
         _forward_logs(producer)
         failed, first, heartbeats = producer.take_failures()
         if heartbeats:  # the broker is down: the batch retries loudly
@@ -249,14 +258,17 @@ class Singer:
             before_sleep=before_sleep, reraise=True,
         ):
             with attempt:
-                batch = stream.reader.read_batch(self.conf.batch_lines, self.conf.batch_bytes)
+                batch, stream.ahead = stream.ahead, None
+                if not batch or not stream.reader.follows(batch):
+                    batch = stream.reader.read_batch(self.conf.batch_lines, self.conf.batch_bytes)
                 if not batch:
                     return 0
                 try:
                     producer = await self._ready_producer()
                     dead = self._produce_batch(producer, batch)
-                    await self._acknowledged(producer)
+                    await self._acknowledged(producer, stream, batch)
                 except BaseException:  # the next read starts at the watermark again: all of it is resent
+                    stream.ahead = None
                     await self._reset_producer()
                     raise
                 stream.reader.advance(batch, save=False)

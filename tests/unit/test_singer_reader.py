@@ -170,3 +170,31 @@ def test_retention_deletes_only_shipped_rotated_files_past_their_age(tmp_path: P
     os.utime(unshipped, (time.time() - 200, time.time() - 200))
     assert reader.delete_shipped(older_than_s=50) == [str(old)]
     assert not old.exists() and shipped_young.exists() and live.exists() and unshipped.exists()
+
+
+def test_a_batch_read_ahead_goes_on_where_the_last_ends_and_is_next_only_once_it_is_acknowledged(
+        tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(b"line %04d\n" % i for i in range(100)))
+    reader = _reader(tmp_path, read_size=64)
+    first = reader.read_batch(30, 1 << 30)
+    ahead = reader.read_batch(30, 1 << 30, after=first)
+    assert [line.data for line in _lines(ahead)] == [b"line %04d" % i for i in range(30, 60)]
+    assert not reader.follows(ahead)  # the first is not acknowledged yet: a failure resends it, then this
+    reader.advance(first)
+    assert reader.follows(ahead)
+    reader.advance(ahead)
+    assert _ship(reader)[:1] == [b"line 0060"]
+
+
+def test_a_batch_read_ahead_is_dropped_when_its_file_was_truncated_meanwhile(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(b"line %04d\n" % i for i in range(100)))
+    reader = _reader(tmp_path)
+    first = reader.read_batch(30, 1 << 30)
+    ahead = reader.read_batch(30, 1 << 30, after=first)
+    log.write_bytes(b"new 1\nnew 2\n")  # copytruncate, and new lines, while the first is in flight
+    reader.read_batch(10, 1 << 30)  # any read finds it truncated and starts it over
+    reader.advance(first)  # the old watermark is gone: nothing moves
+    assert not reader.follows(ahead)
+    assert _ship(reader) == [b"new 1", b"new 2"]
