@@ -207,7 +207,7 @@ class SingerSettings(_Section):
     status_topic: str = "singer-status"
     batch_lines: int = Field(50_000, ge=1, description="lines per acknowledged batch (and watermark step)")
     batch_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="... or bytes; one batch per stream bounds its memory"
+        16 * 1024 * 1024, ge=1024, description="... or bytes; Singer holds two batches per stream (one read ahead)"
     )
     max_line_bytes: int = Field(0, ge=0, description="longer lines go to the DLQ; 0 means pipeline.max_event_bytes")
     dlq_max_bytes: int = Field(

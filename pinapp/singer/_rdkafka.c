@@ -45,6 +45,8 @@ typedef struct {
     /* Written from librdkafka's callbacks (delivery and error reports on the thread that
      * polls or flushes; log lines on any of its threads), so under a lock. */
     pthread_mutex_t lock;
+    pthread_cond_t idle; /* signalled when ``active`` drops to 0 */
+    int active;          /* calls using ``rk`` right now: close() waits for them */
     long line_failures;
     long heartbeat_failures;
     char first_failure[256];
@@ -317,33 +319,54 @@ static int Producer_init(Producer *self, PyObject *args, PyObject *kwargs) {
 
 static PyObject *Producer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Producer *self = (Producer *)type->tp_alloc(type, 0);
-    if (self)
+    if (self) {
         pthread_mutex_init(&self->lock, NULL);
+        pthread_cond_init(&self->idle, NULL);
+    }
     return (PyObject *)self;
 }
 
+/* Every call that uses ``rk`` runs between begin_use and end_use, so that close() on another
+ * thread (say, after a cancelled wait whose flush() still runs in its thread) waits for it
+ * instead of destroying ``rk`` under it. */
+static int begin_use(Producer *self) {
+    pthread_mutex_lock(&self->lock);
+    int open = self->rk != NULL;
+    if (open)
+        self->active++;
+    pthread_mutex_unlock(&self->lock);
+    if (!open)
+        PyErr_SetString(KafkaError, "the producer is closed");
+    return open;
+}
+
+static void end_use(Producer *self) {
+    pthread_mutex_lock(&self->lock);
+    if (--self->active == 0)
+        pthread_cond_broadcast(&self->idle);
+    pthread_mutex_unlock(&self->lock);
+}
+
 static void destroy(Producer *self) {
-    rd_kafka_t *rk = self->rk;
+    rd_kafka_t *rk;
+    Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&self->lock);
+    while (self->active > 0)
+        pthread_cond_wait(&self->idle, &self->lock);
+    rk = self->rk;
     self->rk = NULL;
-    if (rk) {
-        Py_BEGIN_ALLOW_THREADS rd_kafka_destroy(rk);
-        Py_END_ALLOW_THREADS
-    }
+    pthread_mutex_unlock(&self->lock);
+    if (rk)
+        rd_kafka_destroy(rk);
+    Py_END_ALLOW_THREADS
 }
 
 static void Producer_dealloc(Producer *self) {
     destroy(self);
     for (int i = 0; i < self->pin_types.n; i++)
         free((char *)self->pin_types.names[i]);
+    pthread_cond_destroy(&self->idle);
     pthread_mutex_destroy(&self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int ready(Producer *self) {
-    if (self->rk)
-        return 1;
-    PyErr_SetString(KafkaError, "the producer is closed");
-    return 0;
 }
 
 static PyObject *raise_err(rd_kafka_resp_err_t err, const char *what) {
@@ -358,37 +381,51 @@ static PyObject *Producer_produce_lines(Producer *self, PyObject *args) {
     const char *topic;
     PyObject *lines;
     Py_ssize_t i;
-    if (!PyArg_ParseTuple(args, "sO!n", &topic, &PyList_Type, &lines, &i) || !ready(self))
+    if (!PyArg_ParseTuple(args, "sO!n", &topic, &PyList_Type, &lines, &i) || !begin_use(self))
         return NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(self->rk, topic, NULL);
-    if (!rkt)
+    if (!rkt) {
+        end_use(self);
         return raise_err(rd_kafka_last_error(), "topic");
+    }
+    PyObject *result = NULL;
     for (; i < PyList_GET_SIZE(lines); i++) {
         PyObject *line = PyList_GET_ITEM(lines, i);
         const char *key;
         size_t klen;
         if (!PyBytes_Check(line)) {
-            rd_kafka_topic_destroy(rkt);
             PyErr_Format(PyExc_TypeError, "line %zd is not bytes", i);
-            return NULL;
+            goto done;
         }
         if (!key_of(&self->pin_types, PyBytes_AS_STRING(line), (size_t)PyBytes_GET_SIZE(line), &key, &klen))
             break; /* for line_key, in Python */
+        int held = 0;
         while (rd_kafka_produce(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, PyBytes_AS_STRING(line),
                                 (size_t)PyBytes_GET_SIZE(line), key, klen, KIND_LINE) == -1) {
             rd_kafka_resp_err_t err = rd_kafka_last_error();
             if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-                rd_kafka_topic_destroy(rkt);
-                return raise_err(err, "produce");
+                if (held)
+                    Py_DECREF(line);
+                raise_err(err, "produce");
+                goto done;
+            }
+            if (!held) { /* the list is the caller's: keep the line while Python runs meanwhile */
+                Py_INCREF(line);
+                held = 1;
             }
             Py_BEGIN_ALLOW_THREADS rd_kafka_poll(self->rk, 10); /* the queue drains as the broker acks */
             Py_END_ALLOW_THREADS
         }
+        if (held)
+            Py_DECREF(line);
         if ((i & 1023) == 0)
             rd_kafka_poll(self->rk, 0); /* serve delivery reports as they come, as kcat does */
     }
+    result = PyLong_FromSsize_t(i);
+done:
     rd_kafka_topic_destroy(rkt);
-    return PyLong_FromSsize_t(i);
+    end_use(self);
+    return result;
 }
 
 static PyObject *Producer_produce(Producer *self, PyObject *args, PyObject *kwargs) {
@@ -398,8 +435,7 @@ static PyObject *Producer_produce(Producer *self, PyObject *args, PyObject *kwar
     PyObject *headers = Py_None;
     int heartbeat = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy#|z#Op", kws, &topic, &value, &vlen, &key, &klen, &headers,
-                                     &heartbeat) ||
-        !ready(self))
+                                     &heartbeat))
         return NULL;
     rd_kafka_headers_t *hdrs = NULL;
     if (headers != Py_None) {
@@ -420,6 +456,11 @@ static PyObject *Producer_produce(Producer *self, PyObject *args, PyObject *kwar
         Py_DECREF(seq);
     }
     void *kind = heartbeat ? KIND_HEARTBEAT : KIND_LINE;
+    if (!begin_use(self)) {
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        return NULL;
+    }
     rd_kafka_resp_err_t err =
         hdrs ? rd_kafka_producev(self->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                  RD_KAFKA_V_VALUE((void *)value, (size_t)vlen), RD_KAFKA_V_KEY(key, (size_t)klen),
@@ -427,6 +468,7 @@ static PyObject *Producer_produce(Producer *self, PyObject *args, PyObject *kwar
              : rd_kafka_producev(self->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                  RD_KAFKA_V_VALUE((void *)value, (size_t)vlen), RD_KAFKA_V_KEY(key, (size_t)klen),
                                  RD_KAFKA_V_OPAQUE(kind), RD_KAFKA_V_END);
+    end_use(self);
     if (err) {
         if (hdrs)
             rd_kafka_headers_destroy(hdrs); /* librdkafka owns them only once the message is queued */
@@ -437,11 +479,14 @@ static PyObject *Producer_produce(Producer *self, PyObject *args, PyObject *kwar
 
 static PyObject *Producer_flush(Producer *self, PyObject *args) {
     double timeout_s;
-    if (!PyArg_ParseTuple(args, "d", &timeout_s) || !ready(self))
+    if (!PyArg_ParseTuple(args, "d", &timeout_s) || !begin_use(self))
         return NULL;
+    int left;
     Py_BEGIN_ALLOW_THREADS rd_kafka_flush(self->rk, (int)(timeout_s * 1000));
+    left = rd_kafka_outq_len(self->rk);
     Py_END_ALLOW_THREADS
-    return PyLong_FromLong(rd_kafka_outq_len(self->rk));
+    end_use(self);
+    return PyLong_FromLong(left);
 }
 
 static PyObject *Producer_wait_for_topic(Producer *self, PyObject *args) {
@@ -449,14 +494,17 @@ static PyObject *Producer_wait_for_topic(Producer *self, PyObject *args) {
     double timeout_s;
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err;
-    if (!PyArg_ParseTuple(args, "sd", &topic, &timeout_s) || !ready(self))
+    if (!PyArg_ParseTuple(args, "sd", &topic, &timeout_s) || !begin_use(self))
         return NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(self->rk, topic, NULL);
-    if (!rkt)
+    if (!rkt) {
+        end_use(self);
         return raise_err(rd_kafka_last_error(), "topic");
+    }
     Py_BEGIN_ALLOW_THREADS err = rd_kafka_metadata(self->rk, 0, rkt, &md, (int)(timeout_s * 1000));
     Py_END_ALLOW_THREADS
     rd_kafka_topic_destroy(rkt);
+    end_use(self);
     if (err)
         return raise_err(err, topic);
     int partitions = md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt : -1;
@@ -527,11 +575,12 @@ static PyObject *Producer_take_logs(Producer *self, PyObject *unused) {
 }
 
 static PyObject *Producer_purge(Producer *self, PyObject *unused) {
-    if (!ready(self))
+    if (!begin_use(self))
         return NULL;
     Py_BEGIN_ALLOW_THREADS rd_kafka_purge(self->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_poll(self->rk, 0); /* serves the purged messages' reports */
     Py_END_ALLOW_THREADS
+    end_use(self);
     Py_RETURN_NONE;
 }
 
