@@ -598,10 +598,12 @@ static PyObject *scan_key(PyObject *module, PyObject *args) {
     size_t klen;
     if (!PyArg_ParseTuple(args, "y*O", &line, &types))
         return NULL;
-    PyObject *out = NULL;
-    if (pin_types_of(types, &pin_types, 0) == 0) /* borrowed from ``types``, alive for the call */
+    PyObject *out = NULL, *held = PySequence_Fast(types, "pin_event_types must be a sequence of str");
+    /* The names point into ``held``'s str objects, kept alive until key_of is done. */
+    if (held && pin_types_of(held, &pin_types, 0) == 0)
         out = key_of(&pin_types, line.buf, (size_t)line.len, &key, &klen) ? PyBytes_FromStringAndSize(key, (Py_ssize_t)klen)
                                                                             : Py_NewRef(Py_None);
+    Py_XDECREF(held);
     PyBuffer_Release(&line);
     return out;
 }
