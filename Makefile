@@ -23,14 +23,20 @@ setup: $(STAMP)
 # topojson-client, world-atlas, Chart.js) into frontend/node_modules. Both from their registries,
 # pinned by lock files. Then Debian's jemalloc, which workers run on (pinapp/allocator.py says why).
 $(STAMP): pyproject.toml setup.py pinapp/singer/_rdkafka.c constraints.txt frontend/package-lock.json
-	@pkg-config --exists rdkafka || { \
+	@missing=""; \
+	pkg-config --exists rdkafka 2>/dev/null || missing="$$missing librdkafka-dev pkg-config"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	$(PYTHON) -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || missing="$$missing python3-dev"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's librdkafka-dev and pkg-config (pinapp singer's C loop builds against them)"; \
+	    echo "installing Debian's$$missing (pinapp singer's C loop builds with them)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q librdkafka-dev pkg-config >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || exit 1; \
 	  else \
-	    echo "librdkafka-dev is missing; run: sudo apt-get install -y librdkafka-dev pkg-config" >&2; exit 1; \
-	  fi; }
+	    echo "missing to build pinapp singer's C loop; run: sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	npm ci --prefix frontend --no-audit --no-fund --loglevel=error
