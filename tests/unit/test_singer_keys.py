@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import random
+
+import msgspec
+
 from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
 from pinapp.singer._rdkafka import scan_key
@@ -62,6 +66,40 @@ def test_the_c_rule_agrees_with_line_key_on_generated_traffic() -> None:
         else:
             assert key == line_key(record.value), record.value
     assert left_to_python > 0  # some malformed lines did take line_key
+
+
+def test_on_mutated_lines_the_c_rule_never_keys_valid_json_differently() -> None:
+    """Generated lines with bytes deleted, inserted, replaced or cut off: whenever the result is
+    still valid JSON and the C rule keys it, the key is line_key's (and nothing crashes)."""
+    gen = TrafficGenerator(GeneratorConfig(seed=11), GeoLocator(), keep_ids=False)
+    originals = [next(gen).value for _ in range(2_000)]
+    rnd = random.Random(11)
+    alphabet = b'{}[]":,\\ \tabc019-.enulltrfs'
+    keyed_valid = 0
+    for _ in range(30_000):
+        line = bytearray(rnd.choice(originals))
+        for _ in range(rnd.randint(1, 4)):
+            at = rnd.randrange(len(line) + 1)
+            match rnd.randrange(4):
+                case 0 if line[at:]:
+                    del line[at]
+                case 1:
+                    line.insert(at, rnd.choice(alphabet))
+                case 2 if line[at:]:
+                    line[at] = rnd.choice(alphabet)
+                case _:
+                    del line[at:]
+        data = bytes(line)
+        key = scan_key(data, _PIN_TYPES)
+        if key is None:
+            continue
+        try:
+            msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            continue  # not JSON: the topology dead-letters it, whatever its key
+        keyed_valid += 1
+        assert key == line_key(data), data
+    assert keyed_valid > 1_000
 
 
 class _Recorder:
