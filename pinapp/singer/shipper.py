@@ -163,7 +163,7 @@ class Singer:
         """The producer, created on first use with the topics' partitions already known.
 
         Without that, a new producer's first lines to a topic it has no metadata for took a
-        second to be acknowledged in 6 of 16 tries (docs/benchmarks.md): the first batch of every
+        second to be acknowledged in 6 of 16 tries (librdkafka 2.8, docs/benchmarks.md): the first batch of every
         (re)start, and the first after every failure, would wait for nothing.
         """
         if self._producer is None:
