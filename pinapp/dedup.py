@@ -53,24 +53,37 @@ class PartitionSweeper:
         """Examine up to ``budget`` keys of ``partition`` from its cursor; return the expired.
 
         ``items(from_key)`` iterates the partition's raw (key, value) pairs in key order,
-        starting at ``from_key`` (``None``: the beginning). Wraps around at the end.
+        starting at ``from_key`` (``None``: the beginning). At the end it wraps around to the
+        beginning, up to where the call began: a call's reach depends on its budget only, not
+        on where earlier calls happened to stop (a budget of at least the partition's size
+        examines every key once).
         """
         cursor = self._cursors.get(partition)
         expired: list[Any] = []
         examined = 0
         next_cursor: bytes | None = None
-        for raw_key, raw_value in items(cursor):
-            if raw_key == _FAUST_OFFSET_KEY:
-                continue
-            if examined >= budget:
-                next_cursor = raw_key
+        # (from, up to): the rest of the partition, then its beginning up to the cursor.
+        passes: list[tuple[bytes | None, bytes | None]] = [(cursor, None)]
+        if cursor is not None:
+            passes.append((None, cursor))
+        for start, stop in passes:
+            for raw_key, raw_value in items(start):
+                if stop is not None and raw_key >= stop:
+                    next_cursor = stop  # every key examined: the next call goes on from here
+                    break
+                if raw_key == _FAUST_OFFSET_KEY:
+                    continue
+                if examined >= budget:
+                    next_cursor = raw_key
+                    break
+                examined += 1
+                try:
+                    stale = is_expired(self.decode_value(raw_value), now_ms, horizon_ms)
+                except ValueError:  # undecodable (e.g. an older format): nothing to keep
+                    stale = True
+                if stale:
+                    expired.append(self.decode_key(raw_key))
+            if next_cursor is not None:
                 break
-            examined += 1
-            try:
-                stale = is_expired(self.decode_value(raw_value), now_ms, horizon_ms)
-            except ValueError:  # undecodable (e.g. an older format): nothing to keep
-                stale = True
-            if stale:
-                expired.append(self.decode_key(raw_key))
         self._cursors[partition] = next_cursor
         return expired

@@ -56,8 +56,17 @@ def test_sweep_examines_at_most_budget_keys_and_resumes_where_it_stopped() -> No
     third = sweeper.expired_keys(0, part.items, budget=4, now_ms=HOUR, horizon_ms=HOUR)
     assert first == ["k00", "k01", "k02", "k03"]
     assert second == ["k04", "k05", "k06", "k07"]
-    assert third == ["k08", "k09"]  # end reached: the next call starts over
-    assert sweeper.expired_keys(0, part.items, budget=1, now_ms=HOUR, horizon_ms=HOUR) == ["k00"]
+    assert third == ["k08", "k09", "k00", "k01"]  # the end reached: on from the beginning
+    assert sweeper.expired_keys(0, part.items, budget=1, now_ms=HOUR, horizon_ms=HOUR) == ["k02"]
+
+
+def test_a_budget_of_the_whole_partition_examines_every_key_once_wherever_the_cursor_was() -> None:
+    part = FakePartition({f"k{i:02d}": 0 for i in range(10)})
+    sweeper = _sweeper()
+    assert sweeper.expired_keys(0, part.items, budget=6, now_ms=HOUR, horizon_ms=HOUR) == [f"k{i:02d}" for i in range(6)]
+    everything = sweeper.expired_keys(0, part.items, budget=100, now_ms=HOUR, horizon_ms=HOUR)
+    assert everything == [f"k{i:02d}" for i in (*range(6, 10), *range(6))]
+    assert sweeper.expired_keys(0, part.items, budget=1, now_ms=HOUR, horizon_ms=HOUR) == ["k06"]
 
 
 def test_sweep_keeps_fresh_entries_and_skips_faust_bookkeeping() -> None:
