@@ -50,8 +50,7 @@ class FaustPartitions:
             return None
 
     def committed(self, topic: str, partition: int) -> int | None:
-        # faust tracks the last offset it committed per partition but has no public getter.
-        return archive_app.consumer._committed_offset.get(TP(topic, partition))  # noqa: SLF001
+        return archive_app.consumer.committed(TP(topic, partition))
 
     def assigned(self) -> Iterable[tuple[str, int]]:
         return [(tp.topic, tp.partition) for tp in archive_app.consumer.assignment() if tp.topic in TOPICS]
@@ -62,9 +61,7 @@ class FaustPartitions:
     def release(self, deliveries: Iterable[Delivery]) -> None:
         # faust waits (on revocation and shutdown) until its set of unacked messages is empty;
         # a record given up must leave that set without an ack, so it is never committed.
-        unacked = archive_app.consumer._unacked_messages  # noqa: SLF001 - no public way to un-track
-        for delivery in deliveries:
-            unacked.discard(delivery.message)  # type: ignore[attr-defined]
+        archive_app.consumer.release(delivery.message for delivery in deliveries)  # type: ignore[attr-defined]
 
 
 _exit_stack = AsyncExitStack()

@@ -28,6 +28,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
 
 from cachetools import LRUCache
 from faust.types import EventT, StreamT
@@ -44,7 +46,7 @@ from pinapp.geo import GeoLocation, GeoLocator
 from pinapp.live import RepinPoint, encode_points
 from pinapp.records import Pin, SeenEvent
 from pinapp.rows import UNKNOWN_CATEGORY, Row, build_row, pin_row
-from pinapp.streaming import BatchedTable
+from pinapp.faust_ext import BatchedTable
 from pinapp.topics import dead_letter_topic, events_topic, live_topic
 from tables import pin_by_id, seen_event_ids
 
@@ -309,6 +311,14 @@ class EngagementBatcher:
                 self.seen.delete(items[-1].source, key.encode())
 
 
+def _processed_log(path: Path | None) -> TextIO | None:
+    """``worker.processed_log``: where the race reproduction reads what this worker processed."""
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a", encoding="ascii")
+
+
 @app.agent(events_topic, name="process_engagement", concurrency=1)
 async def process_engagement(stream: StreamT) -> None:
     """Validate, dedup, enrich and sink engagement events, a batch at a time."""
@@ -321,10 +331,16 @@ async def process_engagement(stream: StreamT) -> None:
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)
     batcher = EngagementBatcher(EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), geo)
+    trace = _processed_log(settings.worker.processed_log)
     try:
         async for batch in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
             await batcher.process_isolating_failures(batch)
+            if trace is not None:  # before the batch is acked: a kill after it reprocesses, never skips
+                trace.write("".join(f"{e.message.partition} {e.message.offset}\n" for e in batch))
+                trace.flush()
     finally:
+        if trace is not None:
+            trace.close()
         geo.close()
         pool.close()
         await pool.wait_closed()

@@ -1,10 +1,12 @@
 """The typed settings object and its loader.
 
 Precedence, highest first: keyword arguments to :func:`load_settings`, ``PINAPP_*``
-environment variables, the profile's TOML file, the defaults below. Faust's own
-environment variables (``BROKER_URL``, ``WORKER_PORT``...) are deliberately *not* a second
-source of truth: :mod:`pinapp.app` passes every faust setting it cares about explicitly
-from this object, so one place decides.
+environment variables, the profile's TOML file, the defaults below. faust's own
+environment variables (``BROKER_URL``, ``WEB_PORT``, ``APP_DATADIR``, ``FAUST_DEBUG``...)
+are *not* a source at all: :class:`pinapp.faust_ext.PinApp` builds faust's settings with
+an empty environment from what :mod:`pinapp.app` passes from this object, and the worker
+command passes faust's command-line options whose defaults faust reads from the
+environment (``tests/unit/test_faust_env.py``).
 """
 
 from __future__ import annotations
@@ -149,6 +151,12 @@ class WorkerSettings(_Section):
     )
     jemalloc_library: str = Field(
         "libjemalloc.so.2", description="preloaded when allocator is jemalloc (Debian: libjemalloc2)"
+    )
+    commit_guards: bool = Field(
+        True, description="RACE REPRODUCTION ONLY: false turns off the gap and hole guards (pinapp.faust_ext.guards)"
+    )
+    processed_log: Path | None = Field(
+        None, description="RACE REPRODUCTION ONLY: append 'partition offset' of every event the agent processed"
     )
 
     def rocksdb_options(self) -> dict[str, int]:

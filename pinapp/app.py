@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from config import load_settings
-from pinapp.transport import PinApp
+from pinapp.faust_ext import PinApp
 
 __all__ = ["app", "archive_app", "main", "settings"]
 
@@ -41,6 +41,7 @@ def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[
         web_host=settings.worker.web_host,
         web_bind=settings.worker.web_host,
         web_port=web_port,
+        commit_guards=settings.worker.commit_guards,
         # Agents run with concurrency 1: faust #606 commits past in-flight messages otherwise.
     )
 

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from config import Settings, load_settings
 from pinapp.allocator import run_on_chosen_allocator
-from pinapp.errors import PinappError
+from pinapp.errors import ConfigError, PinappError
 
 __all__ = ["main"]
 
@@ -50,10 +50,11 @@ def worker(ctx: click.Context) -> None:
     """Run a faust worker (extra arguments go to `faust worker`)."""
     settings = _settings(ctx)
     run_on_chosen_allocator(settings)  # may re-execute this process on jemalloc
+    _make_data_dir(settings.worker.data_dir)
+    options = _faust_options(settings, settings.worker.data_dir)
     from pinapp.app import app
 
-    level = settings.worker.log_level
-    sys.argv = ["pinapp", "worker", "--loglevel", level, *ctx.args]
+    sys.argv = ["pinapp", "worker", *options, *ctx.args]
     app.main()
 
 
@@ -64,11 +65,35 @@ def archiver(ctx: click.Context) -> None:
     settings = _settings(ctx)
     run_on_chosen_allocator(settings)  # may re-execute this process on jemalloc
     asyncio.run(_check_bucket(settings))  # a missing bucket or bad credentials: one clear line, now
-    (settings.worker.data_dir / "archiver").mkdir(parents=True, exist_ok=True)
+    _make_data_dir(settings.worker.data_dir / "archiver")
+    options = _faust_options(settings, settings.worker.data_dir / "archiver")
     from pinapp.app import archive_app
 
-    sys.argv = ["pinapp", "worker", "--loglevel", settings.worker.log_level, *ctx.args]
+    sys.argv = ["pinapp", "worker", *options, *ctx.args]
     archive_app.main()
+
+
+def _make_data_dir(path: Path) -> None:
+    """``worker.data_dir`` with its parents; a folder that cannot be made fails in one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"worker.data_dir={str(path)!r} cannot be created ({exc.strerror}); set "
+                          "PINAPP_WORKER__DATA_DIR (or [worker] data_dir) to a folder this user can write") from None
+
+
+def _faust_options(settings: Settings, data_dir: Path) -> list[str]:
+    """faust's command line, from pinapp's settings only.
+
+    faust reads defaults from ``FAUST_*``/``F_*`` variables when it is imported
+    (``FAUST_WORKDIR`` even changes directory, ``FAUST_DEBUG`` turns on its blocking
+    detector): they are dropped from this process's environment first, with a warning.
+    """
+    assert "faust" not in sys.modules, "faust read its environment before pinapp could clear it"
+    for name in sorted(n for n in os.environ if n.startswith(("FAUST_", "F_"))):
+        logger.warning("ignoring %s: pinapp's settings configure the worker (see docs/operations.md)", name)
+        del os.environ[name]
+    return ["--loglevel", settings.worker.log_level, "--no-debug", "--datadir", str(data_dir)]
 
 
 async def _check_bucket(settings: Settings) -> None:

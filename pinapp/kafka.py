@@ -47,14 +47,17 @@ def make_producer(kafka: KafkaSettings, *, linger_ms: int = 20) -> AIOKafkaProdu
     )
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    """``topic``'s partitions, from a fresh metadata fetch (a consumer not subscribed to a topic
-    may not have its metadata cached); empty when the topic does not exist."""
-    known = consumer.partitions_for_topic(topic)
-    if not known:
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - aiokafka has no public call
-        known = cluster.partitions_for_topic(topic)
-    return sorted(known or ())
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """``topic``'s partitions, from a fresh metadata request (a consumer not subscribed to a
+    topic may not have its metadata cached); empty when the topic does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if t["topic"] == topic and not t["error_code"]
+                  for p in t["partitions"])
 
 
 async def read_topic(kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0,
@@ -71,7 +74,7 @@ async def read_topic(kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
+        parts = [TopicPartition(topic, p) for p in await partitions_of(kafka.bootstrap, topic)]
         if not parts:
             raise PinappError(f"topic {topic!r} does not exist on {kafka.bootstrap}")
         consumer.assign(parts)

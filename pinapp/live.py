@@ -136,6 +136,6 @@ class LiveFeed(Service):
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         """The topic's partitions, waiting while it does not exist yet (the worker creates it)."""
-        while not (found := await partitions_of(consumer, self.topic)):
+        while not (found := await partitions_of(self.bootstrap, self.topic)):
             await self.sleep(1.0)
         return [TopicPartition(self.topic, p) for p in found]

@@ -10,10 +10,12 @@ __all__ = [
     "ARCHIVE_CUTS",
     "ARCHIVE_EVENTS",
     "ARCHIVE_S3_ERRORS",
+    "COMMIT_HOLES",
     "CONSUMER_LAG",
     "DEAD_LETTERED",
     "DUPLICATES_DROPPED",
     "EVENTS_IN",
+    "FETCH_GAPS",
     "LIVE_DROPPED",
     "LIVE_PUBLISHED",
     "LIVE_SUBSCRIBERS",
@@ -39,6 +41,18 @@ ROCKSDB_MEMORY = Gauge(
 )
 CONSUMER_LAG = Gauge(
     "pinapp_consumer_lag", "Events in Kafka not yet committed by this worker (high watermark - committed)",
+    ["topic", "partition"],
+)
+# The two commit guards (pinapp.faust_ext.guards): each time one fired. Both stay 0 unless faust
+# dropped records it had handed over or fetched; the soak asserts they did not fire.
+COMMIT_HOLES = Counter(
+    "pinapp_commit_holes",
+    "Commits held by offsets handed to a stream and never acknowledged, fetched again (the hole guard)",
+    ["topic", "partition"],
+)
+FETCH_GAPS = Counter(
+    "pinapp_fetch_gaps",
+    "Offsets skipped between two fetched records, fetched again instead of committed (the gap guard)",
     ["topic", "partition"],
 )
 DEAD_LETTERED = Counter("pinapp_dead_lettered", "Inputs sent to the dead-letter topic", ["kind"])

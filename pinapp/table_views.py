@@ -21,13 +21,13 @@ from typing import Any, Final
 import aiohttp
 from faust.types import CollectionT
 from faust.web import Request, Response, View
+from prometheus_client import REGISTRY
 from yarl import URL
 
-from pinapp import metrics
 from pinapp.app import app, settings
 from pinapp.dedup import is_expired
+from pinapp.faust_ext import open_partition_dbs, raw_get
 from pinapp.records import SeenEvent
-from pinapp.streaming import open_partition_dbs, raw_get
 from pinapp.topics import events_topic
 from tables import pin_by_id, seen_event_ids
 
@@ -173,7 +173,7 @@ def _dedup_local() -> dict[str, Any]:
         "url": str(app.conf.canonical_url),
         "active": {str(p): _estimated_keys(seen_event_ids, p) for p in local["active"]},
         "standby": local["standby"],
-        "duplicates_dropped": metrics.DUPLICATES_DROPPED._value.get(),  # noqa: SLF001 - this process's counter
+        "duplicates_dropped": REGISTRY.get_sample_value("pinapp_duplicates_dropped_total") or 0.0,
     }
 
 

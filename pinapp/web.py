@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pinapp import health, metrics
 from pinapp.app import app, archive_app
-from pinapp.streaming import open_partition_dbs
+from pinapp.faust_ext import open_partition_dbs
 
 __all__ = ["HealthView", "MetricsView", "partition_lag", "worker_health"]
 
@@ -63,7 +63,7 @@ def partition_lag(faust_app: AppT) -> dict[TP, int]:
     has not yet made durable downstream. A partition not fetched yet (just assigned) has no
     high watermark and is left out."""
     consumer = faust_app.consumer
-    committed = consumer._committed_offset  # noqa: SLF001 - faust keeps no public per-partition view
+    committed = consumer.committed_offsets()  # PinConsumer's (faust has no public per-partition view)
     lag: dict[TP, int] = {}
     for tp in _source_partitions(faust_app):
         highwater, offset = consumer.highwater(tp), committed.get(tp)

@@ -100,7 +100,7 @@ async def committed_offsets(settings: Settings, topic: str, group: str) -> tuple
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = await partitions_of(consumer, topic)
+        partitions = await partitions_of(settings.kafka.bootstrap, topic)
         if not partitions:
             raise PinappError(f"topic {topic!r} does not exist on {settings.kafka.bootstrap}")
         tps = [TopicPartition(topic, p) for p in partitions]

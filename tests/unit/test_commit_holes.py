@@ -1,25 +1,42 @@
-"""The commit guard's rules: a hole of unacknowledged offsets holds the commit, and one that
-nothing in flight explains is fetched again once it has lasted."""
+"""The commit rule: never past an offset no stream acknowledged, head or not, whatever the
+committed offset; and the hole guard's clock."""
 
 from __future__ import annotations
 
-from pinapp.transport import HoleWatch, unacked_hole
+from pinapp.faust_ext.guards import HoleWatch, next_commit
 
 
-def test_no_hole_when_the_acked_run_starts_at_the_committed_offset() -> None:
-    assert unacked_hole([10, 11, 12], 10, has_gap=False) is None
-    assert unacked_hole([], 10, has_gap=False) is None
-    assert unacked_hole([3, 4], None, has_gap=False) is None  # nothing committed yet: faust decides
+def test_the_run_that_starts_at_the_base_is_committed() -> None:
+    assert next_commit([10, 11, 12], 10) == (13, 3)
+    assert next_commit([10, 11, 12, 14, 15], 10) == (13, 3)  # stops at the first hole
+    assert next_commit([], 10) == (None, 0)
 
 
-def test_one_missing_offset_is_a_hole_too() -> None:
-    # faust's own check (min - committed > 1) would commit past offset 10 here.
-    assert unacked_hole([11, 12], 10, has_gap=False) == 11
-    assert unacked_hole([14, 12, 13], 10, has_gap=False) == 12
+def test_a_one_offset_hole_at_the_head_is_not_committed_past() -> None:
+    # faust's own check (min - committed > 1) commits 13 here, past offset 10.
+    assert next_commit([11, 12], 10) == (None, 0)
+    assert next_commit([12, 13, 14], 10) == (None, 0)
 
 
-def test_faust_gap_bookkeeping_decides_for_compacted_topics() -> None:
-    assert unacked_hole([14, 15], 10, has_gap=True) is None
+def test_a_partition_committed_at_zero_or_never_starts_at_its_log_start() -> None:
+    # faust records a commit at 0 as None and then makes no head check at all.
+    assert next_commit([0, 1, 2], 0) == (3, 3)
+    assert next_commit([1, 2], 0) == (None, 0)  # offset 0 never acknowledged
+    assert next_commit([7, 8], 5) == (None, 0)  # log start 5 (retention): 5 and 6 missing
+    assert next_commit([5, 6], 5) == (7, 2)
+
+
+def test_an_unknown_base_commits_nothing() -> None:
+    assert next_commit([0, 1, 2], None) == (None, 0)
+
+
+def test_offsets_acked_again_below_the_base_are_consumed_without_moving() -> None:
+    assert next_commit([7, 8, 10, 11], 10) == (12, 4)
+    assert next_commit([7, 8, 11], 10) == (None, 2)
+
+
+def test_duplicate_acks_do_not_break_the_run() -> None:
+    assert next_commit([10, 10, 11, 12, 12], 10) == (13, 5)
 
 
 def test_a_hole_is_overdue_once_it_lasted_with_nothing_in_flight() -> None:

@@ -1,0 +1,65 @@
+"""Partition control for agents that hold records unacked on purpose (the S3 archiver).
+
+:class:`PartitionControl` is the consumer's side of
+:class:`pinapp.archive.archiver.PartitionControl`: pause and resume fetching without losing
+anything, the committed offset, and giving records up without acking them.
+
+Private names used: the consumer thread's aiokafka consumer (``_thread._ensure_consumer()``,
+``call_thread``: aiokafka's pause state and position must be changed in that thread) and
+``Consumer._unacked_messages`` (faust's set of delivered, unacked messages, which it waits on
+at revocation and shutdown; there is no public way to take a message out of it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import TopicPartition
+from faust.types import TP
+
+__all__ = ["PartitionControl"]
+
+
+class PartitionControl:
+    """Mixed into pinapp's consumer (:mod:`.app`)."""
+
+    _thread: Any
+    _unacked_messages: Any
+
+    async def pause_fetching(self, tps: Iterable[TP]) -> None:
+        """Stop fetching ``tps`` until :meth:`resume_fetching`, without dropping anything.
+
+        faust's ``pause_partitions`` is not that: it skips the paused partitions' records in the
+        batch being handed over, and once newer records arrive it books the skipped offsets as
+        a "gap", i.e. as acked, so they are committed unprocessed. This pauses aiokafka's
+        fetcher instead: records it has not returned yet are fetched again on resume, and what
+        it already returned is handed over as usual. Unassigned partitions are ignored.
+        """
+        await self._in_consumer_thread("pause", tps)
+
+    async def resume_fetching(self, tps: Iterable[TP]) -> None:
+        await self._in_consumer_thread("resume", tps)
+
+    def release(self, messages: Iterable[Any]) -> None:
+        """Forget delivered ``messages`` without acking them: they are never committed, and
+        faust no longer waits for their acks (a revoked partition's next owner reads them)."""
+        for message in messages:
+            self._unacked_messages.discard(message)
+
+    async def _in_consumer_thread(self, method: str, tps: Iterable[TP]) -> None:
+        consumer = self._thread._ensure_consumer()
+        wanted = {TopicPartition(tp.topic, tp.partition) for tp in tps}
+
+        async def call() -> None:
+            getattr(consumer, method)(*(wanted & consumer.assignment()))
+
+        await self._thread.call_thread(call)
+
+    async def _in_consumer_thread_seek(self, tp: TP, offset: int) -> None:
+        consumer = self._thread._ensure_consumer()
+
+        async def call() -> None:
+            consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
+
+        await self._thread.call_thread(call)

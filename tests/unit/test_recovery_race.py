@@ -1,0 +1,196 @@
+"""The recovery race (faust #596), deterministically, on pinapp's real consumer and fetch loop.
+
+A scripted aiokafka consumer thread stands in for the broker (a fetch returns a batch from the
+partition's position, a seek moves it); everything else is faust's and pinapp's own code:
+faust's ``getmany``, ``perform_seek``, ``ack`` and commit bookkeeping, pinapp's fetch loop and
+commit rule. The scenario is faust's ``on_recovery_completed`` order: the stream partition is
+sought to its committed offset *while flow is on* and the fetch loop is still handing over the
+batch it fetched before; then ``flow_control.resume()`` clears the stream's queue.
+
+Before the fix (the same loop without seek epochs, guards off) the records handed over after
+the seek moved faust's read offset past the ones the seek fetched again, which were then
+dropped as already read: in the faust-order case 6 offsets (152-157) were never processed and
+the commit stuck at 152, under pinapp's commit rule and under faust's alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from faust.types import TP
+
+from pinapp.faust_ext import PinApp, PinConsumer
+from pinapp.faust_ext.recovery import SeekFirstRecovery
+
+TOPIC = "events-race"
+TP0 = TP(TOPIC, 0)
+END = 400
+COMMITTED = 100
+FETCH = 100  # records per fetch
+
+
+class ScriptedThread:
+    """aiokafka's consumer thread, scripted: one partition whose fetches return the next
+    ``FETCH`` records from its position, and whose seeks move that position."""
+
+    def __init__(self, consumer: PinConsumer) -> None:
+        self.consumer = consumer
+        self.position = COMMITTED
+        self.seek_gate = asyncio.Event()  # clear: the committed offsets' request is in flight
+        self.seek_gate.set()
+
+    async def _round_trip(self) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    async def getmany(self, active_partitions: Any, timeout: float) -> Any:
+        await self._round_trip()
+        start, self.position = self.position, min(END, self.position + FETCH)
+        if start >= END:
+            await asyncio.sleep(0.01)
+            return {}
+        return {TP0: [ConsumerRecord(TOPIC, 0, off, 0, 0, b"k", b"v", None, 1, 1, ()) for off in range(start, self.position)]}
+
+    async def seek_to_committed(self) -> dict[TP, int]:
+        await self.seek_gate.wait()
+        committed = self.consumer._committed_offset.get(TP0) or 0  # noqa: SLF001 - the group's commit
+        self.position = committed
+        return {TP0: committed}
+
+    def seek(self, partition: TP, offset: int) -> None:
+        self.position = offset
+
+    def assignment(self) -> set[TP]:
+        return {TP0}
+
+    def highwater(self, tp: TP) -> int:
+        return END
+
+    async def earliest_offsets(self, *partitions: TP) -> dict[TP, int]:
+        return {tp: 0 for tp in partitions}
+
+    def _ensure_consumer(self) -> Any:  # the aiokafka consumer, for pinapp's own seeks
+        return self
+
+    async def call_thread(self, fn: Any) -> Any:
+        await self._round_trip()
+        return await fn()
+
+
+class ScriptedConsumer(PinConsumer):
+    """pinapp's consumer (faust's, with pinapp's fetch loop and commit rule) on the script."""
+
+    def __init__(self, app: PinApp, queue: asyncio.Queue[Any]) -> None:
+        super().__init__(app.transport, callback=self._on_message, on_partitions_revoked=_noop,
+                         on_partitions_assigned=_noop)
+        self.queue = queue
+        self.script = ScriptedThread(self)
+        self._thread.thread_loop.close()  # the real consumer thread's loop: never started here
+        self._thread = self.script  # type: ignore[assignment]
+        self.commits: list[int] = []
+
+    async def _on_message(self, message: Any) -> None:  # what faust's conductor does
+        self.track_message(message)
+        await self.queue.put(message)
+
+    def commit_now(self) -> None:
+        """faust's commit bookkeeping, without a broker."""
+        for tp, offset in self._filter_committable_offsets({TP0}).items():
+            self._committed_offset[tp] = offset
+            self.commits.append(offset)
+
+
+async def _noop(*args: Any) -> None:
+    return None
+
+
+class _Fetcher:
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
+
+
+async def _run_race(*, stop_flow_first: bool) -> tuple[ScriptedConsumer, set[int]]:
+    app = PinApp("race-test", broker="kafka://127.0.0.1:1", commit_guards=False)
+    app.topics._acking_topics.add(TOPIC)  # noqa: SLF001 - an agent's topic would register itself
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)  # a stream buffer: the hand-off blocks
+    consumer = ScriptedConsumer(app, queue)
+    consumer._committed_offset[TP0] = COMMITTED  # noqa: SLF001
+    consumer._read_offset[TP0] = COMMITTED  # noqa: SLF001
+    consumer.resume_partitions({TP0})
+    consumer.resume_flow()
+    processed: set[int] = set()
+
+    async def stream() -> None:  # the agent: takes records one by one, slower than the hand-off
+        while True:
+            message = await queue.get()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            processed.add(message.offset)
+            consumer.ack(message)
+
+    fetcher = _Fetcher()
+    drain = asyncio.create_task(consumer._drain_messages(fetcher))  # noqa: SLF001
+    agent = asyncio.create_task(stream())
+    try:
+        for _ in range(10_000):
+            if len(processed) >= 20 or drain.done():
+                break
+            await asyncio.sleep(0)
+        assert not drain.done(), drain.exception() or "the fetch loop ended"
+        # faust's on_recovery_completed: resume the stream partition, seek it, clear the queues.
+        if stop_flow_first:
+            consumer.stop_flow()  # pinapp's SeekFirstRecovery
+        consumer.resume_partitions({TP0})
+        consumer.script.seek_gate.clear()
+        seek = asyncio.create_task(consumer.perform_seek())
+        for _ in range(60):  # the fetch loop runs on while the seek waits
+            await asyncio.sleep(0)
+        consumer.script.seek_gate.set()
+        await seek
+        while not queue.empty():  # app.flow_control.resume() clears every stream queue
+            queue.get_nowait()
+        consumer.resume_flow()
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            consumer.commit_now()
+            if consumer.commits and consumer.commits[-1] == END:
+                break
+    finally:
+        fetcher._stopped.set()
+        agent.cancel()
+        drain.cancel()
+        await asyncio.gather(agent, drain, return_exceptions=True)
+    return consumer, processed
+
+
+@pytest.mark.parametrize("stop_flow_first", [False, True], ids=["faust-order", "seek-first-order"])
+async def test_a_seek_under_a_running_batch_loses_nothing(stop_flow_first: bool) -> None:
+    consumer, processed = await _run_race(stop_flow_first=stop_flow_first)
+    missing = sorted(set(range(COMMITTED, END)) - processed)
+    assert not missing, f"{len(missing)} offsets never processed: {missing[:10]}..."
+    assert consumer.commits[-1] == END, f"commit stuck at {consumer.commits[-1:]}"
+
+
+async def test_the_race_is_there_to_catch() -> None:
+    """The scenario really overlaps a seek with a batch in hand (else the test above proves nothing)."""
+    consumer, _ = await _run_race(stop_flow_first=False)
+    assert consumer.stale_dropped > 0
+
+
+async def test_seek_first_recovery_stops_flow_before_faust_seeks(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+
+    async def faust_on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+        seen.append(self.app.consumer.flow_active)
+
+    monkeypatch.setattr("faust.tables.recovery.Recovery.on_recovery_completed", faust_on_recovery_completed)
+    app = PinApp("race-test-recovery", broker="kafka://127.0.0.1:1")
+    app.consumer._thread.thread_loop.close()  # noqa: SLF001 - never started here
+    app.consumer.resume_flow()
+    recovery = app.tables.recovery
+    assert isinstance(recovery, SeekFirstRecovery)
+    await recovery.on_recovery_completed(0)
+    assert seen == [False]
