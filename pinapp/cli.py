@@ -54,7 +54,7 @@ def worker(ctx: click.Context) -> None:
     options = _faust_options(settings, settings.worker.data_dir)
     from pinapp.app import app
 
-    sys.argv = ["pinapp", "worker", *options, *ctx.args]
+    sys.argv = ["pinapp", *options, *ctx.args]
     app.main()
 
 
@@ -69,7 +69,7 @@ def archiver(ctx: click.Context) -> None:
     options = _faust_options(settings, settings.worker.data_dir / "archiver")
     from pinapp.app import archive_app
 
-    sys.argv = ["pinapp", "worker", *options, *ctx.args]
+    sys.argv = ["pinapp", *options, *ctx.args]
     archive_app.main()
 
 
@@ -83,7 +83,7 @@ def _make_data_dir(path: Path) -> None:
 
 
 def _faust_options(settings: Settings, data_dir: Path) -> list[str]:
-    """faust's command line, from pinapp's settings only.
+    """faust's command line (after the program name), from pinapp's settings only.
 
     faust reads defaults from ``FAUST_*``/``F_*`` variables when it is imported
     (``FAUST_WORKDIR`` even changes directory, ``FAUST_DEBUG`` turns on its blocking
@@ -93,7 +93,7 @@ def _faust_options(settings: Settings, data_dir: Path) -> list[str]:
     for name in sorted(n for n in os.environ if n.startswith(("FAUST_", "F_"))):
         logger.warning("ignoring %s: pinapp's settings configure the worker (see docs/operations.md)", name)
         del os.environ[name]
-    return ["--loglevel", settings.worker.log_level, "--no-debug", "--datadir", str(data_dir)]
+    return ["--no-debug", "--datadir", str(data_dir), "worker", "--loglevel", settings.worker.log_level]
 
 
 async def _check_bucket(settings: Settings) -> None:

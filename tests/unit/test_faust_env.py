@@ -82,7 +82,7 @@ print(json.dumps({"options": options, "debug": fenv.DEBUG, "workdir": fenv.WORKD
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, **FAUST_ENV},
                          capture_output=True, text=True, timeout=60, check=True)
     doc = json.loads(out.stdout.strip().splitlines()[-1])
-    assert doc["options"][-3:] == ["--no-debug", "--datadir", "/tmp/d"]
+    assert doc["options"][:4] == ["--no-debug", "--datadir", "/tmp/d", "worker"]
     assert (doc["debug"], doc["workdir"], doc["web_port"], doc["left"]) == (False, None, 6066, [])
     assert doc["datadir"] == "{conf.name}-data"
     assert "ignoring FAUST_WORKDIR" in out.stderr
