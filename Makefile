@@ -7,13 +7,15 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup demo test unit integration bench soak stack-up stack-down stack-status clean
+.PHONY: help setup demo test unit integration bench soak race stack-up stack-down stack-status clean
 
 help:
 	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, singer, generator); WORKERS=2 for two; Ctrl-C stops it"
 	@echo "make test    - unit and integration tests against a real local stack"
 	@echo "make soak    - ten minutes of steady traffic with a worker killed every minute, then an audit (not in CI)"
 	@echo "make bench   - throughput (1 and 2 workers), freshness, recovery, live globe, archive and singer benchmarks (results: docs/benchmarks.md)"
+	@echo "               BASELINE=<commit> runs that commit's code too, alternating, with the ratio of medians; BENCH_ARGS='--only throughput --runs 5'"
+	@echo "make race    - the recovery-race reproduction (commit guards off) RACE_RUNS times (default 20), with how many passed"
 	@echo "make stack-up | stack-down | stack-status - the local Kafka, MariaDB and S3 server"
 
 setup: $(STAMP)
@@ -88,7 +90,15 @@ soak: setup
 
 bench: setup
 	PINAPP_PROFILE=test pinapp stack up
-	PINAPP_PROFILE=test python -m bench.run
+	PINAPP_PROFILE=test python -m bench.run $(if $(BASELINE),--baseline $(BASELINE)) $(BENCH_ARGS)
+
+RACE_RUNS ?= 20
+race: setup
+	PINAPP_PROFILE=test pinapp stack up
+	@mkdir -p test-output; passed=0; for i in $$(seq 1 $(RACE_RUNS)); do \
+	  if PINAPP_PROFILE=test pytest -q tests/integration/test_recovery_race.py > test-output/race-$$i.log 2>&1; \
+	  then passed=$$((passed + 1)); echo "race run $$i: passed"; else echo "race run $$i: FAILED (test-output/race-$$i.log)"; fi; \
+	done; echo "race: $$passed of $(RACE_RUNS) runs passed"; test $$passed = $(RACE_RUNS)
 
 clean:
 	-pinapp stack down

@@ -41,6 +41,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -55,7 +56,7 @@ from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
 from pinapp.kafka import ensure_topics
 from pinapp.stack.services import ensure_debian_package
-from tests.integration.harness import TABLE_OF, Pipeline, placeable_repins
+from tests.integration.harness import REPO, TABLE_OF, Pipeline, placeable_repins
 
 OUT = Path("bench-output")
 #: The archive benchmark cuts at 10,000 events or 1 s, whichever comes first: with the default
@@ -63,6 +64,37 @@ OUT = Path("bench-output")
 #: wait for the age limit, and the figure would measure the setting, not the archiver.
 ARCHIVE_CUT_EVENTS = 10_000
 ARCHIVE_CUT_AGE_S = 1.0
+
+
+#: The checkout whose code the workers run: this one, or a baseline's worktree (--baseline).
+CODE: dict[str, Path] = {"current": REPO}
+_under_test = "current"
+
+
+def _pipeline(tmp: str, **kwargs: Any) -> Pipeline:
+    return Pipeline(Path(tmp), repo=CODE[_under_test], **kwargs)
+
+
+def baseline_worktree(commit: str, *, build_singer: bool) -> Path:
+    """``commit`` checked out beside this one (``bench-output/baseline``), ready to run.
+
+    The workers run it with this checkout's virtualenv: a worker started in the worktree
+    imports its ``pinapp``, ``agents``, ``tables`` and ``config`` (the current directory
+    comes before the editable install). Singer's C extension is built there when needed.
+    """
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    path = REPO / OUT / "baseline"
+    if path.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False, capture_output=True)
+    subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=True)
+    subprocess.run(["git", "worktree", "add", "--force", "--detach", str(path), sha], cwd=REPO, check=True,
+                   capture_output=True)
+    if build_singer and (path / "setup.py").exists():
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=path, check=True,
+                       capture_output=True)
+    print(f"baseline: {commit} ({sha[:12]}) in {path}", flush=True)
+    return path
 
 
 def machine() -> str:
@@ -84,7 +116,7 @@ async def throughput_run(events: int, seed: int, workers: int = 1) -> dict[str, 
     """A backlog of ``events`` drained by ``workers`` workers started together, timed from the
     first worker ready (it starts on the backlog while the others join) to the last row."""
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
+        pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
         gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
                                keep_ids=False)
         await pipeline.produce(next(gen) for _ in range(events))
@@ -117,7 +149,7 @@ async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate
     partition ends the measurement.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info",
+        pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info",
                                                   "PINAPP_WORKER__TABLE_STANDBY_REPLICAS": str(standby)})
         partitions = pipeline.settings.kafka.partitions
         partitioner = DefaultPartitioner()
@@ -163,7 +195,7 @@ async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate
 
 async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
+        pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
         gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
                                keep_ids=False)
         records = [next(gen) for _ in range(events)]
@@ -199,7 +231,7 @@ async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
 
 async def singer_run(lines: int, seed: int, kcat: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = Pipeline(Path(tmp))
+        pipeline = _pipeline(tmp)
         log = pipeline.logs / "app.log"
         log.parent.mkdir(parents=True)
         gen = TrafficGenerator(GeneratorConfig(seed=seed), GeoLocator(), keep_ids=False)
@@ -275,7 +307,7 @@ def _percentiles(sorted_values: list[float]) -> dict[str, float]:
 
 async def freshness_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
+        pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
         worker = pipeline.worker()
         try:
             worker.start()
@@ -302,7 +334,7 @@ async def globe_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
     records when each repin arrives. Delay = arrival - the source event's Kafka timestamp
     (both clocks are this machine's). Also counts how many of the placeable repins arrived."""
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
+        pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
         geo = GeoLocator()
         gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.0, malformed_ratio=0.0,
                                                start_ms=int(time.time() * 1000), step_ms=1000.0 / rate),
@@ -327,7 +359,52 @@ async def globe_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
         return {"rate": rate, "repins": len(placeable), "received": len(delays), **_percentiles(delays)}
 
 
+MEASURES = ("throughput", "freshness", "archive", "workers", "recovery", "globe", "singer")
+
+
+async def one_round(kind: str, i: int, args: argparse.Namespace, kcat: str | None) -> dict[str, dict[str, Any]]:
+    """Round ``i`` of measurement ``kind``: one run of each of its series."""
+    if kind == "throughput":
+        return {"throughput": await throughput_run(args.events, seed=1000 + i)}
+    if kind == "freshness":
+        return {"freshness": await freshness_run(args.rate, args.duration, seed=2000 + i)}
+    if kind == "archive":
+        return {f"archive_{fmt}": await archive_run(args.events, seed=3000 + i, fmt=fmt) for fmt in ("jsonl.gz", "parquet")}
+    if kind == "workers":  # alternated, so drift of the machine hits both alike
+        return {f"workers_{n}": await throughput_run(args.events, seed=5000 + i, workers=n) for n in (1, 2)}
+    if kind == "recovery":
+        return {f"recovery_{standby}": await recovery_run(seed=6000 + i, standby=standby) for standby in (1, 0)}
+    if kind == "globe":
+        return {"globe": await globe_run(args.globe_rate, args.duration, seed=7000 + i)}
+    assert kind == "singer" and kcat is not None
+    return {"singer": await singer_run(args.singer_lines, seed=4000 + i, kcat=kcat)}
+
+
+def medians(series: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    def median(name: str, key: str) -> float:
+        rows = series.get(name, [])
+        return statistics.median(r[key] for r in rows) if rows else float("nan")
+
+    return {
+        **{f"singer_{key}": median("singer", key) for key in
+           ("singer_lines_per_s", "singer_mb_per_s", "kcat_lines_per_s", "kcat_mb_per_s", "singer_vs_kcat")},
+        **{f"archive_{fmt}_{key}": median(f"archive_{fmt}", key) for fmt in ("jsonl.gz", "parquet")
+           for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")},
+        "events_per_s": median("throughput", "events_per_s"),
+        "workers_1_events_per_s": median("workers_1", "events_per_s"),
+        "workers_2_events_per_s": median("workers_2", "events_per_s"),
+        "recovery_standby_s": median("recovery_1", "recovery_s"),
+        "recovery_no_standby_s": median("recovery_0", "recovery_s"),
+        "freshness_p50_s": median("freshness", "p50_s"),
+        "freshness_p95_s": median("freshness", "p95_s"),
+        "freshness_p99_s": median("freshness", "p99_s"),
+        "globe_p50_s": median("globe", "p50_s"),
+        "globe_p99_s": median("globe", "p99_s"),
+    }
+
+
 async def main() -> None:
+    global _under_test
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--events", type=int, default=150_000)
@@ -335,57 +412,38 @@ async def main() -> None:
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--singer-lines", type=int, default=1_000_000)
     parser.add_argument("--globe-rate", type=float, default=2_000, help="events/s of the globe benchmark")
-    parser.add_argument("--only", choices=["throughput", "freshness", "archive", "singer", "workers", "recovery",
-                                           "globe"],
-                        help="run one measurement (results.json then holds only it)")
+    parser.add_argument("--only", choices=MEASURES, action="append",
+                        help="run this measurement (repeatable; results.json then holds only these)")
+    parser.add_argument("--baseline", metavar="COMMIT",
+                        help="also run COMMIT's code (a git worktree), alternating with this one run by run, "
+                             "and print each figure for both with the ratio of medians")
     args = parser.parse_args()
-    wanted = {args.only} if args.only else {"throughput", "freshness", "archive", "singer", "workers", "recovery",
-                                            "globe"}
+    wanted = [kind for kind in MEASURES if not args.only or kind in args.only]
+    labels = ["current"]
+    if args.baseline:
+        CODE["baseline"] = baseline_worktree(args.baseline, build_singer="singer" in wanted)
+        labels = ["baseline", "current"]
+    kcat = ensure_debian_package("kcat", ["kcat"]) if "singer" in wanted else None
 
-    throughput = []
-    for i in range(args.runs if "throughput" in wanted else 0):
-        throughput.append(await throughput_run(args.events, seed=1000 + i))
-        print("throughput run:", throughput[-1], flush=True)
-    freshness = []
-    for i in range(args.runs if "freshness" in wanted else 0):
-        freshness.append(await freshness_run(args.rate, args.duration, seed=2000 + i))
-        print("freshness run:", freshness[-1], flush=True)
-    archive: dict[str, list[dict[str, Any]]] = {"jsonl.gz": [], "parquet": []}
-    for fmt, runs in archive.items():
-        for i in range(args.runs if "archive" in wanted else 0):
-            runs.append(await archive_run(args.events, seed=3000 + i, fmt=fmt))
-            print("archive run:", runs[-1], flush=True)
-
-    scale: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
-    for i in range(args.runs if "workers" in wanted else 0):
-        for n, runs in scale.items():  # alternated, so drift of the machine hits both alike
-            runs.append(await throughput_run(args.events, seed=5000 + i, workers=n))
-            print("workers run:", runs[-1], flush=True)
-    recovery: dict[int, list[dict[str, Any]]] = {1: [], 0: []}
-    for i in range(args.runs if "recovery" in wanted else 0):
-        for standby, runs in recovery.items():
-            runs.append(await recovery_run(seed=6000 + i, standby=standby))
-            print("recovery run:", runs[-1], flush=True)
-
-    globe = []
-    for i in range(args.runs if "globe" in wanted else 0):
-        globe.append(await globe_run(args.globe_rate, args.duration, seed=7000 + i))
-        print("globe run:", globe[-1], flush=True)
-
-    singer: list[dict[str, Any]] = []
-    if "singer" in wanted:
-        kcat = ensure_debian_package("kcat", ["kcat"])
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {label: {} for label in labels}
+    for kind in wanted:
         for i in range(args.runs):
-            singer.append(await singer_run(args.singer_lines, seed=4000 + i, kcat=kcat))
-            print("singer run:", singer[-1], flush=True)
-
-    def median(rows: list[dict[str, Any]], key: str) -> float:
-        return statistics.median(r[key] for r in rows) if rows else float("nan")
+            for label in labels:  # alternated run by run: the machine's drift hits both alike
+                _under_test = label
+                for name, result in (await one_round(kind, i, args, kcat)).items():
+                    runs[label].setdefault(name, []).append(result)
+                    print(f"{kind} run ({label}):", result, flush=True)
+    _under_test = "current"
+    current = runs["current"]
+    throughput, freshness, singer, globe = (current.get(k, []) for k in ("throughput", "freshness", "singer", "globe"))
+    archive = {fmt: current.get(f"archive_{fmt}", []) for fmt in ("jsonl.gz", "parquet")}
+    scale = {n: current.get(f"workers_{n}", []) for n in (1, 2)}
+    recovery = {standby: current.get(f"recovery_{standby}", []) for standby in (1, 0)}
 
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "command": "make bench",
+        "command": "make bench" + (f" BASELINE={args.baseline}" if args.baseline else ""),
         "throughput_runs": throughput,
         "freshness_runs": freshness,
         "archive_runs": archive,
@@ -393,22 +451,9 @@ async def main() -> None:
         "workers_runs": scale,
         "recovery_runs": recovery,
         "globe_runs": globe,
-        "median": {
-            **{f"singer_{key}": median(singer, key) for key in
-               ("singer_lines_per_s", "singer_mb_per_s", "kcat_lines_per_s", "kcat_mb_per_s", "singer_vs_kcat")},
-            **{f"archive_{fmt}_{key}": median(runs, key) for fmt, runs in archive.items()
-               for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")},
-            "events_per_s": median(throughput, "events_per_s"),
-            "workers_1_events_per_s": median(scale[1], "events_per_s"),
-            "workers_2_events_per_s": median(scale[2], "events_per_s"),
-            "recovery_standby_s": median(recovery[1], "recovery_s"),
-            "recovery_no_standby_s": median(recovery[0], "recovery_s"),
-            "freshness_p50_s": median(freshness, "p50_s"),
-            "freshness_p95_s": median(freshness, "p95_s"),
-            "freshness_p99_s": median(freshness, "p99_s"),
-            "globe_p50_s": median(globe, "p50_s"),
-            "globe_p99_s": median(globe, "p99_s"),
-        },
+        "median": medians(current),
+        **({"baseline": {"commit": args.baseline, "runs": runs["baseline"], "median": medians(runs["baseline"])}}
+           if args.baseline else {}),
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
@@ -434,6 +479,26 @@ Machine: {results['machine']}
 | singer, {args.singer_lines:,} lines | {m['singer_singer_lines_per_s']:,.0f} lines/s, {m['singer_singer_mb_per_s']:.1f} MB/s | >= half of kcat |
 | kcat -P, same file, same run | {m['singer_kcat_lines_per_s']:,.0f} lines/s, {m['singer_kcat_mb_per_s']:.1f} MB/s (singer/kcat = {m['singer_singer_vs_kcat']:.2f}) | |
 """)
+    if args.baseline:
+        print(ab_table(args.baseline, results["baseline"]["median"], m, args.runs))
+
+
+#: Figures where lower is better (seconds); the rest are rates.
+_LOWER_IS_BETTER = ("_s",)
+
+
+def ab_table(commit: str, before: dict[str, float], after: dict[str, float], runs: int) -> str:
+    """Each figure measured for both, with the ratio of medians (this checkout / baseline)."""
+    lines = [f"## A/B: {commit} (baseline) vs this checkout, medians of {runs} alternated runs each", "",
+             "| figure | baseline | this checkout | ratio | better is |", "|---|---|---|---|---|"]
+    for key, new in after.items():
+        old = before.get(key, float("nan"))
+        if new != new and old != old:  # measured for neither
+            continue
+        ratio = new / old if old else float("nan")
+        better = "lower" if key.endswith(_LOWER_IS_BETTER) else "higher"
+        lines.append(f"| {key} | {old:,.3f} | {new:,.3f} | {ratio:.2f} | {better} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class WorkerProcess:
     web_port: int
     command: str = "worker"
     ready_marker: str = "Worker ready"
+    repo: Path = REPO  # the checkout whose code runs (bench: a baseline commit's worktree)
     proc: subprocess.Popen[bytes] | None = None
     _ready_seen: int = 0  # "Worker ready" lines already waited for (restarts append to the log)
 
@@ -76,7 +77,7 @@ class WorkerProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", self.command],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
     async def wait_ready(self, timeout: float = 120.0) -> None:
@@ -196,6 +197,8 @@ class Pipeline:
     extra_env: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     workers: list[WorkerProcess] = field(default_factory=list)
+    #: the checkout whose pinapp the workers and CLI run (its cwd wins over the editable install)
+    repo: Path = REPO
 
     def __post_init__(self) -> None:
         self.env = {
@@ -225,15 +228,16 @@ class Pipeline:
 
     # -- workers ------------------------------------------------------------------------
 
-    def worker(self, index: int = 0) -> WorkerProcess:
+    def worker(self, index: int = 0, **env: str) -> WorkerProcess:
         """A worker with its own data folder and web port (not started)."""
         port = free_port()
         env = {
             **self.env,
             "PINAPP_WORKER__DATA_DIR": str(self.tmp / f"worker{index}"),
             "PINAPP_WORKER__WEB_PORT": str(port),
+            **env,
         }
-        w = WorkerProcess(env, self.tmp / f"worker{index}.log", port)
+        w = WorkerProcess(env, self.tmp / f"worker{index}.log", port, repo=self.repo)
         self.workers.append(w)
         return w
 
@@ -246,7 +250,7 @@ class Pipeline:
             "PINAPP_ARCHIVE__WEB_PORT": str(port),
             **env,
         }
-        w = WorkerProcess(merged, self.tmp / f"archiver{index}.log", port, command="archiver")
+        w = WorkerProcess(merged, self.tmp / f"archiver{index}.log", port, command="archiver", repo=self.repo)
         self.workers.append(w)
         return w
 
@@ -259,7 +263,7 @@ class Pipeline:
             **env,
         }
         w = WorkerProcess(merged, self.tmp / f"singer{index}.log", 0, command="singer",
-                          ready_marker="singer: shipping")
+                          ready_marker="singer: shipping", repo=self.repo)
         self.workers.append(w)
         return w
 
@@ -360,7 +364,7 @@ class Pipeline:
         """``pinapp --profile test ARGS`` in this deployment's environment."""
         return subprocess.run(  # noqa: S603
             [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
-            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
         )
 
     def audit(self, truth: Path, *, wait_s: float = 180) -> subprocess.CompletedProcess[str]:
