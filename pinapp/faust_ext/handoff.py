@@ -153,6 +153,7 @@ class HandoffConsumer:
         read = self._read_offset.get(tp)
         if read is None:  # sought to a partition without a commit: its log start
             read = self._log_start.get(tp, 0)  # type: ignore[attr-defined]
+        self.log.info("%s: records fetched before a seek dropped; fetching again from %d", tp, min(offset, read))
         await self.refetch(tp, min(offset, read))
 
     async def _hand_off(self, coro: Coroutine[Any, Any, Any]) -> None:

@@ -1,5 +1,6 @@
 """The soak test (``make soak``, not CI): a steady stream for ten minutes, a worker killed every
-minute, then ``pinapp audit``; the memory of the workers that stay up must be flat.
+minute, then ``pinapp audit``; the memory of the workers that stay up must be flat, and neither
+commit guard may fire (pinapp.faust_ext.guards).
 
 ``PINAPP_SOAK_MINUTES`` shortens or lengthens it (default 10).
 """
@@ -64,6 +65,7 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
         await producing
         assert kills >= int(minutes) - 1
         _assert_clean(pipeline, truth, *steady, victim, archiver)
+        _assert_no_guard_fired(*steady, victim)
 
         # The RSS trail, for reading a failure (or a pass) minute by minute.
         trail = Path("test-output/soak/rss.csv")
@@ -84,6 +86,23 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
     finally:
         pipeline.stop_all()
         await pipeline.drop()
+
+
+GUARD_WARNINGS = ("fetching them again",)  # both guards' WARNING lines (pinapp.faust_ext.guards)
+
+
+def _assert_no_guard_fired(*workers: WorkerProcess) -> None:
+    """Neither commit guard fired: by the counters of the workers still up, and by the WARNING
+    lines of every run of every worker (a killed worker's counters die with it)."""
+    for w in workers:
+        fired = [line for line in w.log_path.read_text(errors="replace").splitlines()
+                 if any(marker in line for marker in GUARD_WARNINGS)]
+        assert not fired, f"a commit guard fired in {w.log_path.name}:\n" + "\n".join(fired[:10])
+        if w.alive:
+            samples = w.metrics()
+            counted = {k: v for k, v in samples.items()
+                       if k.startswith(("pinapp_fetch_gaps_total", "pinapp_commit_holes_total")) and v}
+            assert not counted, counted
 
 
 def _rocksdb_mb(worker: WorkerProcess) -> float:

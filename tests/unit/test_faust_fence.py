@@ -4,7 +4,7 @@ prometheus_client: the internals pinapp depends on stay in one fenced, fingerpri
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -45,9 +45,7 @@ def _defined(tree: ast.AST) -> set[str]:
 def library_private_names() -> frozenset[str]:
     names: set[str] = set()
     for lib in LIBRARIES:
-        spec = importlib.util.find_spec(lib)
-        assert spec is not None and spec.submodule_search_locations, lib
-        for path in _files(Path(p) for p in spec.submodule_search_locations):
+        for path in _files(Path(p) for p in importlib.import_module(lib).__path__):
             names |= _defined(ast.parse(path.read_bytes(), str(path)))
     return frozenset(names)
 
