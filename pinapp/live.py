@@ -120,7 +120,7 @@ class LiveFeed(Service):
         )
         await consumer.start()
         try:
-            partitions = await self._partitions(consumer)
+            partitions = await self._partitions()
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
             self.ready.set()
@@ -134,7 +134,7 @@ class LiveFeed(Service):
         finally:
             await consumer.stop()
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    async def _partitions(self) -> list[TopicPartition]:
         """The topic's partitions, waiting while it does not exist yet (the worker creates it)."""
         while not (found := await partitions_of(self.bootstrap, self.topic)):
             await self.sleep(1.0)
