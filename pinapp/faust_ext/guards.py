@@ -148,10 +148,17 @@ class CommitGuards:
         asyncio.ensure_future(learn())
 
     async def learn_log_starts(self, tps: Sequence[TP]) -> None:
-        """Read the log start of partitions without a commit (after a seek to committed)."""
+        """Read the log start of partitions without a commit (after a seek to committed).
+
+        Never raises: a failed read leaves the base unknown, and the next commit asks again.
+        """
         if not tps:
             return
-        starts = await self.earliest_offsets(*tps)  # type: ignore[attr-defined]
+        try:
+            starts = await self.earliest_offsets(*tps)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self.log.warning("could not read the log start offsets of %s: %r", sorted(tps), exc)
+            return
         for tp, offset in starts.items():
             if offset is not None:
                 self._log_start[tp] = int(offset)

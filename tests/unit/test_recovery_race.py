@@ -194,3 +194,26 @@ async def test_seek_first_recovery_stops_flow_before_faust_seeks(monkeypatch: py
     assert isinstance(recovery, SeekFirstRecovery)
     await recovery.on_recovery_completed(0)
     assert seen == [False]
+
+
+class _Acked:
+    def __init__(self, offset: int) -> None:
+        self.tp, self.offset, self.topic, self.acked = TP0, offset, TOPIC, False
+
+
+async def test_a_partition_never_committed_commits_from_its_log_start_only() -> None:
+    """faust makes no head check for a partition committed at 0 or never: pinapp's consumer
+    starts its commit at the log start (learned after the seek), so offset 0 unacked holds it."""
+    app = PinApp("race-test-base", broker="kafka://127.0.0.1:1", commit_guards=False)
+    app.topics._acking_topics.add(TOPIC)  # noqa: SLF001
+    consumer = ScriptedConsumer(app, asyncio.Queue())
+    consumer.script.position = 0
+    await consumer.perform_seek()  # nothing committed: the log start (0) becomes the base
+    assert consumer.committed(TP0) is None and consumer.commit_base(TP0) == 0
+    for offset in (1, 2):
+        consumer.ack(_Acked(offset))  # type: ignore[arg-type]
+    consumer.commit_now()
+    assert consumer.commits == []  # faust's own rule would commit 3 here
+    consumer.ack(_Acked(0))  # type: ignore[arg-type]
+    consumer.commit_now()
+    assert consumer.commits == [3]
