@@ -483,8 +483,6 @@ Machine: {results['machine']}
         print(ab_table(args.baseline, results["baseline"]["median"], m, args.runs))
 
 
-#: Figures where lower is better (seconds); the rest are rates.
-_LOWER_IS_BETTER = ("_s",)
 
 
 def ab_table(commit: str, before: dict[str, float], after: dict[str, float], runs: int) -> str:
@@ -496,8 +494,9 @@ def ab_table(commit: str, before: dict[str, float], after: dict[str, float], run
         if new != new and old != old:  # measured for neither
             continue
         ratio = new / old if old else float("nan")
-        better = "lower" if key.endswith(_LOWER_IS_BETTER) else "higher"
-        lines.append(f"| {key} | {old:,.3f} | {new:,.3f} | {ratio:.2f} | {better} |")
+        better = "higher" if key.endswith(("_per_s", "_vs_kcat", "compression")) else "lower"  # rates vs seconds
+        digits = 0 if better == "higher" and abs(new) >= 100 else 3
+        lines.append(f"| {key} | {old:,.{digits}f} | {new:,.{digits}f} | {ratio:.2f} | {better} |")
     return "\n".join(lines)
 
 
