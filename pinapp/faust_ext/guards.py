@@ -2,7 +2,9 @@
 
 **The rule** (:func:`next_commit`): a partition's commit moves only over a run of acknowledged
 offsets that starts exactly at its *commit base*: the committed offset, or, for a partition
-never committed (or committed at 0, which faust records as ``None``), its log start offset.
+never committed (or committed at 0, which faust records as ``None``), the first offset this
+worker was handed since its last seek of every partition (aiokafka starts at the group's
+commit if one appeared meanwhile), else its log start offset.
 faust's own ``Consumer._new_offset`` lets one missing offset through (its head check is
 ``min(acked) - committed > 1``) and makes no head check at all when the committed offset is
 0 or ``None``: both commit offsets no stream acknowledged. Here neither happens.
@@ -125,6 +127,12 @@ class CommitGuards:
         committed = self._committed_offset.get(tp)
         if committed:
             return int(committed)
+        # faust's view says "never committed", but aiokafka starts a partition at the group's
+        # commit when one exists by the time it fetches (another worker may just have made it):
+        # where this worker really started reading, since the last seek, is the base then.
+        first = self._first_delivered.get(tp)  # type: ignore[attr-defined]  # handoff.py
+        if first is not None:
+            return int(first)
         start = self._log_start.get(tp)
         if start is None:
             self._learn_log_start(tp)

@@ -95,6 +95,8 @@ class HandoffConsumer:
         self.tp_seek_epochs: Counter[TP] = Counter()
         #: partition -> last offset handed to a stream since it was last sought
         self._delivered: dict[TP, int] = {}
+        #: partition -> first offset handed to a stream since the last seek of every partition
+        self._first_delivered: dict[TP, int] = {}
         #: the seek counts when the last fetch was sent to the consumer thread
         self._fetched_at: tuple[int, Counter[TP]] = (0, Counter())
         #: records dropped because a seek overtook their fetch (for tests and logs)
@@ -117,6 +119,7 @@ class HandoffConsumer:
         finally:
             self.seek_epoch += 1
             self._delivered.clear()
+            self._first_delivered.clear()
             self._no_seek_of_all.set()
         # Partitions never committed: their commit base is the log start (guards.py).
         await self.learn_log_starts(  # type: ignore[attr-defined]
@@ -177,6 +180,7 @@ class HandoffConsumer:
         acks_enabled_for = self.app.topics.acks_enabled_for
         hand_off = self._hand_off
         delivered = self._delivered
+        first_delivered = self._first_delivered
         sought_since_fetch = self._sought_since_fetch
         yield_every = 100
         num_since_yield = 0
@@ -221,6 +225,7 @@ class HandoffConsumer:
                             if not sought_since_fetch(tp):  # 3. a seek meanwhile owns the read offset
                                 set_read_offset(tp, offset)
                                 delivered[tp] = offset
+                                first_delivered.setdefault(tp, offset)
                     unset_flag(flag_consumer_fetching)
         except self.consumer_stopped_errors:  # type: ignore[attr-defined]
             if self.transport.app.should_stop:  # type: ignore[attr-defined]

@@ -217,3 +217,17 @@ async def test_a_partition_never_committed_commits_from_its_log_start_only() -> 
     consumer.ack(_Acked(0))  # type: ignore[arg-type]
     consumer.commit_now()
     assert consumer.commits == [3]
+
+
+async def test_a_partition_without_a_commit_in_fausts_view_starts_where_it_was_first_read() -> None:
+    """aiokafka starts at the group's commit when another worker made one after faust's seek
+    read none: the first offset handed over is then the base, not the log start."""
+    app = PinApp("race-test-first", broker="kafka://127.0.0.1:1", commit_guards=False)
+    app.topics._acking_topics.add(TOPIC)  # noqa: SLF001
+    consumer = ScriptedConsumer(app, asyncio.Queue())
+    await consumer.perform_seek()
+    consumer._first_delivered[TP0] = 3106  # noqa: SLF001 - what the fetch loop records
+    for offset in (3106, 3107):
+        consumer.ack(_Acked(offset))  # type: ignore[arg-type]
+    consumer.commit_now()
+    assert consumer.commits == [3108]
