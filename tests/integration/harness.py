@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -187,6 +188,28 @@ class WorkerProcess:
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def diagnose(self, max_lines: int = 200) -> str:
+        """What a stuck worker is doing: its ``/health`` and where each asyncio task waits.
+
+        mode's worker prints every thread and task stack on SIGUSR1 (to the log); only the
+        task names and their frames are kept here, without the local variables.
+        """
+        if not self.alive:
+            return f"{self.command} (exited {self.proc.returncode if self.proc else None}):\n{self.log_tail()}"
+        try:
+            status, doc = self.health()
+            health = f"/health {status}: {json.dumps(doc)[:2000]}"
+        except Exception as exc:  # a stuck web server is itself the finding
+            health = f"/health failed: {exc!r}"
+        before = len(self.log_path.read_text(errors="replace"))
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        time.sleep(3)
+        dump = self.log_path.read_text(errors="replace")[before:].splitlines()
+        frames = [re.sub(r'File ".*/(site-packages|lib/python3[.0-9]*)/', 'File "', line)
+                  for line in dump if line.lstrip().startswith(("TASK ", "File ", "THREAD "))]
+        return "\n".join([health, f"task stacks (SIGUSR1, {len(frames)} lines):", *frames[-max_lines:]])
 
 
 @dataclass
@@ -461,5 +484,5 @@ class Pipeline:
             if counts and all(counts[t] >= n for t, n in expected.items()):
                 return counts
             await asyncio.sleep(0.5)
-        logs = "\n".join(w.log_tail(30) for w in self.workers)
+        logs = "\n".join(f"{w.log_tail(30)}\n{w.diagnose()}" for w in self.workers)
         raise AssertionError(f"rows did not arrive in {timeout}s: have {counts}, want {expected}\n{logs}")
