@@ -8,6 +8,8 @@ commit if one appeared meanwhile), else its log start offset.
 faust's own ``Consumer._new_offset`` lets one missing offset through (its head check is
 ``min(acked) - committed > 1``) and makes no head check at all when the committed offset is
 0 or ``None``: both commit offsets no stream acknowledged. Here neither happens.
+Acks that arrive after their partition was revoked (faust clears its bookkeeping at
+revocation, then streams ack what they still held) are dropped: the next owner commits.
 
 **The guards** are defences, not the fix (that is :mod:`pinapp.faust_ext.recovery` and the
 seek epochs in :mod:`pinapp.faust_ext.handoff`). Each logs a WARNING and counts itself
@@ -181,6 +183,12 @@ class CommitGuards:
         acked = self._acked[tp]
         if not acked:
             return None
+        if tp not in self.assignment():  # type: ignore[attr-defined]
+            # Acks that came in after ``tp`` was revoked (faust had cleared its bookkeeping):
+            # its next owner reads and commits those offsets; a commit here, or a hole
+            # measured from a base faust no longer knows, would be wrong.
+            self._forget_acks(tp)
+            return None
         gaps = self._gap[tp]
         if gaps:  # faust's own merge of booked gaps into the acked offsets
             max_offset = max(acked)
@@ -204,6 +212,11 @@ class CommitGuards:
         if acked and self.guards_on:
             self._watch_hole(tp, base, acked[0])
         return None
+
+    def _forget_acks(self, tp: TP) -> None:
+        self._acked.pop(tp, None)
+        self._acked_index.pop(tp, None)
+        self._holes.forget(tp)
 
     def _watch_hole(self, tp: TP, base: int, low: int) -> None:
         in_flight = any(m.tp == tp and base <= m.offset < low for m in list(self._unacked_messages))

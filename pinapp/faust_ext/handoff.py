@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, cast
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import TP
 from mode import Service
@@ -143,7 +144,11 @@ class HandoffConsumer:
         await self._no_seek_of_all.wait()
         self.tp_seek_epochs[tp] += 1
         try:
-            await self._in_consumer_thread_seek(tp, offset)  # type: ignore[attr-defined]
+            try:
+                await self._in_consumer_thread_seek(tp, offset)  # type: ignore[attr-defined]
+            except IllegalStateError:  # revoked meanwhile: its next owner reads it
+                self.log.info("%s: not fetched again from %d: no longer assigned", tp, offset)
+                return
             self._read_offset[tp] = offset
         finally:
             self.tp_seek_epochs[tp] += 1
