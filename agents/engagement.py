@@ -144,7 +144,8 @@ class EngagementBatcher:
             in_batch[event.event_id] = where
             pin: Pin | None = None
             if event.event_type is EventType.PIN:
-                pin = Pin.from_event_field(event.raw["pin"])
+                assert event.carried_pin is not None, "a pin event always carries its pin"
+                pin = Pin.from_event_field(event.carried_pin)
                 self._save_pin(source, pin)
                 from_event += 1
             elif event.pin_id is not None:
@@ -177,8 +178,8 @@ class EngagementBatcher:
                 item.pin = from_db[pin_id]
                 self._save_pin(item.source, item.pin)
                 metrics.PIN_CACHE.labels(result="database").inc()
-            elif item.event.pin is not None:
-                item.pin = Pin.from_event_field(item.event.pin)
+            elif item.event.carried_pin is not None:
+                item.pin = Pin.from_event_field(item.event.carried_pin)
                 self._save_pin(item.source, item.pin)
                 metrics.PIN_CACHE.labels(result="event").inc()
             else:
@@ -218,7 +219,7 @@ class EngagementBatcher:
                     raise EnrichmentFault(f"pipeline.poison_user_id={event.user_id!r} (fault injection)")
                 item.geo = geo = self.geo.lookup(event.ip)
                 item.row = build_row(event, geo, item.pin, ingested_at)
-                if event.event_type is not EventType.PIN and event.pin is not None and item.pin is not None:
+                if event.event_type is not EventType.PIN and event.carried_pin is not None and item.pin is not None:
                     learned_pins.append(pin_row(event, geo, item.pin, ingested_at))
             except Exception as exc:  # a poison event must never stall its partition
                 logger.exception("enrichment failed for event %r", event.event_id)

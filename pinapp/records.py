@@ -4,9 +4,12 @@ module never changes the wire format of a changelog."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import faust
+
+from pinapp.events import PinFields
 
 __all__ = ["Pin", "SeenEvent"]
 
@@ -22,16 +25,13 @@ class Pin(faust.Record, namespace="pinapp.Pin", serializer="json"):
     created_at: int  # epoch ms
 
     @classmethod
-    def from_event_field(cls, pin: dict[str, Any]) -> Pin:
-        """The pin carried in an event's ``pin`` field (already schema-checked)."""
-        return cls(
-            pin_id=pin["pin_id"],
-            board_id=pin["board_id"],
-            user_id=pin["user_id"],
-            title=pin["title"],
-            category=pin["category"],
-            created_at=pin["created_at"],
-        )
+    def from_event_field(cls, pin: PinFields | Mapping[str, Any]) -> Pin:
+        """The pin an event carried in its ``pin`` field (already checked), decoded or as JSON."""
+        if isinstance(pin, PinFields):
+            return cls(pin_id=pin.pin_id, board_id=pin.board_id, user_id=pin.user_id, title=pin.title,
+                       category=pin.category, created_at=pin.created_at)
+        return cls(pin_id=pin["pin_id"], board_id=pin["board_id"], user_id=pin["user_id"], title=pin["title"],
+                   category=pin["category"], created_at=pin["created_at"])
 
 
 class SeenEvent(NamedTuple):

@@ -28,7 +28,6 @@ def ms_to_datetime(ms: int) -> datetime:
 
 def build_row(event: Event, geo: GeoLocation, pin: Pin | None, ingested_at: datetime) -> Row:
     """The row for ``event`` in its type's table."""
-    raw = event.raw
     common = (
         event.event_id,
         event.user_id,
@@ -50,9 +49,9 @@ def build_row(event: Event, geo: GeoLocation, pin: Pin | None, ingested_at: date
         assert pin is not None, "a pin event always carries its pin"
         return head + common + (pin.board_id, pin.title, ms_to_datetime(pin.created_at))
     if etype is EventType.REPIN:
-        return head + common + (raw.get("board_id"),)
+        return head + common + (event.board_id,)
     if etype is EventType.COMMENT:
-        return head + common + (raw["text"],)
+        return head + common + (event.text,)
     return head + common  # like
 
 
