@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -50,8 +50,9 @@ class RepinPoint:
 
 
 def encode_points(points: Iterable[RepinPoint]) -> bytes:
-    """One record's value: ``{"points": [...]}`` as JSON."""
-    return orjson.dumps({"points": [asdict(p) for p in points]})
+    """One record's value: ``{"points": [...]}`` as JSON (orjson encodes the dataclasses
+    itself, field by field in declaration order: ~10x cheaper than ``dataclasses.asdict``)."""
+    return orjson.dumps({"points": list(points)})
 
 
 def decode_points(value: bytes | None) -> list[dict[str, Any]]:
