@@ -38,7 +38,7 @@ from pinapp import health, metrics
 from pinapp.app import app, settings
 from pinapp.archive.replay import is_replay
 from pinapp.db import EngagementStore, create_pool, migrate
-from pinapp.dead_letter import dead_letter
+from pinapp.dead_letter import DEAD_LETTER_LOG, dead_letter
 from pinapp.dedup import PartitionSweeper, is_duplicate
 from pinapp.errors import EnrichmentFault, InvalidEvent, SinkError
 from pinapp.events import Event, EventType, parse_event
@@ -318,6 +318,12 @@ def _processed_log(path: Path | None) -> TextIO | None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.open("a", encoding="ascii")
+
+
+@app.timer(interval=5.0)
+async def summarize_dead_letters() -> None:
+    """A burst of bad input that stopped is still summarized in the log (pinapp.dlq)."""
+    DEAD_LETTER_LOG.flush_due()
 
 
 @app.agent(events_topic, name="process_engagement", concurrency=1)

@@ -13,20 +13,22 @@ import logging
 from faust.types import EventT
 
 from pinapp import metrics
-from pinapp.dlq import HEADER_PREFIX, dlq_headers
+from pinapp.app import settings
+from pinapp.dlq import HEADER_PREFIX, DeadLetterLog, dlq_headers
 from pinapp.topics import dead_letter_topic
 
-__all__ = ["HEADER_PREFIX", "dead_letter"]
+__all__ = ["HEADER_PREFIX", "DEAD_LETTER_LOG", "dead_letter"]
 
 logger = logging.getLogger(__name__)
 
+#: The worker's log of dead letters: the first few per kind and interval, then a summary.
+DEAD_LETTER_LOG = DeadLetterLog(logger, topic=settings.kafka.dlq_topic)
+
 
 async def dead_letter(event: EventT, reason: str, *, kind: str, stage: str) -> None:
-    """Route ``event`` to the dead-letter topic with ``reason``; log where it came from."""
+    """Route ``event`` to the dead-letter topic with ``reason``; count it, and log it or its burst."""
     msg = event.message
-    logger.warning(
-        "dead-lettering %s[%d]@%d at %s: %s", msg.topic, msg.partition, msg.offset, stage, reason[:300]
-    )
+    DEAD_LETTER_LOG.record(kind, f"{msg.topic}[{msg.partition}]@{msg.offset}", stage, reason)
     headers = dlq_headers(reason, kind=kind, stage=stage, topic=msg.topic, partition=msg.partition,
                           offset=msg.offset, timestamp=int(msg.timestamp * 1000))
     await dead_letter_topic.send(key=msg.key, value=msg.value, headers=headers)
