@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncmy
@@ -21,6 +22,7 @@ from pinapp.errors import DatabaseError, SinkError
 from pinapp.events import EventType
 from pinapp.records import Pin
 from pinapp.rows import Row
+from pinapp.sql_values import backslash_escapes, insert_statements
 
 __all__ = ["EngagementStore", "create_pool", "migrate"]
 
@@ -89,7 +91,21 @@ async def migrate(db: DatabaseSettings) -> list[str]:
     return statements
 
 
-def _insert_sql(event_type: EventType, *, own_pin_wins: bool = False) -> str:
+@dataclass(frozen=True, slots=True)
+class _Insert:
+    """One table's idempotent insert: as a template (``executemany``) and as the text around
+    pre-encoded rows (:mod:`pinapp.sql_values`)."""
+
+    prefix: str  # INSERT INTO ... (cols) VALUES
+    suffix: str  # ON DUPLICATE KEY UPDATE ...
+    marks: str  # (%s, ...)
+
+    @property
+    def template(self) -> str:
+        return f"{self.prefix} {self.marks} {self.suffix}"
+
+
+def _insert_sql(event_type: EventType, *, own_pin_wins: bool = False) -> _Insert:
     spec = TABLES[event_type]
     cols = ", ".join(f"`{c}`" for c in spec.column_names)
     marks = ", ".join(["%s"] * len(spec.column_names))
@@ -103,7 +119,7 @@ def _insert_sql(event_type: EventType, *, own_pin_wins: bool = False) -> str:
         # a rebalance replays it, say. The pin's own event then replaces it, whatever the order.
         keys = set(spec.primary_key) | {"ingested_at"}
         update = ", ".join(f"`{c}` = VALUES(`{c}`)" for c in spec.column_names if c not in keys)
-    return f"INSERT INTO `{spec.name}` ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {update}"
+    return _Insert(f"INSERT INTO `{spec.name}` ({cols}) VALUES", f"ON DUPLICATE KEY UPDATE {update}", f"({marks})")
 
 
 _INSERTS = {t: _insert_sql(t, own_pin_wins=t is EventType.PIN) for t in TABLES}
@@ -153,12 +169,17 @@ class EngagementStore:
         health.sink("singlestore").succeeded()
         return sum(len(r) for _, r in todo)
 
-    async def _write_once(self, todo: Iterable[tuple[str, Sequence[Row]]]) -> None:
+    async def _write_once(self, todo: Iterable[tuple[_Insert, Sequence[Row]]]) -> None:
         async with self._pool.acquire() as conn:
             try:
                 async with conn.cursor() as cur:
-                    for statement, batch in todo:
-                        await cur.executemany(statement, batch)
+                    if backslash_escapes(conn):  # the servers' default: rows encoded here
+                        for insert, batch in todo:
+                            for statement in insert_statements(insert.prefix, batch, insert.suffix):
+                                await cur.execute(statement)
+                    else:
+                        for insert, batch in todo:
+                            await cur.executemany(insert.template, batch)
                 await conn.commit()
             except OperationalError:
                 conn.close()  # a broken connection must not go back to the pool

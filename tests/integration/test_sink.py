@@ -11,6 +11,7 @@ from pinapp.events import EventType, parse_event
 from pinapp.geo import GeoLocation
 from pinapp.records import Pin
 from pinapp.rows import build_row, pin_row
+from pinapp.sql_values import backslash_escapes
 from tests.integration.harness import Pipeline
 
 _PIN = {"pin_id": "p-1", "board_id": "b-1", "user_id": "u-1", "title": "a pin", "category": "travel",
@@ -47,6 +48,58 @@ async def test_a_pins_own_event_replaces_a_row_learned_from_a_repin_in_either_or
         await store.write({EventType.PIN: [own_row]}, [learned])
         assert await pipeline.sql("SELECT event_id FROM pins") == [("e-pin",)]
         assert await pipeline.sql("SELECT event_id FROM repins") == [("e-repin",)]
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+_NASTY = ["it's", 'say "hi"', "back\\slash", "l1\nl2\r\n", "nul\x00sub\x1a", "é😀 中文", "50% off %s", "'; DROP TABLE comments; --"]
+
+
+async def test_rows_round_trip_exactly_and_replays_keep_the_first_ingested_at(pipeline: Pipeline) -> None:
+    """The sink's own encoding (pinapp.sql_values) on the real server: every character comes back
+    as sent, a batch larger than one statement is written whole in one transaction, and a
+    replay is a no-op that keeps the first ``ingested_at``."""
+    await migrate(pipeline.settings.db)
+    pool = await create_pool(pipeline.settings.db, size=1)
+    try:
+        store = EngagementStore(pool)
+        first = datetime(2026, 12, 2, 10, 0, 0, 123456)
+        geo = GeoLocation(country="GB", city="Lo'ndon\\", latitude=51.5, longitude=-1e-05)
+        comments = [parse_event(_event(f"e-c{i}", "comment", text=text * (1 + i % 3) + "x" * (3000 if i % 2 else 0)),
+                                max_bytes=16384) for i, text in enumerate(_NASTY * 90)]
+        rows = [build_row(e, geo, None, first) for e in comments]
+        assert sum(len(str(r)) for r in rows) > 1_000_000  # more than one statement's worth
+        assert await store.write({EventType.COMMENT: rows}) == len(rows)
+        stored = dict(await pipeline.sql("SELECT event_id, text FROM comments"))
+        assert stored == {e.event_id: e.text for e in comments}
+        assert await pipeline.sql("SELECT DISTINCT city, longitude, ingested_at FROM comments") == [
+            ("Lo'ndon\\", -1e-05, first)]
+
+        later = datetime(2026, 12, 2, 11, 0, 0)
+        await store.write({EventType.COMMENT: [build_row(e, geo, None, later) for e in comments[:5]]})
+        assert await pipeline.sql("SELECT DISTINCT ingested_at FROM comments") == [(first,)]
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+async def test_a_server_without_backslash_escapes_gets_rows_through_the_driver(pipeline: Pipeline) -> None:
+    """In NO_BACKSLASH_ESCAPES mode the sink's encoding would be read wrong: asyncmy's
+    executemany (which follows the mode) writes instead, and the text still round-trips."""
+    await migrate(pipeline.settings.db)
+    pool = await create_pool(pipeline.settings.db, size=1)
+    try:
+        async with pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+            await conn.commit()
+            assert not backslash_escapes(conn)
+        store = EngagementStore(pool)
+        geo = GeoLocation(country="GB", city="London", latitude=51.5, longitude=-0.1)
+        comments = [parse_event(_event(f"e-n{i}", "comment", text=text), max_bytes=16384) for i, text in enumerate(_NASTY)]
+        await store.write({EventType.COMMENT: [build_row(e, geo, None, datetime(2026, 12, 2)) for e in comments]})
+        assert dict(await pipeline.sql("SELECT event_id, text FROM comments")) == {e.event_id: e.text for e in comments}
     finally:
         pool.close()
         await pool.wait_closed()
