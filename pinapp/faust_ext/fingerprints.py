@@ -75,9 +75,9 @@ UPSTREAM: tuple[Upstream, ...] = (
     Upstream("faust.stores.base:Store._encode_key", "tables.BatchedTable, stores.raw_get", "70702b179cc3502835585f53bd6b91d2c34308489c2be8cda19ef3b8aa302925"),
     Upstream("faust.stores.base:Store._encode_value", "tables.BatchedTable", "2c46367a493aa13c0a6d992ed04643f9286a75543a800bd661789f4d5f49975e"),
     Upstream("faust.stores.base:Store._decode_value", "tables.BatchedTable", "5fe35164ec2e2032bbf746009720537e5f0a8cc35a3a81f8dd6e28e3f0fcb6ca"),
-    Upstream("faust.stores.rocksdb:Store._get", "tables.BatchedTable.get", "7ae8dfd6d7754a5952ae162d4d5cf0d51a8a020ed730a4a7c7dc7f7c84e73fb8"),
-    Upstream("faust.stores.rocksdb:Store._set", "tables.BatchedTable.set", "4227e561e288d9413bf663a3a67940fd4976f5484e70e49445858ce4d400d26e"),
-    Upstream("faust.stores.rocksdb:Store._del", "tables.BatchedTable.delete", "07f42ff3caefffddb002ba3c316120ee8a608a15021fa226fd8e9ba2635004a9"),
+    Upstream("faust.stores.rocksdb:Store._get", "tables.BatchedTable.get reads the partition db as this does with an event", "7ae8dfd6d7754a5952ae162d4d5cf0d51a8a020ed730a4a7c7dc7f7c84e73fb8"),
+    Upstream("faust.stores.rocksdb:Store._set", "tables.BatchedTable.set writes the partition db as this does (without the key index)", "4227e561e288d9413bf663a3a67940fd4976f5484e70e49445858ce4d400d26e"),
+    Upstream("faust.stores.rocksdb:Store._del", "tables.BatchedTable.delete deletes in the partition db (this searches the key index)", "07f42ff3caefffddb002ba3c316120ee8a608a15021fa226fd8e9ba2635004a9"),
     Upstream("faust.stores.rocksdb:Store._db_for_partition", "tables.BatchedTable.partition_items", "cb7e67d5f9efc4bced7b7ab09a55fe717c352daad5b693594e3f7ca52a98787f"),
     Upstream("faust.stores.rocksdb:Store.set_persisted_offset", "tables.BatchedTable._persisted", "b4c811926678346ebb8c40486dbc46d0fbac2bbeaa592384bd955112556acf45"),
 )
