@@ -2,7 +2,9 @@
 
 - throughput: a backlog of generated events (2% duplicates, 1% malformed) is produced to a
   fresh `events` topic, then one worker drains it; events/s = backlog / (last row written -
-  worker ready), from the rows' own ``ingested_at``.
+  worker ready), from the rows' own ``ingested_at``. In the same round, the raw consumer
+  ceiling: the same backlog drained by a plain aiokafka consumer doing ``orjson.loads`` of
+  every value, and pinapp's share of it.
 - freshness: a worker runs while the generator produces at a fixed rate (5,000 events/s) with
   live event times; freshness of a row = ``ingested_at - ts`` (produced -> committed row),
   reported as p50/p95/p99.
@@ -137,6 +139,41 @@ async def throughput_run(events: int, seed: int, workers: int = 1) -> dict[str, 
         seconds = (last - ready).total_seconds()
         return {"workers": workers, "events": events, "rows": sum(expected.values()), "seconds": round(seconds, 2),
                 "events_per_s": round(events / seconds)}
+
+
+async def ceiling_run(events: int, seed: int) -> dict[str, Any]:
+    """The raw consumer ceiling: the throughput backlog drained by a plain aiokafka consumer that
+    ``orjson.loads`` every value and does nothing else, from its first record to its last."""
+    from aiokafka import AIOKafkaConsumer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = _pipeline(tmp)
+        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
+                               keep_ids=False)
+        await pipeline.produce(next(gen) for _ in range(events))
+        consumer = AIOKafkaConsumer(pipeline.settings.kafka.events_topic, bootstrap_servers=pipeline.settings.kafka.bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            n = decoded = 0
+            first = 0.0
+            while n < events:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                if not first and batch:
+                    first = time.perf_counter()
+                for records in batch.values():
+                    for record in records:
+                        try:
+                            orjson.loads(record.value)
+                            decoded += 1
+                        except orjson.JSONDecodeError:
+                            pass
+                    n += len(records)
+            seconds = time.perf_counter() - first
+        finally:
+            await consumer.stop()
+            await pipeline.drop()
+        return {"events": n, "decoded": decoded, "seconds": round(seconds, 3), "events_per_s": round(n / seconds)}
 
 
 async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate: float = 1_000) -> dict[str, Any]:
@@ -364,8 +401,9 @@ MEASURES = ("throughput", "freshness", "archive", "workers", "recovery", "globe"
 
 async def one_round(kind: str, i: int, args: argparse.Namespace, kcat: str | None) -> dict[str, dict[str, Any]]:
     """Round ``i`` of measurement ``kind``: one run of each of its series."""
-    if kind == "throughput":
-        return {"throughput": await throughput_run(args.events, seed=1000 + i)}
+    if kind == "throughput":  # and the same backlog through a plain consumer: what pinapp could be handed
+        return {"throughput": await throughput_run(args.events, seed=1000 + i),
+                "ceiling": await ceiling_run(args.events, seed=1000 + i)}
     if kind == "freshness":
         return {"freshness": await freshness_run(args.rate, args.duration, seed=2000 + i)}
     if kind == "archive":
@@ -391,6 +429,9 @@ def medians(series: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
         **{f"archive_{fmt}_{key}": median(f"archive_{fmt}", key) for fmt in ("jsonl.gz", "parquet")
            for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")},
         "events_per_s": median("throughput", "events_per_s"),
+        "ceiling_events_per_s": median("ceiling", "events_per_s"),
+        "share_of_ceiling": (median("throughput", "events_per_s") / median("ceiling", "events_per_s")
+                             if series.get("ceiling") and series.get("throughput") else float("nan")),
         "workers_1_events_per_s": median("workers_1", "events_per_s"),
         "workers_2_events_per_s": median("workers_2", "events_per_s"),
         "recovery_standby_s": median("recovery_1", "recovery_s"),
@@ -445,6 +486,7 @@ async def main() -> None:
         "machine": machine(),
         "command": "make bench" + (f" BASELINE={args.baseline}" if args.baseline else ""),
         "throughput_runs": throughput,
+        "ceiling_runs": current.get("ceiling", []),
         "freshness_runs": freshness,
         "archive_runs": archive,
         "singer_runs": singer,
@@ -467,6 +509,7 @@ Machine: {results['machine']}
 | measure | median of {args.runs} runs | target |
 |---|---|---|
 | end-to-end throughput, one worker ({args.events:,} events backlog) | {m['events_per_s']:,.0f} events/s | >= 10,000 |
+| raw consumer ceiling: aiokafka + orjson.loads, same backlog | {m['ceiling_events_per_s']:,.0f} events/s (pinapp: {100 * m['share_of_ceiling']:.1f}% of it) | pinapp >= 10% |
 | freshness p50 at {args.rate:,.0f} events/s | {m['freshness_p50_s']:.3f} s | |
 | freshness p95 at {args.rate:,.0f} events/s | {m['freshness_p95_s']:.3f} s | |
 | freshness p99 at {args.rate:,.0f} events/s | {m['freshness_p99_s']:.3f} s | <= 2 s |
@@ -494,7 +537,7 @@ def ab_table(commit: str, before: dict[str, float], after: dict[str, float], run
         if new != new and old != old:  # measured for neither
             continue
         ratio = new / old if old else float("nan")
-        better = "higher" if key.endswith(("_per_s", "_vs_kcat", "compression")) else "lower"  # rates vs seconds
+        better = "higher" if key.endswith(("_per_s", "_vs_kcat", "compression", "share_of_ceiling")) else "lower"
         digits = 0 if better == "higher" and abs(new) >= 100 else 3
         lines.append(f"| {key} | {old:,.{digits}f} | {new:,.{digits}f} | {ratio:.2f} | {better} |")
     return "\n".join(lines)
