@@ -80,6 +80,8 @@ UPSTREAM: tuple[Upstream, ...] = (
     Upstream("faust.stores.rocksdb:Store._del", "tables.BatchedTable.delete deletes in the partition db (this searches the key index)", "07f42ff3caefffddb002ba3c316120ee8a608a15021fa226fd8e9ba2635004a9"),
     Upstream("faust.stores.rocksdb:Store._db_for_partition", "tables.BatchedTable.partition_items", "cb7e67d5f9efc4bced7b7ab09a55fe717c352daad5b693594e3f7ca52a98787f"),
     Upstream("faust.stores.rocksdb:Store.set_persisted_offset", "tables.BatchedTable._persisted", "b4c811926678346ebb8c40486dbc46d0fbac2bbeaa592384bd955112556acf45"),
+    Upstream("faust.transport.drivers.aiokafka:Producer._ensure_producer", "tables.BatchedTable.flush sends batches on it", "5592a4bbdf2513253f98233a4eac931ded2a531a86f269cddcc33bc3f5827db5"),
+    Upstream("faust.transport.drivers.aiokafka:Producer.send", "tables.BatchedTable.flush does what this does, a batch at a time", "0b5bd08f52e5e2a90ff6307dbfc3c97afb01cb2687835e8fe8486c5bcad02dc1"),
 )
 
 

@@ -14,7 +14,7 @@ open partitions when a key is not in it).
 
 Private names used: ``faust.streams._current_event`` (the context variable faust routes table
 writes by), the rocksdb store's ``_encode_key``/``_encode_value``/``_decode_value`` and
-``_db_for_partition``, and the semantics of its ``_get``/``_set``/``_del`` (fingerprinted).
+``_db_for_partition``, the aiokafka producer under faust's (``Producer._ensure_producer``), and the semantics of its ``_get``/``_set``/``_del`` (fingerprinted).
 faust's public ``table[key] = value`` does the same work per record at ~130 µs.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -109,20 +110,42 @@ class BatchedTable:
         self._pending.append((partition, raw_key, None))
 
     async def flush(self) -> None:
-        """Send the queued changelog records (delivery is awaited by faust's commit)."""
+        """Send the queued changelog records, a record batch per partition (delivery is awaited
+        by faust's commit, which flushes the producer first).
+
+        aiokafka's ``send_batch`` takes a built batch: one future and one accumulator entry per
+        batch (~16 KB) instead of per record, in the partition's order. (faust's
+        ``Producer.send`` would also count each record in its produce sensor; these are
+        counted as changelog batches by the rows they come with.)
+        """
         if not self._pending:
             return
-        producer = self.table.app.producer
+        producer = self.table.app.producer._ensure_producer()  # aiokafka's producer
         topic = self.table.changelog_topic.get_topic_name()
-        last: dict[int, Any] = {}
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         for partition, raw_key, raw_value in self._pending:
-            last[partition] = await producer.send(topic, raw_key, raw_value, partition, None, None)
+            by_partition[partition].append((raw_key, raw_value))
         self._pending.clear()
-        for partition, future in last.items():
-            future.add_done_callback(functools.partial(self._persisted, TP(topic, partition)))
+        for partition, records in by_partition.items():
+            last: Any = None
+            batch, n = producer.create_batch(), 0
+            for raw_key, raw_value in records:
+                if batch.append(key=raw_key, value=raw_value, timestamp=None) is None:  # full
+                    if n:
+                        last = (await producer.send_batch(batch, topic, partition=partition), n)
+                    batch, n = producer.create_batch(), 0
+                    if batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
+                        raise ValueError(f"table {self.table.name}: a {len(raw_value or b'')}-byte value does "
+                                         "not fit in a producer batch (producer_max_batch_size)")
+                n += 1
+            if n:
+                last = (await producer.send_batch(batch, topic, partition=partition), n)
+            future, count = last
+            future.add_done_callback(functools.partial(self._persisted, TP(topic, partition), count))
 
-    def _persisted(self, tp: TP, future: Any) -> None:
+    def _persisted(self, tp: TP, count: int, future: Any) -> None:
         # What faust's own changelog callback does: remember the newest offset the local
-        # store holds, so recovery after a restart reads only what came after it.
+        # store holds, so recovery after a restart reads only what came after it. A batch's
+        # future carries its base offset; its last record is ``count - 1`` after it.
         if not future.cancelled() and future.exception() is None:
-            self.store.set_persisted_offset(tp, future.result().offset)
+            self.store.set_persisted_offset(tp, future.result().offset + count - 1)
