@@ -109,6 +109,9 @@ class PipelineSettings(_Section):
     )
     batch_size: int = Field(2000, ge=1, description="events per sink batch (take)")
     batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
+    stream_buffer_events: int = Field(
+        16_384, ge=1, description="events the fetch loop may queue ahead of the agent (faust's stream_buffer_maxsize)"
+    )
     geoip_db_path: Path | None = Field(
         None, description="MaxMind-format .mmdb; default: the bundled GeoLite2 City (2018)"
     )
