@@ -1,7 +1,8 @@
 """`make profile`: where one worker's CPU goes while it drains a backlog, sampled by py-spy.
 
 The throughput benchmark's backlog (2% duplicates, 1% malformed) is produced to a fresh
-topic; one worker drains it while py-spy samples its main thread for ``--seconds``. Printed:
+topic; one worker drains it while py-spy samples its threads (the main thread and aiokafka's
+consumer thread; idle waits in ``select`` count as samples) for ``--seconds``. Printed:
 the functions with the largest share of samples *in* them (self) and *under* them (total),
 grouped by function (file and name, not line). The collapsed stacks are kept in
 bench-output/profile.txt (``flamegraph.pl`` or speedscope read them).
@@ -79,7 +80,7 @@ async def main() -> None:
             pipeline.stop_all()
             await pipeline.drop()
     own, total, n = shares(raw.read_text())
-    print(f"{n:,} samples of the worker's main thread over {args.seconds:.0f} s ({raw})\n")
+    print(f"{n:,} samples of the worker's threads over {args.seconds:.0f} s ({raw})\n")
     for title, counts in (("self", own), ("total (in or under)", total)):
         print(f"| {title} | share |\n|---|---|")
         for name, k in counts.most_common(args.top):

@@ -42,8 +42,8 @@ def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[
         web_bind=settings.worker.web_host,
         web_port=web_port,
         # faust's default (4,096) is two sink batches: the fetch loop then waits on the agent
-        # while it writes, and a worker spends 60% of a backlog drain waiting for input
-        # (docs/benchmarks.md, "stream buffer").
+        # while it writes, and a worker spent 60% of a backlog drain waiting for input
+        # (docs/benchmarks.md, "The batch-native hot path").
         stream_buffer_maxsize=settings.pipeline.stream_buffer_events,
         commit_guards=settings.worker.commit_guards,
         # Agents run with concurrency 1: faust #606 commits past in-flight messages otherwise.

@@ -285,14 +285,10 @@ def _pin_fields(pin: dict[str, Any]) -> PinFields:
 
 def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
     """The event, or ``None`` when a rule fails (the reference then gives the reason)."""
-    ts = doc.ts
-    if isinstance(ts, int) and MIN_TS_MS <= ts < MAX_TS_MS:
-        ts_ms = ts
-    else:
-        try:
-            ts_ms = parse_timestamp_ms(ts)
-        except InvalidEvent:
-            return None
+    try:
+        ts_ms = parse_timestamp_ms(doc.ts)
+    except InvalidEvent:
+        return None
     if not _is_ip_address(doc.ip):
         return None
     pin_id = None if doc.pin_id is UNSET else doc.pin_id
