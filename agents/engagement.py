@@ -16,8 +16,10 @@ orders them, batch by batch:
 5. write all rows in one idempotent transaction (retried while the database is down);
 6. only then mark the events seen and sweep expired dedup entries.
 
-``take_events`` acks the batch after this returns, so offsets are committed only for
-events whose rows are in SingleStore (at-least-once; the sink is idempotent).
+The agent takes the records in batches as fetched (:func:`pinapp.faust_ext.fetched_batches`:
+a partition's run of records in one hand-off, no faust ``Event`` per record), and a batch
+is acknowledged only after this returns, so offsets are committed only for events whose
+rows are in SingleStore (at-least-once; the sink is idempotent).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cachetools import LRUCache
-from faust.types import EventT, StreamT
+from faust.types import Message, StreamT
 
 from pinapp import health, metrics
 from pinapp.app import app, settings
@@ -46,7 +48,7 @@ from pinapp.geo import GeoLocation, GeoLocator
 from pinapp.live import RepinPoint, encode_points
 from pinapp.records import Pin, SeenEvent
 from pinapp.rows import UNKNOWN_CATEGORY, Row, build_row, pin_row
-from pinapp.faust_ext import BatchedTable
+from pinapp.faust_ext import BatchedTable, fetched_batches
 from pinapp.topics import dead_letter_topic, events_topic, live_topic
 from tables import pin_by_id, seen_event_ids
 
@@ -59,7 +61,7 @@ logger = logging.getLogger(__name__)
 class _Accepted:
     """An event that passed validation and dedup, on its way to a row."""
 
-    source: EventT
+    source: Message
     event: Event
     pin: Pin | None
     row: Row | None = None
@@ -84,11 +86,11 @@ class EngagementBatcher:
         self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
         self.poison_user_id = cfg.poison_user_id
 
-    async def process_isolating_failures(self, batch: Sequence[EventT]) -> None:
+    async def process_isolating_failures(self, batch: Sequence[Message]) -> None:
         """Process ``batch``; if it raises, process its events one by one.
 
-        faust's ``take_events`` acks a batch whatever the agent's loop body does, so an
-        exception escaping here would lose every event of the batch. An event that fails
+        An exception escaping here would stop the agent (and its partitions) for good;
+        the one batch it was taken for would be fetched again, fail again. An event that fails
         on its own is dead-lettered (kind ``poison``, stage ``process``) and the partition
         moves on. Database and broker outages never get here: they are retried inside.
         """
@@ -102,12 +104,11 @@ class EngagementBatcher:
             try:
                 await self.process([source])
             except Exception as exc:
-                logger.exception("event %s[%d]@%d failed on its own", source.message.topic,
-                                 source.message.partition, source.message.offset)
+                logger.exception("event %s[%d]@%d failed on its own", source.topic, source.partition, source.offset)
                 await dead_letter(source, f"processing failed: {exc!r}", kind="poison", stage="process")
                 metrics.STAGE_EVENTS.labels(stage="process", outcome="dead_lettered").inc()
 
-    async def process(self, batch: Sequence[EventT]) -> None:
+    async def process(self, batch: Sequence[Message]) -> None:
         now_ms = int(time.time() * 1000)
         accepted = await self._validate_and_dedup(batch, now_ms)
         await self._resolve_missing_pins(accepted)
@@ -118,16 +119,15 @@ class EngagementBatcher:
         await self.pins.flush()
         await self._publish_live(accepted)
 
-    async def _validate_and_dedup(self, batch: Sequence[EventT], now_ms: int) -> list[_Accepted]:
+    async def _validate_and_dedup(self, batch: Sequence[Message], now_ms: int) -> list[_Accepted]:
         accepted: list[_Accepted] = []
         in_batch: dict[str, tuple[int, int]] = {}
         duplicates = from_event = hits = invalid = 0
-        for source in batch:
-            msg = source.message
+        for msg in batch:
             try:
                 event = parse_event(msg.value or b"", max_bytes=self.max_bytes)
             except InvalidEvent as exc:
-                await dead_letter(source, exc.reason, kind=exc.kind, stage="validate")
+                await dead_letter(msg, exc.reason, kind=exc.kind, stage="validate")
                 invalid += 1
                 continue
             where = (msg.partition, msg.offset)
@@ -135,7 +135,7 @@ class EngagementBatcher:
             if first is not None and first != where:
                 duplicates += 1
                 continue
-            seen = self._seen_entry(source, event.event_id)
+            seen = self._seen_entry(msg.partition, event.event_id)
             # A replay from the archive restores rows, so it passes the seen check; the
             # tables' primary keys keep its rows single (see pinapp.archive.replay).
             if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms) and not is_replay(msg.headers):
@@ -146,12 +146,12 @@ class EngagementBatcher:
             if event.event_type is EventType.PIN:
                 assert event.carried_pin is not None, "a pin event always carries its pin"
                 pin = Pin.from_event_field(event.carried_pin)
-                self._save_pin(source, pin)
+                self._save_pin(msg.partition, pin)
                 from_event += 1
             elif event.pin_id is not None:
-                pin = self._cached_pin(source, event.pin_id)
+                pin = self._cached_pin(msg.partition, event.pin_id)
                 hits += pin is not None
-            accepted.append(_Accepted(source, event, pin))
+            accepted.append(_Accepted(msg, event, pin))
         metrics.DUPLICATES_DROPPED.inc(duplicates)
         metrics.STAGE_EVENTS.labels(stage="validate", outcome="dead_lettered").inc(invalid)
         metrics.STAGE_EVENTS.labels(stage="validate", outcome="out").inc(len(batch) - invalid)
@@ -170,23 +170,23 @@ class EngagementBatcher:
         for item in missing:
             pin_id = item.event.pin_id
             assert pin_id is not None
-            cached = self._cached_pin(item.source, pin_id)  # an earlier event of this batch may have filled it
+            cached = self._cached_pin(item.source.partition, pin_id)  # an earlier event of this batch may have filled it
             if cached is not None:
                 item.pin = cached
                 metrics.PIN_CACHE.labels(result="hit").inc()
             elif pin_id in from_db:
                 item.pin = from_db[pin_id]
-                self._save_pin(item.source, item.pin)
+                self._save_pin(item.source.partition, item.pin)
                 metrics.PIN_CACHE.labels(result="database").inc()
             elif item.event.carried_pin is not None:
                 item.pin = Pin.from_event_field(item.event.carried_pin)
-                self._save_pin(item.source, item.pin)
+                self._save_pin(item.source.partition, item.pin)
                 metrics.PIN_CACHE.labels(result="event").inc()
             else:
                 metrics.PIN_CACHE.labels(result="miss").inc()
 
-    def _seen_entry(self, source: EventT, event_id: str) -> SeenEvent | None:
-        raw = self.seen.get(source, event_id.encode())
+    def _seen_entry(self, partition: int, event_id: str) -> SeenEvent | None:
+        raw = self.seen.get(partition, event_id.encode())
         if raw is None:
             return None
         try:
@@ -195,16 +195,16 @@ class EngagementBatcher:
             logger.warning("ignoring undecodable dedup entry of %r: %s", event_id, exc)
             return None
 
-    def _cached_pin(self, source: EventT, pin_id: str) -> Pin | None:
+    def _cached_pin(self, partition: int, pin_id: str) -> Pin | None:
         pin = self.recent_pins.get(pin_id)
         if pin is None:
-            pin = self.pins.get(source, pin_id.encode())
+            pin = self.pins.get(partition, pin_id.encode())
             if pin is not None:
                 self.recent_pins[pin_id] = pin
         return pin
 
-    def _save_pin(self, source: EventT, pin: Pin) -> None:
-        self.pins.set(source, pin.pin_id.encode(), pin)
+    def _save_pin(self, partition: int, pin: Pin) -> None:
+        self.pins.set(partition, pin.pin_id.encode(), pin)
         self.recent_pins[pin.pin_id] = pin
 
     async def _enrich(self, accepted: list[_Accepted]) -> tuple[dict[EventType, list[Row]], list[Row]]:
@@ -283,7 +283,7 @@ class EngagementBatcher:
                 category=item.pin.category if item.pin is not None else UNKNOWN_CATEGORY,
                 country=item.geo.country, city=item.geo.city,
                 lat=item.geo.latitude, lon=item.geo.longitude,
-                ts=item.event.ts_ms, kafka_ts=int(item.source.message.timestamp * 1000),
+                ts=item.event.ts_ms, kafka_ts=int(item.source.timestamp * 1000),
             )
             for item in accepted
             if item.event.event_type is EventType.REPIN and item.geo is not None
@@ -296,9 +296,9 @@ class EngagementBatcher:
     def _mark_seen_and_sweep(self, accepted: list[_Accepted], now_ms: int) -> None:
         per_partition: dict[int, list[_Accepted]] = defaultdict(list)
         for item in accepted:
-            msg = item.source.message
+            msg = item.source
             seen = SeenEvent(now_ms, msg.partition, msg.offset)
-            self.seen.set(item.source, item.event.event_id.encode(), seen.to_bytes())
+            self.seen.set(msg.partition, item.event.event_id.encode(), seen.to_bytes())
             per_partition[msg.partition].append(item)
         for partition, items in per_partition.items():
             expired = self.sweeper.expired_keys(
@@ -309,7 +309,7 @@ class EngagementBatcher:
                 horizon_ms=self.horizon_ms,
             )
             for key in expired:
-                self.seen.delete(items[-1].source, key.encode())
+                self.seen.delete(partition, key.encode())
 
 
 def _processed_log(path: Path | None) -> TextIO | None:
@@ -340,10 +340,11 @@ async def process_engagement(stream: StreamT) -> None:
     batcher = EngagementBatcher(EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), geo)
     trace = _processed_log(settings.worker.processed_log)
     try:
-        async for batch in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
+        async for batch in fetched_batches(stream, max_events=cfg.batch_size, within=cfg.batch_within_s,
+                                           buffer_events=cfg.stream_buffer_events):
             await batcher.process_isolating_failures(batch)
             if trace is not None:  # before the batch is acked: a kill after it reprocesses, never skips
-                trace.write("".join(f"{e.message.partition} {e.message.offset}\n" for e in batch))
+                trace.write("".join(f"{m.partition} {m.offset}\n" for m in batch))
                 trace.flush()
     finally:
         if trace is not None:

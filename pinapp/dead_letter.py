@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from faust.types import EventT
+from faust.types import Message
 
 from pinapp import metrics
-from pinapp.app import settings
 from pinapp.dlq import HEADER_PREFIX, DeadLetterLog, dlq_headers
 from pinapp.topics import dead_letter_topic
 
@@ -22,12 +21,11 @@ __all__ = ["HEADER_PREFIX", "DEAD_LETTER_LOG", "dead_letter"]
 logger = logging.getLogger(__name__)
 
 #: The worker's log of dead letters: the first few per kind and interval, then a summary.
-DEAD_LETTER_LOG = DeadLetterLog(logger, topic=settings.kafka.dlq_topic)
+DEAD_LETTER_LOG = DeadLetterLog(logger, topic=dead_letter_topic.get_topic_name())
 
 
-async def dead_letter(event: EventT, reason: str, *, kind: str, stage: str) -> None:
-    """Route ``event`` to the dead-letter topic with ``reason``; count it, and log it or its burst."""
-    msg = event.message
+async def dead_letter(msg: Message, reason: str, *, kind: str, stage: str) -> None:
+    """Route the record ``msg`` to the dead-letter topic with ``reason``; count it, and log it or its burst."""
     DEAD_LETTER_LOG.record(kind, f"{msg.topic}[{msg.partition}]@{msg.offset}", stage, reason)
     headers = dlq_headers(reason, kind=kind, stage=stage, topic=msg.topic, partition=msg.partition,
                           offset=msg.offset, timestamp=int(msg.timestamp * 1000))

@@ -31,6 +31,14 @@ The protocol, in order, for each fetched record of partition P:
    whose hand-off straddled a seek is delivered, and may be processed twice: the sinks
    are idempotent).
 
+**Runs** (topics read with :func:`pinapp.faust_ext.batches.fetched_batches`). A record of
+such a topic is not handed over alone: after steps 1 and 2 it joins its partition's *run*
+(its records of this fetch) and is booked as read at once, so step 2 sees the run as
+delivered. A run is handed to the topic's inbox whole, when the fetch has been gone through
+or when it reaches the agent's batch size, and before P is fetched again for a gap. At that
+point step 1 applies to the whole run: if P was sought since the fetch, the run is dropped
+and P fetched again from its first record (the seek, not the run, owns the read offset).
+
 :meth:`HandoffConsumer._drain_messages` is faust's ``Consumer._drain_messages`` with these
 changes (fingerprinted, :mod:`pinapp.faust_ext.fingerprints`). Private faust names used:
 ``_read_offset``, ``_commit_every``, ``_n_acked``, ``_stopped``, ``_add_gap``, ``diag``
@@ -48,6 +56,8 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import TP
 from mode import Service
+
+from pinapp.faust_ext.batches import BatchInbox, FetchedRun
 
 __all__ = ["HandoffConsumer"]
 
@@ -102,6 +112,8 @@ class HandoffConsumer:
         self._fetched_at: tuple[int, Counter[TP]] = (0, Counter())
         #: records dropped because a seek overtook their fetch (for tests and logs)
         self.stale_dropped = 0
+        #: topic -> the inbox of the agent that reads it in runs (:mod:`.batches`)
+        self.batch_inboxes: dict[str, BatchInbox] = {}
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
         self._fetched_at = (self.seek_epoch, self.tp_seek_epochs.copy())
@@ -171,6 +183,23 @@ class HandoffConsumer:
             return  # delivered without blocking
         await self.wait_first(_resume(coro, blocked_on), self.suspend_flow.wait())  # type: ignore[attr-defined]
 
+    async def _hand_off_run(self, run: FetchedRun, inbox: BatchInbox) -> None:
+        """Hand ``run`` to its inbox; abandoned (not queued) when flow is suspended meanwhile."""
+        if not inbox.full():
+            inbox.put_nowait(run)
+            return
+        await self.wait_first(inbox.put(run), self.suspend_flow.wait())  # type: ignore[attr-defined]
+
+    async def _flush_run(self, runs: dict[TP, FetchedRun], tp: TP) -> None:
+        """Hand over ``tp``'s pending run, or, if ``tp`` was sought since its fetch, drop it and
+        fetch ``tp`` again from its first record (rule 1 for a whole run)."""
+        run = runs.pop(tp)
+        if self._sought_since_fetch(tp):
+            self.stale_dropped += len(run.messages)
+            await self._refetch_stale(tp, run.messages[0].offset)
+            return
+        await self._hand_off_run(run, self.batch_inboxes[tp.topic])
+
     async def _drain_messages(self, fetcher: Service) -> None:  # pragma: no cover - faust's loop
         callback = self.callback  # type: ignore[attr-defined]
         getmany = self.getmany  # type: ignore[attr-defined]
@@ -184,6 +213,8 @@ class HandoffConsumer:
         commit_every = self._commit_every  # type: ignore[attr-defined]
         acks_enabled_for = self.app.topics.acks_enabled_for
         hand_off = self._hand_off
+        flush_run = self._flush_run
+        inboxes = self.batch_inboxes
         delivered = self._delivered
         first_delivered = self._first_delivered
         sought_since_fetch = self._sought_since_fetch
@@ -196,6 +227,8 @@ class HandoffConsumer:
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)  # type: ignore[attr-defined]
                 refetched: set[TP] = set()
+                #: partition -> records of this fetch not handed over yet (batch-read topics)
+                runs: dict[TP, FetchedRun] = {}
                 if not self.should_stop:  # type: ignore[attr-defined]
                     async for tp, message in ait:
                         num_since_yield += 1
@@ -207,6 +240,10 @@ class HandoffConsumer:
                             self.stale_dropped += 1
                             if tp not in refetched:
                                 refetched.add(tp)
+                                run = runs.pop(tp, None)  # of the same fetch: stale too
+                                if run is not None:
+                                    self.stale_dropped += len(run.messages)
+                                    offset = run.messages[0].offset
                                 await self._refetch_stale(tp, offset)
                             continue
                         r_offset = get_read_offset(tp)
@@ -215,10 +252,17 @@ class HandoffConsumer:
                                 # 2. faust's read offset is the last offset handed over or, after
                                 # a seek, the next one to read; only the former was delivered.
                                 expected = r_offset + 1 if delivered.get(tp) == r_offset else r_offset
-                                if (offset > expected and acks_enabled_for(message.topic)
-                                        and await self._refetch_skipped(tp, expected, offset)):  # type: ignore[attr-defined]
-                                    refetched.add(tp)
-                                    continue
+                                if offset > expected and acks_enabled_for(message.topic):
+                                    if tp in runs:  # what came before the gap is good
+                                        await flush_run(runs, tp)
+                                        if sought_since_fetch(tp):  # 1. stale after all
+                                            self.stale_dropped += 1
+                                            refetched.add(tp)
+                                            await self._refetch_stale(tp, offset)
+                                            continue
+                                    if await self._refetch_skipped(tp, expected, offset):  # type: ignore[attr-defined]
+                                        refetched.add(tp)
+                                        continue
                             gap = offset - (r_offset or 0)
                             if gap > 1 and r_offset:
                                 if acks_enabled_for(message.topic):
@@ -226,11 +270,27 @@ class HandoffConsumer:
                             if commit_every is not None and self._n_acked >= commit_every:  # type: ignore[attr-defined]
                                 self._n_acked = 0
                                 await self.commit()  # type: ignore[attr-defined]
+                            inbox = inboxes.get(tp.topic) if inboxes else None
+                            if inbox is not None:
+                                # 3, for a run: booked as read now, handed over at the end of the
+                                # fetch (or when full), where a seek meanwhile makes it stale.
+                                run = runs.get(tp)
+                                if run is None:
+                                    run = runs[tp] = FetchedRun(tp, [], message.generation_id)
+                                run.messages.append(message)
+                                set_read_offset(tp, offset)
+                                delivered[tp] = offset
+                                first_delivered.setdefault(tp, offset)
+                                if len(run.messages) >= inbox.run_events:
+                                    await flush_run(runs, tp)
+                                continue
                             await hand_off(callback(message))
                             if not sought_since_fetch(tp):  # 3. a seek meanwhile owns the read offset
                                 set_read_offset(tp, offset)
                                 delivered[tp] = offset
                                 first_delivered.setdefault(tp, offset)
+                    for tp in list(runs):
+                        await flush_run(runs, tp)
                     unset_flag(flag_consumer_fetching)
         except self.consumer_stopped_errors:  # type: ignore[attr-defined]
             if self.transport.app.should_stop:  # type: ignore[attr-defined]

@@ -1,49 +1,34 @@
-"""Table writes per batch, and the current event they are routed by.
+"""Table reads and writes per batch, routed by each record's own partition.
 
-faust routes a table write to the changelog partition, and the local RocksDB partition,
-of the *current event*. ``Stream.take_events`` hands over a batch that mixes partitions,
-and the current event is then only the last one buffered, so writing tables for a whole
-batch would put state in the wrong partition. :func:`event_scope` makes one event of the
-batch current while its table writes happen.
+faust routes a table read or write to the local RocksDB partition, and the changelog
+partition, of the *current event*. A batch mixes partitions (and the batch hand-off of
+:mod:`.batches` makes no events at all), so faust's own ``table[key] = value`` over a whole
+batch would put state in the wrong partition. :class:`BatchedTable` takes the partition
+instead, and reads and writes the RocksDB database of that partition directly, as the store's ``_get``/``_set``/``_del`` do once they have found it,
+without their per-key bookkeeping (a locked LRU index from key to partition, ~6% of a
+worker's CPU; it only speeds up reads made *without* an event, such as ``/pins/<id>``, which
+search the open partitions when a key is not in it).
 
-:class:`BatchedTable` needs no current event: it reads and writes the RocksDB database of the
-event's partition directly, as the store's ``_get``/``_set``/``_del`` do once they have found it,
-without their per-key bookkeeping (a locked LRU index from key to partition, ~6% of a worker's
-CPU; it only speeds up reads made *without* an event, such as ``/pins/<id>``, which search the
-open partitions when a key is not in it).
-
-Private names used: ``faust.streams._current_event`` (the context variable faust routes table
-writes by), the rocksdb store's ``_encode_key``/``_encode_value``/``_decode_value`` and
-``_db_for_partition``, the aiokafka producer under faust's (``Producer._ensure_producer``), and the semantics of its ``_get``/``_set``/``_del`` (fingerprinted).
-faust's public ``table[key] = value`` does the same work per record at ~130 µs.
+Private names used: the rocksdb store's ``_encode_key``/``_encode_value``/``_decode_value``
+and ``_db_for_partition``, the aiokafka producer under faust's
+(``Producer._ensure_producer``), and the semantics of the store's ``_get``/``_set``/``_del``
+and of ``Producer.send`` (fingerprinted). faust's public ``table[key] = value`` does the same
+work per record at ~130 µs.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from faust import streams as _streams
-from faust.types import TP, EventT
+from faust.types import TP
 
-__all__ = ["BatchedTable", "event_scope"]
+__all__ = ["BatchedTable"]
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def event_scope(event: EventT) -> Iterator[None]:
-    """Make ``event`` the current event (for table routing) inside the block."""
-    token = _streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _streams._current_event.reset(token)
 
 
 class BatchedTable:
@@ -73,20 +58,20 @@ class BatchedTable:
 
     def partition_items(self, partition: int) -> Callable[[bytes | None], Iterator[tuple[bytes, bytes]]]:
         """Raw (key, value) iteration of one partition's RocksDB store, from a given key."""
-        db = self.store._db_for_partition(partition)
+        db = self._db(partition)
 
         def items(from_key: bytes | None) -> Iterator[tuple[bytes, bytes]]:
             yield from db.items(from_key=from_key)
 
         return items
 
-    def get(self, event: EventT, key: Any) -> Any:
-        """The value of ``key`` in ``event``'s partition, or ``None``.
+    def get(self, partition: int, key: Any) -> Any:
+        """The value of ``key`` in ``partition``, or ``None``.
 
         A stored value that cannot be decoded (corrupt, or written by an older format) is
         logged and read as absent: a cache or dedup entry is never worth a crash.
         """
-        raw = self._db(event.message.partition).get(self._encode_key(key))
+        raw = self._db(partition).get(self._encode_key(key))
         if raw is None:
             return None
         try:
@@ -95,28 +80,25 @@ class BatchedTable:
             logger.warning("table %s: ignoring undecodable value of %r: %r", self.table.name, key, exc)
             return None
 
-    def set(self, event: EventT, key: Any, value: Any) -> None:
-        """Write ``key`` in ``event``'s partition; the changelog record waits for flush."""
-        partition = event.message.partition
+    def set(self, partition: int, key: Any, value: Any) -> None:
+        """Write ``key`` in ``partition``; the changelog record waits for flush."""
         raw_key, raw_value = self._encode_key(key), self._encode_value(value)
         self._db(partition).put(raw_key, raw_value)
         self._pending.append((partition, raw_key, raw_value))
 
-    def delete(self, event: EventT, key: Any) -> None:
-        """Delete ``key`` from ``event``'s partition; a tombstone goes to its changelog on flush."""
-        partition = event.message.partition
+    def delete(self, partition: int, key: Any) -> None:
+        """Delete ``key`` from ``partition``; a tombstone goes to its changelog on flush."""
         raw_key = self._encode_key(key)
         self._db(partition).delete(raw_key)
         self._pending.append((partition, raw_key, None))
 
     async def flush(self) -> None:
-        """Send the queued changelog records, a record batch per partition (delivery is awaited
-        by faust's commit, which flushes the producer first).
+        """Send the queued changelog records, in record batches per partition (delivery is
+        awaited by faust's commit, which flushes the producer first).
 
         aiokafka's ``send_batch`` takes a built batch: one future and one accumulator entry per
-        batch (~16 KB) instead of per record, in the partition's order. (faust's
-        ``Producer.send`` would also count each record in its produce sensor; these are
-        counted as changelog batches by the rows they come with.)
+        batch (~16 KB) instead of per record, in the partition's order. (Unlike faust's
+        ``Producer.send``, this does not count each record in faust's produce sensor.)
         """
         if not self._pending:
             return
@@ -127,21 +109,22 @@ class BatchedTable:
             by_partition[partition].append((raw_key, raw_value))
         self._pending.clear()
         for partition, records in by_partition.items():
-            last: Any = None
-            batch, n = producer.create_batch(), 0
-            for raw_key, raw_value in records:
-                if batch.append(key=raw_key, value=raw_value, timestamp=None) is None:  # full
-                    if n:
-                        last = (await producer.send_batch(batch, topic, partition=partition), n)
-                    batch, n = producer.create_batch(), 0
-                    if batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
-                        raise ValueError(f"table {self.table.name}: a {len(raw_value or b'')}-byte value does "
-                                         "not fit in a producer batch (producer_max_batch_size)")
-                n += 1
-            if n:
-                last = (await producer.send_batch(batch, topic, partition=partition), n)
-            future, count = last
+            future, count = await self._send(producer, topic, partition, records)
             future.add_done_callback(functools.partial(self._persisted, TP(topic, partition), count))
+
+    async def _send(self, producer: Any, topic: str, partition: int,
+                    records: Sequence[tuple[bytes, bytes | None]]) -> tuple[Any, int]:
+        """Send ``records`` (at least one) in full batches; the last batch's future and size."""
+        batch, n = producer.create_batch(), 0
+        for raw_key, raw_value in records:
+            while batch.append(key=raw_key, value=raw_value, timestamp=None) is None:  # full
+                if not n:  # even an empty batch refuses it
+                    raise ValueError(f"table {self.table.name}: a {len(raw_value or b'')}-byte value does "
+                                     "not fit in a producer batch (producer_max_batch_size)")
+                await producer.send_batch(batch, topic, partition=partition)
+                batch, n = producer.create_batch(), 0
+            n += 1
+        return await producer.send_batch(batch, topic, partition=partition), n
 
     def _persisted(self, tp: TP, count: int, future: Any) -> None:
         # What faust's own changelog callback does: remember the newest offset the local

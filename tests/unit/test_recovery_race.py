@@ -24,6 +24,7 @@ from aiokafka import ConsumerRecord
 from faust.types import TP
 
 from pinapp.faust_ext import PinApp, PinConsumer
+from pinapp.faust_ext.batches import BatchInbox, FetchedRun
 from pinapp.faust_ext.recovery import SeekFirstRecovery
 
 TOPIC = "events-race"
@@ -114,7 +115,9 @@ class _Fetcher:
         self._stopped = asyncio.Event()
 
 
-async def _run_race(*, stop_flow_first: bool) -> tuple[ScriptedConsumer, set[int]]:
+async def _run_race(*, stop_flow_first: bool, in_runs: bool = False) -> tuple[ScriptedConsumer, set[int]]:
+    """The scenario; ``in_runs``: the topic is read in runs (the batch hand-off of
+    pinapp.faust_ext.batches, through a small inbox so that its hand-off blocks too)."""
     app = PinApp("race-test", broker="kafka://127.0.0.1:1", commit_guards=False)
     app.topics._acking_topics.add(TOPIC)  # noqa: SLF001 - an agent's topic would register itself
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)  # a stream buffer: the hand-off blocks
@@ -124,6 +127,19 @@ async def _run_race(*, stop_flow_first: bool) -> tuple[ScriptedConsumer, set[int
     consumer.resume_partitions({TP0})
     consumer.resume_flow()
     processed: set[int] = set()
+    inbox = BatchInbox(TOPIC, app=app, consumer=consumer, max_events=16, run_events=8)
+    if in_runs:
+        consumer.batch_inboxes[TOPIC] = inbox
+        app.flow_control.resume()  # a worker's is resumed after recovery; the inbox drops runs until then
+
+    async def take_batches() -> None:  # the agent, in batches: slower than the hand-off
+        while True:
+            batch = await inbox.take(8, 0.001)
+            for _ in range(4):
+                await asyncio.sleep(0)
+            processed.update(m.offset for m in batch)
+            for message in batch:
+                consumer.ack(message)
 
     async def stream() -> None:  # the agent: takes records one by one, slower than the hand-off
         while True:
@@ -135,7 +151,7 @@ async def _run_race(*, stop_flow_first: bool) -> tuple[ScriptedConsumer, set[int
 
     fetcher = _Fetcher()
     drain = asyncio.create_task(consumer._drain_messages(fetcher))  # noqa: SLF001
-    agent = asyncio.create_task(stream())
+    agent = asyncio.create_task(take_batches() if in_runs else stream())
     try:
         for _ in range(10_000):
             if len(processed) >= 20 or drain.done():
@@ -154,6 +170,7 @@ async def _run_race(*, stop_flow_first: bool) -> tuple[ScriptedConsumer, set[int
         await seek
         while not queue.empty():  # app.flow_control.resume() clears every stream queue
             queue.get_nowait()
+        inbox.clear()
         consumer.resume_flow()
         for _ in range(200):
             await asyncio.sleep(0.005)
@@ -168,17 +185,19 @@ async def _run_race(*, stop_flow_first: bool) -> tuple[ScriptedConsumer, set[int
     return consumer, processed
 
 
+@pytest.mark.parametrize("in_runs", [False, True], ids=["per-record", "in-runs"])
 @pytest.mark.parametrize("stop_flow_first", [False, True], ids=["faust-order", "seek-first-order"])
-async def test_a_seek_under_a_running_batch_loses_nothing(stop_flow_first: bool) -> None:
-    consumer, processed = await _run_race(stop_flow_first=stop_flow_first)
+async def test_a_seek_under_a_running_batch_loses_nothing(stop_flow_first: bool, in_runs: bool) -> None:
+    consumer, processed = await _run_race(stop_flow_first=stop_flow_first, in_runs=in_runs)
     missing = sorted(set(range(COMMITTED, END)) - processed)
     assert not missing, f"{len(missing)} offsets never processed: {missing[:10]}..."
     assert consumer.commits[-1] == END, f"commit stuck at {consumer.commits[-1:]}"
 
 
-async def test_the_race_is_there_to_catch() -> None:
+@pytest.mark.parametrize("in_runs", [False, True], ids=["per-record", "in-runs"])
+async def test_the_race_is_there_to_catch(in_runs: bool) -> None:
     """The scenario really overlaps a seek with a batch in hand (else the test above proves nothing)."""
-    consumer, _ = await _run_race(stop_flow_first=False)
+    consumer, _ = await _run_race(stop_flow_first=False, in_runs=in_runs)
     assert consumer.stale_dropped > 0
 
 
@@ -259,3 +278,52 @@ async def test_acks_after_a_partition_was_revoked_commit_nothing_and_raise_no_ho
 
 def _holes_reported() -> float:
     return REGISTRY.get_sample_value("pinapp_commit_holes_total", {"topic": TOPIC, "partition": "0"}) or 0.0
+
+
+def _records(consumer: ScriptedConsumer, offsets: range) -> list[Any]:
+    return [consumer._to_message(TP0, ConsumerRecord(TOPIC, 0, off, 0, 0, b"k", b"v", None, 1, 1, ()))  # noqa: SLF001
+            for off in offsets]
+
+
+async def test_a_run_sought_before_its_hand_off_is_dropped_and_fetched_again() -> None:
+    """A partition sought while its run waited for the end of the fetch: the run is not handed
+    over (the seek owns the read offset) and the partition is fetched again from the lower of
+    the run's first record and where the seek left it."""
+    app = PinApp("race-test-run", broker="kafka://127.0.0.1:1")
+    consumer = ScriptedConsumer(app, asyncio.Queue())
+    inbox = BatchInbox(TOPIC, app=app, consumer=consumer, max_events=100, run_events=10)
+    consumer.batch_inboxes[TOPIC] = inbox
+    consumer._fetched_at = (consumer.seek_epoch, consumer.tp_seek_epochs.copy())  # noqa: SLF001 - a fetch sent
+    runs = {TP0: FetchedRun(TP0, _records(consumer, range(150, 158)), 0)}
+    await consumer.seek(TP0, 140)  # meanwhile: faust's read offset and aiokafka's position go to 140
+    await consumer._flush_run(runs, TP0)  # noqa: SLF001
+    assert len(inbox) == 0 and consumer.stale_dropped == 8
+    assert consumer.script.position == 140 and consumer._read_offset[TP0] == 140  # noqa: SLF001
+
+    consumer._fetched_at = (consumer.seek_epoch, consumer.tp_seek_epochs.copy())  # noqa: SLF001 - the next fetch
+    runs = {TP0: FetchedRun(TP0, _records(consumer, range(140, 148)), 0)}
+    await consumer._flush_run(runs, TP0)  # noqa: SLF001 - not sought since: handed over
+    assert len(inbox) == 1 and inbox.events == 8
+
+
+async def test_the_inbox_hands_over_runs_in_batches_and_drops_those_of_an_older_generation() -> None:
+    app = PinApp("race-test-inbox", broker="kafka://127.0.0.1:1")
+    consumer = ScriptedConsumer(app, asyncio.Queue())
+    app.flow_control.resume()
+    inbox = BatchInbox(TOPIC, app=app, consumer=consumer, max_events=20, run_events=10)
+    inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(0, 10)), app.consumer_generation_id - 1))
+    inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(10, 20)), app.consumer_generation_id))
+    assert inbox.full()
+    inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(20, 25)), app.consumer_generation_id))
+    batch = await inbox.take(12, within=0.01)  # the older run is dropped, unacked and untracked
+    assert [m.offset for m in batch] == list(range(10, 22))
+    assert all(m.tracked for m in batch) and set(batch) <= set(consumer.unacked)
+    assert not inbox.full() and inbox.events == 3
+    batch = await inbox.take(12, within=0.01)  # waits `within` for more, then hands over what it has
+    assert [m.offset for m in batch] == [22, 23, 24] and inbox.events == 0
+    app.flow_control.suspend()  # a rebalance: what is taken now is fetched again after it
+    inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(25, 30)), app.consumer_generation_id))
+    waiting = asyncio.ensure_future(inbox.take(12, within=0.01))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and inbox.events == 0
+    waiting.cancel()
