@@ -16,18 +16,23 @@ orders them, batch by batch:
 5. write all rows in one idempotent transaction (retried while the database is down);
 6. only then mark the events seen and sweep expired dedup entries.
 
-The agent takes the records in batches as fetched (:func:`pinapp.faust_ext.fetched_batches`:
-a partition's run of records in one hand-off, no faust ``Event`` per record), and a batch
-is acknowledged only after this returns, so offsets are committed only for events whose
-rows are in SingleStore (at-least-once; the sink is idempotent).
+Steps 1-4 *prepare* a batch, 5-6 *commit* it. The agent takes the records in batches as
+fetched (:class:`pinapp.faust_ext.FetchedBatches`: a partition's run of records in one
+hand-off, no faust ``Event`` per record) and overlaps them (:class:`OverlappedBatches`):
+batch N+1 is prepared while batch N's transaction runs in the database, and commits begin
+in order, one at a time. A batch is acknowledged only once its commit is done, so offsets
+are committed only for events whose rows are in SingleStore (at-least-once; the sink is
+idempotent). The events of the batch being written count as already in the batch for
+dedup, so a duplicate that straddles two batches is dropped as one within a batch is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,11 +53,11 @@ from pinapp.geo import GeoLocation, GeoLocator
 from pinapp.live import RepinPoint, encode_points
 from pinapp.records import Pin, SeenEvent
 from pinapp.rows import UNKNOWN_CATEGORY, Row, build_row, pin_row
-from pinapp.faust_ext import BatchedTable, fetched_batches
+from pinapp.faust_ext import BatchedTable, FetchedBatches
 from pinapp.topics import dead_letter_topic, events_topic, live_topic
 from tables import pin_by_id, seen_event_ids
 
-__all__ = ["process_engagement"]
+__all__ = ["EngagementBatcher", "OverlappedBatches", "process_engagement"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,17 @@ class _Accepted:
     pin: Pin | None
     row: Row | None = None
     geo: GeoLocation | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A batch validated, deduplicated and enriched: what its commit writes."""
+
+    batch: Sequence[Message]
+    now_ms: int
+    accepted: list[_Accepted]
+    rows: dict[EventType, list[Row]]
+    learned_pins: list[Row]
 
 
 class EngagementBatcher:
@@ -86,20 +102,14 @@ class EngagementBatcher:
         self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
         self.poison_user_id = cfg.poison_user_id
 
-    async def process_isolating_failures(self, batch: Sequence[Message]) -> None:
-        """Process ``batch``; if it raises, process its events one by one.
+    async def process_one_by_one(self, batch: Sequence[Message]) -> None:
+        """Process the events of a batch that failed as a whole, one by one.
 
-        An exception escaping here would stop the agent (and its partitions) for good;
-        the one batch it was taken for would be fetched again, fail again. An event that fails
-        on its own is dead-lettered (kind ``poison``, stage ``process``) and the partition
-        moves on. Database and broker outages never get here: they are retried inside.
+        An exception escaping a batch would stop the agent (and its partitions) for good;
+        the batch would be fetched again and fail again. An event that fails on its own is
+        dead-lettered (kind ``poison``, stage ``process``) and the partition moves on.
+        Database and broker outages never get here: they are retried inside.
         """
-        metrics.EVENTS_IN.inc(len(batch))
-        try:
-            await self.process(batch)
-            return
-        except Exception:
-            logger.exception("a batch of %d events failed; retrying its events one by one", len(batch))
         for source in batch:
             try:
                 await self.process([source])
@@ -109,19 +119,29 @@ class EngagementBatcher:
                 metrics.STAGE_EVENTS.labels(stage="process", outcome="dead_lettered").inc()
 
     async def process(self, batch: Sequence[Message]) -> None:
+        await self.commit(await self.prepare(batch))
+
+    async def prepare(self, batch: Sequence[Message], *,
+                      in_flight: Mapping[str, tuple[int, int]] | None = None) -> _Prepared:
+        """Steps 1-4. ``in_flight``: event id -> (partition, offset) of the batch being written."""
         now_ms = int(time.time() * 1000)
-        accepted = await self._validate_and_dedup(batch, now_ms)
+        accepted = await self._validate_and_dedup(batch, now_ms, in_flight or {})
         await self._resolve_missing_pins(accepted)
         rows, learned_pins = await self._enrich(accepted)
-        await self._write(accepted, rows, learned_pins)
-        self._mark_seen_and_sweep(accepted, now_ms)
+        return _Prepared(batch, now_ms, accepted, rows, learned_pins)
+
+    async def commit(self, prepared: _Prepared) -> None:
+        """Steps 5-6, then the changelog records and the live feed."""
+        await self._write(prepared.accepted, prepared.rows, prepared.learned_pins)
+        self._mark_seen_and_sweep(prepared.accepted, prepared.now_ms)
         await self.seen.flush()
         await self.pins.flush()
-        await self._publish_live(accepted)
+        await self._publish_live(prepared.accepted)
 
-    async def _validate_and_dedup(self, batch: Sequence[Message], now_ms: int) -> list[_Accepted]:
+    async def _validate_and_dedup(self, batch: Sequence[Message], now_ms: int,
+                                  in_flight: Mapping[str, tuple[int, int]]) -> list[_Accepted]:
         accepted: list[_Accepted] = []
-        in_batch: dict[str, tuple[int, int]] = {}
+        in_batch: dict[str, tuple[int, int]] = dict(in_flight)
         duplicates = from_event = hits = invalid = 0
         for msg in batch:
             try:
@@ -320,6 +340,67 @@ def _processed_log(path: Path | None) -> TextIO | None:
     return path.open("a", encoding="ascii")
 
 
+class OverlappedBatches:
+    """Batch N+1 is prepared while batch N commits; a batch is acknowledged once committed.
+
+    The database works on one core while the worker's thread prepares the next batch on the
+    other. Commits run one at a time, in the order batches were taken (the dedup marks and
+    the pins rule assume it). A batch whose preparation or commit raises is processed again
+    event by event (:meth:`EngagementBatcher.process_one_by_one`) before anything after it
+    commits. ``done`` is called with each batch once it is committed, before its ack.
+    """
+
+    def __init__(self, batcher: EngagementBatcher, ack: Callable[[Sequence[Message]], None],
+                 done: Callable[[Sequence[Message]], None] | None = None) -> None:
+        self.batcher = batcher
+        self._ack = ack
+        self._done = done
+        self._committing: asyncio.Future[None] | None = None
+        self._committing_ids: dict[str, tuple[int, int]] = {}
+
+    async def submit(self, batch: Sequence[Message]) -> None:
+        """Prepare ``batch`` (while the previous one commits), then start its commit."""
+        metrics.EVENTS_IN.inc(len(batch))
+        try:
+            prepared = await self.batcher.prepare(batch, in_flight=self._committing_ids)
+        except Exception:
+            logger.exception("a batch of %d events failed; retrying its events one by one", len(batch))
+            await self.drain()
+            await self.batcher.process_one_by_one(batch)
+            self._committed(batch)
+            return
+        await self.drain()
+        self._committing_ids = {a.event.event_id: (a.source.partition, a.source.offset) for a in prepared.accepted}
+        self._committing = asyncio.ensure_future(self._commit(prepared))
+
+    async def drain(self) -> None:
+        """Wait for the batch being committed (its failure, isolated, included)."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
+        self._committing_ids = {}
+
+    async def cancel(self) -> None:
+        """Stop: a batch still being committed is not acknowledged (it is fetched again)."""
+        committing, self._committing = self._committing, None
+        if committing is not None and not committing.done():
+            committing.cancel()
+            await asyncio.gather(committing, return_exceptions=True)
+
+    async def _commit(self, prepared: _Prepared) -> None:
+        try:
+            await self.batcher.commit(prepared)
+        except Exception:
+            logger.exception("a batch of %d events failed; retrying its events one by one", len(prepared.batch))
+            await self.batcher.process_one_by_one(prepared.batch)
+        self._committed(prepared.batch)
+
+    def _committed(self, batch: Sequence[Message]) -> None:
+        if self._done is not None:
+            self._done(batch)
+        self._ack(batch)
+
+
 @app.timer(interval=5.0)
 async def summarize_dead_letters() -> None:
     """A burst of bad input that stopped is still summarized in the log (pinapp.dlq)."""
@@ -339,14 +420,20 @@ async def process_engagement(stream: StreamT) -> None:
     geo = GeoLocator(cfg.geoip_db_path)
     batcher = EngagementBatcher(EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), geo)
     trace = _processed_log(settings.worker.processed_log)
+
+    def done(batch: Sequence[Message]) -> None:
+        if trace is not None:  # before the batch is acked: a kill after it reprocesses, never skips
+            trace.write("".join(f"{m.partition} {m.offset}\n" for m in batch))
+            trace.flush()
+
+    batches = FetchedBatches(stream, max_events=cfg.batch_size, within=cfg.batch_within_s,
+                             buffer_events=cfg.stream_buffer_events)
+    overlapped = OverlappedBatches(batcher, batches.ack, done)
     try:
-        async for batch in fetched_batches(stream, max_events=cfg.batch_size, within=cfg.batch_within_s,
-                                           buffer_events=cfg.stream_buffer_events):
-            await batcher.process_isolating_failures(batch)
-            if trace is not None:  # before the batch is acked: a kill after it reprocesses, never skips
-                trace.write("".join(f"{m.partition} {m.offset}\n" for m in batch))
-                trace.flush()
+        async for batch in batches:
+            await overlapped.submit(batch)
     finally:
+        await overlapped.cancel()
         if trace is not None:
             trace.close()
         geo.close()

@@ -6,7 +6,7 @@ module each; the rest of pinapp calls only the small public API exported here:
 * :mod:`.handoff`: the consumer's fetch loop (faust's ``_drain_messages`` with a task-free
   hand-off and seek epochs, so no record of a batch fetched before a seek is handed over),
   which hands a batch-read topic's records over a partition's run at a time
-  (:mod:`.batches`: :func:`fetched_batches`, the engagement agent's input);
+  (:mod:`.batches`: :class:`FetchedBatches`, the engagement agent's input);
 * :mod:`.guards`: the commit rule (never past an unacknowledged offset) and the two guards
   that fetch again what faust would lose, each counted and logged;
 * :mod:`.partitions`: pause and resume fetching without loss, and giving records up
@@ -28,8 +28,8 @@ procedure is in docs/operations.md).
 from __future__ import annotations
 
 from pinapp.faust_ext.app import PinApp, PinConsumer
-from pinapp.faust_ext.batches import fetched_batches
+from pinapp.faust_ext.batches import FetchedBatches
 from pinapp.faust_ext.stores import open_partition_dbs, raw_get
 from pinapp.faust_ext.tables import BatchedTable
 
-__all__ = ["BatchedTable", "PinApp", "PinConsumer", "fetched_batches", "open_partition_dbs", "raw_get"]
+__all__ = ["BatchedTable", "FetchedBatches", "PinApp", "PinConsumer", "open_partition_dbs", "raw_get"]

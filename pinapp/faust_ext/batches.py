@@ -5,7 +5,7 @@ control, producer back-pressure, a decode into a new ``Event``, a queue put with
 callbacks), then ``Stream.__aiter__`` (sensors, the current-event context variable),
 ``take_events``' buffer, and one ack with sensors per record: tens of microseconds a
 record, on the thread that also does the agent's work. For a topic an agent reads with
-:func:`fetched_batches`, the fetch loop (:mod:`.handoff`) instead puts each partition's run
+:class:`FetchedBatches`, the fetch loop (:mod:`.handoff`) instead puts each partition's run
 of records from one fetch (up to the agent's batch size) into the topic's
 :class:`BatchInbox` in one step, and the agent takes batches of whole runs. The records
 are faust's own ``Message`` objects; no ``Event`` is made.
@@ -20,9 +20,11 @@ The promises faust's path keeps, kept here:
 2. **In flight.** Records are tracked as unacknowledged (what faust waits for before it
    commits at a rebalance, and what the hole guard counts as in flight) when the agent
    takes their run, as a stream tracks an event when it takes it.
-3. **Acknowledged after processing.** A batch is acknowledged when the agent asks for the
-   next one, never when its body raises or is cancelled (at-least-once; the commit rule of
-   :mod:`.guards` never commits past an unacknowledged offset).
+3. **Acknowledged after processing.** A batch is acknowledged when the agent says it is
+   processed (:meth:`FetchedBatches.ack`), never by taking the next one, so an agent may
+   overlap batches; one whose processing raised or was cancelled is not acknowledged
+   (at-least-once; the commit rule of :mod:`.guards` never commits past an unacknowledged
+   offset).
 4. **Read offsets** (:mod:`.handoff`): a run stale by a seek since its fetch is dropped and
    its partition fetched again from its first record, as a single stale record is.
 
@@ -42,7 +44,7 @@ from typing import Any
 
 from faust.types import TP, Message, StreamT
 
-__all__ = ["BatchInbox", "FetchedRun", "fetched_batches"]
+__all__ = ["BatchInbox", "FetchedBatches", "FetchedRun"]
 
 
 @dataclass(slots=True)
@@ -150,34 +152,47 @@ class BatchInbox:
         return batch
 
 
-async def fetched_batches(stream: StreamT, *, max_events: int, within: float,
-                          buffer_events: int) -> AsyncIterator[Sequence[Message]]:
+class FetchedBatches:
     """The records of ``stream``'s topic, in batches of up to ``max_events``, for its agent.
 
-    Subscribes to the topic as iterating the stream would, and has the fetch loop hand its
-    records over in runs (see the module docstring). A batch is acknowledged when the next
-    one is asked for: process it in the loop body. ``buffer_events`` bounds the records
-    fetched ahead of the agent. The agent must be the topic's only reader in its app.
+    ``async for batch in batches`` subscribes to the topic as iterating the stream would,
+    and has the fetch loop hand its records over in runs (see the module docstring);
+    ``buffer_events`` bounds the records fetched ahead of the agent. Each batch must be
+    acknowledged with :meth:`ack` once it is processed, in any order and from any task (so
+    an agent may take the next batch while it still writes this one). The agent must be the
+    topic's only reader in its app.
     """
-    app = stream.app
-    channel = stream.channel.__aiter__()  # registers the topic with the conductor, as a stream does
-    topics = channel.topics  # type: ignore[attr-defined]
-    readers = [c for c in app.topics if set(c.topics) & set(topics)]  # type: ignore[attr-defined]
-    if len(readers) > 1:
-        raise RuntimeError(f"{', '.join(topics)}: read in batches by one agent, but {len(readers)} channels "
-                           "subscribe to it in this app")
-    consumer = app.consumer
-    inbox = BatchInbox(topics[0], app=app, consumer=consumer, max_events=buffer_events, run_events=max_events)
-    app.flow_control.manage_queue(inbox)  # cleared with the stream buffers at a rebalance
-    for topic in topics:
-        consumer.batch_inboxes[topic] = inbox
-    ack = consumer.ack
-    try:
-        while not app.should_stop:
-            batch = await inbox.take(max_events, within)
-            yield batch
-            for message in batch:  # 3. only once the body asked for the next batch
-                ack(message)
-    finally:
+
+    def __init__(self, stream: StreamT, *, max_events: int, within: float, buffer_events: int) -> None:
+        self.stream = stream
+        self.max_events = max_events
+        self.within = within
+        self.buffer_events = buffer_events
+        self._ack = stream.app.consumer.ack
+
+    async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
+        app = self.stream.app
+        channel = self.stream.channel.__aiter__()  # registers the topic with the conductor, as a stream does
+        topics = channel.topics  # type: ignore[attr-defined]
+        readers = [c for c in app.topics if set(c.topics) & set(topics)]  # type: ignore[attr-defined]
+        if len(readers) > 1:
+            raise RuntimeError(f"{', '.join(topics)}: read in batches by one agent, but {len(readers)} channels "
+                               "subscribe to it in this app")
+        consumer = app.consumer
+        inbox = BatchInbox(topics[0], app=app, consumer=consumer, max_events=self.buffer_events,
+                           run_events=self.max_events)
+        app.flow_control.manage_queue(inbox)  # cleared with the stream buffers at a rebalance
         for topic in topics:
-            consumer.batch_inboxes.pop(topic, None)
+            consumer.batch_inboxes[topic] = inbox
+        try:
+            while not app.should_stop:
+                yield await inbox.take(self.max_events, self.within)
+        finally:
+            for topic in topics:
+                consumer.batch_inboxes.pop(topic, None)
+
+    def ack(self, batch: Sequence[Message]) -> None:
+        """``batch`` is processed: its offsets may be committed (3. in the module docstring)."""
+        ack = self._ack
+        for message in batch:
+            ack(message)

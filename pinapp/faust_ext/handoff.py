@@ -31,7 +31,7 @@ The protocol, in order, for each fetched record of partition P:
    whose hand-off straddled a seek is delivered, and may be processed twice: the sinks
    are idempotent).
 
-**Runs** (topics read with :func:`pinapp.faust_ext.batches.fetched_batches`). A record of
+**Runs** (topics read with :class:`pinapp.faust_ext.batches.FetchedBatches`). A record of
 such a topic is not handed over alone: after steps 1 and 2 it joins its partition's *run*
 (its records of this fetch) and is booked as read at once, so step 2 sees the run as
 delivered. A run is handed to the topic's inbox whole, when the fetch has been gone through
