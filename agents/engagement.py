@@ -314,22 +314,22 @@ class EngagementBatcher:
             metrics.LIVE_PUBLISHED.inc(len(points))
 
     def _mark_seen_and_sweep(self, accepted: list[_Accepted], now_ms: int) -> None:
-        per_partition: dict[int, list[_Accepted]] = defaultdict(list)
+        per_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for item in accepted:
             msg = item.source
-            seen = SeenEvent(now_ms, msg.partition, msg.offset)
-            self.seen.set(msg.partition, item.event.event_id.encode(), seen.to_bytes())
-            per_partition[msg.partition].append(item)
-        for partition, items in per_partition.items():
+            per_partition[msg.partition].append(
+                (item.event.event_id.encode(), SeenEvent(now_ms, msg.partition, msg.offset).to_bytes()))
+        for partition, marks in per_partition.items():
+            self.seen.set_many(partition, marks)
             expired = self.sweeper.expired_keys(
                 partition,
                 self.seen.partition_items(partition),
-                budget=self.sweep_per_event * len(items),
+                budget=self.sweep_per_event * len(marks),
                 now_ms=now_ms,
                 horizon_ms=self.horizon_ms,
             )
-            for key in expired:
-                self.seen.delete(partition, key.encode())
+            if expired:
+                self.seen.delete_many(partition, [key.encode() for key in expired])
 
 
 def _processed_log(path: Path | None) -> TextIO | None:
