@@ -393,6 +393,9 @@ class OverlappedBatches:
         except Exception:
             logger.exception("a batch of %d events failed; retrying its events one by one", len(prepared.batch))
             await self.batcher.process_one_by_one(prepared.batch)
+        # Its ids are marked seen now, and the dedup table decides from here on: kept in
+        # flight, they would make a resend look like a duplicate past the horizon.
+        self._committing_ids = {}
         self._committed(prepared.batch)
 
     def _committed(self, batch: Sequence[Message]) -> None:

@@ -106,6 +106,19 @@ async def test_next_batch_is_prepared_while_one_commits_and_acked_only_once_comm
     assert recorder.in_flight_seen[0] == {}
 
 
+async def test_a_committed_batch_is_no_longer_in_flight() -> None:
+    """Once committed, a batch's ids are the dedup table's to judge (past the horizon a resend
+    is accepted again): the next batch must not see them as in flight, however late it comes."""
+    recorder = Recorder()
+    overlapped, acked, _ = _overlapped(recorder)
+    recorder.gate(0).set()
+    await overlapped.submit(_batch(0))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)  # batch 0 commits; nothing else arrives for a while
+    assert acked == [0]
+    await overlapped.submit(_batch(10))  # type: ignore[arg-type]
+    assert recorder.in_flight_seen[10] == {}
+
+
 async def test_a_failing_commit_is_processed_one_by_one_before_the_next_commit() -> None:
     recorder = Recorder(fail_commit={0})
     overlapped, acked, _ = _overlapped(recorder)
