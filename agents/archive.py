@@ -1,9 +1,10 @@
 """The archiver agent: every record of ``archive.topics`` into S3, offsets acked only after.
 
-Runs in ``pinapp archiver`` (:data:`pinapp.app.archive_app`, its own consumer group). The
-stream is ``noack()``: faust's batch helpers (``take_events``) ack even when the agent
-fails, so records are acked one by one, by :class:`~pinapp.archive.archiver.Archiver`,
-after the cut holding them is in S3. Background loops flush buffers by age, report progress, write
+Runs in ``pinapp archiver`` (:data:`pinapp.app.archive_app`, its own consumer group). Records
+come a fetched run at a time (:class:`~pinapp.faust_ext.FetchedBatches`: no faust ``Event``,
+stream queue or per-record sensors, which cost more than the archiver's own work per record),
+and each is acked alone, by :class:`~pinapp.archive.archiver.Archiver`, after the cut holding
+it is in S3; taking the next batch acks nothing. Background loops flush buffers by age, report progress, write
 ``_SUCCESS`` markers and delete intents of committed cuts; a hook flushes everything before
 faust waits for acks on revocation and shutdown.
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
-from faust.types import TP, StreamT
+from faust.types import TP, Message, StreamT
 
 from pinapp import health
 from pinapp.app import archive_app, settings
@@ -23,6 +25,7 @@ from pinapp.archive.archiver import Archiver, CutAbandoned
 from pinapp.archive.buffer import Delivery
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter
+from pinapp.faust_ext import FetchedBatches
 from pinapp.metrics import ARCHIVE_BUFFERED
 from pinapp.s3 import s3_client
 from pinapp.topics import archive_source
@@ -79,22 +82,49 @@ async def _get_archiver() -> Archiver:
     return _archiver
 
 
+class MessageDelivery:
+    """A fetched record's :class:`~pinapp.archive.buffer.Delivery`: its ack is the consumer's."""
+
+    __slots__ = ("message", "_ack")
+
+    def __init__(self, message: Message, ack: Callable[[Message], Any]) -> None:
+        self.message = message
+        self._ack = ack
+
+    def ack(self) -> Any:
+        return self._ack(self.message)
+
+
+#: records taken per batch, and how long a batch waits to fill (the cuts decide the rest)
+BATCH_EVENTS = 2000
+BATCH_WITHIN_S = 0.05
+
+
+def _no_rebalance_since(generation: int) -> Callable[[], bool]:
+    """Whether no rebalance began since a batch was taken in consumer generation ``generation``."""
+    flow_control = archive_app.flow_control
+    return lambda: flow_control.is_active() and archive_app.consumer_generation_id == generation
+
+
+def _records(batch: Sequence[Message], ack: Callable[[Message], Any]) -> Iterator[tuple[ArchivedRecord, MessageDelivery]]:
+    for message in batch:
+        headers = message.headers or ()
+        yield (ArchivedRecord(message.topic, message.partition, message.offset,
+                              round(message.timestamp * 1000), message.key, message.value,
+                              tuple(headers.items() if isinstance(headers, dict) else headers)),
+               MessageDelivery(message, ack))
+
+
 @archive_app.agent(archive_source)
 async def archive_records(stream: StreamT[bytes]) -> None:
     """Hand each record, with its ack, to the archiver; it acks once the record is in S3."""
     health.sink("s3")  # listed in /health from the start
     archiver = await _get_archiver()
-    async for event in stream.noack().events():
-        message = event.message
-        headers = message.headers or ()
-        record = ArchivedRecord(message.topic, message.partition, message.offset,
-                                round(message.timestamp * 1000), message.key, message.value,
-                                tuple(headers.items() if isinstance(headers, dict) else headers))
-        try:
-            await archiver.add(record, event)
-        except CutAbandoned as exc:
-            # The partition was revoked while S3 failed: its records stay unacked for the next owner.
-            logger.warning("archive: %s", exc)
+    batches = FetchedBatches(stream, max_events=BATCH_EVENTS, within=BATCH_WITHIN_S,
+                             buffer_events=settings.pipeline.stream_buffer_events)
+    ack = archive_app.consumer.ack
+    async for batch in batches:
+        await archiver.add_all(_records(batch, ack), current=_no_rebalance_since(archive_app.consumer_generation_id))
 
 
 # Loops rather than faust timers: an upload may wait out an S3 outage, and a timer would then

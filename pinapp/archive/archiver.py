@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,6 +118,27 @@ class Archiver:
             largest = max(self._partitions.values(), key=lambda s: len(s.buffer))
             for cut in largest.buffer.take_all():
                 await self._write(largest, cut)
+
+    async def add_all(self, items: Iterable[tuple[ArchivedRecord, Delivery]], *,
+                      current: Callable[[], bool]) -> None:
+        """Add a fetched batch's records in order while ``current()`` holds (no rebalance began
+        since the batch was taken).
+
+        From the first record for which it does not, the rest is *released*: neither buffered
+        nor acked, so never committed, and not awaited by the hand-over (which flushed what
+        was buffered before it; records added after that flush would wait for an age cut).
+        Whoever owns the partition next reads them again. A cut abandoned on the way (revoked
+        while S3 failed) is logged, and the records after it go on.
+        """
+        pending = iter(items)
+        for record, delivery in pending:
+            if not current():
+                self.control.release([delivery, *(d for _, d in pending)])
+                return
+            try:
+                await self.add(record, delivery)
+            except CutAbandoned as exc:
+                logger.warning("archive: %s", exc)
 
     async def _adopt(self, topic: str, partition: int, first_offset: int) -> _Partition:
         """First record of a partition since it was assigned: learn the cuts already begun."""

@@ -6,7 +6,7 @@ module each; the rest of pinapp calls only the small public API exported here:
 * :mod:`.handoff`: the consumer's fetch loop (faust's ``_drain_messages`` with a task-free
   hand-off and seek epochs, so no record of a batch fetched before a seek is handed over),
   which hands a batch-read topic's records over a partition's run at a time
-  (:mod:`.batches`: :class:`FetchedBatches`, the engagement agent's input);
+  (:mod:`.batches`: :class:`FetchedBatches`, the engagement and archive agents' input);
 * :mod:`.guards`: the commit rule (never past an unacknowledged offset) and the two guards
   that fetch again what faust would lose, each counted and logged;
 * :mod:`.partitions`: pause and resume fetching without loss, and giving records up

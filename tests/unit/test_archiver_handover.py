@@ -124,3 +124,33 @@ async def test_memory_is_bounded_across_partitions_by_uploading_the_largest_buff
                                _Delivery(o, acked))
     assert writer.cuts == [(0, 3)], "6 buffered > 5: partition 0, the largest, went early"
     assert archiver.buffered == 2
+
+
+async def test_a_batch_cut_short_by_a_rebalance_releases_its_rest_unbuffered_and_unacked() -> None:
+    """The agent takes fetched records a batch at a time; a rebalance beginning mid-batch (after
+    the hand-over flush) must not buffer the rest, which would then wait for an age cut while
+    faust waits for its acks: it is released, for the partition's next owner to read again."""
+    writer, control, acked = _Writer(), _Control(), []
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    rebalancing = False
+
+    def items() -> Iterable[tuple[ArchivedRecord, Delivery]]:
+        nonlocal rebalancing
+        for o in range(6):
+            if o == 2:
+                rebalancing = True  # between two records of the batch
+            yield _rec(o), _Delivery(o, acked)
+
+    await archiver.add_all(items(), current=lambda: not rebalancing)
+    assert archiver.buffered == 2
+    assert control.released == [2, 3, 4, 5]
+    await archiver.flush_all()
+    assert writer.cuts == [(0, 1)] and acked == [0, 1]
+
+
+async def test_a_whole_batch_is_added_in_order_while_no_rebalance_begins() -> None:
+    writer, control, acked = _Writer(), _Control(), []
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    await archiver.add_all(((_rec(o), _Delivery(o, acked)) for o in range(6)), current=lambda: True)
+    assert writer.cuts == [(0, 3)] and acked == [0, 1, 2, 3] and archiver.buffered == 2
+    assert control.released == []
