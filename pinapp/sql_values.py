@@ -1,11 +1,12 @@
-"""Rows as one pre-encoded multi-row ``INSERT``: the sink's text, built in one pass per value.
+"""Rows as one pre-encoded multi-row ``INSERT``: the sink's text, built a column at a time.
 
 asyncmy's ``executemany`` formats every value through its generic ``escape()`` and a ``%``
 template per row (~8 µs a row here). A sink row holds only strings, ``None``, floats, naive
-UTC datetimes and ints, so each value's literal is known from its type: a string is quoted
-and escaped only if it holds a character that needs it (one regex scan, in C, finds out),
-a datetime is its ISO form, a float its ``repr``. The statement is split where it would pass
-``max_bytes``, as asyncmy does. Half the CPU of ``executemany`` for the same statement text.
+UTC datetimes and ints, so each value's literal is known from its type (:func:`sql_literal`):
+a string is quoted and escaped only if it holds a character that needs it, a datetime is
+its ISO form, a float its ``repr``. :func:`encode_rows` checks each column of a batch once
+and formats each row in one ``%``. The statement is split where it would pass
+``max_bytes``, as asyncmy does. Same statement text as ``executemany``, under half its CPU.
 
 The escaping is MySQL's with backslash escapes, the default of SingleStore and MariaDB (what
 asyncmy does too); a server in ``NO_BACKSLASH_ESCAPES`` mode is served by ``executemany``
@@ -18,13 +19,16 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Final
 
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_NO_BACKSLASH_ESCAPES
 
-__all__ = ["backslash_escapes", "insert_statements", "sql_literal"]
+__all__ = ["backslash_escapes", "encode_rows", "insert_statements", "sql_literal"]
 
 _NEEDS_ESCAPE: Final = re.compile(r"[\0\n\r\\'\"\x1a]")
+_TZINFO: Final = attrgetter("tzinfo")
+_NONE: Final = type(None)
 _ESCAPES: Final = {"\0": "\\0", "\n": "\\n", "\r": "\\r", "\\": "\\\\", "'": "\\'", '"': '\\"', "\x1a": "\\Z"}
 
 
@@ -58,6 +62,61 @@ def sql_literal(value: Any) -> str:
     raise TypeError(f"{kind.__name__} is not a sink value: {value!r}")
 
 
+def encode_rows(rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Each row as its ``(literal,...)`` text, the same text :func:`sql_literal` gives value by value.
+
+    A sink batch's columns are each of one type (or that type and ``NULL``) with nothing to
+    escape: ids, times, numbers. So a column is checked once for the whole batch (its types
+    in one pass, its strings for a character needing an escape in one regex scan of their
+    concatenation), and every row is then formatted in one ``%`` (``str`` of a datetime is
+    its ISO form with a space, of a float its ``repr``, as :func:`sql_literal` writes them).
+    A column holding one value (a batch's ``ingested_at``) is written into the template
+    once. A column that mixes other types, or holds a character to escape, goes value by
+    value through :func:`sql_literal`.
+
+    Raises:
+        TypeError: as :func:`sql_literal` does.
+    """
+    if not rows:
+        return []
+    marks: list[str] = []
+    formatted: list[Sequence[Any]] = []
+    for column in zip(*rows, strict=True):
+        kinds = set(map(type, column))
+        nullable = _NONE in kinds and len(kinds) == 2
+        if nullable:
+            kinds.discard(_NONE)
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind is datetime and column.count(column[0]) == len(column):
+            marks.append(sql_literal(column[0]).replace("%", "%%"))  # raises for an aware one
+            continue
+        if kind is str and _NEEDS_ESCAPE.search("".join(filter(None, column))) is None:
+            if nullable:
+                column = tuple(["NULL" if v is None else "'" + v + "'" for v in column])  # noqa: PLW2901
+            mark = "%s" if nullable else "'%s'"
+        elif kind is int and not nullable:
+            mark = "%s"
+        elif kind is float and all(map(math.isfinite, filter(_not_none, column))):
+            if nullable:
+                column = tuple(["NULL" if v is None else repr(v) for v in column])  # noqa: PLW2901
+            mark = "%s"
+        elif kind is datetime and not nullable and not any(map(_TZINFO, column)):
+            mark = "'%s'"
+        else:
+            column = tuple([sql_literal(v) for v in column])  # noqa: PLW2901
+            mark = "%s"
+        marks.append(mark)
+        formatted.append(column)
+    template = "(" + ",".join(marks) + ")"
+    if not formatted:
+        return [template] * len(rows)
+    return [template % row for row in zip(*formatted)]
+
+
+def _not_none(value: Any) -> bool:
+    return value is not None
+
+
 def insert_statements(prefix: str, rows: Sequence[Sequence[Any]], suffix: str, *,
                       max_bytes: int = 1_000_000) -> Iterator[bytes]:
     """``prefix (row),(row)... suffix`` as UTF-8, one statement per ``max_bytes`` or so.
@@ -68,8 +127,7 @@ def insert_statements(prefix: str, rows: Sequence[Sequence[Any]], suffix: str, *
     head, tail = f"{prefix} ".encode(), f" {suffix}".encode()
     parts: list[bytes] = []
     size = len(head) + len(tail)
-    for row in rows:
-        encoded = ("(" + ",".join([sql_literal(v) for v in row]) + ")").encode()
+    for encoded in map(str.encode, encode_rows(rows)):
         if parts and size + len(encoded) + 1 > max_bytes:
             yield head + b",".join(parts) + tail
             parts, size = [], len(head) + len(tail)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
 
-from pinapp.sql_values import insert_statements, sql_literal
+from pinapp.sql_values import encode_rows, insert_statements, sql_literal
 
 
 @pytest.mark.parametrize(
@@ -49,3 +50,29 @@ def test_statements_split_where_they_would_pass_the_limit() -> None:
     assert list(insert_statements("P", [], "S")) == []
     assert list(insert_statements("P VALUES", [("y" * 500,)], "S", max_bytes=100)) == [
         b"P VALUES ('" + b"y" * 500 + b"') S"]  # a row over the limit still goes, alone
+
+
+def _value_by_value(row: tuple[object, ...]) -> str:
+    return "(" + ",".join(sql_literal(v) for v in row) + ")"
+
+
+def test_columns_encoded_at_once_give_the_text_of_each_value() -> None:
+    """encode_rows' column-wise shortcuts (one type, one value, nullable) change no byte."""
+    rng = random.Random(7)
+    samples: list[object] = ["id-1", "it's", "a\\b", "50% %s", "é😀", None, 0, -5, 2**63, 51.5, -0.0, 1e-05,
+                             datetime(2026, 12, 2, 20, 1, 2, 345000), datetime(2026, 12, 2)]
+    for _ in range(300):
+        width, height = rng.randint(1, 6), rng.randint(1, 8)
+        # Each column draws from a few of the samples, so single-type, nullable, constant and
+        # mixed columns all occur.
+        pools = [rng.sample(samples, rng.randint(1, 3)) for _ in range(width)]
+        rows = [tuple(rng.choice(pool) for pool in pools) for _ in range(height)]
+        assert encode_rows(rows) == [_value_by_value(r) for r in rows], rows
+
+
+@pytest.mark.parametrize("bad", [float("inf"), datetime(2026, 1, 1, tzinfo=UTC), True, b"x"])
+def test_encode_rows_refuses_what_sql_literal_refuses(bad: object) -> None:
+    with pytest.raises(TypeError):
+        encode_rows([(1, bad), (2, bad)])
+    with pytest.raises(TypeError):
+        encode_rows([(1, None), (2, bad)])
