@@ -22,7 +22,6 @@ Two decoders, one verdict:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -71,9 +70,12 @@ MIN_TS_MS: Final = 946_684_800_000
 MAX_TS_MS: Final = 4_102_444_800_000
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A valid engagement event: the fields pinapp uses, and the input bytes it came from."""
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """A valid engagement event: the fields pinapp uses, and the input bytes it came from.
+
+    A msgspec ``Struct``: made once per input event, it costs a tenth of a frozen
+    dataclass's ``__init__``. ``gc=False``: it holds no container that could make a cycle.
+    """
 
     event_id: str
     event_type: EventType
