@@ -121,7 +121,7 @@ async def archive_records(stream: StreamT[bytes]) -> None:
     health.sink("s3")  # listed in /health from the start
     archiver = await _get_archiver()
     batches = FetchedBatches(stream, max_events=BATCH_EVENTS, within=BATCH_WITHIN_S,
-                             buffer_events=settings.pipeline.stream_buffer_events)
+                             buffer_events=settings.pipeline.stream_buffer_events, ack_per_record=True)
     ack = archive_app.consumer.ack
     async for batch in batches:
         await archiver.add_all(_records(batch, ack), current=_no_rebalance_since(archive_app.consumer_generation_id))

@@ -19,19 +19,24 @@ The promises faust's path keeps, kept here:
    stream acks such skipped records): the seek that ends the rebalance fetches it again.
 2. **In flight.** Records are tracked as unacknowledged (what faust waits for before it
    commits at a rebalance, and what the hole guard counts as in flight) when the agent
-   takes their run, as a stream tracks an event when it takes it.
+   takes their run, as a stream tracks an event when it takes it. A batch acknowledged
+   whole (:meth:`FetchedBatches.ack`) is tracked by the last record of each run it took:
+   its records are acknowledged together, in one step, so that record is unacknowledged
+   exactly while they all are. An agent that acknowledges records one by one (the
+   archiver, ``ack_per_record=True``) has each tracked.
 3. **Acknowledged after processing.** A batch is acknowledged when the agent says it is
-   processed (:meth:`FetchedBatches.ack`), never by taking the next one, so an agent may
-   overlap batches; one whose processing raised or was cancelled is not acknowledged
-   (at-least-once; the commit rule of :mod:`.guards` never commits past an unacknowledged
-   offset).
+   processed (:meth:`FetchedBatches.ack`: faust's ack bookkeeping booked per partition,
+   :meth:`pinapp.faust_ext.guards.CommitGuards.ack_batch`), never by taking the next one,
+   so an agent may overlap batches; one whose processing raised or was cancelled is not
+   acknowledged (at-least-once; the commit rule of :mod:`.guards` never commits past an
+   unacknowledged offset).
 4. **Read offsets** (:mod:`.handoff`): a run stale by a seek since its fetch is dropped and
    its partition fetched again from its first record, as a single stale record is.
 
 faust's monitor (its ``/stats`` counters) does not count these records; pinapp's own
-metrics do. Private names used: none (``Consumer.unacked``, ``Consumer.ack``,
-``App.flow_control``, ``App.consumer_generation_id`` and the conductor's ``add`` through a
-topic's ``__aiter__`` are faust's interfaces to streams).
+metrics do. Private names used: none here (``Consumer.unacked``, ``App.flow_control``,
+``App.consumer_generation_id`` and the conductor's ``add`` through a topic's ``__aiter__``
+are faust's interfaces to streams; the batch ack is the consumer's, in :mod:`.guards`).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from typing import Any
 
 from faust.types import TP, Message, StreamT
 
-__all__ = ["BatchInbox", "FetchedBatches", "FetchedRun"]
+__all__ = ["BatchInbox", "FetchedBatch", "FetchedBatches", "FetchedRun"]
 
 
 @dataclass(slots=True)
@@ -54,6 +59,16 @@ class FetchedRun:
     tp: TP
     messages: list[Message]
     generation_id: int
+
+
+class FetchedBatch(list[Message]):
+    """A batch of records as the agent takes it; ``in_flight``: what faust tracks for it."""
+
+    __slots__ = ("in_flight",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight: list[Message] = []
 
 
 class BatchInbox:
@@ -109,14 +124,15 @@ class BatchInbox:
         if not self.full():
             self._has_room.set()
 
-    async def take(self, max_events: int, within: float) -> list[Message]:
+    async def take(self, max_events: int, within: float, *, per_record: bool = False) -> FetchedBatch:
         """Up to ``max_events`` records of whole or split runs; waits for the first, then at
-        most ``within`` seconds for more. Each run is tracked as in flight when taken."""
+        most ``within`` seconds for more. Each run taken is tracked as in flight by its last
+        record, or (``per_record``) by each of its records."""
         loop = asyncio.get_running_loop()
         app = self.app
         unacked = self.consumer.unacked
         flow_control = app.flow_control
-        batch: list[Message] = []
+        batch = FetchedBatch()
         deadline = 0.0
         while len(batch) < max_events:
             if not self._runs:
@@ -142,9 +158,13 @@ class BatchInbox:
                 taken = run.messages
             else:
                 taken, run.messages = run.messages[:room], run.messages[room:]
-            for message in taken:  # 2. in flight, as a stream tracks what it takes
-                message.tracked = True
-            unacked.update(taken)
+            if per_record:  # 2. in flight, as a stream tracks what it takes
+                for message in taken:
+                    message.tracked = True
+                unacked.update(taken)
+            else:
+                unacked.add(taken[-1])
+                batch.in_flight.append(taken[-1])
             if not batch:
                 deadline = loop.time() + within
             batch.extend(taken)
@@ -158,17 +178,19 @@ class FetchedBatches:
     ``async for batch in batches`` subscribes to the topic as iterating the stream would,
     and has the fetch loop hand its records over in runs (see the module docstring);
     ``buffer_events`` bounds the records fetched ahead of the agent. Each batch must be
-    acknowledged with :meth:`ack` once it is processed, in any order and from any task (so
-    an agent may take the next batch while it still writes this one). The agent must be the
-    topic's only reader in its app.
+    acknowledged whole with :meth:`ack` once it is processed, in any order and from any task
+    (so an agent may take the next batch while it still writes this one); with
+    ``ack_per_record`` the agent acknowledges each record itself (``Consumer.ack``) instead.
+    The agent must be the topic's only reader in its app.
     """
 
-    def __init__(self, stream: StreamT, *, max_events: int, within: float, buffer_events: int) -> None:
+    def __init__(self, stream: StreamT, *, max_events: int, within: float, buffer_events: int,
+                 ack_per_record: bool = False) -> None:
         self.stream = stream
         self.max_events = max_events
         self.within = within
         self.buffer_events = buffer_events
-        self._ack = stream.app.consumer.ack
+        self.ack_per_record = ack_per_record
 
     async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
         app = self.stream.app
@@ -186,13 +208,15 @@ class FetchedBatches:
             consumer.batch_inboxes[topic] = inbox
         try:
             while not app.should_stop:
-                yield await inbox.take(self.max_events, self.within)
+                yield await inbox.take(self.max_events, self.within, per_record=self.ack_per_record)
         finally:
             for topic in topics:
                 consumer.batch_inboxes.pop(topic, None)
 
     def ack(self, batch: Sequence[Message]) -> None:
-        """``batch`` is processed: its offsets may be committed (3. in the module docstring)."""
-        ack = self._ack
-        for message in batch:
-            ack(message)
+        """``batch``, as taken, is processed: its offsets may be committed (3. in the module
+        docstring)."""
+        if self.ack_per_record:
+            raise RuntimeError("ack_per_record: the agent acknowledges each record itself")
+        in_flight = batch.in_flight if isinstance(batch, FetchedBatch) else batch
+        self.stream.app.consumer.ack_batch(batch, in_flight)

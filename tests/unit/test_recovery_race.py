@@ -317,13 +317,40 @@ async def test_the_inbox_hands_over_runs_in_batches_and_drops_those_of_an_older_
     inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(20, 25)), app.consumer_generation_id))
     batch = await inbox.take(12, within=0.01)  # the older run is dropped, unacked and untracked
     assert [m.offset for m in batch] == list(range(10, 22))
-    assert all(m.tracked for m in batch) and set(batch) <= set(consumer.unacked)
+    # Acked whole, the batch is in flight by the last record of each run it took (19, and 21
+    # of the split run) while all are unacked.
+    assert [m.offset for m in batch.in_flight] == [19, 21] and set(consumer.unacked) == set(batch.in_flight)
     assert not inbox.full() and inbox.events == 3
-    batch = await inbox.take(12, within=0.01)  # waits `within` for more, then hands over what it has
+    batch = await inbox.take(12, within=0.01, per_record=True)  # waits `within`, hands over what it has
     assert [m.offset for m in batch] == [22, 23, 24] and inbox.events == 0
+    assert all(m.tracked for m in batch) and set(batch) <= set(consumer.unacked)  # an agent acking each record
     app.flow_control.suspend()  # a rebalance: what is taken now is fetched again after it
     inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(25, 30)), app.consumer_generation_id))
     waiting = asyncio.ensure_future(inbox.take(12, within=0.01))
     await asyncio.sleep(0.05)
     assert not waiting.done() and inbox.events == 0
     waiting.cancel()
+
+
+def test_a_batch_acked_whole_is_booked_as_faust_books_each_ack() -> None:
+    """ack_batch books what faust's per-record ack books (and nothing below the committed
+    offset or twice), takes the batch's in-flight records out of the unacked set, and counts
+    the acks toward faust's commit_every."""
+    app = PinApp("race-test-ack-batch", broker="kafka://127.0.0.1:1")
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    per_record, whole = ScriptedConsumer(app, asyncio.Queue()), ScriptedConsumer(app, asyncio.Queue())
+    results = []
+    for consumer in (per_record, whole):
+        consumer._committed_offset[TP0] = 5  # noqa: SLF001
+        messages = _records(consumer, range(3, 12)) + _records(consumer, range(8, 10))  # 8, 9 twice
+        messages[-1].acked = True  # acked already: not booked again
+        consumer.unacked.update([messages[4], messages[-3]])
+        if consumer is per_record:
+            for message in messages:
+                consumer.ack(message)
+        else:
+            consumer.ack_batch(messages, [messages[4], messages[-3]])
+        results.append((sorted(consumer._acked[TP0]), sorted(consumer._acked_index[TP0]),  # noqa: SLF001
+                        consumer._n_acked, all(m.acked for m in messages)))  # noqa: SLF001
+        assert not consumer.unacked
+    assert results[0] == results[1] == ([5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, 10, 11], 7, True)
