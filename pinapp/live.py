@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -33,10 +33,12 @@ __all__ = ["LiveFeed", "RepinPoint", "decode_points", "encode_points"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RepinPoint:
+class RepinPoint(msgspec.Struct, frozen=True, gc=False):
     """One repin on the map. ``kafka_ts`` is when its event entered Kafka (the record
-    timestamp of the source event), so a page can show how fresh the globe is."""
+    timestamp of the source event), so a page can show how fresh the globe is.
+
+    A msgspec ``Struct``: one is made per written repin, at a tenth of a dataclass's cost.
+    """
 
     event_id: str
     pin_id: str
@@ -49,10 +51,13 @@ class RepinPoint:
     kafka_ts: int
 
 
+_encode: Final = msgspec.json.Encoder().encode
+
+
 def encode_points(points: Iterable[RepinPoint]) -> bytes:
-    """One record's value: ``{"points": [...]}`` as JSON (orjson encodes the dataclasses
-    itself, field by field in declaration order: ~10x cheaper than ``dataclasses.asdict``)."""
-    return orjson.dumps({"points": list(points)})
+    """One record's value: ``{"points": [...]}`` as JSON, each point's fields in declaration
+    order (msgspec encodes the structs itself)."""
+    return _encode({"points": list(points)})
 
 
 def decode_points(value: bytes | None) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ Row = tuple[Any, ...]
 
 def ms_to_datetime(ms: int) -> datetime:
     """Epoch ms -> naive UTC datetime (the database stores UTC)."""
-    return _EPOCH + timedelta(milliseconds=ms)
+    return _EPOCH + timedelta(0, 0, 0, ms)  # (days, seconds, microseconds, milliseconds): positional is faster
 
 
 def build_row(event: Event, geo: GeoLocation, pin: Pin | None, ingested_at: datetime) -> Row:
