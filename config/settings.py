@@ -155,6 +155,10 @@ class WorkerSettings(_Section):
     jemalloc_library: str = Field(
         "libjemalloc.so.2", description="preloaded when allocator is jemalloc (Debian: libjemalloc2)"
     )
+    gc_threshold: int = Field(
+        50_000, ge=1, description="allocations between passes of Python's garbage collector over its youngest "
+        "generation (Python's default: 700); see pinapp.allocator"
+    )
     commit_guards: bool = Field(
         True, description="RACE REPRODUCTION ONLY: false turns off the gap and hole guards (pinapp.faust_ext.guards)"
     )

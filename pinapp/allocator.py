@@ -17,18 +17,30 @@ the control grew 173 -> 227 MiB, and ``PYTHONMALLOC=malloc`` on glibc's malloc w
 Both are chosen when a process starts, so ``pinapp worker`` and ``pinapp archiver``
 re-execute themselves once with ``LD_PRELOAD`` and ``PYTHONMALLOC``. A missing library is a
 warning, not an error: the worker still runs, on Python's allocator.
+
+**The garbage collector** (:func:`tune_gc`). A worker draining a backlog makes tens of
+thousands of short-lived containers a second (records, events, rows), so with Python's
+default threshold (a pass over the youngest generation every 700 net allocations) the
+collector ran ~250 times a second and, with its older-generation passes over every object
+of faust, aiokafka and the tables, took 12-15% of the worker's CPU (measured with
+``gc.callbacks`` while one worker drained 100,000 events: 1.2-1.4 s of ~10 s). The pipeline
+makes no reference cycles per event, so nearly all of that work found nothing. With a
+threshold of 50,000 (``worker.gc_threshold``) and the objects of start-up frozen out of the
+collector's view (``gc.freeze``), the same drain spent 0.2 s in it. Cycles are still
+collected, a few times a second instead of hundreds.
 """
 
 from __future__ import annotations
 
 import ctypes.util
+import gc
 import logging
 import os
 import sys
 
 from config import Settings
 
-__all__ = ["JEMALLOC_PACKAGE", "ensure_jemalloc", "run_on_chosen_allocator"]
+__all__ = ["JEMALLOC_PACKAGE", "ensure_jemalloc", "run_on_chosen_allocator", "tune_gc"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +91,15 @@ def run_on_chosen_allocator(settings: Settings) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, env)
+
+
+def tune_gc(settings: Settings) -> None:
+    """Freeze what start-up made and collect the youngest generation every ``worker.gc_threshold``
+    allocations (module docstring). Call once the worker's modules are imported."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(settings.worker.gc_threshold, older, oldest)
 
 
 def ensure_jemalloc() -> None:

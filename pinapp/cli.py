@@ -14,7 +14,7 @@ import click
 from tabulate import tabulate
 
 from config import Settings, load_settings
-from pinapp.allocator import run_on_chosen_allocator
+from pinapp.allocator import run_on_chosen_allocator, tune_gc
 from pinapp.errors import ConfigError, PinappError
 
 __all__ = ["main"]
@@ -55,6 +55,7 @@ def worker(ctx: click.Context) -> None:
     from pinapp.app import app
 
     sys.argv = ["pinapp", *options, *ctx.args]
+    tune_gc(settings)
     app.main()
 
 
@@ -70,6 +71,7 @@ def archiver(ctx: click.Context) -> None:
     from pinapp.app import archive_app
 
     sys.argv = ["pinapp", *options, *ctx.args]
+    tune_gc(settings)
     archive_app.main()
 
 
