@@ -115,9 +115,36 @@ async def _row_times(pipeline: Pipeline) -> list[tuple[datetime, datetime]]:
     return out
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads), from /proc."""
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stack_pids(pipeline: Pipeline) -> dict[str, int | None]:
+    """The broker's and the database's pids, from the local stack's pid files."""
+    run = pipeline.settings.stack.data_dir / "run"
+    pids: dict[str, int | None] = {}
+    for name in ("kafka", "mariadb"):
+        try:
+            pids[name] = int((run / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            pids[name] = None
+    return pids
+
+
 async def throughput_run(events: int, seed: int, workers: int = 1) -> dict[str, Any]:
     """A backlog of ``events`` drained by ``workers`` workers started together, timed from the
-    first worker ready (it starts on the backlog while the others join) to the last row."""
+    first worker ready (it starts on the backlog while the others join) to the last row.
+
+    With one worker, also the CPU each process spent per event over the drain (from /proc:
+    the worker's threads, the broker's, the database's), the basis of how many cores a rate
+    needs (docs/benchmarks.md)."""
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
         gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
@@ -131,15 +158,20 @@ async def throughput_run(events: int, seed: int, workers: int = 1) -> dict[str, 
             waits = [asyncio.ensure_future(w.wait_ready()) for w in procs]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             ready = datetime.now(UTC).replace(tzinfo=None)
+            pids = {"worker": procs[0].proc.pid if procs[0].proc else None, **_stack_pids(pipeline)}
+            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             await asyncio.gather(*waits)
             await pipeline.wait_for_rows(expected, timeout=600)
+            cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             last = max(ingested for _, ingested in await _row_times(pipeline))
         finally:
             pipeline.stop_all()
             await pipeline.drop()
         seconds = (last - ready).total_seconds()
+        cpu_us = {f"cpu_us_per_event_{name}": round(spent * 1e6 / events, 1) for name, spent in cpu.items()
+                  if workers == 1}
         return {"workers": workers, "events": events, "rows": sum(expected.values()), "seconds": round(seconds, 2),
-                "events_per_s": round(events / seconds)}
+                "events_per_s": round(events / seconds), **cpu_us}
 
 
 async def ceiling_run(events: int, seed: int) -> dict[str, Any]:
@@ -430,6 +462,9 @@ def medians(series: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
         **{f"archive_{fmt}_{key}": median(f"archive_{fmt}", key) for fmt in ("jsonl.gz", "parquet")
            for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")},
         "events_per_s": median("throughput", "events_per_s"),
+        **{f"cpu_us_per_event_{name}": median("throughput", f"cpu_us_per_event_{name}")
+           for name in ("worker", "kafka", "mariadb") if all(f"cpu_us_per_event_{name}" in r
+                                                           for r in series.get("throughput", [{}]))},
         "ceiling_events_per_s": median("ceiling", "events_per_s"),
         "share_of_ceiling": (median("throughput", "events_per_s") / median("ceiling", "events_per_s")
                              if series.get("ceiling") and series.get("throughput") else float("nan")),
@@ -517,6 +552,7 @@ Machine: {results['machine']}
 | measure | median of {args.runs} runs | target |
 |---|---|---|
 | end-to-end throughput, one worker ({args.events:,} events backlog) | {m['events_per_s']:,.0f} events/s | >= 10,000 |
+| CPU per event while one worker drains it: worker, broker, database | {m.get('cpu_us_per_event_worker', float('nan')):.0f} us, {m.get('cpu_us_per_event_kafka', float('nan')):.0f} us, {m.get('cpu_us_per_event_mariadb', float('nan')):.0f} us | |
 | raw consumer ceiling: aiokafka + orjson.loads, same backlog | {m['ceiling_events_per_s']:,.0f} events/s (pinapp: {100 * m['share_of_ceiling']:.1f}% of it) | pinapp >= 10% |
 | freshness p50 at {fresh_rate:,.0f} events/s | {m['freshness_p50_s']:.3f} s | |
 | freshness p95 at {fresh_rate:,.0f} events/s | {m['freshness_p95_s']:.3f} s | |
