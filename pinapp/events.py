@@ -42,6 +42,7 @@ __all__ = [
     "EventType",
     "PinFields",
     "fast_parse_event",
+    "normalize_id",
     "parse_event",
     "parse_timestamp_ms",
     "reference_parse_event",
@@ -68,6 +69,11 @@ PIN_EVENT_TYPES: Final = frozenset({EventType.PIN, EventType.REPIN, EventType.CO
 # (seconds sent as ms, or ns), the classic cause of rows in 1970 (secor #444, #305).
 MIN_TS_MS: Final = 946_684_800_000
 MAX_TS_MS: Final = 4_102_444_800_000
+#: Ids may also come as JSON integers (many servers log 64-bit numeric ids): 0 .. 2^64-1.
+MAX_INT_ID: Final = 2**64 - 1
+#: The fields holding ids: each a string, or an integer kept as its decimal string.
+ID_FIELDS: Final = ("event_id", "user_id", "pin_id", "board_id")
+PIN_ID_FIELDS: Final = ("pin_id", "board_id", "user_id")
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -137,6 +143,12 @@ def parse_timestamp_ms(value: object) -> int:
     return ms
 
 
+def normalize_id(value: str | int) -> str:
+    """An id as pinapp keeps it: a string as it is, an integer id as its decimal string, so
+    ``42`` and ``"42"`` are one id for dedup, keys and rows."""
+    return value if type(value) is str else str(value)
+
+
 def routing_key(event_type: str, pin_id: str | None, user_id: str) -> str:
     """The Kafka key of an event: ``pin_id`` where there is one, else ``user_id``.
 
@@ -195,33 +207,50 @@ def reference_parse_event(data: bytes, *, max_bytes: int) -> Event:
         _validator()(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise InvalidEvent(f"schema: {exc.message}", kind="schema") from None
+    pin = doc.get("pin")
+    _check_integer_ids(doc, ID_FIELDS, "")
+    if pin is not None:
+        _check_integer_ids(pin, PIN_ID_FIELDS, "pin.")
     ts_ms = parse_timestamp_ms(doc["ts"])
     ip = doc["ip"]
     if not _is_ip_address(ip):
         raise InvalidEvent(f"ip: {ip!r} is not an IPv4 or IPv6 address", kind="bad_ip")
-    pin = doc.get("pin")
     pin_id = doc.get("pin_id")
-    if pin is not None and pin["pin_id"] != pin_id:
+    pin_id = None if pin_id is None else normalize_id(pin_id)
+    if pin is not None and normalize_id(pin["pin_id"]) != pin_id:
         raise InvalidEvent(
-            f"pin.pin_id {pin['pin_id']!r} differs from the event's pin_id {pin_id!r}", kind="schema"
+            f"pin.pin_id {pin['pin_id']!r} differs from the event's pin_id {doc.get('pin_id')!r}", kind="schema"
         )
+    board_id = doc.get("board_id")
     return Event(
-        event_id=doc["event_id"],
+        event_id=normalize_id(doc["event_id"]),
         event_type=EventType(doc["event_type"]),
         ts_ms=ts_ms,
-        user_id=doc["user_id"],
+        user_id=normalize_id(doc["user_id"]),
         ip=ip,
         pin_id=pin_id,
-        board_id=doc.get("board_id"),
+        board_id=None if board_id is None else normalize_id(board_id),
         text=doc.get("text"),
         carried_pin=_pin_fields(pin) if pin is not None else None,
         data=data,
     )
 
 
+def _check_integer_ids(doc: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
+    """JSON Schema's "integer" takes ``42.0``; an id is a string or an integer, never a float."""
+    for field in fields:
+        value = doc.get(field)
+        if type(value) is float:
+            raise InvalidEvent(f"schema: {prefix}{field}: {value!r} is not an id (a string, or an integer "
+                               f"0..{MAX_INT_ID} without a fraction or exponent)", kind="schema")
+
+
 # -- the fast path: the schema as msgspec types (keep in step with event.schema.json) ---------
 
 _Id = Annotated[str, Meta(min_length=1, max_length=64)]
+#: an id field: a string, or an integer id (normalized to its decimal string by normalize_id);
+#: msgspec bounds ints to int64 only, so the fast path checks ``MAX_INT_ID`` itself
+_AnyId = _Id | Annotated[int, Meta(ge=0)]
 _Ip = Annotated[str, Meta(min_length=2, max_length=45)]
 _Text = Annotated[str, Meta(max_length=4000)]
 
@@ -229,9 +258,9 @@ _Text = Annotated[str, Meta(max_length=4000)]
 class PinFields(msgspec.Struct, kw_only=True, frozen=True):
     """The full pin an event carries (its ``pin`` field), checked."""
 
-    pin_id: _Id
-    board_id: _Id
-    user_id: _Id
+    pin_id: _AnyId
+    board_id: _AnyId
+    user_id: _AnyId
     title: Annotated[str, Meta(max_length=500)]
     category: _Id
     created_at: Annotated[int, Meta(ge=MIN_TS_MS, le=MAX_TS_MS)]
@@ -240,32 +269,32 @@ class PinFields(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class _Doc(msgspec.Struct, kw_only=True, tag_field="event_type"):
-    event_id: _Id
+    event_id: _AnyId
     ts: int | str
-    user_id: _Id
+    user_id: _AnyId
     ip: _Ip
-    pin_id: _Id | UnsetType = UNSET
-    board_id: _Id | UnsetType = UNSET
+    pin_id: _AnyId | UnsetType = UNSET
+    board_id: _AnyId | UnsetType = UNSET
     text: _Text | UnsetType = UNSET
     pin: PinFields | UnsetType = UNSET
 
 
 class _PinEvent(_Doc, tag="pin"):
-    pin_id: _Id
+    pin_id: _AnyId
     pin: PinFields
 
 
 class _Repin(_Doc, tag="repin"):
-    pin_id: _Id
+    pin_id: _AnyId
 
 
 class _Comment(_Doc, tag="comment"):
-    pin_id: _Id
+    pin_id: _AnyId
     text: _Text
 
 
 class _Like(_Doc, tag="like"):
-    pin_id: _Id
+    pin_id: _AnyId
 
 
 class _Login(_Doc, tag="login"):
@@ -280,9 +309,25 @@ _fast_decode = msgspec.json.Decoder(_PinEvent | _Repin | _Comment | _Like | _Log
 
 
 def _pin_fields(pin: dict[str, Any]) -> PinFields:
-    return PinFields(pin_id=pin["pin_id"], board_id=pin["board_id"], user_id=pin["user_id"], title=pin["title"],
+    return PinFields(pin_id=normalize_id(pin["pin_id"]), board_id=normalize_id(pin["board_id"]),
+                     user_id=normalize_id(pin["user_id"]), title=pin["title"],
                      category=pin["category"], created_at=pin["created_at"],
                      description=pin.get("description", UNSET), image_url=pin.get("image_url", UNSET))
+
+
+def _normalized_pin(pin: PinFields) -> PinFields | None:
+    """``pin`` with its ids as strings (a carried pin's ids may be integers); ``None`` for an
+    integer id over ``MAX_INT_ID``."""
+    if type(pin.pin_id) is str and type(pin.board_id) is str and type(pin.user_id) is str:
+        return pin
+    if not all(_fits(v) for v in (pin.pin_id, pin.board_id, pin.user_id)):
+        return None
+    return msgspec.structs.replace(pin, pin_id=normalize_id(pin.pin_id), board_id=normalize_id(pin.board_id),
+                                   user_id=normalize_id(pin.user_id))
+
+
+def _fits(value: object) -> bool:
+    return type(value) is not int or value <= MAX_INT_ID
 
 
 def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
@@ -293,20 +338,29 @@ def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
         return None
     if not _is_ip_address(doc.ip):
         return None
-    pin_id = None if doc.pin_id is UNSET else doc.pin_id
+    event_id, user_id, pin_id, board_id = doc.event_id, doc.user_id, doc.pin_id, doc.board_id
+    if not (type(event_id) is str and type(user_id) is str and (type(pin_id) is str or pin_id is UNSET)
+            and (type(board_id) is str or board_id is UNSET)):  # an integer id among them
+        if not (_fits(event_id) and _fits(user_id) and _fits(pin_id) and _fits(board_id)):
+            return None
+        event_id, user_id = normalize_id(event_id), normalize_id(user_id)
+        pin_id = pin_id if pin_id is UNSET else normalize_id(pin_id)
+        board_id = board_id if board_id is UNSET else normalize_id(board_id)
+    if pin_id is UNSET:
+        pin_id = None
     carried = None
     if doc.pin is not UNSET:
-        if doc.pin.pin_id != pin_id:
+        carried = _normalized_pin(doc.pin)
+        if carried is None or carried.pin_id != pin_id:
             return None
-        carried = doc.pin
     return Event(
-        event_id=doc.event_id,
+        event_id=event_id,
         event_type=_TYPE_OF[type(doc)],
         ts_ms=ts_ms,
-        user_id=doc.user_id,
+        user_id=user_id,
         ip=doc.ip,
         pin_id=pin_id,
-        board_id=None if doc.board_id is UNSET else doc.board_id,
+        board_id=None if board_id is UNSET else board_id,
         text=None if doc.text is UNSET else doc.text,
         carried_pin=carried,
         data=data,

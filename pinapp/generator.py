@@ -270,8 +270,8 @@ class TrafficGenerator:
         elif kind == "bad_ip":
             doc["ip"] = "999.12.1.1"
             value = orjson.dumps(doc)
-        else:  # wrong_type
-            doc["user_id"] = 12345
+        else:  # wrong_type: an id must be a string or an integer; a float is neither
+            doc["user_id"] = 12345.0
             value = orjson.dumps(doc)
         self.truth.malformed_by_kind[kind] += 1
         return GeneratedRecord(user_id.encode(), value, "malformed")

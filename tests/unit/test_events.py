@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import jsonschema
@@ -9,7 +11,15 @@ import orjson
 import pytest
 
 from pinapp.errors import InvalidEvent
-from pinapp.events import EVENT_TYPES, EventType, parse_event, parse_timestamp_ms, routing_key, schema
+from pinapp.events import (
+    EVENT_TYPES,
+    EventType,
+    parse_event,
+    parse_timestamp_ms,
+    reference_parse_event,
+    routing_key,
+    schema,
+)
 
 MAX = 16_384
 
@@ -53,7 +63,10 @@ def test_pin_event_carries_its_pin() -> None:
         (orjson.dumps(_doc(pin_id=None)), "schema", "pin_id"),
         (orjson.dumps(_doc(event_type="comment")), "schema", "text"),
         (orjson.dumps(_doc(event_type="pin")), "schema", "pin"),
-        (orjson.dumps(_doc(user_id=7)), "schema", "user_id must be string"),
+        (orjson.dumps(_doc(user_id=True)), "schema", "user_id must be string or integer"),
+        (orjson.dumps(_doc(user_id=7.0)), "schema", "user_id: 7.0 is not an id"),
+        (orjson.dumps(_doc(user_id=-7)), "schema", "user_id must be bigger than or equal to 0"),
+        (json.dumps(_doc(pin_id=2**64)).encode(), "schema", "pin_id must be smaller than or equal to 18446744073709551615"),
         (orjson.dumps(_doc(ts=1_700_000_000)), "bad_timestamp", "outside 2000..2100"),
         (orjson.dumps(_doc(ts="2024-05-01T12:00:00")), "bad_timestamp", "no time zone"),
         (orjson.dumps(_doc(ts="yesterday")), "bad_timestamp", "not ISO 8601"),
@@ -98,3 +111,24 @@ def test_routing_key_is_pin_id_for_pin_events_else_user_id() -> None:
     assert routing_key("like", "p1", "u1") == "p1"
     assert routing_key("login", None, "u1") == "u1"
     assert routing_key("login", "p1", "u1") == "u1"
+
+
+def test_an_integer_id_is_the_same_id_as_its_decimal_string() -> None:
+    """Servers that log 64-bit numeric ids: 42 and "42" are one id (dedup, keys, rows)."""
+    pin = {"pin_id": 42, "board_id": 7, "user_id": 2**64 - 1, "title": "t", "category": "art",
+           "created_at": 1_700_000_000_000}
+    as_ints = _parse(_doc(event_type="pin", event_id=123, user_id=0, pin_id=42, board_id=9, pin=pin))
+    as_strings = _parse(_doc(event_type="pin", event_id="123", user_id="0", pin_id="42", board_id="9",
+                             pin={**pin, "pin_id": "42", "board_id": "7", "user_id": str(2**64 - 1)}))
+    for event in (as_ints, as_strings):
+        assert (event.event_id, event.user_id, event.pin_id, event.board_id) == ("123", "0", "42", "9")
+        assert event.carried_pin is not None
+        assert (event.carried_pin.pin_id, event.carried_pin.board_id, event.carried_pin.user_id) == (
+            "42", "7", "18446744073709551615")
+    assert routing_key(as_ints.event_type, as_ints.pin_id, as_ints.user_id) == "42"
+    # The reference decoder (the fast path's fallback) normalizes the same way.
+    reference = reference_parse_event(orjson.dumps(_doc(event_type="pin", event_id=123, user_id=0, pin_id=42,
+                                                        board_id=9, pin=pin)), max_bytes=MAX)
+    assert reference == as_ints
+    with pytest.raises(InvalidEvent, match="differs"):  # compared as ids: 42 and "43" differ
+        _parse(_doc(event_type="pin", pin_id=43, pin=pin))
