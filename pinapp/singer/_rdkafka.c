@@ -118,9 +118,10 @@ static int field_of(const char *name, size_t len) {
 
 /* The topology's key rule (pin_id for pin events, else user_id) for one line, when the line is
  * a JSON object whose event_type and user_id (and pin_id, if there) are top-level strings of
- * plain ASCII, each given once, pin_id possibly null: key and klen point into the line, 1 is
- * returned. Anything else returns 0, and the caller applies the rule in Python (line_key),
- * which decides every unusual case (escapes, other types, missing fields, duplicates, non-JSON).
+ * plain ASCII (or, for the ids, JSON integers of up to 20 digits), each given once, pin_id
+ * possibly null: key and klen point into the line, 1 is returned. Anything else returns 0,
+ * and the caller applies the rule in Python (line_key), which decides every unusual case
+ * (escapes, other types, missing fields, duplicates, non-JSON).
  *
  * For a valid JSON line the result is exactly line_key's. The values the rule does not read
  * are skipped, not validated: a line that is not valid JSON elsewhere can get a key here where
@@ -162,6 +163,17 @@ static int key_of(const PinTypes *pin_types, const char *line, size_t n, const c
                 p = v_end + 1;
             } else if (field == F_PIN_ID && end - p >= 4 && memcmp(p, "null", 4) == 0) {
                 p += 4;
+            } else if (field != F_EVENT_TYPE && p < end && *p >= '0' && *p <= '9') {
+                /* an integer id: keyed as its digits, which are its decimal string (JSON has no
+                 * leading zeros); a fraction, an exponent, a sign or over 20 digits: line_key */
+                const char *v = p;
+                while (p < end && *p >= '0' && *p <= '9')
+                    p++;
+                if ((p - v > 1 && *v == '0') || p - v > 20 ||
+                    (p < end && (*p == '.' || *p == 'e' || *p == 'E')))
+                    return 0;
+                value[field] = v;
+                vlen[field] = (size_t)(p - v);
             } else {
                 return 0;
             }

@@ -35,7 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from config import Settings
 from pinapp.dlq import dlq_headers
-from pinapp.events import PIN_EVENT_TYPES
+from pinapp.events import PIN_EVENT_TYPES, routing_key
 from pinapp.errors import PinappError
 from pinapp.files import write_atomically
 from pinapp.kafka import ensure_topics
@@ -68,20 +68,25 @@ _LOG_LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3:
 def line_key(line: bytes) -> bytes | None:
     """The topology's key rule (``pin_id``, else ``user_id``) for a JSON line; ``None`` if unreadable.
 
-    The same rule as :func:`pinapp.events.routing_key`, on raw bytes: it runs once per shipped
-    line, and validation stays in the topology (an unreadable line is shipped without a key
-    and dead-lettered there).
+    :func:`pinapp.events.routing_key` on the line's raw fields: it runs once per shipped line,
+    and validation stays in the topology (an unreadable line is shipped without a key and
+    dead-lettered there). An integer id keys as its decimal string, as the topology keeps it
+    (:func:`pinapp.events.normalize_id`), so ``42`` and ``"42"`` land in one partition.
     """
     try:
         doc = _decode_key_fields(line)
     except msgspec.DecodeError:  # not JSON, or not an object
         return None
-    event_type, user_id, pin_id = doc.event_type, doc.user_id, doc.pin_id
-    if type(event_type) is not str or type(user_id) is not str:
+    event_type, user_id, pin_id = doc.event_type, _key_id(doc.user_id), _key_id(doc.pin_id)
+    if type(event_type) is not str or user_id is None:
         return None
-    if type(pin_id) is str and event_type in PIN_EVENT_TYPES:
-        return pin_id.encode()
-    return user_id.encode()
+    return routing_key(event_type, pin_id, user_id).encode()
+
+
+def _key_id(value: Any) -> str | None:
+    """A key field's id as a string (an integer's decimal string); ``None`` for other values."""
+    kind = type(value)
+    return value if kind is str else str(value) if kind is int else None
 
 
 def _produce_lines(producer: Producer, topic: str, lines: list[bytes]) -> None:

@@ -10,6 +10,7 @@ import orjson
 from pinapp.dead_letter import HEADER_PREFIX
 from pinapp.generator import GeneratorConfig, TrafficGenerator
 from pinapp.geo import GeoLocator
+from pinapp.singer.shipper import line_key
 from tests.integration.harness import TABLE_OF, Pipeline
 
 # How the validator classifies each kind of malformed input the generator makes.
@@ -119,3 +120,36 @@ async def test_a_worker_killed_and_restarted_mid_stream_loses_and_doubles_nothin
     # Malformed inputs are all dead-lettered; a replay after the kill may repeat some.
     sources = {(dict(r.headers)[HEADER_PREFIX + "partition"], dict(r.headers)[HEADER_PREFIX + "offset"]) for r in dlq}
     assert len(sources) == truth["malformed"]
+
+
+async def test_an_integer_id_and_its_decimal_string_are_one_id(pipeline: Pipeline) -> None:
+    """64-bit numeric ids as many servers log them: keyed by Singer's rule as their decimal
+    string (one partition for 42 and "42"), stored as it, and deduplicated against it."""
+    pin = {"pin_id": 4242, "board_id": 17, "user_id": 2**64 - 1, "title": "numeric", "category": "travel",
+           "created_at": 1_700_000_000_000}
+    events = [
+        {"event_id": 9_000_000_000_000_000_001, "event_type": "pin", "ts": 1_700_000_000_000, "user_id": 2**64 - 1,
+         "ip": "81.2.69.160", "pin_id": 4242, "pin": pin},
+        {"event_id": 9_000_000_000_000_000_002, "event_type": "repin", "ts": 1_700_000_001_000, "user_id": 77,
+         "ip": "81.2.69.160", "pin_id": "4242", "board_id": 18},
+        # The same repin resent by a server that logs ids as strings: a duplicate.
+        {"event_id": "9000000000000000002", "event_type": "repin", "ts": 1_700_000_001_000, "user_id": "77",
+         "ip": "81.2.69.160", "pin_id": 4242, "board_id": "18"},
+    ]
+    lines = [orjson.dumps(e) for e in events]
+    keys = [line_key(line) for line in lines]
+    assert keys == [b"4242"] * 3
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    await pipeline.produce(list(zip(keys, lines, strict=True)))
+    await pipeline.wait_for_rows({"pin": 1, "repin": 1, "comment": 0, "like": 0, "login": 0})
+    await asyncio.sleep(2)  # a duplicate would have landed by now
+
+    produced = await pipeline.read_topic(pipeline.settings.kafka.events_topic)
+    assert len({r.partition for r in produced}) == 1
+    assert await pipeline.sql("SELECT pin_id, user_id, board_id, category FROM pins") == [
+        ("4242", "18446744073709551615", "17", "travel")]
+    assert await pipeline.sql("SELECT event_id, pin_id, user_id, board_id, category FROM repins") == [
+        ("9000000000000000002", "4242", "77", "18", "travel")]
+    assert worker.metrics()["pinapp_duplicates_dropped_total"] == 1

@@ -22,13 +22,21 @@ KEYED_IN_C = [
     (b' {"pin":{"user_id":"u9","x":[1,{"pin_id":"p9"}]},"note":"a \\"pin_id\\": \\"p8\\"","event_type":"comment",'
      b'"user_id":"u1","ts":17,"ok":true,"pin_id":"p1"} ', b"p1"),  # nested and quoted look-alikes
     (b'{"event_type":"pin","user_id":"u1","pin_id":"p1","tags":[],"meta":{}}', b"p1"),
+    (b'{"event_type":"login","user_id":7}', b"7"),  # integer ids: their decimal string
+    (b'{"event_type":"repin","pin_id":18446744073709551615,"user_id":0}', b"18446744073709551615"),
+    (b'{"event_type":"login","pin_id":5,"user_id": 12 }', b"12"),
 ]
 # Lines the C rule leaves to line_key: unusual, or not a well-formed event.
 LEFT_TO_PYTHON = [
     b'{"event_type":"repin","pin_id":7,"user_id":"u\\u00e9"}',  # a pin_id of another type, an escape
     b'{"event_type":"comment","pin_id":"p\\u00e9","user_id":"u1"}',  # an escape in the key
     '{"event_type":"comment","pin_id":"pé","user_id":"u1"}'.encode(),  # not ASCII
-    b'{"event_type":"login","user_id":7}',
+    b'{"event_type":"login","user_id":7.0}',  # a float, an exponent, a sign, a leading zero, 21 digits
+    b'{"event_type":"login","user_id":7e1}',
+    b'{"event_type":"login","user_id":-7}',
+    b'{"event_type":"login","user_id":07}',
+    b'{"event_type":"login","user_id":123456789012345678901}',
+    b'{"event_type":7,"user_id":"u1"}',
     b'{"user_id":"u1"}',  # no event_type
     b'{"event_type":"pin","pin_id":"p1"}',  # no user_id
     b'{"event_type":"pin","user_id":"u1","user_id":"u2"}',  # given twice
@@ -49,7 +57,8 @@ def test_the_c_rule_keys_well_formed_events_as_line_key_does() -> None:
 def test_the_c_rule_leaves_unusual_lines_to_line_key() -> None:
     for line in LEFT_TO_PYTHON:
         assert scan_key(line, _PIN_TYPES) is None, line
-    assert [line_key(line) for line in LEFT_TO_PYTHON[:3]] == ["u\u00e9".encode(), "p\u00e9".encode(), "pé".encode()]
+    # An integer id keys as its decimal string, here too.
+    assert [line_key(line) for line in LEFT_TO_PYTHON[:3]] == [b"7", "p\u00e9".encode(), "pé".encode()]
 
 
 def test_the_c_rule_agrees_with_line_key_on_generated_traffic() -> None:
@@ -126,3 +135,19 @@ def test_lines_left_to_line_key_keep_their_place() -> None:
     _produce_lines(producer, "events", lines)  # type: ignore[arg-type]
     assert [(value, key) for value, key, _ in producer.sent] == [(line, line_key(line)) for line in lines]
     assert [how for _, _, how in producer.sent] == ["c", "python", "python", "c", "python"]
+
+
+def test_an_integer_id_keys_its_partition_as_its_decimal_string_does() -> None:
+    """Singer keys 42 and "42" alike (so both land in one partition), in C and in Python."""
+    pairs = [
+        (b'{"event_type":"repin","pin_id":42,"user_id":"u1"}', b'{"event_type":"repin","pin_id":"42","user_id":"u1"}'),
+        (b'{"event_type":"login","user_id":18446744073709551615}',
+         b'{"event_type":"login","user_id":"18446744073709551615"}'),
+        (b'{"event_type":"like","pin_id":7,"user_id":8}', b'{"event_type":"like","pin_id":"7","user_id":"8"}'),
+    ]
+    for numeric, text in pairs:
+        key = line_key(numeric)
+        assert key is not None and key == line_key(text) == scan_key(text, _PIN_TYPES) == scan_key(numeric, _PIN_TYPES)
+    # A float is no id: the pin event falls back to the user's key (and is dead-lettered downstream).
+    assert line_key(b'{"event_type":"repin","pin_id":42.0,"user_id":"u1"}') == b"u1"
+    assert line_key(b'{"event_type":"login","user_id":4.5}') is None
