@@ -15,7 +15,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,6 +67,45 @@ class KafkaSettings(_Section):
     live_topic: str = Field("repins-live", description="repins as written, for every worker's /globe feed")
     partitions: int = Field(4, ge=1, description="partitions of events; caps worker parallelism")
     replication_factor: int = Field(1, ge=1)
+    # How every client pinapp makes connects (pinapp.kafka.client_options and its siblings).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Confluent Cloud, MSK with SCRAM...)"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str = Field("", validate_default=True)
+    sasl_password: SecretStr = Field(SecretStr(""), validate_default=True)
+    ssl_ca_file: Path | None = Field(None, description="PEM CA bundle the broker's certificate is checked against "
+                                     "(empty: the system's CAs)")
+    ssl_cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS), with ssl_key_file")
+    ssl_key_file: Path | None = Field(None, validate_default=True)
+    ssl_key_password: SecretStr = SecretStr("")
+    ssl_check_hostname: bool = Field(True, description="the broker's certificate must name the host connected to")
+    allow_sasl_plaintext: bool = Field(
+        False, description="let the production profile send SASL credentials unencrypted (SASL_PLAINTEXT)"
+    )
+
+    @field_validator("sasl_username", "sasl_password")
+    @classmethod
+    def _sasl_needs_credentials(cls, value: str | SecretStr, info: ValidationInfo) -> str | SecretStr:
+        given = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if str(info.data.get("security_protocol", "")).startswith("SASL") and not given:
+            raise ValueError(f"SASL needs kafka.{info.field_name} (a {info.data.get('sasl_mechanism')} "
+                             f"{'password' if isinstance(value, SecretStr) else 'user'})")
+        return value
+
+    @field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+    @classmethod
+    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no file at {value} (kafka.{info.field_name})")
+        return value
+
+    @field_validator("ssl_key_file")
+    @classmethod
+    def _cert_and_key_together(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("ssl_cert_file") is None):
+            raise ValueError("a client certificate needs its key: set both kafka.ssl_cert_file and kafka.ssl_key_file")
+        return value
 
 
 class DatabaseSettings(_Section):
@@ -261,6 +308,16 @@ class Settings(BaseSettings):
     archive: ArchiveSettings = ArchiveSettings()
     singer: SingerSettings = SingerSettings()
 
+    @field_validator("kafka")
+    @classmethod
+    def _no_clear_text_credentials_in_production(cls, kafka: KafkaSettings, info: ValidationInfo) -> KafkaSettings:
+        if (info.data.get("profile") == "production" and kafka.security_protocol == "SASL_PLAINTEXT"
+                and not kafka.allow_sasl_plaintext):
+            raise ValueError("kafka.security_protocol=SASL_PLAINTEXT sends the SASL password unencrypted: use "
+                             "SASL_SSL, or set kafka.allow_sasl_plaintext=true (PINAPP_KAFKA__ALLOW_SASL_PLAINTEXT) "
+                             "if the network is private")
+        return kafka
+
     @property
     def archive_topics(self) -> tuple[str, ...]:
         """The topics the archiver consumes (its setting, else the events topic and the DLQ)."""
@@ -289,6 +346,14 @@ def _env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED.join(str(part).upper() for part in loc)
 
 
+def _shown(loc: tuple[Any, ...], value: Any) -> str:
+    """`` (got ...)`` for a plain value; nothing for a secret or a whole section (it may hold one)."""
+    secret = any(word in str(loc[-1]) for word in ("password", "secret", "token")) if loc else True
+    if secret or not isinstance(value, str | int | float | bool | None) or isinstance(value, SecretStr):
+        return ""
+    return f" (got {value!r})"
+
+
 def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
     """Load the settings for ``profile`` (default: ``$PINAPP_PROFILE`` or ``local``).
 
@@ -309,7 +374,7 @@ def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
             loc = tuple(err["loc"])
             dotted = ".".join(str(p) for p in loc)
             problems.append(
-                f"  {dotted}: {err['msg']} (got {err.get('input')!r}); fix it in "
+                f"  {dotted}: {err['msg']}{_shown(loc, err.get('input'))}; fix it in "
                 f"config/{chosen}.toml [{'.'.join(str(p) for p in loc[:-1]) or 'top level'}] "
                 f"or with the environment variable {_env_name(loc)}"
             )

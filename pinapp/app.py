@@ -14,6 +14,7 @@ from pathlib import Path
 
 from config import load_settings
 from pinapp.faust_ext import PinApp
+from pinapp.kafka import faust_credentials
 
 __all__ = ["app", "archive_app", "main", "settings"]
 
@@ -25,6 +26,7 @@ def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[
         app_id,
         # Every faust setting pinapp cares about is passed from the one settings object.
         broker=[f"kafka://{host}" for host in settings.kafka.bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings.kafka),
         store="rocksdb://",
         datadir=str(datadir),
         # faust's origin-based autodiscovery only scans `pinapp`; agents/ and tables/ are

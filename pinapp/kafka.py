@@ -1,25 +1,103 @@
-"""Kafka clients for processes outside the faust worker (generator, tests, tools)."""
+"""Kafka clients for processes outside the faust worker (generator, tests, tools), and how
+every client pinapp makes connects.
+
+The ``kafka`` settings' security options (protocol, SASL, TLS) become client configuration
+in one place each, per kind of client: :func:`client_options` for aiokafka's clients (these
+and the live feed's, the archive verifier's), :func:`faust_credentials` for the faust apps
+(worker and archiver, their consumers, producers and admin client), and
+:func:`librdkafka_options` for ``pinapp singer``'s C producer. A client that connects any
+other way is a bug.
+"""
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import suppress
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from config import KafkaSettings
 from pinapp.errors import PinappError
 
-__all__ = ["ensure_topics", "make_producer", "partitions_of", "read_topic"]
+__all__ = [
+    "client_options",
+    "ensure_topics",
+    "faust_credentials",
+    "librdkafka_options",
+    "make_producer",
+    "partitions_of",
+    "read_topic",
+    "ssl_context",
+]
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of a client (``None`` for PLAINTEXT and SASL_PLAINTEXT): the CA file, else
+    the system's CAs; the client certificate and key for mutual TLS; hostname checking as set."""
+    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = create_ssl_context(
+        cafile=kafka.ssl_ca_file,
+        certfile=kafka.ssl_cert_file,
+        keyfile=kafka.ssl_key_file,
+        password=kafka.ssl_key_password.get_secret_value() or None,
+    )
+    context.check_hostname = kafka.ssl_check_hostname
+    return context
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka's connection options (bootstrap servers and security) for ``kafka``."""
+    options: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap, "security_protocol": kafka.security_protocol}
+    context = ssl_context(kafka)
+    if context is not None:
+        options["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
+                       sasl_plain_password=kafka.sasl_password.get_secret_value())
+    return options
+
+
+def faust_credentials(kafka: KafkaSettings) -> Any:
+    """faust's ``broker_credentials`` for ``kafka`` (``None`` for PLAINTEXT)."""
+    from faust.auth import SASLCredentials, SSLCredentials  # not for Singer and the tools: no faust import
+
+    protocol = kafka.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return SSLCredentials(ssl_context(kafka))
+    return SASLCredentials(username=kafka.sasl_username, password=kafka.sasl_password.get_secret_value(),
+                                 ssl_context=ssl_context(kafka), mechanism=kafka.sasl_mechanism)
+
+
+def librdkafka_options(kafka: KafkaSettings) -> dict[str, str]:
+    """librdkafka's properties (``pinapp singer``) for ``kafka``'s bootstrap and security."""
+    options = {"bootstrap.servers": kafka.bootstrap, "security.protocol": kafka.security_protocol.lower()}
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl.endpoint.identification.algorithm"] = "https" if kafka.ssl_check_hostname else "none"
+        for prop, path in (("ssl.ca.location", kafka.ssl_ca_file), ("ssl.certificate.location", kafka.ssl_cert_file),
+                           ("ssl.key.location", kafka.ssl_key_file)):
+            if path is not None:
+                options[prop] = str(path)
+        if kafka.ssl_key_password.get_secret_value():
+            options["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
+    if kafka.security_protocol.startswith("SASL"):
+        options.update({"sasl.mechanism": kafka.sasl_mechanism, "sasl.username": kafka.sasl_username,
+                        "sasl.password": kafka.sasl_password.get_secret_value()})
+    return options
 
 
 async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None) -> list[str]:
     """Create pinapp's topics (or ``names``) with the configured layout; returns those created."""
     wanted = list(names or (kafka.events_topic, kafka.dlq_topic))
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -39,7 +117,7 @@ async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None
 def make_producer(kafka: KafkaSettings, *, linger_ms: int = 20) -> AIOKafkaProducer:
     """A durable producer: acks from all in-sync replicas, idempotent, batched."""
     return AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap,
+        **client_options(kafka),
         acks="all",
         enable_idempotence=True,
         linger_ms=linger_ms,
@@ -47,10 +125,10 @@ def make_producer(kafka: KafkaSettings, *, linger_ms: int = 20) -> AIOKafkaProdu
     )
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
     """``topic``'s partitions, from a fresh metadata request (a consumer not subscribed to a
     topic may not have its metadata cached); empty when the topic does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -70,11 +148,10 @@ async def read_topic(kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0,
     record (above 0: retention has deleted records). Raises :class:`PinappError` when the
     topic does not exist or nothing arrives for ``stall_s``.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in await partitions_of(kafka.bootstrap, topic)]
+        parts = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
         if not parts:
             raise PinappError(f"topic {topic!r} does not exist on {kafka.bootstrap}")
         consumer.assign(parts)

@@ -25,8 +25,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from config import KafkaSettings
 from pinapp import metrics
-from pinapp.kafka import partitions_of
+from pinapp.kafka import client_options, partitions_of
 
 __all__ = ["LiveFeed", "RepinPoint", "decode_points", "encode_points"]
 
@@ -80,9 +81,9 @@ class LiveFeed(Service):
     than growing the worker's memory.
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, queue_size: int = 512, **kwargs: Any) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, *, queue_size: int = 512, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.queue_size = queue_size
         self._subscribers: set[asyncio.Queue[list[dict[str, Any]]]] = set()
@@ -121,8 +122,7 @@ class LiveFeed(Service):
 
     async def _consume_once(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="latest",
+            **client_options(self.kafka), group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
         )
         await consumer.start()
         try:
@@ -142,6 +142,6 @@ class LiveFeed(Service):
 
     async def _partitions(self) -> list[TopicPartition]:
         """The topic's partitions, waiting while it does not exist yet (the worker creates it)."""
-        while not (found := await partitions_of(self.bootstrap, self.topic)):
+        while not (found := await partitions_of(self.kafka, self.topic)):
             await self.sleep(1.0)
         return [TopicPartition(self.topic, p) for p in found]

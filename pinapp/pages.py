@@ -191,7 +191,7 @@ async def live_feed() -> LiveFeed:
     global _feed
     async with _lock:
         if _feed is None:
-            feed = LiveFeed(settings.kafka.bootstrap, settings.kafka.live_topic, loop=app.loop, beacon=app.beacon)
+            feed = LiveFeed(settings.kafka, settings.kafka.live_topic, loop=app.loop, beacon=app.beacon)
             await app.add_runtime_dependency(feed)
             _feed = feed
     return _feed

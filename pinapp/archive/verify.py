@@ -18,7 +18,7 @@ from config import Settings
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import ArchivedRecord, decode
 from pinapp.errors import PinappError
-from pinapp.kafka import partitions_of
+from pinapp.kafka import client_options, partitions_of
 from pinapp.s3 import s3_client
 
 __all__ = ["VerifyReport", "archived_objects", "archiver_group", "committed_offsets", "verify_archive", "verify_topic"]
@@ -97,10 +97,10 @@ def archiver_group(settings: Settings) -> str:
 
 async def committed_offsets(settings: Settings, topic: str, group: str) -> tuple[dict[int, int], dict[int, int]]:
     """``(log start, committed)`` per partition of ``topic`` for consumer group ``group``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = await partitions_of(settings.kafka.bootstrap, topic)
+        partitions = await partitions_of(settings.kafka, topic)
         if not partitions:
             raise PinappError(f"topic {topic!r} does not exist on {settings.kafka.bootstrap}")
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -38,7 +38,7 @@ from pinapp.dlq import dlq_headers
 from pinapp.events import PIN_EVENT_TYPES, routing_key
 from pinapp.errors import PinappError
 from pinapp.files import write_atomically
-from pinapp.kafka import ensure_topics
+from pinapp.kafka import ensure_topics, librdkafka_options
 from pinapp.singer._rdkafka import KafkaError, Producer
 from pinapp.singer.reader import Batch, Line, StreamReader
 from pinapp.singer.watermark import Watermark
@@ -150,7 +150,7 @@ class Singer:
     def _producer_config(self) -> dict[str, str]:
         conf = self.conf
         return {
-            "bootstrap.servers": self.settings.kafka.bootstrap,
+            **librdkafka_options(self.settings.kafka),
             "client.id": f"pinapp-singer-{self.host}",
             "acks": "all",
             "enable.idempotence": "true",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from config import KafkaSettings
 from pinapp.live import LiveFeed, RepinPoint, decode_points, encode_points
 
 
@@ -27,7 +28,7 @@ def test_records_that_are_not_point_lists_yield_nothing() -> None:
 
 
 async def test_a_slow_subscriber_loses_its_oldest_batches_not_the_newest() -> None:
-    feed = LiveFeed("127.0.0.1:1", "t", queue_size=2)
+    feed = LiveFeed(KafkaSettings(bootstrap="127.0.0.1:1"), "t", queue_size=2)
     async with feed.subscribe() as slow, feed.subscribe() as other:
         for i in range(5):
             feed.publish([{"n": i}])
