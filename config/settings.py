@@ -141,6 +141,11 @@ class StackSettings(_Section):
     data_dir: Path = Path(".stack/local")
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    kafka_sasl_ssl_port: int | None = Field(
+        None, description="also a SASL_SSL (SCRAM-SHA-512) listener on this port, with a CA of the stack's own"
+    )
+    kafka_scram_user: str = "pinapp"
+    kafka_scram_password: SecretStr = SecretStr("pinapp-scram-secret")
     mariadb_port: int = 13306
     s3_port: int = 15000
     start_timeout_s: float = Field(90.0, gt=0)

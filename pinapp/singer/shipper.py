@@ -27,19 +27,19 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from config import Settings
+from config import KafkaSettings, Settings
 from pinapp.dlq import dlq_headers
 from pinapp.events import PIN_EVENT_TYPES, routing_key
 from pinapp.errors import PinappError
 from pinapp.files import write_atomically
 from pinapp.kafka import ensure_topics, librdkafka_options
-from pinapp.singer._rdkafka import KafkaError, Producer
+from pinapp.singer._rdkafka import KafkaError, Producer, librdkafka_version
 from pinapp.singer.reader import Batch, Line, StreamReader
 from pinapp.singer.watermark import Watermark
 
@@ -144,6 +144,7 @@ class Singer:
         self.host = socket.gethostname()
         self._producer: Producer | None = None
         self._last_heartbeat = 0.0
+        self._auth_hint = scram_hint(settings.kafka)
 
     # -- producer -----------------------------------------------------------------------------
 
@@ -180,7 +181,7 @@ class Singer:
                 await asyncio.to_thread(_discard, producer)
                 raise
             finally:
-                _forward_logs(producer)
+                _forward_logs(producer, self._auth_hint)
             self._producer = producer
         return self._producer
 
@@ -234,7 +235,7 @@ class Singer:
         except OSError as exc:  # read again, and reported, when it is the batch's turn
             logger.debug("singer %s: reading ahead failed: %r", stream.reader.spec.name, exc)
         left = await flushing
-        _forward_logs(producer)
+        _forward_logs(producer, self._auth_hint)
         failed, first, heartbeats = producer.take_failures()
         if heartbeats:  # the broker is down: the batch retries loudly
             logger.debug("singer: %d heartbeat(s) not delivered", heartbeats)
@@ -351,12 +352,35 @@ def _discard(producer: Producer) -> None:
     producer.close()
 
 
-def _forward_logs(producer: Producer) -> None:
+def _forward_logs(producer: Producer, auth_hint: str | None = None) -> None:
     """librdkafka's log lines since the last call, to this module's logger.
 
     They are kept in C as librdkafka writes them (from its own threads, where Python may not
     run) and forwarded here, after each batch and each new producer. Broker connections failing
-    show here (librdkafka reconnects by itself; a batch not delivered in time is resent).
+    show here (librdkafka reconnects by itself; a batch not delivered in time is resent). A
+    refused SASL login is followed by ``auth_hint``, when there is one (:func:`scram_hint`).
     """
+    refused = False
     for level, facility, message in producer.take_logs():
         logger.log(_LOG_LEVELS.get(level, logging.INFO), "singer: librdkafka %s: %s", facility, message)
+        refused = refused or "SASL authentication error" in message
+    if refused and auth_hint:
+        logger.error("singer: %s", auth_hint)
+
+
+#: librdkafka before 2.6.1 repeats its own nonce in SCRAM's client-final message; Kafka
+#: brokers since 3.8.1 (and every 4.x) check it and refuse the login as "invalid credentials"
+#: (librdkafka#4895, KAFKA-17973).
+SCRAM_FIXED_IN: Final = (2, 6, 1)
+
+
+def scram_hint(kafka: KafkaSettings) -> str | None:
+    """What to tell an operator whose SCRAM login singer's librdkafka cannot make (else ``None``)."""
+    version = tuple(int(part) for part in librdkafka_version.split(".")[:3] if part.isdigit())
+    if not (kafka.security_protocol.startswith("SASL") and kafka.sasl_mechanism.startswith("SCRAM")
+            and version < SCRAM_FIXED_IN):
+        return None
+    return (f"if kafka.sasl_password is right, the broker refused librdkafka {librdkafka_version}'s SCRAM "
+            f"(librdkafka before 2.6.1 sends a nonce Kafka 3.8.1+ and 4.x refuse, librdkafka#4895): give this "
+            f"singer PLAIN over SASL_SSL (PINAPP_KAFKA__SASL_MECHANISM=PLAIN), or build it against "
+            f"librdkafka >= 2.6.1 (docs/operations.md)")

@@ -26,6 +26,10 @@ from pinapp.stack.process import ManagedProcess, port_open
 __all__ = ["KafkaService", "MariaDBService", "S3Service", "StackService", "ensure_debian_package"]
 
 
+#: The broker's key store's password: a file of the local stack's, beside the key it protects.
+_KEYSTORE_PASSWORD = "pinapp-local-stack"
+
+
 def _run(argv: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]  # noqa: S603
     if proc.returncode != 0:
@@ -116,19 +120,83 @@ class KafkaService(StackService):
             )
         stamp.write_text(digest)
 
+    @property
+    def tls_dir(self) -> Path:
+        """The stack's own CA (``ca.pem``, what clients of the SASL_SSL listener trust) and the
+        broker's certificate for ``IP:127.0.0.1``."""
+        return self.home / "tls"
+
+    def _ensure_tls(self) -> None:
+        """A CA and a broker key store signed by it (Debian's openssl), made once."""
+        tls = self.tls_dir
+        if (tls / "broker.p12").exists():
+            return
+        if shutil.which("openssl") is None:
+            raise StackError("the SASL_SSL listener needs openssl for its certificates (apt-get install openssl)")
+        tls.mkdir(parents=True, exist_ok=True)
+        (tls / "broker.ext").write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        for argv, what in [
+            (["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+              "-days", "3650", "-subj", "/CN=pinapp local stack CA", "-addext", "basicConstraints=critical,CA:TRUE",
+              "-addext", "keyUsage=critical,keyCertSign,cRLSign"], "making the stack's CA"),
+            (["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
+              "-subj", "/CN=127.0.0.1"], "making the broker's key"),
+            (["openssl", "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+              "-out", "broker.pem", "-days", "3650", "-extfile", "broker.ext"], "signing the broker's certificate"),
+            (["openssl", "pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key", "-certfile", "ca.pem",
+              "-name", "kafka", "-out", "broker.p12.tmp", "-passout", f"pass:{_KEYSTORE_PASSWORD}"],
+             "writing the broker's key store"),
+        ]:
+            _run(argv, what, cwd=tls)
+        (tls / "broker.p12.tmp").rename(tls / "broker.p12")
+
+    def _listeners(self) -> list[str]:
+        s = self.settings.stack
+        plain = f"PLAINTEXT://127.0.0.1:{s.kafka_port}"
+        controller = f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}"
+        if s.kafka_sasl_ssl_port is None:
+            return [f"listeners={plain},{controller}", f"advertised.listeners={plain}",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+        secured = f"SASL_SSL://127.0.0.1:{s.kafka_sasl_ssl_port}"
+        return [
+            f"listeners={plain},{secured},{controller}",
+            f"advertised.listeners={plain},{secured}",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "inter.broker.listener.name=PLAINTEXT",
+            # SCRAM for pinapp's Python clients; PLAIN (same user) for singer, whose Debian
+            # librdkafka cannot log in with SCRAM to Kafka 4 (pinapp.singer.shipper.scram_hint).
+            "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+            f'required user_{s.kafka_scram_user}="{s.kafka_scram_password.get_secret_value()}";',
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.location={self.tls_dir / 'broker.p12'}",
+            f"ssl.keystore.password={_KEYSTORE_PASSWORD}",
+            f"ssl.key.password={_KEYSTORE_PASSWORD}",
+        ]
+
     def prepare(self) -> None:
         s = self.settings.stack
         data = self.home / "data"
+        scram_marker = data / ".pinapp-scram-user"
+        if s.kafka_sasl_ssl_port is not None:
+            self._ensure_tls()
+            meta = data / "meta.properties"
+            if meta.exists() and "cluster.id=" in meta.read_text(errors="replace") and not scram_marker.exists():
+                # SCRAM users are added when the storage is formatted; this stack's was formatted
+                # without one. Only a stack with a secured listener (the test profile's) gets here.
+                print(f"kafka: reformatting {data} to add the SCRAM user of the SASL_SSL listener", file=sys.stderr)
+                shutil.rmtree(data)
         data.mkdir(parents=True, exist_ok=True)
         (self.home / "server.properties").write_text(
             "\n".join([
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+                *self._listeners(),
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                 f"log.dirs={data}",
                 # pinapp creates its topics with the partition count it needs; a typo'd or
                 # early producer must not create one with the wrong count.
@@ -162,12 +230,18 @@ class KafkaService(StackService):
         )
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            scram = []
+            if s.kafka_sasl_ssl_port is not None:
+                password = s.kafka_scram_password.get_secret_value()
+                scram = ["--add-scram", f"SCRAM-SHA-512=[name={s.kafka_scram_user},password={password}]"]
             _run(
                 ["java", "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
                  # "=" form: a random id may start with "-", which argparse takes for an option
-                 f"--cluster-id={cluster_id}", "-c", str(self.home / "server.properties")],
+                 f"--cluster-id={cluster_id}", "-c", str(self.home / "server.properties"), *scram],
                 "formatting Kafka's KRaft storage",
             )
+            if scram:
+                scram_marker.write_text(s.kafka_scram_user)
 
     def argv(self) -> list[str]:
         return [
@@ -177,7 +251,8 @@ class KafkaService(StackService):
         ]
 
     def healthy(self) -> bool:
-        if not port_open(self.port):
+        secured = self.settings.stack.kafka_sasl_ssl_port
+        if not port_open(self.port) or (secured is not None and not port_open(secured)):
             return False
         # The listener opens before the broker is unfenced; wait for the startup line.
         return "started (kafka.server.KafkaRaftServer)" in self.process.log_tail(400)

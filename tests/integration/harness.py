@@ -37,7 +37,7 @@ from pinapp.archive.verify import archived_objects, archiver_group, committed_of
 from pinapp.db import create_pool
 from pinapp.generator import GeneratedRecord
 from pinapp.geo import GeoLocator
-from pinapp.kafka import ensure_topics, make_producer, read_topic
+from pinapp.kafka import client_options, ensure_topics, make_producer, read_topic
 from pinapp.s3 import s3_client
 
 __all__ = ["Pipeline", "WorkerProcess", "free_port"]
@@ -304,7 +304,7 @@ class Pipeline:
         kafka = self.settings.kafka
         ours = {kafka.events_topic, kafka.dlq_topic, kafka.live_topic}
         prefix = f"{self.settings.worker.app_id}-"
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(kafka))
         await admin.start()
         try:
             doomed = [t for t in await admin.list_topics() if t in ours or t.startswith(prefix)]
@@ -334,7 +334,7 @@ class Pipeline:
     async def group_position(self, topic: str, group: str) -> tuple[dict[int, int], dict[int, int]]:
         """``(committed by group, end offset)`` per partition of ``topic``."""
         _, committed = await committed_offsets(self.settings, topic, group)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap)
+        consumer = AIOKafkaConsumer(**client_options(self.settings.kafka))
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in committed]
@@ -432,7 +432,7 @@ class Pipeline:
         complete and the topic suddenly empty.
         """
         await ensure_topics(self.settings.kafka, topics)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(self.settings.kafka))
         await admin.start()
         try:
             await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": "-1"})

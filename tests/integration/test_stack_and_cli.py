@@ -70,7 +70,7 @@ def test_a_service_that_cannot_start_fails_with_its_log_tail(tmp_path: Path) -> 
     data.mkdir(parents=True)
     (data / "meta.properties").write_text("this is not a kafka meta.properties\n")
     env = {"PINAPP_STACK__DATA_DIR": str(tmp_path / "stack"), "PINAPP_STACK__KAFKA_PORT": str(free_port()),
-           "PINAPP_STACK__KAFKA_CONTROLLER_PORT": str(free_port())}
+           "PINAPP_STACK__KAFKA_CONTROLLER_PORT": str(free_port()), "PINAPP_STACK__KAFKA_SASL_SSL_PORT": str(free_port())}
     result = _pinapp("stack", "up", env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "kafka exited during start-up; log tail:" in result.stderr
