@@ -126,8 +126,12 @@ class S3Settings(_Section):
     endpoint_url: str | None = "http://127.0.0.1:15000"
     region: str = "us-east-1"
     bucket: str = "pinapp-archive"
-    access_key_id: SecretStr = SecretStr("pinapp")
+    access_key_id: SecretStr = Field(SecretStr("pinapp"), description="empty: AWS's credential chain (environment, "
+                                     "shared config, instance or workload role), as every AWS tool")
     secret_access_key: SecretStr = SecretStr("pinapp-secret")
+    addressing_style: Literal["path", "virtual", "auto"] = Field(
+        "path", description="bucket in the path (MinIO, Ceph, moto) or in the host name (AWS's virtual-hosted style)"
+    )
 
     @field_validator("endpoint_url")
     @classmethod

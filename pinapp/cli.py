@@ -100,8 +100,9 @@ def _faust_options(settings: Settings, data_dir: Path) -> list[str]:
 
 async def _check_bucket(settings: Settings) -> None:
     from pinapp.archive.writer import ArchiveWriter
-    from pinapp.s3 import s3_client
+    from pinapp.s3 import credential_source, s3_client
 
+    logging.getLogger("pinapp.archive").info("archive: S3 credentials from %s", await credential_source(settings.s3))
     async with s3_client(settings.s3) as s3:
         await ArchiveWriter(s3, settings.s3.bucket).check_bucket()
 

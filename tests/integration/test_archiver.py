@@ -400,3 +400,23 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     assert replay.returncode == 0, replay.stderr
     await pipeline.wait_committed(pipeline.settings.kafka.events_topic, pipeline.settings.worker.app_id)
     assert await _table_rows(pipeline) == before
+
+
+async def test_empty_keys_use_the_aws_credential_chain_and_say_which_source(pipeline: Pipeline) -> None:
+    """No keys in the settings: botocore's chain finds them (here in the environment, as an
+    instance role would serve them in production), and the archiver names the source, never
+    the secret."""
+    records, _ = _records(500)
+    await pipeline.create_bucket()
+    await pipeline.produce(records)
+    secret = pipeline.settings.s3.secret_access_key.get_secret_value()
+    archiver = pipeline.archiver(PINAPP_S3__ACCESS_KEY_ID="", PINAPP_S3__SECRET_ACCESS_KEY="",
+                                 AWS_ACCESS_KEY_ID=pipeline.settings.s3.access_key_id.get_secret_value(),
+                                 AWS_SECRET_ACCESS_KEY=secret, PINAPP_S3__ADDRESSING_STYLE="path")
+    archiver.start()
+    topic = pipeline.settings.kafka.events_topic
+    await pipeline.wait_archived(topic)
+    await _assert_archive_equals_topic(pipeline, topic)
+    log = archiver.log_tail(400)
+    assert "S3 credentials from AWS credential chain: env" in log, log[-2000:]
+    assert secret not in log
