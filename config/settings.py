@@ -118,6 +118,27 @@ class DatabaseSettings(_Section):
     database: str = "pinapp"
     dialect: Literal["singlestore", "mysql"] = "mysql"
     pool_size: int = Field(4, ge=1)
+    tls: Literal["DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"] = Field(
+        "DISABLED", description="the MySQL client's ssl-mode: REQUIRED encrypts, VERIFY_CA also checks the server's "
+        "certificate against ssl_ca_file (else the system's CAs), VERIFY_IDENTITY also its host name"
+    )
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = Field(None, description="client certificate (PEM), with ssl_key_file")
+    ssl_key_file: Path | None = Field(None, validate_default=True)
+
+    @field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+    @classmethod
+    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no file at {value} (db.{info.field_name})")
+        return value
+
+    @field_validator("ssl_key_file")
+    @classmethod
+    def _cert_and_key_together(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("ssl_cert_file") is None):
+            raise ValueError("a client certificate needs its key: set both db.ssl_cert_file and db.ssl_key_file")
+        return value
 
 
 class S3Settings(_Section):
@@ -150,6 +171,9 @@ class StackSettings(_Section):
     )
     kafka_scram_user: str = "pinapp"
     kafka_scram_password: SecretStr = SecretStr("pinapp-scram-secret")
+    mariadb_tls: bool = Field(False, description="MariaDB also serves TLS (a certificate of the stack's CA), and "
+                              "mariadb_tls_user may only connect over it (REQUIRE SSL)")
+    mariadb_tls_user: str = "pinapp_tls"
     mariadb_port: int = 13306
     s3_port: int = 15000
     start_timeout_s: float = Field(90.0, gt=0)

@@ -6,6 +6,7 @@ SingleStore speaks the MySQL protocol; asyncmy is the client. Locally MariaDB st
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from pinapp.records import Pin
 from pinapp.rows import Row
 from pinapp.sql_values import backslash_escapes, insert_statements
 
-__all__ = ["EngagementStore", "create_pool", "migrate"]
+__all__ = ["EngagementStore", "create_pool", "migrate", "ssl_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,24 @@ async def create_pool(db: DatabaseSettings, *, with_database: bool = True, size:
         ) from exc
 
 
+def ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
+    """The TLS context of ``db.tls`` (the MySQL client's ssl-mode), or ``None`` for DISABLED."""
+    if db.tls == "DISABLED":
+        return None
+    context = ssl.create_default_context(cafile=db.ssl_ca_file)
+    if db.tls == "REQUIRED":  # encrypted, the server's certificate unchecked (as the MySQL client)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.check_hostname = db.tls == "VERIFY_IDENTITY"
+    if db.ssl_cert_file is not None:
+        context.load_cert_chain(db.ssl_cert_file, db.ssl_key_file)
+    return context
+
+
 async def _create_pool(db: DatabaseSettings, *, with_database: bool, size: int | None) -> Any:
     return await asyncmy.create_pool(
+        ssl=ssl_context(db),
         host=db.host,
         port=db.port,
         user=db.user,

@@ -30,6 +30,38 @@ __all__ = ["KafkaService", "MariaDBService", "S3Service", "StackService", "ensur
 _KEYSTORE_PASSWORD = "pinapp-local-stack"
 
 
+def stack_ca_file(settings: Settings) -> Path:
+    """The local stack's own CA certificate (PEM): what clients of its TLS listeners trust."""
+    return settings.stack.data_dir.resolve() / "tls" / "ca.pem"
+
+
+def ensure_certificate(settings: Settings, name: str) -> Path:
+    """``<name>.pem`` and ``<name>.key`` for ``IP:127.0.0.1`` and ``localhost``, signed by the
+    stack's CA (made first if need be), with Debian's openssl; their folder."""
+    tls = stack_ca_file(settings).parent
+    if (tls / f"{name}.pem").exists():
+        return tls
+    if shutil.which("openssl") is None:
+        raise StackError("the stack's TLS listeners need openssl for their certificates (apt-get install openssl)")
+    tls.mkdir(parents=True, exist_ok=True)
+    if not (tls / "ca.pem").exists():
+        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem.tmp",
+              "-days", "3650", "-subj", "/CN=pinapp local stack CA", "-addext", "basicConstraints=critical,CA:TRUE",
+              "-addext", "keyUsage=critical,keyCertSign,cRLSign"], "making the stack's CA", cwd=tls)
+        (tls / "ca.pem.tmp").rename(tls / "ca.pem")
+    (tls / f"{name}.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    for argv, what in [
+        (["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+          "-subj", "/CN=127.0.0.1"], f"making {name}'s key"),
+        (["openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+          "-out", f"{name}.pem.tmp", "-days", "3650", "-extfile", f"{name}.ext"], f"signing {name}'s certificate"),
+    ]:
+        _run(argv, what, cwd=tls)
+    (tls / f"{name}.pem.tmp").rename(tls / f"{name}.pem")
+    return tls
+
+
 def _run(argv: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]  # noqa: S603
     if proc.returncode != 0:
@@ -120,36 +152,15 @@ class KafkaService(StackService):
             )
         stamp.write_text(digest)
 
-    @property
-    def tls_dir(self) -> Path:
-        """The stack's own CA (``ca.pem``, what clients of the SASL_SSL listener trust) and the
-        broker's certificate for ``IP:127.0.0.1``."""
-        return self.home / "tls"
-
-    def _ensure_tls(self) -> None:
-        """A CA and a broker key store signed by it (Debian's openssl), made once."""
-        tls = self.tls_dir
-        if (tls / "broker.p12").exists():
-            return
-        if shutil.which("openssl") is None:
-            raise StackError("the SASL_SSL listener needs openssl for its certificates (apt-get install openssl)")
-        tls.mkdir(parents=True, exist_ok=True)
-        (tls / "broker.ext").write_text(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-        for argv, what in [
-            (["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-              "-days", "3650", "-subj", "/CN=pinapp local stack CA", "-addext", "basicConstraints=critical,CA:TRUE",
-              "-addext", "keyUsage=critical,keyCertSign,cRLSign"], "making the stack's CA"),
-            (["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
-              "-subj", "/CN=127.0.0.1"], "making the broker's key"),
-            (["openssl", "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-              "-out", "broker.pem", "-days", "3650", "-extfile", "broker.ext"], "signing the broker's certificate"),
-            (["openssl", "pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key", "-certfile", "ca.pem",
-              "-name", "kafka", "-out", "broker.p12.tmp", "-passout", f"pass:{_KEYSTORE_PASSWORD}"],
-             "writing the broker's key store"),
-        ]:
-            _run(argv, what, cwd=tls)
-        (tls / "broker.p12.tmp").rename(tls / "broker.p12")
+    def _ensure_tls(self) -> Path:
+        """The broker's key store (PKCS12, for Kafka) of a certificate from the stack's CA."""
+        tls = ensure_certificate(self.settings, "kafka")
+        if not (tls / "kafka.p12").exists():
+            _run(["openssl", "pkcs12", "-export", "-in", "kafka.pem", "-inkey", "kafka.key", "-certfile", "ca.pem",
+                  "-name", "kafka", "-out", "kafka.p12.tmp", "-passout", f"pass:{_KEYSTORE_PASSWORD}"],
+                 "writing the broker's key store", cwd=tls)
+            (tls / "kafka.p12.tmp").rename(tls / "kafka.p12")
+        return tls
 
     def _listeners(self) -> list[str]:
         s = self.settings.stack
@@ -172,7 +183,7 @@ class KafkaService(StackService):
             "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
             f'required user_{s.kafka_scram_user}="{s.kafka_scram_password.get_secret_value()}";',
             "ssl.keystore.type=PKCS12",
-            f"ssl.keystore.location={self.tls_dir / 'broker.p12'}",
+            f"ssl.keystore.location={stack_ca_file(self.settings).parent / 'kafka.p12'}",
             f"ssl.keystore.password={_KEYSTORE_PASSWORD}",
             f"ssl.key.password={_KEYSTORE_PASSWORD}",
         ]
@@ -302,8 +313,14 @@ class MariaDBService(StackService):
             f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
             f"--pid-file={self.home / 'mariadbd.pid'}", "--skip-name-resolve", "--max-connections=300",
             "--innodb-buffer-pool-size=512M", "--max-allowed-packet=64M", "--log-error=",
-            *self._user_args(),
+            *self._user_args(), *self._tls_args(),
         ]
+
+    def _tls_args(self) -> list[str]:
+        if not self.settings.stack.mariadb_tls:
+            return []
+        tls = ensure_certificate(self.settings, "mariadb")
+        return [f"--ssl-ca={tls / 'ca.pem'}", f"--ssl-cert={tls / 'mariadb.pem'}", f"--ssl-key={tls / 'mariadb.key'}"]
 
     def _sql(self, statement: str) -> subprocess.CompletedProcess[str]:
         client = self._binary("mariadb") or "mariadb"
@@ -326,6 +343,12 @@ class MariaDBService(StackService):
                 # Tests create a database each, so the local user may create any.
                 f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'{host}'",
             ]
+            if self.settings.stack.mariadb_tls:  # the same password, over TLS only
+                tls_user = self.settings.stack.mariadb_tls_user.replace("'", "")
+                statements += [
+                    f"CREATE USER IF NOT EXISTS '{tls_user}'@'{host}' IDENTIFIED BY '{password}' REQUIRE SSL",
+                    f"GRANT ALL PRIVILEGES ON *.* TO '{tls_user}'@'{host}'",
+                ]
         proc = self._sql("; ".join(statements))
         if proc.returncode != 0:
             raise StackError(f"creating the MariaDB user {user!r} failed: {proc.stderr.strip()}")

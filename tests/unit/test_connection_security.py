@@ -1,4 +1,4 @@
-"""The kafka security settings as each kind of client's configuration, and that every client
+"""The kafka and db security settings as each kind of client's configuration, and that every client
 pinapp makes is configured from them (no broker needed here)."""
 
 from __future__ import annotations
@@ -137,3 +137,26 @@ def test_every_kafka_client_pinapp_makes_takes_the_security_settings() -> None:
     assert not offenders, offenders
     assert seen >= 6, seen  # ensure_topics, make_producer, partitions_of, read_topic, the live feed, verify
     assert "broker_credentials=faust_credentials(settings.kafka)" in (REPO / "pinapp" / "app.py").read_text()
+
+
+@pytest.mark.parametrize(("mode", "verify", "hostname"), [
+    ("REQUIRED", ssl.CERT_NONE, False), ("VERIFY_CA", ssl.CERT_REQUIRED, False),
+    ("VERIFY_IDENTITY", ssl.CERT_REQUIRED, True),
+])
+def test_db_tls_modes_are_the_mysql_clients(mode: str, verify: ssl.VerifyMode, hostname: bool, ca_file: Path) -> None:
+    from config import DatabaseSettings
+    from pinapp.db import ssl_context
+
+    assert ssl_context(DatabaseSettings()) is None  # DISABLED
+    context = ssl_context(DatabaseSettings(tls=mode, ssl_ca_file=ca_file))
+    assert context is not None and (context.verify_mode, context.check_hostname) == (verify, hostname)
+
+
+def test_every_database_connection_is_made_by_create_pool() -> None:
+    """pinapp.db.create_pool applies db.tls; a connection made elsewhere would not."""
+    made_elsewhere = [str(p.relative_to(REPO)) for folder in ("pinapp", "agents", "tables")
+                      for p in (REPO / folder).rglob("*.py")
+                      if p.name != "db.py" and any(call in p.read_text()
+                                                   for call in ("asyncmy.connect(", "asyncmy.create_pool("))]
+    assert not made_elsewhere
+    assert "ssl=ssl_context(db)" in (REPO / "pinapp" / "db.py").read_text()

@@ -1,7 +1,8 @@
-"""pinapp over the test stack's SASL_SSL listener (SCRAM-SHA-512, the stack's own CA).
+"""pinapp over the test stack's SASL_SSL listener (SCRAM-SHA-512, the stack's own CA) and
+MariaDB over TLS as a user that may only connect with it (REQUIRE SSL).
 
-Every process is pointed at the secured listener only, so a client that ignored the
-security settings could not connect at all: Singer ships a file, a worker writes rows, the
+Every process is pointed at the secured listener and the TLS-only user, so a client that
+ignored the security settings could not connect at all: Singer ships a file, a worker writes rows, the
 archiver writes objects and ``pinapp audit`` reconciles, all over TLS with SCRAM. Then what
 an operator meets: a wrong password leaves nothing shipped, written or committed, and once
 corrected the same data flows through in full; a wrong CA, a plaintext client and a wrong
@@ -22,14 +23,16 @@ from aiokafka.errors import KafkaConnectionError
 from asyncmy.errors import Error as MySQLError
 
 from config import Settings
+from pinapp.db import create_pool
 from pinapp.errors import DatabaseError
 from pinapp.kafka import ensure_topics
-from pinapp.stack.services import KafkaService
+from pinapp.stack.services import stack_ca_file
 from tests.integration.harness import REPO, Pipeline
 
 
 def secured_env(settings: Settings, **changes: str) -> dict[str, str]:
-    """The variables that point a pinapp process at the SASL_SSL listener, and only there."""
+    """The variables that point a pinapp process at the SASL_SSL listener, and only there, and
+    at the database over TLS (VERIFY_IDENTITY) as the user who may only connect so."""
     stack = settings.stack
     assert stack.kafka_sasl_ssl_port is not None, "the test profile's stack has a SASL_SSL listener"
     env = {
@@ -38,7 +41,10 @@ def secured_env(settings: Settings, **changes: str) -> dict[str, str]:
         "PINAPP_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
         "PINAPP_KAFKA__SASL_USERNAME": stack.kafka_scram_user,
         "PINAPP_KAFKA__SASL_PASSWORD": stack.kafka_scram_password.get_secret_value(),
-        "PINAPP_KAFKA__SSL_CA_FILE": str(KafkaService(settings).tls_dir / "ca.pem"),
+        "PINAPP_KAFKA__SSL_CA_FILE": str(stack_ca_file(settings)),
+        "PINAPP_DB__TLS": "VERIFY_IDENTITY",
+        "PINAPP_DB__SSL_CA_FILE": str(stack_ca_file(settings)),
+        "PINAPP_DB__USER": stack.mariadb_tls_user,
     }
     return {**env, **{f"PINAPP_KAFKA__{k.upper()}": v for k, v in changes.items()}}
 
@@ -152,3 +158,22 @@ async def test_a_misconfigured_client_fails_with_an_error_that_says_why(test_sta
     with pytest.raises(KafkaConnectionError, match="Unable to bootstrap from"):
         await asyncio.wait_for(ensure_topics(settings.kafka, [f"secured-{change}"]), 60)
     assert says in caplog.text, caplog.text  # aiokafka logs why at ERROR
+
+
+@pytest.mark.parametrize(("tls", "ca", "says"), [
+    ("DISABLED", None, "Access denied"),  # the REQUIRE SSL user without TLS
+    ("VERIFY_CA", "/etc/ssl/certs/ca-certificates.crt", "CERTIFICATE_VERIFY_FAILED"),  # not the stack's CA
+])
+async def test_a_database_client_without_the_right_tls_is_refused_and_says_why(
+        test_stack: Settings, tmp_path: Path, tls: str, ca: str | None, says: str) -> None:
+    env = {**secured_env(test_stack), "PINAPP_DB__TLS": tls}
+    if ca is None:
+        env.pop("PINAPP_DB__SSL_CA_FILE")
+    else:
+        env["PINAPP_DB__SSL_CA_FILE"] = ca
+    pipeline = Pipeline(tmp_path, extra_env=env)
+    with pytest.raises(DatabaseError, match=says):
+        await create_pool(pipeline.settings.db, with_database=False, size=1)
+    # The CLI says the same in one line, not a traceback.
+    result = pipeline.cli("query", "--sql", "SELECT 1")
+    assert result.returncode != 0 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
