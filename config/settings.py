@@ -11,6 +11,7 @@ environment (``tests/unit/test_faust_env.py``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -52,6 +54,15 @@ PROFILE_DIR = Path(__file__).resolve().parent
 PROFILES = ("local", "test", "production")
 ENV_PREFIX = "PINAPP_"
 ENV_NESTED = "__"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: not known to stay on this machine
+        return False
 
 
 class _Section(BaseModel):
@@ -212,6 +223,14 @@ class WorkerSettings(_Section):
     data_dir: Path = Path(".stack/local/worker")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
+    # Beyond loopback, every web route asks for the token (pinapp.web_auth).
+    web_token: SecretStr = Field(SecretStr(""), description="bearer token, or HTTP basic password, that every web "
+                                 "request must carry when web_host is not a loopback address")
+    web_tls_cert_file: Path | None = Field(None, description="serve the web over TLS with this certificate (PEM)")
+    web_tls_key_file: Path | None = None
+    web_behind_tls_proxy: bool = Field(False, description="a TLS-terminating proxy is in front: the token may "
+                                       "travel over plain HTTP between it and the worker")
+    web_open_health: bool = Field(True, description="/health and /metrics answer without the token (probes, scrapes)")
     frontend_dir: Path | None = Field(
         None, description="the pages and their npm packages (default: frontend/ beside the pinapp package)"
     )
@@ -245,6 +264,25 @@ class WorkerSettings(_Section):
     processed_log: Path | None = Field(
         None, description="RACE REPRODUCTION ONLY: append 'partition offset' of every event the agent processed"
     )
+
+    @property
+    def web_auth_required(self) -> bool:
+        """Whether the web is reachable beyond this machine, and so asks for the token."""
+        return not _is_loopback(self.web_host)
+
+    @model_validator(mode="after")
+    def _web_beyond_loopback_is_authenticated(self) -> WorkerSettings:
+        if not self.web_auth_required:
+            return self
+        if not self.web_token.get_secret_value():
+            raise ValueError(f"worker.web_host={self.web_host!r} is reachable beyond this machine: set worker.web_token "
+                             "(PINAPP_WORKER__WEB_TOKEN), or bind to 127.0.0.1")
+        if self.web_tls_cert_file is None and not self.web_behind_tls_proxy:
+            raise ValueError("worker.web_token would cross the network in clear: set worker.web_tls_cert_file and "
+                             "web_tls_key_file, or worker.web_behind_tls_proxy=true if a TLS proxy is in front")
+        if (self.web_tls_cert_file is None) != (self.web_tls_key_file is None):
+            raise ValueError("set both worker.web_tls_cert_file and worker.web_tls_key_file")
+        return self
 
     def rocksdb_options(self) -> dict[str, int]:
         """faust table ``options=``: this worker's RocksDB memory bounds per table partition."""
@@ -406,6 +444,10 @@ def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
         for err in exc.errors():
             loc = tuple(err["loc"])
             dotted = ".".join(str(p) for p in loc)
+            if len(loc) == 1 and loc[0] in Settings.model_fields and loc[0] != "profile":
+                # A rule across a section's settings: the message names them and their variables.
+                problems.append(f"  {dotted}: {err['msg']}; fix it in config/{chosen}.toml [{dotted}] or its variables")
+                continue
             problems.append(
                 f"  {dotted}: {err['msg']}{_shown(loc, err.get('input'))}; fix it in "
                 f"config/{chosen}.toml [{'.'.join(str(p) for p in loc[:-1]) or 'top level'}] "

@@ -10,15 +10,32 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
+from typing import Any
 
 from config import load_settings
+from pinapp import web_auth
 from pinapp.faust_ext import PinApp
 from pinapp.kafka import faust_credentials
 
 __all__ = ["app", "archive_app", "main", "settings"]
 
 settings = load_settings()
+
+
+def _web_security(web_port: int) -> dict[str, Any]:
+    """faust's web settings for the token check (pinapp.web_auth) and TLS, when configured."""
+    options: dict[str, Any] = {}
+    check = web_auth.middleware(settings.worker)
+    if check is not None:
+        options["web_application_options"] = {"middlewares": [check]}
+    if settings.worker.web_tls_cert_file is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.worker.web_tls_cert_file, settings.worker.web_tls_key_file)
+        options["web_ssl_context"] = context
+        options["canonical_url"] = f"https://{settings.worker.web_host}:{web_port}"  # what other workers call
+    return options
 
 
 def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[str]) -> PinApp:
@@ -42,6 +59,7 @@ def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[
         producer_acks=-1,
         web_host=settings.worker.web_host,
         web_bind=settings.worker.web_host,
+        **_web_security(web_port),
         web_port=web_port,
         # faust's default (4,096) is two sink batches: the fetch loop then waits on the agent
         # while it writes, and a worker spent 60% of a backlog drain waiting for input

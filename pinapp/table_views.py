@@ -24,6 +24,7 @@ from faust.web import Request, Response, View
 from prometheus_client import REGISTRY
 from yarl import URL
 
+from pinapp import web_auth
 from pinapp.app import app, settings
 from pinapp.dedup import is_expired
 from pinapp.faust_ext import open_partition_dbs, raw_get
@@ -90,7 +91,8 @@ async def _forward(view: View, request: Request, url: URL) -> Response:
     """The owning worker's answer to the same request; ``503`` if it does not answer."""
     target = request.url.with_host(url.host or "127.0.0.1").with_port(url.port)
     try:
-        async with app.http_client.get(target, timeout=_FORWARD_TIMEOUT) as response:
+        async with app.http_client.get(target, timeout=_FORWARD_TIMEOUT, headers=web_auth.peer_headers(
+                settings.worker)) as response:
             return view.text(await response.text(), content_type=response.content_type, status=response.status)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         return view.error(503, f"the worker owning this key ({url}) did not answer: {exc!r}; retry shortly")
@@ -249,7 +251,8 @@ class DedupClusterView(View):
         if _is_self(url):
             return _dedup_local()
         try:
-            async with app.http_client.get(url / "dedup" / "local", timeout=_FORWARD_TIMEOUT) as response:
+            async with app.http_client.get(url / "dedup" / "local", timeout=_FORWARD_TIMEOUT,
+                                           headers=web_auth.peer_headers(settings.worker)) as response:
                 response.raise_for_status()
                 doc: dict[str, Any] = await response.json()
                 return doc

@@ -145,3 +145,40 @@ async def test_only_the_pages_files_are_served(served: tuple[Pipeline, WorkerPro
     assert status == 404, doc
     status, _ = worker.get("/vendor/countries-110m.json")
     assert status == 200
+
+
+async def test_a_logged_in_browser_uses_the_dashboard_and_globe_of_a_worker_that_asks_for_the_token(
+        browser: Browser, test_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Bound beyond loopback, the worker asks for its token; a browser given it (HTTP basic, any
+    user) gets the dashboard's queries and the globe's live stream as before; without it, 401."""
+    from tests.integration.test_web_auth import EXPOSED, TOKEN
+
+    pipeline = Pipeline(tmp_path_factory.mktemp("browser-auth"), extra_env=EXPOSED)
+    try:
+        worker = pipeline.worker(0)
+        await _start(worker)
+        records, _, expected = _traffic(pipeline, seed=84, count=1500)
+        await pipeline.produce(records)
+        await pipeline.wait_for_rows({t: len(ids) for t, ids in expected.items()})
+        assert worker.fetch("/")[0] == 401  # (a headless browser without credentials stops at the challenge)
+
+        context = await browser.new_context(http_credentials={"username": "analyst", "password": TOKEN},
+                                            viewport={"width": 1400, "height": 860})
+        try:
+            page = await context.new_page()
+            watch = PageWatch(page)
+            await page.goto(f"http://127.0.0.1:{worker.web_port}/")
+            await _until(page, "window.pinappDashboard.refreshes >= 1", "the first refresh")
+            assert await page.evaluate("window.pinappDashboard.errors") == 0
+            assert await page.locator("#most-repinned tbody tr").count() >= 1
+            await page.goto(f"http://127.0.0.1:{worker.web_port}/globe")
+            await page.wait_for_function("document.getElementById('status').textContent === 'live'", timeout=30_000)
+            more, _, _ = _traffic(pipeline, seed=85, count=3000)
+            await pipeline.produce(more, rate=600)
+            await _until(page, "window.pinappGlobe.received >= 20", "repins through the authenticated stream")
+            assert watch.errors == [], watch.errors
+        finally:
+            await context.close()
+    finally:
+        pipeline.stop_all()
+        await pipeline.drop()

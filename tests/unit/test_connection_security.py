@@ -104,7 +104,10 @@ def test_bad_security_settings_fail_at_start_naming_the_setting(env: dict[str, s
         assert f"  {name}:" in str(info.value) and f"PINAPP_{name.upper().replace('.', '__')}" in str(info.value)
 
 
-def test_production_refuses_sasl_in_clear_text_unless_told_and_never_prints_the_password() -> None:
+def test_production_refuses_sasl_in_clear_text_unless_told_and_never_prints_the_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PINAPP_WORKER__WEB_TOKEN", "t")
+    monkeypatch.setenv("PINAPP_WORKER__WEB_BEHIND_TLS_PROXY", "true")
     kafka = {"security_protocol": "SASL_PLAINTEXT", "sasl_username": "u", "sasl_password": "hunter2"}
     with pytest.raises(ConfigError) as info:
         load_settings("production", kafka=kafka)

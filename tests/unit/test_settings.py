@@ -8,10 +8,28 @@ from config import PROFILES, load_settings
 from pinapp.errors import ConfigError
 
 
+@pytest.fixture(autouse=True)
+def _production_web_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a production deployment supplies for its web (bound beyond loopback there)."""
+    monkeypatch.setenv("PINAPP_WORKER__WEB_TOKEN", "a-long-random-token")
+    monkeypatch.setenv("PINAPP_WORKER__WEB_BEHIND_TLS_PROXY", "true")
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_profile_loads(profile: str) -> None:
     settings = load_settings(profile)
     assert settings.profile == profile
+
+
+def test_the_production_web_needs_a_token_and_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PINAPP_WORKER__WEB_TOKEN")
+    with pytest.raises(ConfigError, match=r"worker.web_host='0.0.0.0' is reachable .*PINAPP_WORKER__WEB_TOKEN"):
+        load_settings("production")
+    monkeypatch.setenv("PINAPP_WORKER__WEB_TOKEN", "t")
+    monkeypatch.delenv("PINAPP_WORKER__WEB_BEHIND_TLS_PROXY")
+    with pytest.raises(ConfigError, match="web_tls_cert_file.*web_behind_tls_proxy"):
+        load_settings("production")
+    assert not load_settings("local").worker.web_auth_required
 
 
 def test_profiles_differ_where_they_should() -> None:

@@ -1,0 +1,74 @@
+"""Authentication of the web (table views, pages, live feed, faust's own routes) beyond loopback.
+
+A worker bound to a loopback address serves only this machine, as in development. Bound
+anywhere else (``worker.web_host``), every request must carry ``worker.web_token``: as a bearer
+token (``Authorization: Bearer <token>``: scripts, Prometheus, the workers' own forwarding) or
+as the password of HTTP basic authentication, any user name (a browser asks for it once and
+then sends it with every request of the dashboard, the globe and its live stream); workers of
+one deployment share it, and send it to each other (:func:`peer_headers`). One aiohttp
+middleware applies it, so faust's routes are covered as pinapp's are. ``/health`` and
+``/metrics`` stay open while ``worker.web_open_health`` is set (probes and scrapers).
+
+The token is compared in constant time, and never logged, echoed or put in an error page.
+The settings refuse a token over plain HTTP unless the operator says a TLS proxy is in front
+(:class:`config.settings.WorkerSettings`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from config import WorkerSettings
+
+__all__ = ["OPEN_PATHS", "authorized", "middleware", "peer_headers"]
+
+#: what stays open with ``worker.web_open_health``
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def authorized(header: str, token: bytes) -> bool:
+    """Whether an ``Authorization`` header carries ``token`` (bearer, or basic's password)."""
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return hmac.compare_digest(value.strip().encode(), token)
+    if scheme == "basic":
+        try:
+            _, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(password, token)
+    return False
+
+
+def peer_headers(worker: WorkerSettings) -> dict[str, str]:
+    """What a worker sends another of its deployment (they share the token): a per-key read
+    forwarded to its owner, or the cluster's dedup state gathered."""
+    if not worker.web_auth_required:
+        return {}
+    return {"Authorization": f"Bearer {worker.web_token.get_secret_value()}"}
+
+
+def middleware(worker: WorkerSettings) -> Any | None:
+    """The aiohttp middleware that asks every request for the token; ``None`` on loopback."""
+    if not worker.web_auth_required:
+        return None
+    token = worker.web_token.get_secret_value().encode()
+    open_paths = OPEN_PATHS if worker.web_open_health else frozenset()
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.rstrip("/") in open_paths or authorized(request.headers.get("Authorization", ""), token):
+            return await handler(request)
+        return web.Response(status=401, text="401: this pinapp web needs its token (bearer, or as the password)\n",
+                            headers={"WWW-Authenticate": 'Basic realm="pinapp", charset="UTF-8"'})
+
+    return require_token
