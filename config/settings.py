@@ -65,6 +65,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _tls_file_check(section: str) -> Any:
+    """A validator of a section's ``ssl_*_file`` settings: each file exists, and a client
+    certificate comes with its key (``ssl_key_file`` is validated last, and by default)."""
+
+    def check(cls: type, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no file at {value} ({section}.{info.field_name})")
+        if info.field_name == "ssl_key_file" and (value is None) != (info.data.get("ssl_cert_file") is None):
+            raise ValueError(f"a client certificate needs its key: set both {section}.ssl_cert_file and "
+                             f"{section}.ssl_key_file")
+        return value
+
+    return classmethod(check)  # type: ignore[arg-type]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -104,19 +119,7 @@ class KafkaSettings(_Section):
                              f"{'password' if isinstance(value, SecretStr) else 'user'})")
         return value
 
-    @field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
-    @classmethod
-    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no file at {value} (kafka.{info.field_name})")
-        return value
-
-    @field_validator("ssl_key_file")
-    @classmethod
-    def _cert_and_key_together(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if (value is None) != (info.data.get("ssl_cert_file") is None):
-            raise ValueError("a client certificate needs its key: set both kafka.ssl_cert_file and kafka.ssl_key_file")
-        return value
+    _tls_files = field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")(_tls_file_check("kafka"))
 
 
 class DatabaseSettings(_Section):
@@ -137,19 +140,7 @@ class DatabaseSettings(_Section):
     ssl_cert_file: Path | None = Field(None, description="client certificate (PEM), with ssl_key_file")
     ssl_key_file: Path | None = Field(None, validate_default=True)
 
-    @field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
-    @classmethod
-    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no file at {value} (db.{info.field_name})")
-        return value
-
-    @field_validator("ssl_key_file")
-    @classmethod
-    def _cert_and_key_together(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if (value is None) != (info.data.get("ssl_cert_file") is None):
-            raise ValueError("a client certificate needs its key: set both db.ssl_cert_file and db.ssl_key_file")
-        return value
+    _tls_files = field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")(_tls_file_check("db"))
 
 
 class S3Settings(_Section):
