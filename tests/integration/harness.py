@@ -144,7 +144,8 @@ class WorkerProcess:
             with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
+            with err:
+                return err.code, dict(err.headers), err.read()
 
     @contextlib.asynccontextmanager
     async def globe_stream(self) -> AsyncIterator[list[dict[str, Any]]]:

@@ -29,6 +29,7 @@ from pinapp.kafka import ensure_topics
 from pinapp.stack.services import stack_ca_file
 from tests.integration.harness import REPO, Pipeline
 from tests.integration.test_scale_out import _traffic
+from tests.integration.test_web_auth import BEARER, EXPOSED
 
 
 def secured_env(settings: Settings, **changes: str) -> dict[str, str]:
@@ -87,7 +88,7 @@ async def test_singer_worker_archiver_and_audit_over_sasl_ssl(secured: Pipeline)
     await secured.produce([])  # the topics, made by the secured admin client
     await secured.create_bucket()
     expected = _write_log(secured, 3_000)
-    singer, worker, archiver = secured.singer(**SINGER_PLAIN), secured.worker(), secured.archiver()
+    singer, worker, archiver = secured.singer(**SINGER_PLAIN), secured.worker(**EXPOSED), secured.archiver()
     for process in (singer, worker, archiver):
         process.start()
     for process in (singer, worker, archiver):
@@ -96,6 +97,10 @@ async def test_singer_worker_archiver_and_audit_over_sasl_ssl(secured: Pipeline)
     audit = secured.audit(secured.tmp / "truth.json")
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert await secured.archive_keys(secured.settings.kafka.events_topic)
+    # The worker's web, bound beyond loopback, answers only with the token.
+    assert worker.fetch("/api/query/top-countries?minutes=60&limit=3")[0] == 401
+    status, _, body = worker.fetch("/api/query/top-countries?minutes=60&limit=3", BEARER)
+    assert status == 200, body[:200]
 
 
 async def test_a_wrong_password_ships_writes_and_commits_nothing_until_corrected(secured: Pipeline) -> None:
