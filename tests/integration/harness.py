@@ -130,12 +130,8 @@ class WorkerProcess:
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         """``GET path`` on this worker's web server: status code and JSON body."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}", headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+        status, _, body = self.fetch(path, headers)
+        return status, json.loads(body)
 
     def fetch(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """``GET path``: status, headers and the raw body, whatever the content type."""

@@ -44,15 +44,20 @@ async def browser() -> AsyncIterator[Browser]:
 async def served(test_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Pipeline, WorkerProcess]]:
     pipeline = Pipeline(tmp_path_factory.mktemp("browser"))
     try:
-        worker = pipeline.worker(0)
-        await _start(worker)
-        records, _, expected = _traffic(pipeline, seed=81, count=3000)
-        await pipeline.produce(records)
-        await pipeline.wait_for_rows({t: len(ids) for t, ids in expected.items()})
-        yield pipeline, worker
+        yield pipeline, await _serving(pipeline, seed=81, count=3000)
     finally:
         pipeline.stop_all()
         await pipeline.drop()
+
+
+async def _serving(pipeline: Pipeline, *, seed: int, count: int) -> WorkerProcess:
+    """A started worker whose tables hold ``count`` generated events."""
+    worker = pipeline.worker(0)
+    await _start(worker)
+    records, _, expected = _traffic(pipeline, seed=seed, count=count)
+    await pipeline.produce(records)
+    await pipeline.wait_for_rows({t: len(ids) for t, ids in expected.items()})
+    return worker
 
 
 class PageWatch:
@@ -155,11 +160,7 @@ async def test_a_logged_in_browser_uses_the_dashboard_and_globe_of_a_worker_that
 
     pipeline = Pipeline(tmp_path_factory.mktemp("browser-auth"), extra_env=EXPOSED)
     try:
-        worker = pipeline.worker(0)
-        await _start(worker)
-        records, _, expected = _traffic(pipeline, seed=84, count=1500)
-        await pipeline.produce(records)
-        await pipeline.wait_for_rows({t: len(ids) for t, ids in expected.items()})
+        worker = await _serving(pipeline, seed=84, count=1500)
         assert worker.fetch("/")[0] == 401  # (a headless browser without credentials stops at the challenge)
 
         context = await browser.new_context(http_credentials={"username": "analyst", "password": TOKEN},

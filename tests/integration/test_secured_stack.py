@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from pinapp.db import create_pool
 from pinapp.errors import DatabaseError
 from pinapp.kafka import ensure_topics
 from pinapp.stack.services import stack_ca_file
-from tests.integration.harness import REPO, Pipeline
+from tests.integration.harness import Pipeline
 from tests.integration.test_scale_out import _traffic
 from tests.integration.test_web_auth import BEARER, EXPOSED
 
@@ -66,12 +64,8 @@ async def secured(test_stack: Settings, tmp_path: Path) -> AsyncIterator[Pipelin
 def _write_log(pipeline: Pipeline, count: int) -> dict[str, int]:
     """``count`` generated events in the deployment's log file; the unique valid ones per type."""
     truth = pipeline.tmp / "truth.json"
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", "generate", "--to",
-         "file", "--file", str(pipeline.logs / "app.log"), "--count", str(count), "--seed", "11",
-         "--truth", str(truth)],
-        cwd=REPO, env=pipeline.env, capture_output=True, text=True, timeout=120, check=False,
-    )
+    done = pipeline.cli("generate", "--to", "file", "--file", str(pipeline.logs / "app.log"), "--count", str(count),
+                        "--seed", "11", "--truth", str(truth))
     assert done.returncode == 0, done.stdout + done.stderr
     return dict(json.loads(truth.read_text())["valid_unique"])
 
