@@ -24,7 +24,7 @@ setup: $(STAMP)
 # Debian's librdkafka-dev first: pinapp singer's C loop (pinapp/singer/_rdkafka.c, built by
 # setup.py) compiles against it. Python packages into .venv; the pages' npm packages (d3-geo,
 # topojson-client, world-atlas, Chart.js) into frontend/node_modules. Both from their registries,
-# pinned by lock files. Then Debian's jemalloc, which workers run on (pinapp/allocator.py says why).
+# pinned by lock files. Then Debian's jemalloc, which workers run on (pinapp/tools/allocator.py says why).
 $(STAMP): pyproject.toml setup.py pinapp/singer/_rdkafka.c constraints.txt frontend/package-lock.json
 	@missing=""; \
 	pkg-config --exists rdkafka 2>/dev/null || missing="$$missing librdkafka-dev pkg-config"; \
@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml setup.py pinapp/singer/_rdkafka.c constraints.txt front
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	npm ci --prefix frontend --no-audit --no-fund --loglevel=error
-	$(BIN)/python -c 'from pinapp.allocator import ensure_jemalloc; ensure_jemalloc()'
+	$(BIN)/python -c 'from pinapp.tools.allocator import ensure_jemalloc; ensure_jemalloc()'
 	touch $@
 
 stack-up: setup

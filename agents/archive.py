@@ -1,7 +1,7 @@
 """The archiver agent: every record of ``archive.topics`` into S3, offsets acked only after.
 
-Runs in ``pinapp archiver`` (:data:`pinapp.app.archive_app`, its own consumer group). Records
-come a fetched run at a time (:class:`~pinapp.faust_ext.FetchedBatches`: no faust ``Event``,
+Runs in ``pinapp archiver`` (:data:`pinapp.topology.app.archive_app`, its own consumer group). Records
+come a fetched run at a time (:class:`~pinapp.topology.faust_ext.FetchedBatches`: no faust ``Event``,
 stream queue or per-record sensors, which cost more than the archiver's own work per record),
 and each is acked alone, by :class:`~pinapp.archive.archiver.Archiver`, after the cut holding
 it is in S3; taking the next batch acks nothing. Background loops flush buffers by age, report progress, write
@@ -19,16 +19,16 @@ from typing import Any
 
 from faust.types import TP, Message, StreamT
 
-from pinapp import health
-from pinapp.app import archive_app, settings
+from pinapp.telemetry import health
+from pinapp.topology.app import archive_app, settings
 from pinapp.archive.archiver import Archiver, CutAbandoned
 from pinapp.archive.buffer import Delivery
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter
-from pinapp.faust_ext import FetchedBatches
-from pinapp.metrics import ARCHIVE_BUFFERED
-from pinapp.s3 import s3_client
-from pinapp.topics import archive_source
+from pinapp.topology.faust_ext import FetchedBatches
+from pinapp.telemetry.metrics import ARCHIVE_BUFFERED
+from pinapp.adapters.s3 import s3_client
+from pinapp.topology.topics import archive_source
 
 __all__ = ["archive_records"]
 

@@ -17,7 +17,7 @@ orders them, batch by batch:
 6. only then mark the events seen and sweep expired dedup entries.
 
 Steps 1-4 *prepare* a batch, 5-6 *commit* it. The agent takes the records in batches as
-fetched (:class:`pinapp.faust_ext.FetchedBatches`: a partition's run of records in one
+fetched (:class:`pinapp.topology.faust_ext.FetchedBatches`: a partition's run of records in one
 hand-off, no faust ``Event`` per record) and overlaps them (:class:`OverlappedBatches`):
 batch N+1 is prepared while batch N's transaction runs in the database, and commits begin
 in order, one at a time. A batch is acknowledged only once its commit is done, so offsets
@@ -41,20 +41,19 @@ from typing import TextIO
 from cachetools import LRUCache
 from faust.types import Message, StreamT
 
-from pinapp import health, metrics
-from pinapp.app import app, settings
-from pinapp.archive.replay import is_replay
-from pinapp.db import EngagementStore, create_pool, migrate
-from pinapp.dead_letter import DEAD_LETTER_LOG, dead_letter
-from pinapp.dedup import PartitionSweeper, is_duplicate
+from pinapp.telemetry import health, metrics
+from pinapp.topology.app import app, settings
+from pinapp.adapters.db import EngagementStore, create_pool, migrate
+from pinapp.domain.dead_letters import is_replay
+from pinapp.domain.dedup import PartitionSweeper, is_duplicate
 from pinapp.errors import EnrichmentFault, InvalidEvent, SinkError
-from pinapp.events import Event, EventType, parse_event
-from pinapp.geo import GeoLocation, GeoLocator
-from pinapp.live import RepinPoint, encode_points
-from pinapp.records import Pin, SeenEvent
-from pinapp.rows import UNKNOWN_CATEGORY, Row, build_row, pin_row
-from pinapp.faust_ext import BatchedTable, FetchedBatches
-from pinapp.topics import dead_letter_topic, events_topic, live_topic
+from pinapp.domain.events import Event, EventType, parse_event
+from pinapp.domain.geo import GeoLocation, GeoLocator
+from pinapp.domain.repin_points import RepinPoint, encode_points
+from pinapp.domain.table_values import Pin, SeenEvent
+from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, pin_row
+from pinapp.topology.faust_ext import BatchedTable, FetchedBatches
+from pinapp.topology.topics import dead_letter_topic, dead_letters, events_topic, live_topic
 from tables import pin_by_id, seen_event_ids
 
 __all__ = ["EngagementBatcher", "OverlappedBatches", "process_engagement"]
@@ -115,7 +114,7 @@ class EngagementBatcher:
                 await self.process([source])
             except Exception as exc:
                 logger.exception("event %s[%d]@%d failed on its own", source.topic, source.partition, source.offset)
-                await dead_letter(source, f"processing failed: {exc!r}", kind="poison", stage="process")
+                await dead_letters(source, f"processing failed: {exc!r}", kind="poison", stage="process")
                 metrics.STAGE_EVENTS.labels(stage="process", outcome="dead_lettered").inc()
 
     async def process(self, batch: Sequence[Message]) -> None:
@@ -147,7 +146,7 @@ class EngagementBatcher:
             try:
                 event = parse_event(msg.value or b"", max_bytes=self.max_bytes)
             except InvalidEvent as exc:
-                await dead_letter(msg, exc.reason, kind=exc.kind, stage="validate")
+                await dead_letters(msg, exc.reason, kind=exc.kind, stage="validate")
                 invalid += 1
                 continue
             where = (msg.partition, msg.offset)
@@ -243,7 +242,7 @@ class EngagementBatcher:
                     learned_pins.append(pin_row(event, geo, item.pin, ingested_at))
             except Exception as exc:  # a poison event must never stall its partition
                 logger.exception("enrichment failed for event %r", event.event_id)
-                await dead_letter(item.source, f"enrichment failed: {exc!r}", kind="poison", stage="enrich")
+                await dead_letters(item.source, f"enrichment failed: {exc!r}", kind="poison", stage="enrich")
                 poisoned.append(item)
                 continue
             rows[event.event_type].append(item.row)
@@ -285,7 +284,7 @@ class EngagementBatcher:
             try:
                 await self.store.write({item.event.event_type: [item.row]})
             except SinkError as exc:
-                await dead_letter(item.source, str(exc), kind="rejected", stage="sink")
+                await dead_letters(item.source, str(exc), kind="rejected", stage="sink")
                 rejected.append(item)
         for item in rejected:
             accepted.remove(item)
@@ -406,8 +405,8 @@ class OverlappedBatches:
 
 @app.timer(interval=5.0)
 async def summarize_dead_letters() -> None:
-    """A burst of bad input that stopped is still summarized in the log (pinapp.dlq)."""
-    DEAD_LETTER_LOG.flush_due()
+    """A burst of bad input that stopped is still summarized in the log (pinapp.domain.dead_letters)."""
+    dead_letters.flush_log()
 
 
 @app.agent(events_topic, name="process_engagement", concurrency=1)

@@ -55,10 +55,10 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
-from pinapp.generator import GeneratorConfig, TrafficGenerator
-from pinapp.geo import GeoLocator
-from pinapp.kafka import ensure_topics
-from pinapp.stack.services import ensure_debian_package
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.domain.geo import GeoLocator
+from pinapp.adapters.kafka import ensure_topics
+from pinapp.tools.stack.services import ensure_debian_package
 from tests.integration.harness import REPO, TABLE_OF, Pipeline, placeable_repins
 
 OUT = Path("bench-output")

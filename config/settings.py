@@ -3,8 +3,8 @@
 Precedence, highest first: keyword arguments to :func:`load_settings`, ``PINAPP_*``
 environment variables, the profile's TOML file, the defaults below. faust's own
 environment variables (``BROKER_URL``, ``WEB_PORT``, ``APP_DATADIR``, ``FAUST_DEBUG``...)
-are *not* a source at all: :class:`pinapp.faust_ext.PinApp` builds faust's settings with
-an empty environment from what :mod:`pinapp.app` passes from this object, and the worker
+are *not* a source at all: :class:`pinapp.topology.faust_ext.PinApp` builds faust's settings with
+an empty environment from what :mod:`pinapp.topology.app` passes from this object, and the worker
 command passes faust's command-line options whose defaults faust reads from the
 environment (``tests/unit/test_faust_env.py``).
 """
@@ -93,7 +93,7 @@ class KafkaSettings(_Section):
     live_topic: str = Field("repins-live", description="repins as written, for every worker's /globe feed")
     partitions: int = Field(4, ge=1, description="partitions of events; caps worker parallelism")
     replication_factor: int = Field(1, ge=1)
-    # How every client pinapp makes connects (pinapp.kafka.client_options and its siblings).
+    # How every client pinapp makes connects (pinapp.adapters.kafka.client_options and its siblings).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Confluent Cloud, MSK with SCRAM...)"
     )
@@ -214,7 +214,7 @@ class WorkerSettings(_Section):
     data_dir: Path = Path(".stack/local/worker")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
-    # Beyond loopback, every web route asks for the token (pinapp.web_auth).
+    # Beyond loopback, every web route asks for the token (pinapp.adapters.web_auth).
     web_token: SecretStr = Field(SecretStr(""), description="bearer token, or HTTP basic password, that every web "
                                  "request must carry when web_host is not a loopback address")
     web_tls_cert_file: Path | None = Field(None, description="serve the web over TLS with this certificate (PEM)")
@@ -247,10 +247,10 @@ class WorkerSettings(_Section):
     )
     gc_threshold: int = Field(
         50_000, ge=1, description="allocations between passes of Python's garbage collector over its youngest "
-        "generation (Python's default: 700); see pinapp.allocator"
+        "generation (Python's default: 700); see pinapp.tools.allocator"
     )
     commit_guards: bool = Field(
-        True, description="RACE REPRODUCTION ONLY: false turns off the gap and hole guards (pinapp.faust_ext.guards)"
+        True, description="RACE REPRODUCTION ONLY: false turns off the gap and hole guards (pinapp.topology.faust_ext.guards)"
     )
     processed_log: Path | None = Field(
         None, description="RACE REPRODUCTION ONLY: append 'partition offset' of every event the agent processed"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pinapp.app import app, settings
-from pinapp.records import Pin
+from pinapp.topology.app import app, settings
+from pinapp.domain.table_values import Pin
 
 __all__ = ["pin_by_id"]
 

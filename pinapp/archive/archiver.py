@@ -34,13 +34,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import ArchiveSettings
-from pinapp import health
+from pinapp.telemetry import health
 from pinapp.archive.buffer import Cut, CutLimits, Delivery, PartitionBuffer
 from pinapp.archive.layout import hour_folder
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter, PartitionProgress, Step
 from pinapp.errors import PinappError
-from pinapp.metrics import ARCHIVE_BYTES, ARCHIVE_CUTS, ARCHIVE_EVENTS, ARCHIVE_S3_ERRORS
+from pinapp.telemetry.metrics import ARCHIVE_BYTES, ARCHIVE_CUTS, ARCHIVE_EVENTS, ARCHIVE_S3_ERRORS
 
 __all__ = ["Archiver", "CutAbandoned", "PartitionControl"]
 

@@ -19,23 +19,14 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Final
+from typing import Any
 
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import decode
+from pinapp.domain.dead_letters import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER
 
-__all__ = ["REPLAY_HEADER", "REPLAY_TIMESTAMP_HEADER", "ReplayReport", "is_replay", "list_objects", "replay"]
+__all__ = ["ReplayReport", "list_objects", "replay"]
 
-REPLAY_HEADER: Final = "pinapp.replay"
-REPLAY_TIMESTAMP_HEADER: Final = "pinapp.replay.timestamp"
-
-
-def is_replay(headers: Any) -> bool:
-    """Whether a Kafka record's headers mark it as replayed from the archive."""
-    if not headers:
-        return False
-    names = headers.keys() if isinstance(headers, dict) else (h[0] for h in headers)
-    return REPLAY_HEADER in names
 
 
 @dataclass

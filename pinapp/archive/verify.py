@@ -18,8 +18,8 @@ from config import Settings
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import ArchivedRecord, decode
 from pinapp.errors import PinappError
-from pinapp.kafka import client_options, partitions_of
-from pinapp.s3 import s3_client
+from pinapp.adapters.kafka import client_options, partitions_of
+from pinapp.adapters.s3 import s3_client
 
 __all__ = ["VerifyReport", "archived_objects", "archiver_group", "committed_offsets", "verify_archive", "verify_topic"]
 

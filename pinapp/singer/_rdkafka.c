@@ -31,7 +31,7 @@ typedef struct {
     char message[512];
 } LogLine;
 
-/* The event types keyed by pin_id (pinapp.events.PIN_EVENT_TYPES), as C strings. */
+/* The event types keyed by pin_id (pinapp.domain.events.PIN_EVENT_TYPES), as C strings. */
 typedef struct {
     const char *names[MAX_PIN_TYPES];
     size_t lens[MAX_PIN_TYPES];

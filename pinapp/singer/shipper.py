@@ -34,11 +34,11 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import KafkaSettings, Settings
-from pinapp.dlq import dlq_headers
-from pinapp.events import PIN_EVENT_TYPES, routing_key
+from pinapp.domain.dead_letters import dlq_headers
+from pinapp.domain.events import PIN_EVENT_TYPES, routing_key
 from pinapp.errors import PinappError
-from pinapp.files import write_atomically
-from pinapp.kafka import ensure_topics, librdkafka_options
+from pinapp.adapters.files import write_atomically
+from pinapp.adapters.kafka import ensure_topics, librdkafka_options
 from pinapp.singer._rdkafka import KafkaError, Producer, librdkafka_version
 from pinapp.singer.reader import Batch, Line, StreamReader
 from pinapp.singer.watermark import Watermark
@@ -68,10 +68,10 @@ _LOG_LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3:
 def line_key(line: bytes) -> bytes | None:
     """The topology's key rule (``pin_id``, else ``user_id``) for a JSON line; ``None`` if unreadable.
 
-    :func:`pinapp.events.routing_key` on the line's raw fields: it runs once per shipped line,
+    :func:`pinapp.domain.events.routing_key` on the line's raw fields: it runs once per shipped line,
     and validation stays in the topology (an unreadable line is shipped without a key and
     dead-lettered there). An integer id keys as its decimal string, as the topology keeps it
-    (:func:`pinapp.events.normalize_id`), so ``42`` and ``"42"`` land in one partition.
+    (:func:`pinapp.domain.events.normalize_id`), so ``42`` and ``"42"`` land in one partition.
     """
     try:
         doc = _decode_key_fields(line)

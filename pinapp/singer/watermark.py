@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from pinapp.files import write_atomically
+from pinapp.adapters.files import write_atomically
 
 __all__ = ["FP_BYTES", "FileKey", "FileMark", "Watermark", "fingerprint"]
 

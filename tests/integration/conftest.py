@@ -13,7 +13,7 @@ import pytest
 
 from config import Settings, load_settings
 from pinapp.errors import PinappError
-from pinapp.stack import Stack
+from pinapp.tools.stack import Stack
 from tests.integration.harness import Pipeline
 
 

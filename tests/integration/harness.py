@@ -34,11 +34,11 @@ from config import Settings, load_settings
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import archived_objects, archiver_group, committed_offsets
-from pinapp.db import create_pool
-from pinapp.generator import GeneratedRecord
-from pinapp.geo import GeoLocator
-from pinapp.kafka import client_options, ensure_topics, make_producer, read_topic
-from pinapp.s3 import s3_client
+from pinapp.adapters.db import create_pool
+from pinapp.tools.generator import GeneratedRecord
+from pinapp.domain.geo import GeoLocator
+from pinapp.adapters.kafka import client_options, ensure_topics, make_producer, read_topic
+from pinapp.adapters.s3 import s3_client
 
 __all__ = ["Pipeline", "WorkerProcess", "free_port"]
 
@@ -61,6 +61,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cli_entry(repo: Path) -> str:
+    """``python -c`` code running the CLI of the checkout ``repo``.
+
+    A baseline checkout (``make bench BASELINE=...``) from before the layout of issue 17 has
+    the CLI at ``pinapp/cli.py``.
+    """
+    module = "pinapp.tools.cli" if (repo / "pinapp" / "tools" / "cli.py").exists() else "pinapp.cli"
+    return f"from {module} import main; main()"
+
+
 @dataclass
 class WorkerProcess:
     """``pinapp worker`` (or ``pinapp archiver``) as a child process with its own environment."""
@@ -77,7 +87,7 @@ class WorkerProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", self.command],
+                [sys.executable, "-c", cli_entry(self.repo), "--profile", "test", self.command],
                 cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
@@ -393,7 +403,7 @@ class Pipeline:
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``pinapp --profile test ARGS`` in this deployment's environment."""
         return subprocess.run(  # noqa: S603
-            [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
+            [sys.executable, "-c", cli_entry(self.repo), "--profile", "test", *args],
             cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
         )
 
@@ -449,7 +459,7 @@ class Pipeline:
 
     async def read_topic(self, topic: str) -> list[Any]:
         """Every record of ``topic`` from the beginning to its end offsets at the start of the read
-        (:func:`pinapp.kafka.read_topic`). A topic whose log start has moved (retention deleted
+        (:func:`pinapp.adapters.kafka.read_topic`). A topic whose log start has moved (retention deleted
         records) fails with the log starts in the message."""
         starts: dict[int, int] = {}
         out = [rec async for rec in read_topic(self.settings.kafka, topic, log_starts=starts)]

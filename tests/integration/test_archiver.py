@@ -21,10 +21,10 @@ import orjson
 import pytest
 
 from pinapp.archive.layout import ObjectKey, hour_folder
-from pinapp.archive.replay import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER, is_replay
-from pinapp.generator import GeneratorConfig, TrafficGenerator
-from pinapp.geo import GeoLocator
-from pinapp.s3 import s3_client
+from pinapp.domain.dead_letters import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER, is_replay
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.domain.geo import GeoLocator
+from pinapp.adapters.s3 import s3_client
 from tests.integration.harness import TABLE_OF, Pipeline, free_port
 
 HOUR_MS = 3_600_000

@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from config import Settings
 from pinapp.errors import PinappError
-from pinapp.stack.services import ensure_debian_package
+from pinapp.tools.stack.services import ensure_debian_package
 from tests.integration.harness import REPO, Pipeline, WorkerProcess
 from tests.integration.test_scale_out import _start, _traffic
 

@@ -102,7 +102,7 @@ async def test_undecodable_dedup_state_never_stalls_or_loses_events(pipeline: Pi
     that id must still land, and events after it too."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from pinapp.kafka import make_producer
+    from pinapp.adapters.kafka import make_producer
 
     kafka = pipeline.settings.kafka
     changelog = f"{pipeline.settings.worker.app_id}-seen_event_ids-changelog"

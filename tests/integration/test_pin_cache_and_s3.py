@@ -7,7 +7,7 @@ import asyncio
 import orjson
 
 from config import Settings
-from pinapp.s3 import s3_client
+from pinapp.adapters.s3 import s3_client
 from tests.integration.harness import Pipeline
 
 TS = 1_700_000_000_000

@@ -7,9 +7,9 @@ from collections import Counter
 
 import orjson
 
-from pinapp.dead_letter import HEADER_PREFIX
-from pinapp.generator import GeneratorConfig, TrafficGenerator
-from pinapp.geo import GeoLocator
+from pinapp.domain.dead_letters import HEADER_PREFIX
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.domain.geo import GeoLocator
 from pinapp.singer.shipper import line_key
 from tests.integration.harness import TABLE_OF, Pipeline
 

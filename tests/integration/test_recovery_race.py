@@ -3,7 +3,7 @@
 Traffic flows into ``events`` while workers of an app with tables join, leave and are
 SIGKILLed: each change is a rebalance, and each worker recovers its tables and seeks its
 stream partitions while records are in flight. With the gap and hole guards off
-(``worker.commit_guards = false``), nothing but the fix (pinapp.faust_ext.recovery and the
+(``worker.commit_guards = false``), nothing but the fix (pinapp.topology.faust_ext.recovery and the
 fetch loop's seek epochs) keeps faust from dropping records it handed over:
 
 * every (partition, offset) produced was processed by some worker (each worker appends what
@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pinapp.generator import GeneratorConfig, TrafficGenerator
-from pinapp.geo import GeoLocator
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.domain.geo import GeoLocator
 from tests.integration.harness import Pipeline, WorkerProcess
 
 RATE = 700  # events/s: a load two workers keep up with on 2 cores

@@ -15,11 +15,11 @@ from pathlib import Path
 import orjson
 
 from config import Settings
-from pinapp.dlq import HEADER_PREFIX
-from pinapp.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
-from pinapp.geo import GeoLocator
-from pinapp.stack.services import KafkaService, MariaDBService
-from pinapp.stack.stack import Stack
+from pinapp.domain.dead_letters import HEADER_PREFIX
+from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
+from pinapp.domain.geo import GeoLocator
+from pinapp.tools.stack.services import KafkaService, MariaDBService
+from pinapp.tools.stack.stack import Stack
 from tests.integration.harness import Pipeline, WorkerProcess
 
 RATE = 800  # events/s offered: a backlog the workers can clear on 2 cores

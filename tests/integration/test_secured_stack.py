@@ -21,10 +21,10 @@ from aiokafka.errors import KafkaConnectionError
 from asyncmy.errors import Error as MySQLError
 
 from config import Settings
-from pinapp.db import create_pool
+from pinapp.adapters.db import create_pool
 from pinapp.errors import DatabaseError
-from pinapp.kafka import ensure_topics
-from pinapp.stack.services import stack_ca_file
+from pinapp.adapters.kafka import ensure_topics
+from pinapp.tools.stack.services import stack_ca_file
 from tests.integration.harness import Pipeline
 from tests.integration.test_scale_out import _traffic
 from tests.integration.test_web_auth import BEARER, EXPOSED

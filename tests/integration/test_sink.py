@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import orjson
 
-from pinapp.db import EngagementStore, create_pool, migrate
-from pinapp.events import EventType, parse_event
-from pinapp.geo import GeoLocation
-from pinapp.records import Pin
-from pinapp.rows import build_row, pin_row
-from pinapp.sql_values import backslash_escapes
+from pinapp.adapters.db import EngagementStore, create_pool, migrate
+from pinapp.domain.events import EventType, parse_event
+from pinapp.domain.geo import GeoLocation
+from pinapp.domain.table_values import Pin
+from pinapp.domain.rows import build_row, pin_row
+from pinapp.adapters.sql_values import backslash_escapes
 from tests.integration.harness import Pipeline
 
 _PIN = {"pin_id": "p-1", "board_id": "b-1", "user_id": "u-1", "title": "a pin", "category": "travel",
@@ -57,7 +57,7 @@ _NASTY = ["it's", 'say "hi"', "back\\slash", "l1\nl2\r\n", "nul\x00sub\x1a", "é
 
 
 async def test_rows_round_trip_exactly_and_replays_keep_the_first_ingested_at(pipeline: Pipeline) -> None:
-    """The sink's own encoding (pinapp.sql_values) on the real server: every character comes back
+    """The sink's own encoding (pinapp.adapters.sql_values) on the real server: every character comes back
     as sent, a batch larger than one statement is written whole in one transaction, and a
     replay is a no-op that keeps the first ``ingested_at``."""
     await migrate(pipeline.settings.db)

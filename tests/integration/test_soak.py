@@ -1,6 +1,6 @@
 """The soak test (``make soak``, not CI): a steady stream for ten minutes, a worker killed every
 minute, then ``pinapp audit``; the memory of the workers that stay up must be flat, and neither
-commit guard may fire (pinapp.faust_ext.guards).
+commit guard may fire (pinapp.topology.faust_ext.guards).
 
 ``PINAPP_SOAK_MINUTES`` shortens or lengthens it (default 10).
 """
@@ -88,7 +88,7 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
         await pipeline.drop()
 
 
-GUARD_WARNINGS = ("fetching them again",)  # both guards' WARNING lines (pinapp.faust_ext.guards)
+GUARD_WARNINGS = ("fetching them again",)  # both guards' WARNING lines (pinapp.topology.faust_ext.guards)
 
 
 def _assert_no_guard_fired(*workers: WorkerProcess) -> None:

@@ -13,7 +13,7 @@ from tests.integration.harness import REPO, free_port
 
 def _pinapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603
-        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
+        [sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", *args],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300,
     )
 

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import pytest
 
 from config import Settings
-from pinapp.generator import GeneratedRecord
-from pinapp.geo import GeoLocator
+from pinapp.tools.generator import GeneratedRecord
+from pinapp.domain.geo import GeoLocator
 from tests.integration.harness import Pipeline, WorkerProcess, placeable_repins
 from tests.integration.test_scale_out import _start, _traffic, _wait_for
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from config import load_settings
-from pinapp import allocator
+from pinapp.tools import allocator
 
 
 @pytest.fixture

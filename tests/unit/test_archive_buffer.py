@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pinapp.archive.buffer import Cut, CutLimits, PartitionBuffer
 from pinapp.archive.records import ArchivedRecord, decode, encode
-from pinapp.archive.replay import REPLAY_HEADER, is_replay
+from pinapp.domain.dead_letters import REPLAY_HEADER, is_replay
 
 LIMITS = CutLimits(max_events=5, max_bytes=10_000, max_age_s=60.0)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pinapp.archive.verify import VerifyReport
-from pinapp.audit import AuditReport, _reconcile
-from pinapp.events import EventType
+from pinapp.tools.audit import AuditReport, _reconcile
+from pinapp.domain.events import EventType
 
 
 def _expected(**ids: list[str]) -> dict[EventType, set[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import faust
 import pytest
 
-from pinapp.faust_ext import BatchedTable
+from pinapp.topology.faust_ext import BatchedTable
 
 
 @pytest.fixture

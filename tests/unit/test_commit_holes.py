@@ -3,7 +3,7 @@ committed offset; and the hole guard's clock."""
 
 from __future__ import annotations
 
-from pinapp.faust_ext.guards import HoleWatch, next_commit
+from pinapp.topology.faust_ext.guards import HoleWatch, next_commit
 
 
 def test_the_run_that_starts_at_the_base_is_committed() -> None:

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from config import KafkaSettings, load_settings
 from pinapp.errors import ConfigError
-from pinapp.kafka import client_options, faust_credentials, librdkafka_options
+from pinapp.adapters.kafka import client_options, faust_credentials, librdkafka_options
 from pinapp.singer._rdkafka import Producer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def test_every_kafka_client_pinapp_makes_takes_the_security_settings() -> None:
                 offenders.append(f"{os.path.relpath(path, REPO)}: bootstrap.servers")
     assert not offenders, offenders
     assert seen >= 6, seen  # ensure_topics, make_producer, partitions_of, read_topic, the live feed, verify
-    assert "broker_credentials=faust_credentials(settings.kafka)" in (REPO / "pinapp" / "app.py").read_text()
+    assert "broker_credentials=faust_credentials(settings.kafka)" in (REPO / "pinapp" / "topology" / "app.py").read_text()
 
 
 @pytest.mark.parametrize(("mode", "verify", "hostname"), [
@@ -148,7 +148,7 @@ def test_every_kafka_client_pinapp_makes_takes_the_security_settings() -> None:
 ])
 def test_db_tls_modes_are_the_mysql_clients(mode: str, verify: ssl.VerifyMode, hostname: bool, ca_file: Path) -> None:
     from config import DatabaseSettings
-    from pinapp.db import ssl_context
+    from pinapp.adapters.db import ssl_context
 
     assert ssl_context(DatabaseSettings()) is None  # DISABLED
     context = ssl_context(DatabaseSettings(tls=mode, ssl_ca_file=ca_file))
@@ -156,10 +156,10 @@ def test_db_tls_modes_are_the_mysql_clients(mode: str, verify: ssl.VerifyMode, h
 
 
 def test_every_database_connection_is_made_by_create_pool() -> None:
-    """pinapp.db.create_pool applies db.tls; a connection made elsewhere would not."""
+    """pinapp.adapters.db.create_pool applies db.tls; a connection made elsewhere would not."""
     made_elsewhere = [str(p.relative_to(REPO)) for folder in ("pinapp", "agents", "tables")
                       for p in (REPO / folder).rglob("*.py")
                       if p.name != "db.py" and any(call in p.read_text()
                                                    for call in ("asyncmy.connect(", "asyncmy.create_pool("))]
     assert not made_elsewhere
-    assert "ssl=ssl_context(db)" in (REPO / "pinapp" / "db.py").read_text()
+    assert "ssl=ssl_context(db)" in (REPO / "pinapp" / "adapters" / "db.py").read_text()

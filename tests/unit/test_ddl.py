@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pinapp.ddl import TABLES, Column, TableSpec, create_table_sql, schema_sql
-from pinapp.events import EventType
+from pinapp.domain.ddl import TABLES, Column, TableSpec, create_table_sql, schema_sql
+from pinapp.domain.events import EventType
 
 
 def _key_cols(sql: str, key: str) -> list[str]:

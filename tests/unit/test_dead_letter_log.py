@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from pinapp.dlq import DeadLetterLog
+from pinapp.domain.dead_letters import DeadLetterLog
 
 
 def test_a_burst_logs_the_first_of_each_kind_then_one_summary(caplog: pytest.LogCaptureFixture) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pinapp.dedup import PartitionSweeper, is_duplicate, is_expired
-from pinapp.records import SeenEvent
+from pinapp.domain.dedup import PartitionSweeper, is_duplicate, is_expired
+from pinapp.domain.table_values import SeenEvent
 
 HOUR = 3_600_000
 

@@ -1,6 +1,6 @@
 """The fast decoder against the reference, on a generated corpus and mutations of it.
 
-:func:`pinapp.events.parse_event` tries msgspec's one-pass decode and lets the reference
+:func:`pinapp.domain.events.parse_event` tries msgspec's one-pass decode and lets the reference
 (orjson, the JSON Schema, the rules) decide whatever that rejects. Its verdicts are then the
 reference's if, and only if, the fast path never accepts what the reference rejects and
 builds the same event when both accept. This holds it to that.
@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from pinapp.errors import InvalidEvent
-from pinapp.events import Event, fast_parse_event, parse_event, reference_parse_event
-from pinapp.generator import GeneratorConfig, TrafficGenerator
-from pinapp.geo import GeoLocator
+from pinapp.domain.events import Event, fast_parse_event, parse_event, reference_parse_event
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.domain.geo import GeoLocator
 
 MAX = 16_384
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from pinapp.errors import InvalidEvent
-from pinapp.events import (
+from pinapp.domain.events import (
     EVENT_TYPES,
     EventType,
     parse_event,

@@ -35,7 +35,7 @@ FAUST_ENV = {
 
 PROBE = """
 import json
-from pinapp.app import app, archive_app
+from pinapp.topology.app import app, archive_app
 print(json.dumps({name: {"broker": [str(u) for u in a.conf.broker], "web_port": a.conf.web_port,
                          "web_host": a.conf.web_host, "web_bind": a.conf.web_bind,
                          "datadir": str(a.conf.datadir), "store": str(a.conf.store),
@@ -72,7 +72,7 @@ def test_the_worker_command_drops_faust_import_time_variables_before_faust_reads
     probe = """
 import json, os, sys
 from config import load_settings
-from pinapp import cli
+from pinapp.tools import cli
 from pathlib import Path
 options = cli._faust_options(load_settings("test"), Path("/tmp/d"))
 import faust.types._env as fenv
@@ -89,7 +89,7 @@ print(json.dumps({"options": options, "debug": fenv.DEBUG, "workdir": fenv.WORKD
 
 
 def test_a_data_dir_whose_parents_do_not_exist_is_created(tmp_path: Path) -> None:
-    from pinapp.cli import _make_data_dir
+    from pinapp.tools.cli import _make_data_dir
 
     target = tmp_path / "x" / "y" / "worker"
     _make_data_dir(target)
@@ -100,7 +100,7 @@ def test_a_data_dir_that_cannot_be_made_fails_in_one_line_naming_the_setting(tmp
     blocker = tmp_path / "file"
     blocker.write_text("")
     env = {**os.environ, "PINAPP_WORKER__DATA_DIR": str(blocker / "worker"), "PINAPP_WORKER__ALLOCATOR": "system"}
-    out = subprocess.run([sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", "worker"],
+    out = subprocess.run([sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", "worker"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     lines = [line for line in (out.stderr + out.stdout).splitlines() if line.strip()]

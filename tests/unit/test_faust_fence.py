@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FENCED = REPO / "pinapp" / "faust_ext"
+FENCED = REPO / "pinapp" / "topology" / "faust_ext"
 CHECKED = [REPO / name for name in ("pinapp", "agents", "tables", "config")]
 LIBRARIES = ("faust", "mode", "aiokafka", "prometheus_client")
 

@@ -1,4 +1,4 @@
-"""Every upstream function pinapp.faust_ext copies or depends on still has the source it was
+"""Every upstream function pinapp.topology.faust_ext copies or depends on still has the source it was
 written against; on an upgrade this fails with the list of functions to re-read."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-from pinapp.faust_ext.fingerprints import PINNED, UPSTREAM, Upstream, changed, fingerprint, resolve
+from pinapp.topology.faust_ext.fingerprints import PINNED, UPSTREAM, Upstream, changed, fingerprint, resolve
 
 
 def test_the_installed_upstream_functions_are_the_ones_pinapp_was_written_against() -> None:
     stale = changed()
     assert not stale, (f"upstream changed since {PINNED}; re-read, adapt, then run "
-                       "`python -m pinapp.faust_ext.fingerprints --update`:\n" + "\n".join(stale))
+                       "`python -m pinapp.topology.faust_ext.fingerprints --update`:\n" + "\n".join(stale))
 
 
 def test_every_entry_names_a_real_function_once() -> None:

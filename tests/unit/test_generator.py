@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pinapp.errors import InvalidEvent
-from pinapp.events import parse_event, routing_key
-from pinapp.generator import GeneratorConfig, TrafficGenerator
-from pinapp.geo import GeoLocator
+from pinapp.domain.events import parse_event, routing_key
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.domain.geo import GeoLocator
 
 START = 1_700_000_000_000
 
@@ -88,7 +88,7 @@ async def test_file_output_writes_one_json_line_per_record_and_the_truth(geo: Ge
     import orjson
 
     from config import load_settings
-    from pinapp.producing import run_generator
+    from pinapp.tools.traffic import run_generator
 
     gen = TrafficGenerator(GeneratorConfig(seed=9, start_ms=START), geo)
     log, truth_path = tmp_path / "logs" / "app.log", tmp_path / "truth.json"

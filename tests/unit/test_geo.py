@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pinapp.errors import ConfigError
-from pinapp.geo import GeoLocator
+from pinapp.domain.geo import GeoLocator
 
 
 @pytest.fixture(scope="module")

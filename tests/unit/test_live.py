@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from config import KafkaSettings
-from pinapp.live import LiveFeed, RepinPoint, decode_points, encode_points
+from pinapp.domain.repin_points import RepinPoint, decode_points, encode_points
+from pinapp.web.live_feed import LiveFeed
 
 
 def _point(i: int) -> RepinPoint:

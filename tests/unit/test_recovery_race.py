@@ -23,9 +23,9 @@ from prometheus_client import REGISTRY
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
-from pinapp.faust_ext import PinApp, PinConsumer
-from pinapp.faust_ext.batches import BatchInbox, FetchedRun
-from pinapp.faust_ext.recovery import SeekFirstRecovery
+from pinapp.topology.faust_ext import PinApp, PinConsumer
+from pinapp.topology.faust_ext.batches import BatchInbox, FetchedRun
+from pinapp.topology.faust_ext.recovery import SeekFirstRecovery
 
 TOPIC = "events-race"
 TP0 = TP(TOPIC, 0)
@@ -117,7 +117,7 @@ class _Fetcher:
 
 async def _run_race(*, stop_flow_first: bool, in_runs: bool = False) -> tuple[ScriptedConsumer, set[int]]:
     """The scenario; ``in_runs``: the topic is read in runs (the batch hand-off of
-    pinapp.faust_ext.batches, through a small inbox so that its hand-off blocks too)."""
+    pinapp.topology.faust_ext.batches, through a small inbox so that its hand-off blocks too)."""
     app = PinApp("race-test", broker="kafka://127.0.0.1:1", commit_guards=False)
     app.topics._acking_topics.add(TOPIC)  # noqa: SLF001 - an agent's topic would register itself
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)  # a stream buffer: the hand-off blocks

@@ -7,12 +7,12 @@ from datetime import datetime
 import orjson
 import pytest
 
-from pinapp.ddl import COLUMNS
-from pinapp.events import EventType, parse_event
-from pinapp.geo import GeoLocation
-from pinapp.queries import NAMED_QUERIES, ReadOnlyViolation, check_read_only
-from pinapp.records import Pin
-from pinapp.rows import UNKNOWN_CATEGORY, build_row, ms_to_datetime, pin_row
+from pinapp.domain.ddl import COLUMNS
+from pinapp.domain.events import EventType, parse_event
+from pinapp.domain.geo import GeoLocation
+from pinapp.adapters.queries import NAMED_QUERIES, ReadOnlyViolation, check_read_only
+from pinapp.domain.table_values import Pin
+from pinapp.domain.rows import UNKNOWN_CATEGORY, build_row, ms_to_datetime, pin_row
 
 PIN = {"pin_id": "p1", "board_id": "b1", "user_id": "u9", "title": "t", "category": "art", "created_at": 1_700_000_000_000}
 NOW = datetime(2024, 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config import S3Settings
-from pinapp.s3 import credential_source, s3_client
+from pinapp.adapters.s3 import credential_source, s3_client
 
 
 @pytest.mark.parametrize("style", ["path", "virtual", "auto"])

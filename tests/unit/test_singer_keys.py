@@ -7,8 +7,8 @@ import random
 
 import msgspec
 
-from pinapp.generator import GeneratorConfig, TrafficGenerator
-from pinapp.geo import GeoLocator
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.domain.geo import GeoLocator
 from pinapp.singer._rdkafka import scan_key
 from pinapp.singer.shipper import _PIN_TYPES, _produce_lines, line_key
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pinapp.sql_values import encode_rows, insert_statements, sql_literal
+from pinapp.adapters.sql_values import encode_rows, insert_statements, sql_literal
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,145 @@
+"""Dead letters, and the other headers pinapp writes on the records it re-sends.
+
+One module for every producer of dead letters: the topology (:class:`DeadLetters`, given
+its dead-letter topic's ``send``) and the log shipper (:mod:`pinapp.singer`, which calls
+:func:`dlq_headers` for its own librdkafka producer). Nothing here imports faust or a Kafka
+client, so Singer never loads the faust apps to dead-letter a line.
+
+A dead letter keeps its input's key and bytes unchanged; why it was rejected and where it
+came from go in headers, under ``pinapp.dlq.`` (Kafka Connect's convention), so the DLQ can
+be replayed as it is once fixed. The topology's producer is flushed before offsets are
+committed, so a dead-lettered input is in the DLQ before its source offset is committed.
+
+A record replayed from the S3 archive (:mod:`pinapp.archive.replay`) carries
+:data:`REPLAY_HEADER` (its source, ``topic:partition:offset``) and
+:data:`REPLAY_TIMESTAMP_HEADER` (its original Kafka timestamp); the topology reads them on
+its hot path (:func:`is_replay`), so they are declared here rather than in the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+__all__ = [
+    "HEADER_PREFIX",
+    "REPLAY_HEADER",
+    "REPLAY_TIMESTAMP_HEADER",
+    "DeadLetterLog",
+    "DeadLetters",
+    "SourceRecord",
+    "dlq_headers",
+    "is_replay",
+]
+
+HEADER_PREFIX: Final = "pinapp.dlq."
+REPLAY_HEADER: Final = "pinapp.replay"
+REPLAY_TIMESTAMP_HEADER: Final = "pinapp.replay.timestamp"
+
+
+def dlq_headers(reason: str, *, kind: str, stage: str, **source: object) -> list[tuple[str, bytes]]:
+    """``reason``, ``kind``, ``stage``, then each ``source`` field (topic, offset, file...)."""
+    fields = {"reason": reason, "kind": kind, "stage": stage, **source}
+    return [(HEADER_PREFIX + name, str(value).encode()) for name, value in fields.items()]
+
+
+def is_replay(headers: Any) -> bool:
+    """Whether a Kafka record's headers (pairs or a mapping) mark it as replayed from the archive."""
+    if not headers:
+        return False
+    names = headers.keys() if isinstance(headers, dict) else (h[0] for h in headers)
+    return REPLAY_HEADER in names
+
+
+class DeadLetterLog:
+    """The log's account of dead letters: a burst of bad input never floods it.
+
+    The dead-letter record (with its reason and source headers) is the record of each bad
+    input, and a metric counts every one. The log shows, per interval, the first
+    ``first_per_kind`` of each kind in full (where from, why), then one summary line for
+    the interval: "dead-lettered 1,204 events in the last 10 s: 700 schema, 504 not_json".
+    The summary is written by the first record after the interval, or by :meth:`flush_due`
+    (called on a timer), so a burst that stops is still summarized.
+    """
+
+    def __init__(self, logger: logging.Logger, *, topic: str = "the dead-letter topic", first_per_kind: int = 3,
+                 interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._topic = topic
+        self._first = first_per_kind
+        self._interval_s = interval_s
+        self._clock = clock
+        self._since = clock()
+        self._counts: Counter[str] = Counter()
+
+    def record(self, kind: str, where: str, stage: str, reason: str) -> None:
+        """One input dead-lettered: ``where`` is its source, e.g. ``events[3]@1204``."""
+        self.flush_due()
+        self._counts[kind] += 1
+        if self._counts[kind] <= self._first:
+            self._logger.warning("dead-lettering %s at %s (%s): %s", where, stage, kind, reason[:300])
+
+    def flush_due(self) -> None:
+        """Write the summary of an interval that has ended, if it held more than was logged."""
+        now = self._clock()
+        if now - self._since < self._interval_s:
+            return
+        counts, self._counts, seconds, self._since = self._counts, Counter(), now - self._since, now
+        total = sum(counts.values())
+        if total > sum(min(n, self._first) for n in counts.values()):
+            kinds = ", ".join(f"{n:,} {kind}" for kind, n in counts.most_common())
+            self._logger.warning(
+                "dead-lettered %s events in the last %.0f s: %s (the first %d of each kind are logged; "
+                "every one is in %s with its reason and source offset)",
+                f"{total:,}", seconds, kinds, self._first, self._topic,
+            )
+
+
+class SourceRecord(Protocol):
+    """The consumed record a dead letter is made of (faust's ``Message`` is one)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> float: ...  # seconds, as faust gives it
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+#: Sends one record to the dead-letter topic: ``send(key=, value=, headers=)``.
+Send = Callable[..., Awaitable[Any]]
+
+
+class DeadLetters:
+    """The topology's dead-letter path: send a failed input with its reason and source, count it, log it.
+
+    ``send`` is the dead-letter topic's send; ``counted`` is called with each dead letter's
+    kind (the worker's metric). The log shows the first few per kind and interval, then a
+    summary (:class:`DeadLetterLog`); :meth:`flush_log` writes a summary that is due.
+    """
+
+    def __init__(self, send: Send, *, topic: str, logger: logging.Logger,
+                 counted: Callable[[str], None] = lambda kind: None) -> None:
+        self._send = send
+        self._counted = counted
+        self.log = DeadLetterLog(logger, topic=topic)
+
+    async def __call__(self, record: SourceRecord, reason: str, *, kind: str, stage: str) -> None:
+        """Route ``record`` to the dead-letter topic with ``reason``; count it, and log it or its burst."""
+        self.log.record(kind, f"{record.topic}[{record.partition}]@{record.offset}", stage, reason)
+        headers = dlq_headers(reason, kind=kind, stage=stage, topic=record.topic, partition=record.partition,
+                              offset=record.offset, timestamp=int(record.timestamp * 1000))
+        await self._send(key=record.key, value=record.value, headers=headers)
+        self._counted(kind)
+
+    def flush_log(self) -> None:
+        self.log.flush_due()

@@ -1,0 +1,64 @@
+"""Turning an enriched event into the row its SingleStore table takes.
+
+Pure functions: no I/O, no faust. The column order is :data:`pinapp.domain.ddl.COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from pinapp.domain.ddl import COLUMNS
+from pinapp.domain.events import Event, EventType
+from pinapp.domain.geo import GeoLocation
+from pinapp.domain.table_values import Pin
+
+__all__ = ["UNKNOWN_CATEGORY", "Row", "build_row", "ms_to_datetime", "pin_row"]
+
+UNKNOWN_CATEGORY: Final = "unknown"
+_EPOCH: Final = datetime(1970, 1, 1)
+
+Row = tuple[Any, ...]
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Epoch ms -> naive UTC datetime (the database stores UTC)."""
+    return _EPOCH + timedelta(0, 0, 0, ms)  # (days, seconds, microseconds, milliseconds): positional is faster
+
+
+def build_row(event: Event, geo: GeoLocation, pin: Pin | None, ingested_at: datetime) -> Row:
+    """The row for ``event`` in its type's table."""
+    common = (
+        event.event_id,
+        event.user_id,
+        ms_to_datetime(event.ts_ms),
+        event.ip,
+        geo.country,
+        geo.region,
+        geo.city,
+        geo.latitude,
+        geo.longitude,
+        ingested_at,
+    )
+    etype = event.event_type
+    if etype is EventType.LOGIN:
+        return common
+    category = pin.category if pin is not None else UNKNOWN_CATEGORY
+    head = (event.pin_id, category)
+    if etype is EventType.PIN:
+        assert pin is not None, "a pin event always carries its pin"
+        return head + common + (pin.board_id, pin.title, ms_to_datetime(pin.created_at))
+    if etype is EventType.REPIN:
+        return head + common + (event.board_id,)
+    if etype is EventType.COMMENT:
+        return head + common + (event.text,)
+    return head + common  # like
+
+
+def pin_row(event: Event, geo: GeoLocation, pin: Pin, ingested_at: datetime) -> Row:
+    """A ``pins`` row for a full pin learned from a non-pin event (e.g. a repin)."""
+    row = (pin.pin_id, pin.category, event.event_id, pin.user_id, ms_to_datetime(event.ts_ms), event.ip,
+           geo.country, geo.region, geo.city, geo.latitude, geo.longitude, ingested_at,
+           pin.board_id, pin.title, ms_to_datetime(pin.created_at))
+    assert len(row) == len(COLUMNS[EventType.PIN])
+    return row

@@ -1,0 +1,76 @@
+"""Prometheus metrics of a worker (served at ``/metrics`` by :mod:`pinapp.web.ops`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "ARCHIVE_BUFFERED",
+    "ARCHIVE_BYTES",
+    "ARCHIVE_CUTS",
+    "ARCHIVE_EVENTS",
+    "ARCHIVE_S3_ERRORS",
+    "COMMIT_HOLES",
+    "CONSUMER_LAG",
+    "DEAD_LETTERED",
+    "DUPLICATES_DROPPED",
+    "EVENTS_IN",
+    "FETCH_GAPS",
+    "LIVE_DROPPED",
+    "LIVE_PUBLISHED",
+    "LIVE_SUBSCRIBERS",
+    "ROCKSDB_MEMORY",
+    "PIN_CACHE",
+    "ROWS_WRITTEN",
+    "SINK_BATCH_ROWS",
+    "SINK_BATCH_SECONDS",
+    "STAGE_EVENTS",
+    "WEB_QUERY_SECONDS",
+]
+
+EVENTS_IN = Counter("pinapp_events_in", "Events read from the events topic")
+STAGE_EVENTS = Counter(
+    "pinapp_stage_events",
+    "Events leaving each stage of the topology, by outcome (out = passed on to the next stage)",
+    ["stage", "outcome"],
+)
+ROCKSDB_MEMORY = Gauge(
+    "pinapp_rocksdb_memory_bytes",
+    "RocksDB memory of this worker's table partitions (memtables, block cache, index/filter readers)",
+    ["table", "kind"],
+)
+CONSUMER_LAG = Gauge(
+    "pinapp_consumer_lag", "Events in Kafka not yet committed by this worker (high watermark - committed)",
+    ["topic", "partition"],
+)
+# The two commit guards (pinapp.topology.faust_ext.guards): each time one fired. Both stay 0 unless faust
+# dropped records it had handed over or fetched; the soak asserts they did not fire.
+COMMIT_HOLES = Counter(
+    "pinapp_commit_holes",
+    "Commits held by offsets handed to a stream and never acknowledged, fetched again (the hole guard)",
+    ["topic", "partition"],
+)
+FETCH_GAPS = Counter(
+    "pinapp_fetch_gaps",
+    "Offsets skipped between two fetched records, fetched again instead of committed (the gap guard)",
+    ["topic", "partition"],
+)
+DEAD_LETTERED = Counter("pinapp_dead_lettered", "Inputs sent to the dead-letter topic", ["kind"])
+DUPLICATES_DROPPED = Counter("pinapp_duplicates_dropped", "Events dropped as duplicates of an accepted event_id")
+PIN_CACHE = Counter("pinapp_pin_cache", "Pin resolutions by where the pin came from", ["result"])
+ROWS_WRITTEN = Counter("pinapp_rows_written", "Rows written to SingleStore", ["table"])
+SINK_BATCH_ROWS = Histogram(
+    "pinapp_sink_batch_rows", "Rows per sink batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+)
+SINK_BATCH_SECONDS = Histogram("pinapp_sink_batch_seconds", "Time to write one sink batch (retries included)")
+
+ARCHIVE_EVENTS = Counter("pinapp_archive_events", "Records written to the S3 archive", ["topic"])
+ARCHIVE_BYTES = Counter("pinapp_archive_bytes", "Object bytes written to the S3 archive", ["topic"])
+ARCHIVE_CUTS = Counter("pinapp_archive_cuts", "Cuts (uploads of one offset range) written", ["topic"])
+ARCHIVE_S3_ERRORS = Counter("pinapp_archive_s3_errors", "Failed S3 calls of the archiver (each is retried)")
+ARCHIVE_BUFFERED = Gauge("pinapp_archive_buffered", "Records held in memory, not yet in S3")
+
+LIVE_PUBLISHED = Counter("pinapp_live_points_published", "Repin points published to the live topic")
+LIVE_SUBSCRIBERS = Gauge("pinapp_live_subscribers", "Browsers connected to this worker's live globe feed")
+LIVE_DROPPED = Counter("pinapp_live_dropped", "Point batches dropped for browsers that did not keep up")
+WEB_QUERY_SECONDS = Histogram("pinapp_web_query_seconds", "Time of the dashboard's SingleStore queries", ["query"])

@@ -1,0 +1,201 @@
+"""``pinapp audit``: reconcile a run end to end, the user's tool to trust the pipeline.
+
+Expected events come from the generator's ground-truth file or, without one, from the
+``events`` topic itself (every record from its log start, validated by the topology's own
+rules). They are compared with
+
+* the SingleStore tables: every expected event_id has exactly one row in its type's table,
+  and no table holds a row for an event that was never valid;
+* the S3 archive: every valid event is in an archived record, and every offset of the events
+  topic up to the archiver's committed offset is archived exactly once (``archive verify``).
+
+Rows in ``pins`` learned from another event's embedded pin (a repin that arrived before its
+pin) carry that event's id; they are reported as learned, not as unexpected. Rows for events
+older than the topic's log start (deleted by retention) cannot be checked against the topic:
+with the topic as the source, unexpected rows are then reported but not counted as failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from config import Settings
+from pinapp.archive.records import ArchivedRecord
+from pinapp.archive.verify import VerifyReport, archiver_group, committed_offsets, verify_topic
+from pinapp.adapters.db import create_pool
+from pinapp.domain.ddl import TABLES
+from pinapp.errors import InvalidEvent, PinappError
+from pinapp.domain.events import EventType, parse_event
+from pinapp.adapters.kafka import read_topic
+from pinapp.adapters.s3 import s3_client
+
+__all__ = ["AuditReport", "TypeAudit", "audit", "expected_from_topic", "expected_from_truth"]
+
+ExpectedIds = dict[EventType, set[str]]
+
+
+@dataclass
+class TypeAudit:
+    """The reconciliation of one event type."""
+
+    event_type: EventType
+    expected: int = 0
+    rows: int = 0
+    missing: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    learned: int = 0
+    archived: int | None = None
+    archive_missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditReport:
+    source: str
+    strict: bool  # whether unexpected rows count as failures (the source covers every event)
+    types: dict[EventType, TypeAudit]
+    archive: VerifyReport | None = None
+
+    @property
+    def discrepancies(self) -> int:
+        n = 0
+        for t in self.types.values():
+            n += len(t.missing) + len(t.duplicates) + len(t.archive_missing)
+            n += len(t.unexpected) if self.strict else 0
+        if self.archive is not None:
+            n += sum(b - a + 1 for runs in self.archive.gaps.values() for a, b in runs)
+            n += sum(b - a + 1 for runs in self.archive.duplicates.values() for a, b in runs)
+        return n
+
+    @property
+    def clean(self) -> bool:
+        return self.discrepancies == 0
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"source": self.source, "clean": self.clean, "discrepancies": self.discrepancies}
+        doc["types"] = {
+            t.value: {
+                "expected": a.expected, "rows": a.rows, "missing": a.missing, "duplicates": a.duplicates,
+                "unexpected": a.unexpected, "learned_pin_rows": a.learned, "archived": a.archived,
+                "archive_missing": a.archive_missing,
+            }
+            for t, a in self.types.items()
+        }
+        if self.archive is not None:
+            doc["archive_offsets"] = {"records": self.archive.records, "objects": self.archive.objects,
+                                      "gaps": self.archive.gaps, "duplicates": self.archive.duplicates}
+        return doc
+
+
+def expected_from_truth(path: Path) -> ExpectedIds:
+    """The valid unique event ids the generator wrote to its ground-truth file."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise PinappError(f"cannot read the ground-truth file {path}: {exc}") from None
+    ids = doc.get("event_ids")
+    if not isinstance(ids, dict):
+        raise PinappError(f"{path} has no event ids: it was written by `pinapp generate --truth` with ids off "
+                          "(too many events); audit against the topic instead (no --truth)")
+    return {t: set(ids.get(t.value, ())) for t in EventType}
+
+
+async def expected_from_topic(settings: Settings, topic: str) -> tuple[ExpectedIds, bool]:
+    """Valid unique event ids in ``topic`` (validated by the topology's own rules), and whether
+    the topic still holds every record ever written (log start 0 in every partition)."""
+    starts: dict[int, int] = {}
+    expected: ExpectedIds = {t: set() for t in EventType}
+    max_bytes = settings.pipeline.max_event_bytes
+    async for rec in read_topic(settings.kafka, topic, log_starts=starts):
+        try:
+            event = parse_event(rec.value or b"", max_bytes=max_bytes)
+        except InvalidEvent:
+            continue
+        expected[event.event_type].add(event.event_id)
+    return expected, all(offset == 0 for offset in starts.values())
+
+
+async def _table_ids(settings: Settings) -> dict[EventType, list[str]]:
+    pool = await create_pool(settings.db, size=1)
+    try:
+        out: dict[EventType, list[str]] = {}
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            for event_type, spec in TABLES.items():
+                await cur.execute(f"SELECT event_id FROM `{spec.name}`")  # noqa: S608 - fixed table names
+                out[event_type] = [row[0] for row in await cur.fetchall()]
+        return out
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+async def _archive(settings: Settings, topic: str) -> tuple[VerifyReport, dict[EventType, set[str]]]:
+    """The archive's offset check, and the valid event ids found in archived records (one read)."""
+    start, committed = await committed_offsets(settings, topic, archiver_group(settings))
+    found: dict[EventType, set[str]] = {t: set() for t in EventType}
+    max_bytes = settings.pipeline.max_event_bytes
+
+    def note_event(record: ArchivedRecord) -> None:
+        try:
+            event = parse_event(record.value or b"", max_bytes=max_bytes)
+        except InvalidEvent:
+            return
+        found[event.event_type].add(event.event_id)
+
+    async with s3_client(settings.s3) as s3:
+        report = await verify_topic(s3, settings.s3.bucket, settings.archive.prefix, topic, start, committed,
+                                    each_record=note_event)
+    return report, found
+
+
+def _reconcile(expected: ExpectedIds, tables: dict[EventType, list[str]],
+               archived: dict[EventType, set[str]] | None) -> dict[EventType, TypeAudit]:
+    all_expected = set().union(*expected.values())
+    out: dict[EventType, TypeAudit] = {}
+    for event_type in EventType:
+        want = expected[event_type]
+        counts = Counter(tables.get(event_type, ()))
+        audit_ = TypeAudit(event_type, expected=len(want), rows=sum(counts.values()))
+        audit_.missing = sorted(want - counts.keys())
+        audit_.duplicates = sorted(i for i, n in counts.items() if n > 1)
+        extra = counts.keys() - want
+        if event_type is EventType.PIN:  # pins learned from another event carry that event's id
+            learned = extra & all_expected
+            audit_.learned = len(learned)
+            extra -= learned
+        audit_.unexpected = sorted(extra)
+        if archived is not None:
+            audit_.archived = len(archived[event_type] & want)
+            audit_.archive_missing = sorted(want - archived[event_type])
+        out[event_type] = audit_
+    return out
+
+
+async def audit(settings: Settings, *, truth: Path | None = None, archive: bool = True,
+                wait_s: float = 0.0) -> AuditReport:
+    """Reconcile (see the module docstring); while not clean, again every few seconds until
+    ``wait_s`` has passed (a pipeline still catching up). The expected events are read once."""
+    topic = settings.kafka.events_topic
+    if truth is not None:
+        expected, source, strict = expected_from_truth(truth), f"ground truth {truth}", True
+    else:
+        expected, strict = await expected_from_topic(settings, topic)
+        source = f"topic {topic}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        tables = await _table_ids(settings)
+        report: VerifyReport | None = None
+        archived: dict[EventType, set[str]] | None = None
+        if archive:
+            report, archived = await _archive(settings, topic)
+        result = AuditReport(source, strict, _reconcile(expected, tables, archived), report)
+        if result.clean or time.monotonic() >= deadline:
+            return result
+        await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))

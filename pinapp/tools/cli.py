@@ -1,0 +1,488 @@
+"""The ``pinapp`` command line: worker, archiver, archive, singer, generate, stack, db, query, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from config import Settings, load_settings
+from pinapp.tools.allocator import run_on_chosen_allocator, tune_gc
+from pinapp.errors import ConfigError, PinappError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("pinapp")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--profile", type=click.Choice(["local", "test", "production"]), default=None,
+              help="Settings profile (default: $PINAPP_PROFILE or local).")
+@click.pass_context
+def cli(ctx: click.Context, profile: str | None) -> None:
+    """pinapp: real-time engagement analytics on Kafka, faust and SingleStore."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if profile:
+        # The worker's app module reads its settings from the environment at import.
+        os.environ["PINAPP_PROFILE"] = profile
+    ctx.ensure_object(dict)
+    ctx.obj["settings"] = load_settings(profile)
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a faust worker (extra arguments go to `faust worker`)."""
+    settings = _settings(ctx)
+    run_on_chosen_allocator(settings)  # may re-execute this process on jemalloc
+    _make_data_dir(settings.worker.data_dir)
+    options = _faust_options(settings, settings.worker.data_dir)
+    from pinapp.topology.app import app
+
+    sys.argv = ["pinapp", *options, *ctx.args]
+    tune_gc(settings)
+    app.main()
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def archiver(ctx: click.Context) -> None:
+    """Run the S3 archiver worker: its own consumer group (extra arguments go to `faust worker`)."""
+    settings = _settings(ctx)
+    run_on_chosen_allocator(settings)  # may re-execute this process on jemalloc
+    asyncio.run(_check_bucket(settings))  # a missing bucket or bad credentials: one clear line, now
+    _make_data_dir(settings.worker.data_dir / "archiver")
+    options = _faust_options(settings, settings.worker.data_dir / "archiver")
+    from pinapp.topology.app import archive_app
+
+    sys.argv = ["pinapp", *options, *ctx.args]
+    tune_gc(settings)
+    archive_app.main()
+
+
+def _make_data_dir(path: Path) -> None:
+    """``worker.data_dir`` with its parents; a folder that cannot be made fails in one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"worker.data_dir={str(path)!r} cannot be created ({exc.strerror}); set "
+                          "PINAPP_WORKER__DATA_DIR (or [worker] data_dir) to a folder this user can write") from None
+
+
+def _faust_options(settings: Settings, data_dir: Path) -> list[str]:
+    """faust's command line (after the program name), from pinapp's settings only.
+
+    faust reads defaults from ``FAUST_*``/``F_*`` variables when it is imported
+    (``FAUST_WORKDIR`` even changes directory, ``FAUST_DEBUG`` turns on its blocking
+    detector): they are dropped from this process's environment first, with a warning.
+    """
+    assert "faust" not in sys.modules, "faust read its environment before pinapp could clear it"
+    for name in sorted(n for n in os.environ if n.startswith(("FAUST_", "F_"))):
+        logger.warning("ignoring %s: pinapp's settings configure the worker (see docs/operations.md)", name)
+        del os.environ[name]
+    return ["--no-debug", "--datadir", str(data_dir), "worker", "--loglevel", settings.worker.log_level]
+
+
+async def _check_bucket(settings: Settings) -> None:
+    from pinapp.archive.writer import ArchiveWriter
+    from pinapp.adapters.s3 import credential_source, s3_client
+
+    logging.getLogger("pinapp.archive").info("archive: S3 credentials from %s", await credential_source(settings.s3))
+    async with s3_client(settings.s3) as s3:
+        await ArchiveWriter(s3, settings.s3.bucket).check_bucket()
+
+
+# -- archive -----------------------------------------------------------------------------
+
+
+@cli.group()
+def archive() -> None:
+    """The S3 archive: list it, verify it, replay it into Kafka."""
+
+
+@archive.command("ls")
+@click.option("--topic", help="Topic (default: the events topic).")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), help="Only this day (UTC).")
+@click.pass_context
+def archive_ls(ctx: click.Context, topic: str | None, day: Any) -> None:
+    """List hour folders with their objects, records' bytes and _SUCCESS markers."""
+    settings = _settings(ctx)
+    rows = asyncio.run(_archive_ls(settings, topic or settings.kafka.events_topic, day.date() if day else None))
+    click.echo(tabulate(rows, headers=["folder", "objects", "bytes", "complete"]))
+
+
+async def _archive_ls(settings: Settings, topic: str, day: Any) -> list[tuple[str, int, int, str]]:
+    from pinapp.archive.layout import ObjectKey
+    from pinapp.adapters.s3 import s3_client
+
+    prefix = settings.archive.prefix.strip("/")
+    base = f"{prefix}/{topic}/" if prefix else f"{topic}/"
+    if day is not None:
+        base += f"dt={day.isoformat()}/"
+    folders: dict[str, list[int]] = {}
+    done: set[str] = set()
+    async with s3_client(settings.s3) as s3:
+        async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3.bucket, Prefix=base):
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/_SUCCESS"):
+                    done.add(obj["Key"].rsplit("/", 1)[0].split(f"{topic}/", 1)[1])
+                elif (key := ObjectKey.parse(obj["Key"])) is not None:
+                    stats = folders.setdefault(key.folder, [0, 0])
+                    stats[0] += 1
+                    stats[1] += obj["Size"]
+    return [(f"s3://{settings.s3.bucket}/{base.split(f'{topic}/')[0]}{topic}/{folder}/", n, size,
+             "_SUCCESS" if folder in done else "") for folder, (n, size) in sorted(folders.items())]
+
+
+@archive.command("verify")
+@click.option("--topic", help="Topic (default: the events topic).")
+@click.pass_context
+def archive_verify(ctx: click.Context, topic: str | None) -> None:
+    """Check every offset from the topic's start to the archiver's committed offset is archived
+    exactly once. Prints gaps and duplicates; exit 1 on any."""
+    from pinapp.archive.verify import verify_archive
+
+    settings = _settings(ctx)
+    report, table = asyncio.run(verify_archive(settings, topic or settings.kafka.events_topic))
+    click.echo(tabulate(table, headers=["partition", "start", "committed", "gaps", "duplicates"]))
+    click.echo(f"{report.topic}: {report.records} records in {report.objects} objects; "
+               f"{'OK' if report.ok else 'FAILED'}")
+    if not report.ok:
+        ctx.exit(1)
+
+
+@archive.command("replay")
+@click.option("--topic", help="Archived topic to read (default: the events topic).")
+@click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC).")
+@click.option("--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC), inclusive.")
+@click.option("--to-topic", help="Produce into this topic (default: the archived topic itself).")
+@click.pass_context
+def archive_replay(ctx: click.Context, topic: str | None, first: Any, last: Any, to_topic: str | None) -> None:
+    """Produce archived events back into Kafka (a backfill); the topology dedups them by row."""
+    settings = _settings(ctx)
+    if last < first:
+        raise click.BadParameter("--to is before --from", param_hint="--to")
+    source = topic or settings.kafka.events_topic
+    objects, records = asyncio.run(_archive_replay(settings, source, first.date(), last.date(), to_topic or source))
+    click.echo(f"replayed {records} records from {objects} objects of {source} into {to_topic or source}")
+
+
+async def _archive_replay(settings: Settings, topic: str, first: Any, last: Any, to_topic: str) -> tuple[int, int]:
+    from pinapp.archive.replay import list_objects, replay
+    from pinapp.adapters.kafka import ensure_topics, make_producer
+    from pinapp.adapters.s3 import s3_client
+
+    async with s3_client(settings.s3) as s3:
+        keys = await list_objects(s3, settings.s3.bucket, settings.archive.prefix, topic, first, last)
+        if not keys:
+            click.echo(f"no archived objects of {topic} between {first} and {last}")
+            return 0, 0
+        await ensure_topics(settings.kafka, [to_topic])
+        producer = make_producer(settings.kafka)
+        await producer.start()
+        try:
+            with click.progressbar(length=len(keys), label=f"replaying {len(keys)} objects",
+                                   show_pos=True, file=sys.stderr) as bar:
+                report = await replay(s3, producer, settings.s3.bucket, keys, to_topic,
+                                      progress=lambda _n: bar.update(1))
+        finally:
+            await producer.stop()
+    return report.objects, report.records
+
+
+# -- singer ------------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def singer(ctx: click.Context) -> None:
+    """Ship application log files to Kafka, at least once (`pinapp singer`; `status` to inspect)."""
+    if ctx.invoked_subcommand is None:
+        from pinapp.singer.shipper import Singer
+
+        settings = _settings(ctx)
+        asyncio.run(_run_singer(Singer(settings)))
+
+
+async def _run_singer(shipper: Any) -> None:
+    import signal as signals
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signals.SIGINT, signals.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await shipper.run(stop)
+
+
+@singer.command("status")
+@click.pass_context
+def singer_status(ctx: click.Context) -> None:
+    """Per stream: files, bytes not yet shipped (from the watermarks, now) and the last heartbeat's counters."""
+    import orjson
+
+    from pinapp.singer.reader import StreamReader
+    from pinapp.singer.shipper import status_path
+    from pinapp.singer.watermark import Watermark
+
+    settings = _settings(ctx)
+    conf = settings.singer
+    last: dict[str, Any] = {}
+    path = status_path(settings)
+    if path.exists():
+        doc = orjson.loads(path.read_bytes())
+        last = {s["name"]: s for s in doc["streams"]}
+        state = "stopped" if doc.get("stopped") else f"pid {doc['pid']}"
+        click.echo(f"last heartbeat: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(doc['at']))} ({state})")
+    else:
+        click.echo("no heartbeat yet (singer has not run here)")
+    rows = []
+    for spec in conf.streams:
+        reader = StreamReader(spec, Watermark.load(conf.data_dir / f"{spec.name}.watermark.json"),
+                              max_line_bytes=1, keep=1, partial_line_grace_s=conf.partial_line_grace_s)
+        s = last.get(spec.name, {})
+        files = reader.files()
+        rows.append((spec.name, len(files), reader.bytes_behind(files), s.get("lines_shipped", "-"),
+                     s.get("dead_lettered", "-"), s.get("errors", "-"), ", ".join(spec.paths)))
+    click.echo(tabulate(rows, headers=["stream", "files", "bytes behind", "lines shipped", "dead-lettered",
+                                       "errors", "paths"]))
+
+
+# -- generate ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many records.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Records per second (default: as fast as possible).")
+@click.option("--duplicate-ratio", default=0.02, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--malformed-ratio", default=0.01, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--users", default=5000, show_default=True, type=click.IntRange(min=1))
+@click.option("--start-ms", type=int, help="Event time of the first event, epoch ms (default: now).")
+@click.option("--to", "target", type=click.Choice(["kafka", "file"]), default="kafka", show_default=True)
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="JSON-lines file for --to file.")
+@click.option("--topic", help="Topic for --to kafka (default: kafka.events_topic).")
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), help="Write the ground truth here.")
+@click.option("--ids/--no-ids", default=None, help="Keep every event id in the ground truth (default: with --count).")
+@click.option("--rotate-bytes", type=click.IntRange(min=1), help="With --to file: rotate (rename-style) at this size.")
+@click.option("--rotate-keep", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Rotated files kept (FILE.1 .. FILE.N).")
+@click.pass_context
+def generate(ctx: click.Context, count: int | None, duration: float | None, rate: float | None,
+             duplicate_ratio: float, malformed_ratio: float, seed: int, users: int, start_ms: int | None,
+             target: str, path: Path | None, topic: str | None, truth: Path | None, ids: bool | None,
+             rotate_bytes: int | None, rotate_keep: int) -> None:
+    """Generate synthetic engagement traffic into Kafka or a log file."""
+    from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+    from pinapp.domain.geo import GeoLocator
+    from pinapp.tools.traffic import run_generator
+
+    settings = _settings(ctx)
+    if target == "file" and path is None:
+        raise click.UsageError("--to file needs --file PATH")
+    config = GeneratorConfig(
+        seed=seed, users=users, duplicate_ratio=duplicate_ratio, malformed_ratio=malformed_ratio,
+        start_ms=start_ms, step_ms=1000.0 / rate if rate else 1.0,
+        max_event_bytes=settings.pipeline.max_event_bytes,
+    )
+    gen = TrafficGenerator(config, GeoLocator(settings.pipeline.geoip_db_path),
+                           keep_ids=ids if ids is not None else count is not None)
+    sent = asyncio.run(run_generator(
+        gen, settings, target=target, path=path, topic=topic or settings.kafka.events_topic,
+        count=count, duration=duration, rate=rate, truth_path=truth, rotate_bytes=rotate_bytes,
+        rotate_keep=rotate_keep,
+    ))
+    doc = gen.truth.to_json()
+    doc.pop("event_ids", None)
+    click.echo(f"sent {sent} records; ground truth: {doc}")
+
+
+# -- stack -------------------------------------------------------------------------------
+
+
+@cli.group()
+def stack() -> None:
+    """The local stack: Apache Kafka (KRaft), MariaDB, moto S3 on loopback."""
+
+
+@stack.command("up")
+@click.pass_context
+def stack_up(ctx: click.Context) -> None:
+    """Start every service that is not running (harmless when all are)."""
+    from pinapp.tools.stack import Stack
+
+    for line in Stack(_settings(ctx)).up():
+        click.echo(line)
+
+
+@stack.command("down")
+@click.pass_context
+def stack_down(ctx: click.Context) -> None:
+    """Stop the services this stack started (and nothing else)."""
+    from pinapp.tools.stack import Stack
+
+    for line in Stack(_settings(ctx)).down():
+        click.echo(line)
+
+
+@stack.command("status")
+@click.pass_context
+def stack_status(ctx: click.Context) -> None:
+    """Show each service, its port, pid and health. Exit 1 if any is not healthy."""
+    from pinapp.tools.stack import Stack
+
+    statuses = Stack(_settings(ctx)).status()
+    click.echo(tabulate([(s.name, s.port, s.pid or "-", s.state, s.log) for s in statuses],
+                        headers=["service", "port", "pid", "state", "log"]))
+    if not all(s.healthy for s in statuses):
+        ctx.exit(1)
+
+
+# -- db ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """SingleStore schema."""
+
+
+@db.command("migrate")
+@click.option("--print", "print_only", is_flag=True, help="Print the DDL for the configured dialect; change nothing.")
+@click.pass_context
+def db_migrate(ctx: click.Context, print_only: bool) -> None:
+    """Create the database and the five event tables if missing."""
+    from pinapp.adapters.db import migrate
+    from pinapp.domain.ddl import TABLES, schema_sql
+
+    settings = _settings(ctx)
+    if print_only:
+        click.echo(";\n\n".join(schema_sql(settings.db.dialect)) + ";")
+        return
+    statements = asyncio.run(migrate(settings.db))
+    created = sum(s.startswith("CREATE TABLE") for s in statements)
+    click.echo(f"{settings.db.database} ({settings.db.dialect}): {created} tables created, "
+               f"{len(TABLES) - created} already there")
+
+
+# -- query -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--sql", help="Ad-hoc read-only SQL instead of a named query.")
+@click.option("--minutes", default=60, show_default=True, type=click.IntRange(min=1), help="Look back this far.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--list", "list_", is_flag=True, help="List the named queries.")
+@click.pass_context
+def query(ctx: click.Context, name: str | None, sql: str | None, minutes: int, limit: int, list_: bool) -> None:
+    """Run a named engagement query (or --sql) on SingleStore and print a table."""
+    from pinapp.adapters.queries import NAMED_QUERIES, check_read_only
+
+    if list_ or (name is None and sql is None):
+        click.echo(tabulate([(q.name, q.description) for q in NAMED_QUERIES.values()], headers=["name", "what"]))
+        return
+    if name is not None and sql is not None:
+        raise click.UsageError("give a query NAME or --sql, not both")
+    params: dict[str, Any] | None
+    if sql is not None:
+        statement, params = check_read_only(sql), None
+    elif name in NAMED_QUERIES:
+        statement, params = NAMED_QUERIES[name].sql, {"minutes": minutes, "limit": limit}
+    else:
+        raise click.UsageError(f"unknown query {name!r}; one of: {', '.join(NAMED_QUERIES)}")
+    columns, rows = asyncio.run(_run_query(_settings(ctx), statement, params))
+    click.echo(tabulate(rows, headers=columns))
+
+
+async def _run_query(settings: Settings, sql: str, params: dict[str, Any] | None) -> tuple[list[str], list[Any]]:
+    from pinapp.adapters.db import create_pool
+    from pinapp.adapters.queries import run_query
+
+    pool = await create_pool(settings.db, size=1)
+    try:
+        return await run_query(pool, sql, params, dialect=settings.db.dialect)
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+# -- audit -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The generator's ground-truth file (default: expect what the events topic holds).")
+@click.option("--no-archive", is_flag=True, help="Check the tables only, not the S3 archive.")
+@click.option("--wait", "wait_s", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Audit again until clean or this many seconds have passed (a pipeline catching up).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option("--show", default=10, show_default=True, type=click.IntRange(min=0),
+              help="How many ids to list per kind of discrepancy.")
+@click.pass_context
+def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: float, as_json: bool, show: int) -> None:
+    """Reconcile expected events with the SingleStore tables and the S3 archive.
+
+    Prints per event type: expected, rows, missing ids, duplicate ids, unexpected rows and,
+    unless --no-archive, events missing from the archive and archived offsets missing or
+    doubled. Exit 1 on any discrepancy.
+    """
+    import orjson
+
+    from pinapp.tools.audit import audit as run_audit
+
+    report = asyncio.run(run_audit(_settings(ctx), truth=truth, archive=not no_archive, wait_s=wait_s))
+    if as_json:
+        click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        rows = [(t.value, a.expected, a.rows, len(a.missing), len(a.duplicates), len(a.unexpected), a.learned,
+                 "-" if a.archived is None else a.archived, len(a.archive_missing))
+                for t, a in report.types.items()]
+        click.echo(f"expected: {report.source}")
+        click.echo(tabulate(rows, headers=["type", "expected", "rows", "missing", "duplicate", "unexpected",
+                                           "learned", "archived", "not archived"]))
+
+        def ids(kind: str, t: str, found: list[str]) -> None:
+            if found and show:
+                more = f" (+{len(found) - show} more)" if len(found) > show else ""
+                click.echo(f"  {t} {kind}: {', '.join(found[:show])}{more}")
+
+        for t, a in report.types.items():
+            ids("missing", t.value, a.missing)
+            ids("duplicate", t.value, a.duplicates)
+            ids("unexpected" if report.strict else "unexpected (not counted: the topic lost old records)",
+                t.value, a.unexpected)
+            ids("not archived", t.value, a.archive_missing)
+        if report.archive is not None:
+            arch = report.archive
+            click.echo(f"archive {arch.topic}: {arch.records} records in {arch.objects} objects")
+            for partition, runs in sorted(arch.gaps.items()):
+                click.echo(f"  partition {partition}: offsets not archived {runs}")
+            for partition, runs in sorted(arch.duplicates.items()):
+                click.echo(f"  partition {partition}: offsets archived twice {runs}")
+        click.echo(f"audit: {'CLEAN' if report.clean else f'{report.discrepancies} discrepancies'}")
+    if not report.clean:
+        ctx.exit(1)
+
+
+def main() -> None:
+    """Console entry point: errors pinapp raises on purpose print as one clear line."""
+    try:
+        cli(obj={})
+    except PinappError as exc:
+        click.echo(f"pinapp: error: {exc}", err=True)
+        sys.exit(2)

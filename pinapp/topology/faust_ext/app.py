@@ -1,0 +1,83 @@
+"""``PinApp``: the faust App pinapp runs, built from pinapp's settings alone.
+
+It wires the parts of this package together: the consumer (:class:`PinConsumer`: the fetch
+loop of :mod:`.handoff`, the commit rule and guards of :mod:`.guards`, partition control of
+:mod:`.partitions`), the table manager whose recovery seeks first (:mod:`.recovery`), and
+hooks that run before faust waits for every delivered message to be acked
+(:attr:`PinApp.before_wait_empty`: the archiver flushes its buffers there).
+
+**Only pinapp's settings configure it.** faust lets environment variables (``BROKER_URL``,
+``WEB_PORT``, ``APP_DATADIR``... under ``APP_ENV_PREFIX`` if that is set) override the
+keyword arguments an App is built with. ``PinApp`` builds its faust settings with an empty
+environment (``env={}``), so a variable left on a host cannot point a worker at another
+broker or port. (faust's import-time ``FAUST_*``/``F_*`` defaults only fill settings pinapp
+does not pass; the worker command passes its command-line counterparts, see
+:mod:`pinapp.tools.cli`.)
+
+Private names used: ``App._consumer_wait_empty`` (extended), ``App._new_transport``
+(overridden to choose the consumer class; faust has no setting for it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP, TransportT
+
+from pinapp.topology.faust_ext.guards import CommitGuards
+from pinapp.topology.faust_ext.handoff import HandoffConsumer
+from pinapp.topology.faust_ext.partitions import PartitionControl
+from pinapp.topology.faust_ext.recovery import SeekFirstTableManager
+
+__all__ = ["PinApp", "PinConsumer"]
+
+
+class PinConsumer(HandoffConsumer, CommitGuards, PartitionControl, aiokafka_driver.Consumer):
+    """faust's aiokafka consumer with pinapp's fetch loop, commit rule and partition control."""
+
+    #: Wall-clock time of this worker's last successful offset commit (``/health``).
+    last_commit_at: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_handoff()
+        self._init_guards()
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        committed = await super()._commit(offsets)
+        if committed:
+            self.last_commit_at = time.time()
+        return bool(committed)
+
+    def committed_offsets(self) -> dict[TP, int | None]:
+        """The next offset this worker committed, per partition (``None``: nothing, or 0)."""
+        return dict(self._committed_offset)
+
+
+class _Transport(aiokafka_driver.Transport):
+    Consumer = PinConsumer
+
+
+class PinApp(faust.App):
+    """``faust.App`` with :class:`PinConsumer` for ``kafka://`` brokers and seek-first recovery.
+
+    ``commit_guards=False`` turns the two commit guards off (the race reproduction only).
+    """
+
+    def __init__(self, *args: Any, commit_guards: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("TableManager", SeekFirstTableManager)
+        super().__init__(*args, env={}, **kwargs)
+        self.commit_guards = commit_guards
+        self.before_wait_empty: list[Callable[[], Awaitable[None]]] = []
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        for hook in self.before_wait_empty:
+            await hook()
+        await super()._consumer_wait_empty(consumer, logger)
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)

@@ -1,0 +1,228 @@
+"""The pictures: the engagement dashboard at ``/`` and the live globe of repins at ``/globe``.
+
+Served by every worker of the topology (read-only):
+
+* ``/`` and ``/globe``: the two pages (``frontend/src``);
+* ``/api/queries`` and ``/api/query/{name}?minutes=M&limit=N``: the dashboard's data, the
+  same named SingleStore queries as ``pinapp query``;
+* ``/globe/stream``: Server-Sent Events, every repin of the cluster as it is written
+  (:mod:`pinapp.web.live_feed`);
+* ``/static/{file}`` and ``/vendor/{file}``: the pages' scripts, and the front-end packages
+  (d3-geo, topojson-client, world-atlas, Chart.js) installed from the npm registry into
+  ``frontend/node_modules`` by ``make setup``. Nothing is fetched from a CDN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from faust.web import Request, Response, View
+from mode import Service
+
+from pinapp.telemetry import metrics
+from pinapp.topology.app import app, settings
+from pinapp.adapters.db import create_pool
+from pinapp.errors import DatabaseError
+from pinapp.web.live_feed import LiveFeed
+from pinapp.adapters.queries import NAMED_QUERIES, run_query
+
+__all__ = ["frontend_dir"]
+
+#: Files the pages load from the npm packages, by the name they are served under.
+VENDOR_FILES: Final = {
+    "d3-array.min.js": "d3-array/dist/d3-array.min.js",
+    "d3-geo.min.js": "d3-geo/dist/d3-geo.min.js",
+    "topojson-client.min.js": "topojson-client/dist/topojson-client.min.js",
+    "countries-110m.json": "world-atlas/countries-110m.json",
+    "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
+}
+_CONTENT_TYPES: Final = {".js": "text/javascript", ".json": "application/json", ".css": "text/css",
+                         ".html": "text/html", ".png": "image/png", ".svg": "image/svg+xml"}
+MAX_MINUTES: Final = 7 * 24 * 60
+MAX_LIMIT: Final = 1000
+KEEPALIVE_S: Final = 15.0
+
+
+def frontend_dir() -> Path:
+    """``worker.frontend_dir``, else the ``frontend/`` folder next to the package."""
+    return settings.worker.frontend_dir or Path(__file__).resolve().parents[2] / "frontend"
+
+
+def _file_response(view: View, path: Path) -> Response:
+    if not path.is_file():
+        return view.error(503, f"{path} is missing: run `make setup` (it runs `npm ci` in frontend/)")
+    content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+    response = view.bytes(path.read_bytes(), content_type=content_type)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@app.page("/")
+class DashboardPage(View):
+    """Engagement per type per minute, top categories and countries, most-repinned pins."""
+
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        return _file_response(self, frontend_dir() / "src" / "dashboard.html")
+
+
+@app.page("/globe")
+class GlobePage(View):
+    """Every repin of the cluster as an expanding circle where it happened."""
+
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        return _file_response(self, frontend_dir() / "src" / "globe.html")
+
+
+@app.page("/static/{name}")
+class StaticFile(View):
+    """The pages' own scripts and styles (``frontend/src``); nothing outside it."""
+
+    async def get(self, request: Request, name: str, **kwargs: Any) -> Response:
+        src = frontend_dir() / "src"
+        path = (src / name).resolve()
+        if path.parent != src.resolve() or path.suffix not in _CONTENT_TYPES or not path.is_file():
+            return self.error(404, f"no static file {name!r}")
+        return _file_response(self, path)
+
+
+@app.page("/vendor/{name}")
+class VendorFile(View):
+    """A file of an npm package the pages use (see :data:`VENDOR_FILES`)."""
+
+    async def get(self, request: Request, name: str, **kwargs: Any) -> Response:
+        relative = VENDOR_FILES.get(name)
+        if relative is None:
+            return self.error(404, f"no vendor file {name!r}; one of: {', '.join(VENDOR_FILES)}")
+        return _file_response(self, frontend_dir() / "node_modules" / relative)
+
+
+# -- dashboard data --------------------------------------------------------------------
+
+
+class _QueryPool(Service):
+    """A small read pool for the dashboard, opened on first use, closed with the worker."""
+
+    pool: Any = None
+
+    async def on_stop(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            await self.pool.wait_closed()
+
+
+_lock = asyncio.Lock()
+_query_pool: _QueryPool | None = None
+_feed: LiveFeed | None = None
+
+
+async def _read_pool() -> Any:
+    global _query_pool
+    async with _lock:
+        if _query_pool is None:
+            service = _QueryPool(loop=app.loop, beacon=app.beacon)
+            service.pool = await create_pool(settings.db, size=2)  # DatabaseError if it cannot
+            await app.add_runtime_dependency(service)
+            _query_pool = service
+    return _query_pool.pool
+
+
+def _int_param(request: Request, name: str, default: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if not 1 <= value <= high:
+        raise ValueError(f"{name} must be between 1 and {high}, got {value}")
+    return value
+
+
+@app.page("/api/queries")
+class QueriesView(View):
+    """The named queries the dashboard (and ``pinapp query``) can run."""
+
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        return self.json({"queries": [{"name": q.name, "description": q.description}
+                                      for q in NAMED_QUERIES.values()]})
+
+
+@app.page("/api/query/{name}")
+class QueryView(View):
+    """One named query's rows: ``400`` for bad parameters, ``404`` for an unknown name,
+    ``503`` while SingleStore does not answer."""
+
+    async def get(self, request: Request, name: str, **kwargs: Any) -> Response:
+        query = NAMED_QUERIES.get(name)
+        if query is None:
+            return self.error(404, f"no query {name!r}; one of: {', '.join(NAMED_QUERIES)}")
+        try:
+            minutes = _int_param(request, "minutes", 60, MAX_MINUTES)
+            limit = _int_param(request, "limit", 10, MAX_LIMIT)
+        except ValueError as exc:
+            return self.error(400, str(exc))
+        started = time.perf_counter()
+        try:
+            pool = await _read_pool()
+            columns, rows = await run_query(pool, query.sql, {"minutes": minutes, "limit": limit},
+                                            dialect=settings.db.dialect)
+        except DatabaseError as exc:
+            return self.error(503, str(exc))
+        metrics.WEB_QUERY_SECONDS.labels(query=name).observe(time.perf_counter() - started)
+        return self.bytes(
+            orjson.dumps({"name": name, "description": query.description, "minutes": minutes, "limit": limit,
+                          "columns": columns, "rows": rows}, default=str),
+            content_type="application/json",
+        )
+
+
+# -- the live globe --------------------------------------------------------------------
+
+
+async def live_feed() -> LiveFeed:
+    """This worker's feed of the cluster's repins, started on the first subscriber."""
+    global _feed
+    async with _lock:
+        if _feed is None:
+            feed = LiveFeed(settings.kafka, settings.kafka.live_topic, loop=app.loop, beacon=app.beacon)
+            await app.add_runtime_dependency(feed)
+            _feed = feed
+    return _feed
+
+
+@app.page("/globe/stream")
+class GlobeStream(View):
+    """Server-Sent Events: ``ready`` once the feed reads the topic, then one ``data`` message
+    per batch of points (a JSON list, see :class:`pinapp.web.live_feed.RepinPoint`)."""
+
+    async def get(self, request: Request, **kwargs: Any) -> web.StreamResponse:
+        feed = await live_feed()
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+        })
+        await response.prepare(request)  # type: ignore[arg-type]
+        with contextlib.suppress(ConnectionError):  # the browser went away
+            async with feed.subscribe() as queue:
+                while not feed.ready.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(feed.ready.wait(), KEEPALIVE_S)
+                    await response.write(b": waiting for the live topic\n\n")
+                await response.write(b"event: ready\ndata: {}\n\n")
+                while True:
+                    try:
+                        points = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except asyncio.TimeoutError:
+                        await response.write(b": keepalive\n\n")
+                        continue
+                    burst = list(points)  # the lists are shared by every subscriber: copy, then extend
+                    while not queue.empty():  # a burst goes out as one message
+                        burst.extend(queue.get_nowait())
+                    await response.write(b"data: " + orjson.dumps(burst) + b"\n\n")
+        return response
