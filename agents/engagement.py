@@ -1,334 +1,34 @@
-"""The engagement topology: ``events`` -> validate -> dedup -> pin cache -> enrich -> SingleStore.
+"""The engagement topology's agent: ``events`` -> validate -> dedup -> pin cache -> enrich -> SingleStore.
 
 All stages run in one faust agent, on batches taken from ``events``. Each further faust
 hop (an intermediate topic between stages) costs a full per-message consume/produce cycle,
 and faust's per-message overhead (~10k events/s for a trivial agent on 2 cores) would
-then cap the pipeline far below its target; see docs/architecture.md. The stages stay
-separate functions in their own modules (events, dedup, geo, rows, db); this module only
-orders them, batch by batch:
-
-1. validate every input; malformed ones go to the dead-letter topic;
-2. drop duplicates (``seen_event_ids``), within the batch too (replays from the archive
-   pass the seen check: their rows are kept single by primary key);
-3. resolve each pin-related event's pin: the pin cache, then SingleStore, then the pin
-   the event carries; else category ``unknown``;
-4. enrich with geo-location and category, and build rows;
-5. write all rows in one idempotent transaction (retried while the database is down);
-6. only then mark the events seen and sweep expired dedup entries.
-
-Steps 1-4 *prepare* a batch, 5-6 *commit* it. The agent takes the records in batches as
-fetched (:class:`pinapp.topology.faust_ext.FetchedBatches`: a partition's run of records in one
-hand-off, no faust ``Event`` per record) and overlaps them (:class:`OverlappedBatches`):
-batch N+1 is prepared while batch N's transaction runs in the database, and commits begin
-in order, one at a time. A batch is acknowledged only once its commit is done, so offsets
-are committed only for events whose rows are in SingleStore (at-least-once; the sink is
-idempotent). The events of the batch being written count as already in the batch for
-dedup, so a duplicate that straddles two batches is dropped as one within a batch is.
+then cap the pipeline far below its target; see docs/architecture.md. The stages and
+their order are :mod:`pinapp.engagement.batcher`'s, free of faust; this module gives them
+faust's parts: the records in batches as fetched (:class:`pinapp.topology.faust_ext.FetchedBatches`:
+a partition's run of records in one hand-off, no faust ``Event`` per record), the tables
+through :class:`~pinapp.topology.faust_ext.BatchedTable`, the dead-letter and live topics,
+and the acknowledgement of each batch once it is committed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from cachetools import LRUCache
 from faust.types import Message, StreamT
 
-from pinapp.telemetry import health, metrics
-from pinapp.topology.app import app, settings
 from pinapp.adapters.db import EngagementStore, create_pool, migrate
-from pinapp.domain.dead_letters import is_replay
-from pinapp.domain.dedup import PartitionSweeper, is_duplicate
-from pinapp.errors import EnrichmentFault, InvalidEvent, SinkError
-from pinapp.domain.events import Event, EventType, parse_event
-from pinapp.domain.geo import GeoLocation, GeoLocator
-from pinapp.domain.repin_points import RepinPoint, encode_points
-from pinapp.domain.table_values import Pin, SeenEvent
-from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, pin_row
+from pinapp.domain.geo import GeoLocator
+from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
+from pinapp.telemetry import health
+from pinapp.topology.app import app, settings
 from pinapp.topology.faust_ext import BatchedTable, FetchedBatches
 from pinapp.topology.topics import dead_letter_topic, dead_letters, events_topic, live_topic
 from tables import pin_by_id, seen_event_ids
 
-__all__ = ["EngagementBatcher", "OverlappedBatches", "process_engagement"]
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Accepted:
-    """An event that passed validation and dedup, on its way to a row."""
-
-    source: Message
-    event: Event
-    pin: Pin | None
-    row: Row | None = None
-    geo: GeoLocation | None = None
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A batch validated, deduplicated and enriched: what its commit writes."""
-
-    batch: Sequence[Message]
-    now_ms: int
-    accepted: list[_Accepted]
-    rows: dict[EventType, list[Row]]
-    learned_pins: list[Row]
-
-
-class EngagementBatcher:
-    """Runs the stages over one batch. One instance per agent, for the worker's life."""
-
-    def __init__(self, store: EngagementStore, geo: GeoLocator) -> None:
-        self.store = store
-        self.geo = geo
-        cfg = settings.pipeline
-        self.max_bytes = cfg.max_event_bytes
-        self.horizon_ms = int(cfg.dedup_horizon_s * 1000)
-        self.sweep_per_event = cfg.dedup_sweep_per_event
-        self.seen = BatchedTable(seen_event_ids)
-        self.pins = BatchedTable(pin_by_id)
-        # Decoded pins, in front of the pin cache table: pins do not change, and popular
-        # pins are read for most events. Filled on every read and write of the table.
-        self.recent_pins: LRUCache[str, Pin] = LRUCache(maxsize=max(1, cfg.pin_lru_size))
-        self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
-        self.poison_user_id = cfg.poison_user_id
-
-    async def process_one_by_one(self, batch: Sequence[Message]) -> None:
-        """Process the events of a batch that failed as a whole, one by one.
-
-        An exception escaping a batch would stop the agent (and its partitions) for good;
-        the batch would be fetched again and fail again. An event that fails on its own is
-        dead-lettered (kind ``poison``, stage ``process``) and the partition moves on.
-        Database and broker outages never get here: they are retried inside.
-        """
-        for source in batch:
-            try:
-                await self.process([source])
-            except Exception as exc:
-                logger.exception("event %s[%d]@%d failed on its own", source.topic, source.partition, source.offset)
-                await dead_letters(source, f"processing failed: {exc!r}", kind="poison", stage="process")
-                metrics.STAGE_EVENTS.labels(stage="process", outcome="dead_lettered").inc()
-
-    async def process(self, batch: Sequence[Message]) -> None:
-        await self.commit(await self.prepare(batch))
-
-    async def prepare(self, batch: Sequence[Message], *,
-                      in_flight: Mapping[str, tuple[int, int]] | None = None) -> _Prepared:
-        """Steps 1-4. ``in_flight``: event id -> (partition, offset) of the batch being written."""
-        now_ms = int(time.time() * 1000)
-        accepted = await self._validate_and_dedup(batch, now_ms, in_flight or {})
-        await self._resolve_missing_pins(accepted)
-        rows, learned_pins = await self._enrich(accepted)
-        return _Prepared(batch, now_ms, accepted, rows, learned_pins)
-
-    async def commit(self, prepared: _Prepared) -> None:
-        """Steps 5-6, then the changelog records and the live feed."""
-        await self._write(prepared.accepted, prepared.rows, prepared.learned_pins)
-        self._mark_seen_and_sweep(prepared.accepted, prepared.now_ms)
-        await self.seen.flush()
-        await self.pins.flush()
-        await self._publish_live(prepared.accepted)
-
-    async def _validate_and_dedup(self, batch: Sequence[Message], now_ms: int,
-                                  in_flight: Mapping[str, tuple[int, int]]) -> list[_Accepted]:
-        accepted: list[_Accepted] = []
-        in_batch: dict[str, tuple[int, int]] = dict(in_flight)
-        duplicates = from_event = hits = invalid = 0
-        for msg in batch:
-            try:
-                event = parse_event(msg.value or b"", max_bytes=self.max_bytes)
-            except InvalidEvent as exc:
-                await dead_letters(msg, exc.reason, kind=exc.kind, stage="validate")
-                invalid += 1
-                continue
-            where = (msg.partition, msg.offset)
-            first = in_batch.get(event.event_id)
-            if first is not None and first != where:
-                duplicates += 1
-                continue
-            seen = self._seen_entry(msg.partition, event.event_id)
-            # A replay from the archive restores rows, so it passes the seen check; the
-            # tables' primary keys keep its rows single (see pinapp.archive.replay).
-            if is_duplicate(seen, msg.partition, msg.offset, now_ms, self.horizon_ms) and not is_replay(msg.headers):
-                duplicates += 1
-                continue
-            in_batch[event.event_id] = where
-            pin: Pin | None = None
-            if event.event_type is EventType.PIN:
-                assert event.carried_pin is not None, "a pin event always carries its pin"
-                pin = Pin.from_event_field(event.carried_pin)
-                self._save_pin(msg.partition, pin)
-                from_event += 1
-            elif event.pin_id is not None:
-                pin = self._cached_pin(msg.partition, event.pin_id)
-                hits += pin is not None
-            accepted.append(_Accepted(msg, event, pin))
-        metrics.DUPLICATES_DROPPED.inc(duplicates)
-        metrics.STAGE_EVENTS.labels(stage="validate", outcome="dead_lettered").inc(invalid)
-        metrics.STAGE_EVENTS.labels(stage="validate", outcome="out").inc(len(batch) - invalid)
-        metrics.STAGE_EVENTS.labels(stage="dedup", outcome="duplicate").inc(duplicates)
-        metrics.STAGE_EVENTS.labels(stage="dedup", outcome="out").inc(len(accepted))
-        metrics.PIN_CACHE.labels(result="event").inc(from_event)
-        metrics.PIN_CACHE.labels(result="hit").inc(hits)
-        return accepted
-
-    async def _resolve_missing_pins(self, accepted: list[_Accepted]) -> None:
-        """Cache misses: one SingleStore lookup for the batch, then the event's own pin."""
-        missing = [a for a in accepted if a.pin is None and a.event.pin_id is not None]
-        if not missing:
-            return
-        from_db = await self.store.fetch_pins(a.event.pin_id for a in missing)  # type: ignore[misc]
-        for item in missing:
-            pin_id = item.event.pin_id
-            assert pin_id is not None
-            cached = self._cached_pin(item.source.partition, pin_id)  # an earlier event of this batch may have filled it
-            if cached is not None:
-                item.pin = cached
-                metrics.PIN_CACHE.labels(result="hit").inc()
-            elif pin_id in from_db:
-                item.pin = from_db[pin_id]
-                self._save_pin(item.source.partition, item.pin)
-                metrics.PIN_CACHE.labels(result="database").inc()
-            elif item.event.carried_pin is not None:
-                item.pin = Pin.from_event_field(item.event.carried_pin)
-                self._save_pin(item.source.partition, item.pin)
-                metrics.PIN_CACHE.labels(result="event").inc()
-            else:
-                metrics.PIN_CACHE.labels(result="miss").inc()
-
-    def _seen_entry(self, partition: int, event_id: str) -> SeenEvent | None:
-        raw = self.seen.get(partition, event_id.encode())
-        if raw is None:
-            return None
-        try:
-            return SeenEvent.from_bytes(raw)
-        except ValueError as exc:  # dedup falls back on the sink's primary key
-            logger.warning("ignoring undecodable dedup entry of %r: %s", event_id, exc)
-            return None
-
-    def _cached_pin(self, partition: int, pin_id: str) -> Pin | None:
-        pin = self.recent_pins.get(pin_id)
-        if pin is None:
-            pin = self.pins.get(partition, pin_id.encode())
-            if pin is not None:
-                self.recent_pins[pin_id] = pin
-        return pin
-
-    def _save_pin(self, partition: int, pin: Pin) -> None:
-        self.pins.set(partition, pin.pin_id.encode(), pin)
-        self.recent_pins[pin.pin_id] = pin
-
-    async def _enrich(self, accepted: list[_Accepted]) -> tuple[dict[EventType, list[Row]], list[Row]]:
-        rows: dict[EventType, list[Row]] = defaultdict(list)
-        learned_pins: list[Row] = []
-        ingested_at = datetime.now(UTC).replace(tzinfo=None)
-        poisoned: list[_Accepted] = []
-        for item in accepted:
-            event = item.event
-            try:
-                if event.user_id == self.poison_user_id:
-                    raise EnrichmentFault(f"pipeline.poison_user_id={event.user_id!r} (fault injection)")
-                item.geo = geo = self.geo.lookup(event.ip)
-                item.row = build_row(event, geo, item.pin, ingested_at)
-                if event.event_type is not EventType.PIN and event.carried_pin is not None and item.pin is not None:
-                    learned_pins.append(pin_row(event, geo, item.pin, ingested_at))
-            except Exception as exc:  # a poison event must never stall its partition
-                logger.exception("enrichment failed for event %r", event.event_id)
-                await dead_letters(item.source, f"enrichment failed: {exc!r}", kind="poison", stage="enrich")
-                poisoned.append(item)
-                continue
-            rows[event.event_type].append(item.row)
-        for item in poisoned:
-            accepted.remove(item)
-        metrics.STAGE_EVENTS.labels(stage="enrich", outcome="dead_lettered").inc(len(poisoned))
-        metrics.STAGE_EVENTS.labels(stage="enrich", outcome="out").inc(len(accepted))
-        return rows, learned_pins
-
-    async def _write(
-        self, accepted: list[_Accepted], rows: dict[EventType, list[Row]], learned_pins: list[Row]
-    ) -> None:
-        total = sum(len(r) for r in rows.values()) + len(learned_pins)
-        if not total:
-            return
-        started = time.perf_counter()
-        try:
-            await self.store.write(rows, learned_pins)
-        except SinkError:
-            await self._write_one_by_one(accepted, learned_pins)
-        metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.SINK_BATCH_ROWS.observe(total)
-        metrics.STAGE_EVENTS.labels(stage="sink", outcome="out").inc(len(accepted))
-        for event_type, batch_rows in rows.items():
-            metrics.ROWS_WRITTEN.labels(table=event_type.value).inc(len(batch_rows))
-        metrics.ROWS_WRITTEN.labels(table=EventType.PIN.value).inc(len(learned_pins))
-
-    async def _write_one_by_one(self, accepted: list[_Accepted], learned_pins: list[Row]) -> None:
-        """The database rejected the batch: find the rows it rejects and dead-letter them."""
-        logger.warning("batch rejected by the database; writing %d rows one by one", len(accepted))
-        if learned_pins:
-            try:
-                await self.store.write({}, learned_pins)
-            except SinkError:
-                logger.exception("pins learned from events were rejected; the cache still has them")
-        rejected: list[_Accepted] = []
-        for item in accepted:
-            assert item.row is not None
-            try:
-                await self.store.write({item.event.event_type: [item.row]})
-            except SinkError as exc:
-                await dead_letters(item.source, str(exc), kind="rejected", stage="sink")
-                rejected.append(item)
-        for item in rejected:
-            accepted.remove(item)
-        metrics.STAGE_EVENTS.labels(stage="sink", outcome="dead_lettered").inc(len(rejected))
-
-    async def _publish_live(self, accepted: list[_Accepted]) -> None:
-        """The batch's written repins, as one record for every worker's ``/globe`` feed.
-
-        After the sink: the globe shows what analysts can already query. At most once (a
-        view, not a delivery path): a redelivered batch may show its repins again.
-        """
-        points = [
-            RepinPoint(
-                event_id=item.event.event_id, pin_id=item.event.pin_id or "",
-                category=item.pin.category if item.pin is not None else UNKNOWN_CATEGORY,
-                country=item.geo.country, city=item.geo.city,
-                lat=item.geo.latitude, lon=item.geo.longitude,
-                ts=item.event.ts_ms, kafka_ts=int(item.source.timestamp * 1000),
-            )
-            for item in accepted
-            if item.event.event_type is EventType.REPIN and item.geo is not None
-            and item.geo.latitude is not None and item.geo.longitude is not None
-        ]
-        if points:
-            await live_topic.send(value=encode_points(points))
-            metrics.LIVE_PUBLISHED.inc(len(points))
-
-    def _mark_seen_and_sweep(self, accepted: list[_Accepted], now_ms: int) -> None:
-        per_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        for item in accepted:
-            msg = item.source
-            per_partition[msg.partition].append(
-                (item.event.event_id.encode(), SeenEvent(now_ms, msg.partition, msg.offset).to_bytes()))
-        for partition, marks in per_partition.items():
-            self.seen.set_many(partition, marks)
-            expired = self.sweeper.expired_keys(
-                partition,
-                self.seen.partition_items(partition),
-                budget=self.sweep_per_event * len(marks),
-                now_ms=now_ms,
-                horizon_ms=self.horizon_ms,
-            )
-            if expired:
-                self.seen.delete_many(partition, [key.encode() for key in expired])
+__all__ = ["process_engagement"]
 
 
 def _processed_log(path: Path | None) -> TextIO | None:
@@ -337,70 +37,6 @@ def _processed_log(path: Path | None) -> TextIO | None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.open("a", encoding="ascii")
-
-
-class OverlappedBatches:
-    """Batch N+1 is prepared while batch N commits; a batch is acknowledged once committed.
-
-    The database works on one core while the worker's thread prepares the next batch on the
-    other. Commits run one at a time, in the order batches were taken (the dedup marks and
-    the pins rule assume it). A batch whose preparation or commit raises is processed again
-    event by event (:meth:`EngagementBatcher.process_one_by_one`) before anything after it
-    commits. ``done`` is called with each batch once it is committed, before its ack.
-    """
-
-    def __init__(self, batcher: EngagementBatcher, ack: Callable[[Sequence[Message]], None],
-                 done: Callable[[Sequence[Message]], None] | None = None) -> None:
-        self.batcher = batcher
-        self._ack = ack
-        self._done = done
-        self._committing: asyncio.Future[None] | None = None
-        self._committing_ids: dict[str, tuple[int, int]] = {}
-
-    async def submit(self, batch: Sequence[Message]) -> None:
-        """Prepare ``batch`` (while the previous one commits), then start its commit."""
-        metrics.EVENTS_IN.inc(len(batch))
-        try:
-            prepared = await self.batcher.prepare(batch, in_flight=self._committing_ids)
-        except Exception:
-            logger.exception("a batch of %d events failed; retrying its events one by one", len(batch))
-            await self.drain()
-            await self.batcher.process_one_by_one(batch)
-            self._committed(batch)
-            return
-        await self.drain()
-        self._committing_ids = {a.event.event_id: (a.source.partition, a.source.offset) for a in prepared.accepted}
-        self._committing = asyncio.ensure_future(self._commit(prepared))
-
-    async def drain(self) -> None:
-        """Wait for the batch being committed (its failure, isolated, included)."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
-        self._committing_ids = {}
-
-    async def cancel(self) -> None:
-        """Stop: a batch still being committed is not acknowledged (it is fetched again)."""
-        committing, self._committing = self._committing, None
-        if committing is not None and not committing.done():
-            committing.cancel()
-            await asyncio.gather(committing, return_exceptions=True)
-
-    async def _commit(self, prepared: _Prepared) -> None:
-        try:
-            await self.batcher.commit(prepared)
-        except Exception:
-            logger.exception("a batch of %d events failed; retrying its events one by one", len(prepared.batch))
-            await self.batcher.process_one_by_one(prepared.batch)
-        # Its ids are marked seen now, and the dedup table decides from here on: kept in
-        # flight, they would make a resend look like a duplicate past the horizon.
-        self._committing_ids = {}
-        self._committed(prepared.batch)
-
-    def _committed(self, batch: Sequence[Message]) -> None:
-        if self._done is not None:
-            self._done(batch)
-        self._ack(batch)
 
 
 @app.timer(interval=5.0)
@@ -420,7 +56,11 @@ async def process_engagement(stream: StreamT) -> None:
     await migrate(settings.db)  # tables are created by the app; idempotent
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)
-    batcher = EngagementBatcher(EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), geo)
+    batcher = EngagementBatcher(
+        EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), geo,
+        seen=BatchedTable(seen_event_ids), pins=BatchedTable(pin_by_id), dead_letter=dead_letters,
+        publish_live=lambda value: live_topic.send(value=value), settings=cfg,
+    )
     trace = _processed_log(settings.worker.processed_log)
 
     def done(batch: Sequence[Message]) -> None:

@@ -44,7 +44,10 @@ class EnrichmentFault(PinappError):
 
 
 class SinkError(PinappError):
-    """Writing to SingleStore failed; the batch is retried and its offsets are not committed."""
+    """SingleStore rejected a batch's rows (a value or key it refuses; outages are retried, never this).
+
+    The topology then writes the batch row by row and dead-letters each row still rejected.
+    """
 
 
 class StackError(PinappError):

@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
 from typing import Any
 
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import decode
 from pinapp.domain.dead_letters import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER
 
-__all__ = ["ReplayReport", "list_objects", "replay"]
+__all__ = ["ReplayReport", "replay"]
 
 
 
@@ -33,22 +32,6 @@ __all__ = ["ReplayReport", "list_objects", "replay"]
 class ReplayReport:
     objects: int = 0
     records: int = 0
-
-
-async def list_objects(s3: Any, bucket: str, prefix: str, topic: str, first_day: date, last_day: date) -> list[ObjectKey]:
-    """The archive objects of ``topic`` in the day folders ``first_day``..``last_day``, in replay order."""
-    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    keys = []
-    paginator = s3.get_paginator("list_objects_v2")
-    day = first_day
-    while day <= last_day:
-        async for page in paginator.paginate(Bucket=bucket, Prefix=f"{head}{topic}/dt={day.isoformat()}/"):
-            for obj in page.get("Contents", []):
-                key = ObjectKey.parse(obj["Key"])
-                if key is not None and key.topic == topic:
-                    keys.append(key)
-        day += timedelta(days=1)
-    return sorted(keys, key=lambda k: (k.partition, k.first, k.folder))
 
 
 async def replay(s3: Any, producer: Any, bucket: str, keys: Iterable[ObjectKey], to_topic: str,

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from config import Settings
 from pinapp.archive.layout import ObjectKey
+from pinapp.archive.listing import archived_keys
 from pinapp.archive.records import ArchivedRecord, decode
 from pinapp.errors import PinappError
 from pinapp.adapters.kafka import client_options, partitions_of
@@ -51,15 +52,9 @@ class VerifyReport:
 async def archived_objects(s3: Any, bucket: str, prefix: str,
                            topic: str) -> AsyncIterator[tuple[ObjectKey, list[ArchivedRecord]]]:
     """Every archive object of ``topic`` (all hour folders), with its records."""
-    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-    paginator = s3.get_paginator("list_objects_v2")
-    async for page in paginator.paginate(Bucket=bucket, Prefix=f"{head}{topic}/"):
-        for obj in page.get("Contents", []):
-            key = ObjectKey.parse(obj["Key"])
-            if key is None or key.topic != topic:
-                continue
-            body = await (await s3.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
-            yield key, list(decode(body, key.fmt))
+    async for key in archived_keys(s3, bucket, prefix, topic):
+        body = await (await s3.get_object(Bucket=bucket, Key=str(key)))["Body"].read()
+        yield key, list(decode(body, key.fmt))
 
 
 async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,

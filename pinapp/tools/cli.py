@@ -121,32 +121,18 @@ def archive() -> None:
 @click.pass_context
 def archive_ls(ctx: click.Context, topic: str | None, day: Any) -> None:
     """List hour folders with their objects, records' bytes and _SUCCESS markers."""
-    settings = _settings(ctx)
-    rows = asyncio.run(_archive_ls(settings, topic or settings.kafka.events_topic, day.date() if day else None))
-    click.echo(tabulate(rows, headers=["folder", "objects", "bytes", "complete"]))
-
-
-async def _archive_ls(settings: Settings, topic: str, day: Any) -> list[tuple[str, int, int, str]]:
-    from pinapp.archive.layout import ObjectKey
     from pinapp.adapters.s3 import s3_client
+    from pinapp.archive.listing import FolderSummary, folder_summaries
 
-    prefix = settings.archive.prefix.strip("/")
-    base = f"{prefix}/{topic}/" if prefix else f"{topic}/"
-    if day is not None:
-        base += f"dt={day.isoformat()}/"
-    folders: dict[str, list[int]] = {}
-    done: set[str] = set()
-    async with s3_client(settings.s3) as s3:
-        async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.s3.bucket, Prefix=base):
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith("/_SUCCESS"):
-                    done.add(obj["Key"].rsplit("/", 1)[0].split(f"{topic}/", 1)[1])
-                elif (key := ObjectKey.parse(obj["Key"])) is not None:
-                    stats = folders.setdefault(key.folder, [0, 0])
-                    stats[0] += 1
-                    stats[1] += obj["Size"]
-    return [(f"s3://{settings.s3.bucket}/{base.split(f'{topic}/')[0]}{topic}/{folder}/", n, size,
-             "_SUCCESS" if folder in done else "") for folder, (n, size) in sorted(folders.items())]
+    settings = _settings(ctx)
+
+    async def listing() -> list[FolderSummary]:
+        async with s3_client(settings.s3) as s3:
+            return await folder_summaries(s3, settings.s3.bucket, settings.archive.prefix,
+                                          topic or settings.kafka.events_topic, day.date() if day else None)
+
+    rows = [(f.url, f.objects, f.bytes, "_SUCCESS" if f.complete else "") for f in asyncio.run(listing())]
+    click.echo(tabulate(rows, headers=["folder", "objects", "bytes", "complete"]))
 
 
 @archive.command("verify")
@@ -183,12 +169,13 @@ def archive_replay(ctx: click.Context, topic: str | None, first: Any, last: Any,
 
 
 async def _archive_replay(settings: Settings, topic: str, first: Any, last: Any, to_topic: str) -> tuple[int, int]:
-    from pinapp.archive.replay import list_objects, replay
+    from pinapp.archive.listing import keys_between
+    from pinapp.archive.replay import replay
     from pinapp.adapters.kafka import ensure_topics, make_producer
     from pinapp.adapters.s3 import s3_client
 
     async with s3_client(settings.s3) as s3:
-        keys = await list_objects(s3, settings.s3.bucket, settings.archive.prefix, topic, first, last)
+        keys = await keys_between(s3, settings.s3.bucket, settings.archive.prefix, topic, first, last)
         if not keys:
             click.echo(f"no archived objects of {topic} between {first} and {last}")
             return 0, 0

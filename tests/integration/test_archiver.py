@@ -123,6 +123,18 @@ async def test_every_record_lands_once_in_its_event_hour(pipeline: Pipeline, fmt
         await asyncio.sleep(0.5)
     assert set(expected) <= await finalized()
 
+    # `archive ls` lists each hour folder once, with its objects and its _SUCCESS marker.
+    listing = pipeline.cli("archive", "ls", "--topic", topic)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    rows = [line.split() for line in listing.stdout.splitlines() if line.startswith("s3://")]
+    objects_per_folder = Counter(k.folder for k in keys)
+    assert {row[0].split(f"/{topic}/", 1)[1].rstrip("/"): int(row[1]) for row in rows} == objects_per_folder
+    assert all(row[3] == "_SUCCESS" for row in rows if row[0].split(f"/{topic}/", 1)[1].rstrip("/") in expected)
+    day = min(objects_per_folder)[3:13]
+    one_day = pipeline.cli("archive", "ls", "--topic", topic, "--day", day)
+    assert [line.split()[0] for line in one_day.stdout.splitlines() if line.startswith("s3://")] == [
+        row[0] for row in rows if f"/dt={day}/" in row[0]]
+
     # Intents of committed cuts are housekeeping: the archiver deletes them.
     async def intents() -> list[str]:
         async with s3_client(pipeline.settings.s3) as s3:

@@ -1,7 +1,7 @@
 """OverlappedBatches: batch N+1 is prepared while batch N commits, and nothing is acked early.
 
 The batcher here is a recorder with the three methods the overlap calls; the real
-EngagementBatcher's stages are covered on the real stack (tests/integration/test_pipeline.py).
+EngagementBatcher's rules are tests/unit/test_engagement_batcher.py, its stages on the real stack tests/integration/test_pipeline.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.engagement import OverlappedBatches
+from pinapp.engagement.batcher import OverlappedBatches
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The engagement topology's logic over batches, behind small interfaces over faust (see :mod:`.batcher`)."""

@@ -1,0 +1,297 @@
+"""The engagement batch's rules, on in-memory tables, database and topics (no broker).
+
+What the worker passes instead (faust's tables, SingleStore, the topics) is covered on the
+real stack by tests/integration/test_pipeline.py; here each rule of
+:mod:`pinapp.engagement.batcher` is pinned down on its own: in-batch and table dedup, the
+pin-resolution order, rows, dead letters by stage, and what happens only after the write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from config import PipelineSettings
+from pinapp.domain.ddl import COLUMNS
+from pinapp.domain.dead_letters import REPLAY_HEADER
+from pinapp.domain.events import EventType
+from pinapp.domain.geo import GeoLocation
+from pinapp.domain.repin_points import decode_points
+from pinapp.domain.rows import UNKNOWN_CATEGORY, Row
+from pinapp.domain.table_values import Pin, SeenEvent
+from pinapp.engagement.batcher import EngagementBatcher
+from pinapp.errors import SinkError
+
+PIN = {"pin_id": "p1", "board_id": "b1", "user_id": "u9", "title": "t", "category": "art", "created_at": 1_700_000_000_000}
+LONDON = GeoLocation("GB", "England", "London", 51.5, -0.1)
+
+
+@dataclass
+class Record:
+    """A consumed record, as faust's ``Message`` has it."""
+
+    partition: int
+    offset: int
+    value: bytes
+    topic: str = "events"
+    key: bytes | None = None
+    timestamp: float = field(default_factory=time.time)
+    headers: Any = ()
+
+
+class MemoryTable:
+    """A changelog-backed table by partition; ``flushes`` counts the changelog sends."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[int, dict[bytes, Any]] = defaultdict(dict)
+        self.flushes = 0
+
+    def get(self, partition: int, key: bytes) -> Any:
+        return self.partitions[partition].get(key)
+
+    def set(self, partition: int, key: bytes, value: Any) -> None:
+        self.partitions[partition][key] = value
+
+    def set_many(self, partition: int, items: Iterable[tuple[bytes, Any]]) -> None:
+        self.partitions[partition].update(items)
+
+    def delete_many(self, partition: int, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self.partitions[partition].pop(key, None)
+
+    def partition_items(self, partition: int) -> Callable[[bytes | None], Iterator[tuple[bytes, bytes]]]:
+        def items(from_key: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+            data = self.partitions[partition]
+            return iter([(k, data[k]) for k in sorted(data) if from_key is None or k >= from_key])
+
+        return items
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+
+class MemoryStore:
+    """The SingleStore tables: rows by table and event_id; ``reject`` holds event_ids it refuses."""
+
+    def __init__(self, pins: Mapping[str, Pin] = (), reject: Iterable[str] = ()) -> None:
+        self.known_pins = dict(pins)
+        self.reject = set(reject)
+        self.tables: dict[EventType, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.writes = 0
+        self.pin_lookups: list[list[str]] = []
+
+    async def write(self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = ()) -> int:
+        named = [(t, dict(zip(COLUMNS[t], row, strict=True))) for t, batch in rows.items() for row in batch]
+        refused = [row["event_id"] for _, row in named if row["event_id"] in self.reject]
+        if refused:
+            raise SinkError(f"database rejected a batch: {refused}")
+        self.writes += 1
+        for event_type, row in named:
+            self.tables[event_type][row["event_id"]] = row
+        for row in learned_pins:  # fills a missing pin row, never replaces one
+            pin = dict(zip(COLUMNS[EventType.PIN], row, strict=True))
+            if all(r["pin_id"] != pin["pin_id"] for r in self.tables[EventType.PIN].values()):
+                self.tables[EventType.PIN][pin["event_id"]] = pin
+        return len(named) + len(learned_pins)
+
+    async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]:
+        ids = list(pin_ids)
+        self.pin_lookups.append(ids)
+        return {i: self.known_pins[i] for i in ids if i in self.known_pins}
+
+    def row(self, event_type: EventType, event_id: str) -> dict[str, Any]:
+        return self.tables[event_type][event_id]
+
+
+class Here:
+    def lookup(self, ip: str) -> GeoLocation:
+        return LONDON
+
+
+@dataclass
+class Sent:
+    record: Any
+    reason: str
+    kind: str
+    stage: str
+
+
+@dataclass
+class Pipeline:
+    store: MemoryStore = field(default_factory=MemoryStore)
+    seen: MemoryTable = field(default_factory=MemoryTable)
+    pins: MemoryTable = field(default_factory=MemoryTable)
+    dead: list[Sent] = field(default_factory=list)
+    live: list[bytes] = field(default_factory=list)
+    settings: PipelineSettings = field(default_factory=lambda: PipelineSettings(poison_user_id="u-poison"))
+
+    def __post_init__(self) -> None:
+        async def dead_letter(record: Any, reason: str, *, kind: str, stage: str) -> None:
+            self.dead.append(Sent(record, reason, kind, stage))
+
+        async def publish(value: bytes) -> None:
+            self.live.append(value)
+
+        self.batcher = EngagementBatcher(self.store, Here(), seen=self.seen, pins=self.pins,
+                                         dead_letter=dead_letter, publish_live=publish, settings=self.settings)
+
+    def seen_at(self, partition: int, event_id: str) -> tuple[int, int] | None:
+        raw = self.seen.get(partition, event_id.encode())
+        return None if raw is None else SeenEvent.from_bytes(raw)[1:]
+
+
+def event(event_id: str, event_type: str = "like", *, pin_id: str | None = "p1", **extra: Any) -> bytes:
+    doc: dict[str, Any] = {"event_id": event_id, "event_type": event_type, "ts": 1_700_000_000_123,
+                           "user_id": "u1", "ip": "81.2.69.160"}
+    if event_type != "login" and pin_id is not None:
+        doc["pin_id"] = pin_id
+    doc.update(extra)
+    return orjson.dumps(doc)
+
+
+def records(*values: bytes, partition: int = 0, first: int = 0) -> list[Record]:
+    return [Record(partition, first + i, value) for i, value in enumerate(values)]
+
+
+async def test_a_batch_is_written_in_one_write_and_marked_seen_only_after_it() -> None:
+    p = Pipeline()
+    prepared = await p.batcher.prepare(records(event("e1"), event("e2", "login"), partition=3, first=10))
+    assert p.store.writes == 0 and p.seen_at(3, "e1") is None, "preparing writes nothing"
+
+    await p.batcher.commit(prepared)
+    assert p.store.writes == 1
+    assert p.store.row(EventType.LIKE, "e1")["country"] == "GB"
+    assert p.store.row(EventType.LOGIN, "e2")["city"] == "London"
+    assert (p.seen_at(3, "e1"), p.seen_at(3, "e2")) == ((3, 10), (3, 11))
+    assert (p.seen.flushes, p.pins.flushes) == (1, 1)
+
+
+async def test_a_duplicate_in_the_batch_or_in_the_batch_being_written_is_dropped() -> None:
+    p = Pipeline()
+    batch = records(event("e1"), event("e1"), event("e2"), event("e3"))
+    prepared = await p.batcher.prepare(batch, in_flight={"e3": (0, 99)})
+    assert [a.event.event_id for a in prepared.accepted] == ["e1", "e2"]
+    await p.batcher.commit(prepared)
+    assert set(p.store.tables[EventType.LIKE]) == {"e1", "e2"}
+    assert p.dead == [], "a duplicate is dropped, not dead-lettered"
+
+
+async def test_an_event_seen_at_another_offset_is_dropped_but_a_redelivery_or_a_replay_is_not() -> None:
+    p = Pipeline()
+    await p.batcher.process(records(event("e1"), event("e2"), first=0))
+
+    resend = await p.batcher.prepare(records(event("e1"), first=50))
+    assert resend.accepted == [], "the same event_id at another offset is a duplicate"
+    redelivered = await p.batcher.prepare(records(event("e2"), first=1))
+    assert [a.event.event_id for a in redelivered.accepted] == ["e2"], "the same offset again is a redelivery"
+    replay = Record(0, 77, event("e1"), headers=[(REPLAY_HEADER, b"events:0:0")])
+    assert [a.event.event_id for a in (await p.batcher.prepare([replay])).accepted] == ["e1"]
+
+
+async def test_an_entry_past_the_horizon_no_longer_makes_a_duplicate() -> None:
+    p = Pipeline(settings=PipelineSettings(dedup_horizon_s=60))
+    long_ago = int(time.time() * 1000) - 61_000
+    p.seen.set(0, b"e1", SeenEvent(long_ago, 0, 5).to_bytes())
+    assert [a.event.event_id for a in (await p.batcher.prepare(records(event("e1"), first=50))).accepted] == ["e1"]
+
+
+async def test_a_pin_comes_from_the_cache_then_the_database_then_the_event_else_unknown() -> None:
+    in_db = Pin.from_event_field({**PIN, "pin_id": "p-db", "category": "travel"})
+    p = Pipeline(store=MemoryStore(pins={"p-db": in_db}))
+    p.pins.set(0, b"p-cached", Pin.from_event_field({**PIN, "pin_id": "p-cached", "category": "food"}))
+    batch = records(
+        event("e1", "repin", pin_id="p-cached", board_id="b2"),
+        event("e2", "like", pin_id="p-db"),
+        event("e3", "repin", pin_id="p-carried", board_id="b2", pin={**PIN, "pin_id": "p-carried"}),
+        event("e4", "comment", pin_id="p-nowhere", text="hi"),
+    )
+    await p.batcher.process(batch)
+
+    assert p.store.pin_lookups == [["p-db", "p-carried", "p-nowhere"]], "one database lookup, for the misses only"
+    assert p.store.row(EventType.REPIN, "e1")["category"] == "food"
+    assert p.store.row(EventType.LIKE, "e2")["category"] == "travel"
+    assert p.store.row(EventType.REPIN, "e3")["category"] == "art"
+    assert p.store.row(EventType.COMMENT, "e4")["category"] == UNKNOWN_CATEGORY
+    # What the database and the events gave is cached; an unknown pin is not.
+    assert p.pins.get(0, b"p-db") == in_db and p.pins.get(0, b"p-carried").category == "art"
+    assert p.pins.get(0, b"p-nowhere") is None
+
+    await p.batcher.process(records(event("e5", "like", pin_id="p-db"), first=10))
+    assert len(p.store.pin_lookups) == 1, "a cached pin is not looked up again"
+
+
+async def test_a_pin_in_the_batch_resolves_its_repins_before_or_after_it() -> None:
+    p = Pipeline()
+    await p.batcher.process(records(event("e0", "pin", pin=PIN), event("e1", "repin", board_id="b2")))
+    assert p.store.row(EventType.REPIN, "e1")["category"] == "art"
+    assert p.store.pin_lookups == [], "the pin before it filled the cache: no database lookup"
+
+    p = Pipeline()
+    await p.batcher.process(records(event("e1", "repin", board_id="b2"), event("e0", "pin", pin=PIN)))
+    assert p.store.row(EventType.REPIN, "e1")["category"] == "art", "a pin later in the batch still wins over unknown"
+    assert p.store.row(EventType.PIN, "e0")["pin_id"] == "p1"
+
+
+async def test_a_repin_carrying_an_unknown_pin_teaches_the_pins_table() -> None:
+    p = Pipeline()
+    await p.batcher.process(records(event("e1", "repin", board_id="b2", pin=PIN)))
+    learned = [row for row in p.store.tables[EventType.PIN].values() if row["pin_id"] == "p1"]
+    assert [row["event_id"] for row in learned] == ["e1"], "the pins row carries the teaching event's id"
+
+
+async def test_malformed_inputs_are_dead_lettered_at_validation_and_the_rest_written() -> None:
+    p = Pipeline()
+    batch = records(b"not json", event("e1"), orjson.dumps({"event_id": "e2"}), b"x" * 20_000, event("e3"))
+    await p.batcher.process(batch)
+    assert set(p.store.tables[EventType.LIKE]) == {"e1", "e3"}
+    assert [(d.record.offset, d.stage) for d in p.dead] == [(0, "validate"), (2, "validate"), (3, "validate")]
+    assert [d.kind for d in p.dead] == ["not_json", "schema", "too_large"]
+    assert p.seen_at(0, "e2") is None
+
+
+async def test_an_event_failing_enrichment_is_dead_lettered_alone() -> None:
+    p = Pipeline()
+    await p.batcher.process(records(event("e1"), event("e2", user_id="u-poison"), event("e3")))
+    assert set(p.store.tables[EventType.LIKE]) == {"e1", "e3"}
+    assert [(d.record.offset, d.kind, d.stage) for d in p.dead] == [(1, "poison", "enrich")]
+    assert "poison_user_id" in p.dead[0].reason
+    assert p.seen_at(0, "e2") is None, "a dead-lettered event is not marked seen"
+
+
+async def test_rows_the_database_rejects_are_found_one_by_one_and_dead_lettered() -> None:
+    p = Pipeline(store=MemoryStore(reject={"e2"}))
+    await p.batcher.process(records(event("e1"), event("e2"), event("e3")))
+    assert set(p.store.tables[EventType.LIKE]) == {"e1", "e3"}
+    assert [(d.record.offset, d.kind, d.stage) for d in p.dead] == [(1, "rejected", "sink")]
+    assert p.seen_at(0, "e2") is None and p.seen_at(0, "e1") == (0, 0)
+
+
+async def test_a_batch_failing_as_a_whole_is_processed_event_by_event() -> None:
+    p = Pipeline()
+
+    def crash(event_id: bytes) -> Any:
+        raise RuntimeError("a table that cannot be read")
+
+    p.seen.get = lambda partition, key: crash(key) if key == b"e2" else None  # type: ignore[method-assign]
+    batch = records(event("e1"), event("e2"), event("e3"))
+    with pytest.raises(RuntimeError):
+        await p.batcher.process(batch)
+    await p.batcher.process_one_by_one(batch)
+    assert set(p.store.tables[EventType.LIKE]) == {"e1", "e3"}
+    assert [(d.record.offset, d.kind, d.stage) for d in p.dead] == [(1, "poison", "process")]
+
+
+async def test_written_repins_with_a_location_go_to_the_live_feed_after_the_write() -> None:
+    p = Pipeline()
+    prepared = await p.batcher.prepare(records(event("e1", "repin", board_id="b2", pin=PIN), event("e2")))
+    assert p.live == [], "nothing is shown before it is written"
+    await p.batcher.commit(prepared)
+    [value] = p.live
+    [point] = decode_points(value)
+    assert (point["event_id"], point["category"], point["country"], point["lat"]) == ("e1", "art", "GB", 51.5)
