@@ -13,7 +13,12 @@ from setuptools import Extension, setup
 def _pkg_config(*args: str) -> list[str]:
     if shutil.which("pkg-config") is None:
         return []
-    done = subprocess.run(["pkg-config", *args, "rdkafka"], capture_output=True, text=True, check=False)
+    done = subprocess.run(  # noqa: S603 - pkg-config from PATH, as a build runs it
+        ["pkg-config", *args, "rdkafka"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.split() if done.returncode == 0 else []
 
 
@@ -22,8 +27,15 @@ setup(
         Extension(
             "pinapp.singer._rdkafka",
             sources=["pinapp/singer/_rdkafka.c"],
-            extra_compile_args=[*_pkg_config("--cflags"), "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
+            extra_compile_args=[
+                *_pkg_config("--cflags"),
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers",
+                "-Wno-cast-function-type",
+            ],
             libraries=["rdkafka"],
             extra_link_args=[a for a in _pkg_config("--libs") if not a.startswith("-lrdkafka")],
         )

@@ -19,15 +19,15 @@ from typing import Any
 
 from faust.types import TP, Message, StreamT
 
-from pinapp.telemetry import health
-from pinapp.topology.app import archive_app, settings
+from pinapp.adapters.s3 import s3_client
 from pinapp.archive.archiver import Archiver, CutAbandoned
 from pinapp.archive.buffer import Delivery
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter
-from pinapp.topology.faust_ext import FetchedBatches
+from pinapp.telemetry import health
 from pinapp.telemetry.metrics import ARCHIVE_BUFFERED
-from pinapp.adapters.s3 import s3_client
+from pinapp.topology.app import archive_app, settings
+from pinapp.topology.faust_ext import FetchedBatches
 from pinapp.topology.topics import archive_source
 
 __all__ = ["archive_records"]
@@ -49,7 +49,7 @@ class FaustPartitions:
     def highwater(self, topic: str, partition: int) -> int | None:
         try:
             return archive_app.consumer.highwater(TP(topic, partition))
-        except Exception:  # not fetched yet, or no longer assigned
+        except Exception:  # noqa: BLE001 - faust raises several kinds here; not fetched yet, or no longer assigned
             return None
 
     def committed(self, topic: str, partition: int) -> int | None:
@@ -73,7 +73,7 @@ _archiver: Archiver | None = None
 
 async def _get_archiver() -> Archiver:
     """The archiver and its S3 client, created on first use inside the worker's event loop."""
-    global _archiver
+    global _archiver  # noqa: PLW0603 - made once, in the worker's event loop
     if _archiver is None:
         s3 = await _exit_stack.enter_async_context(s3_client(settings.s3, max_attempts=1))
         writer = ArchiveWriter(s3, settings.s3.bucket, settings.archive.prefix)
@@ -85,7 +85,7 @@ async def _get_archiver() -> Archiver:
 class MessageDelivery:
     """A fetched record's :class:`~pinapp.archive.buffer.Delivery`: its ack is the consumer's."""
 
-    __slots__ = ("message", "_ack")
+    __slots__ = ("_ack", "message")
 
     def __init__(self, message: Message, ack: Callable[[Message], Any]) -> None:
         self.message = message
@@ -106,13 +106,23 @@ def _no_rebalance_since(generation: int) -> Callable[[], bool]:
     return lambda: flow_control.is_active() and archive_app.consumer_generation_id == generation
 
 
-def _records(batch: Sequence[Message], ack: Callable[[Message], Any]) -> Iterator[tuple[ArchivedRecord, MessageDelivery]]:
+def _records(
+    batch: Sequence[Message], ack: Callable[[Message], Any]
+) -> Iterator[tuple[ArchivedRecord, MessageDelivery]]:
     for message in batch:
         headers = message.headers or ()
-        yield (ArchivedRecord(message.topic, message.partition, message.offset,
-                              round(message.timestamp * 1000), message.key, message.value,
-                              tuple(headers.items() if isinstance(headers, dict) else headers)),
-               MessageDelivery(message, ack))
+        yield (
+            ArchivedRecord(
+                message.topic,
+                message.partition,
+                message.offset,
+                round(message.timestamp * 1000),
+                message.key,
+                message.value,
+                tuple(headers.items() if isinstance(headers, dict) else headers),
+            ),
+            MessageDelivery(message, ack),
+        )
 
 
 @archive_app.agent(archive_source)
@@ -120,8 +130,13 @@ async def archive_records(stream: StreamT[bytes]) -> None:
     """Hand each record, with its ack, to the archiver; it acks once the record is in S3."""
     health.sink("s3")  # listed in /health from the start
     archiver = await _get_archiver()
-    batches = FetchedBatches(stream, max_events=BATCH_EVENTS, within=BATCH_WITHIN_S,
-                             buffer_events=settings.pipeline.stream_buffer_events, ack_per_record=True)
+    batches = FetchedBatches(
+        stream,
+        max_events=BATCH_EVENTS,
+        within=BATCH_WITHIN_S,
+        buffer_events=settings.pipeline.stream_buffer_events,
+        ack_per_record=True,
+    )
     ack = archive_app.consumer.ack
     async for batch in batches:
         await archiver.add_all(_records(batch, ack), current=_no_rebalance_since(archive_app.consumer_generation_id))
@@ -153,7 +168,7 @@ async def finalize_hours() -> None:
             for folder in await archiver.report_and_finalize(settings.archive_topics):
                 logger.info("archive: %s complete (_SUCCESS written)", folder)
             await archiver.collect_intents()
-        except Exception as exc:  # S3 trouble: the next round tries again; archiving is unaffected
+        except Exception as exc:  # noqa: BLE001 - any failure; S3 trouble: the next round tries again; archiving is unaffected
             logger.warning("archive: finalizer skipped this round: %r", exc)
 
 

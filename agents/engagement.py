@@ -57,9 +57,13 @@ async def process_engagement(stream: StreamT) -> None:
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)
     batcher = EngagementBatcher(
-        EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s), geo,
-        seen=BatchedTable(seen_event_ids), pins=BatchedTable(pin_by_id), dead_letter=dead_letters,
-        publish_live=lambda value: live_topic.send(value=value), settings=cfg,
+        EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s),
+        geo,
+        seen=BatchedTable(seen_event_ids),
+        pins=BatchedTable(pin_by_id),
+        dead_letter=dead_letters,
+        publish_live=lambda value: live_topic.send(value=value),
+        settings=cfg,
     )
     trace = _processed_log(settings.worker.processed_log)
 
@@ -68,8 +72,9 @@ async def process_engagement(stream: StreamT) -> None:
             trace.write("".join(f"{m.partition} {m.offset}\n" for m in batch))
             trace.flush()
 
-    batches = FetchedBatches(stream, max_events=cfg.batch_size, within=cfg.batch_within_s,
-                             buffer_events=cfg.stream_buffer_events)
+    batches = FetchedBatches(
+        stream, max_events=cfg.batch_size, within=cfg.batch_within_s, buffer_events=cfg.stream_buffer_events
+    )
     overlapped = OverlappedBatches(batcher, batches.ack, done)
     try:
         async for batch in batches:

@@ -27,7 +27,7 @@ import aiohttp
 
 def _health(port: int) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as err:  # 503 while a sink retries: still a health document
         return json.loads(err.read())
@@ -61,8 +61,12 @@ async def main() -> None:
     parser.add_argument("--every", type=float, default=15, help="seconds between /health samples")
     parser.add_argument("--worker-port", type=int, default=6066)
     parser.add_argument("--archiver-port", type=int, default=6166)
-    parser.add_argument("--lag-slack", type=int, default=20_000,
-                        help="events a lag may end above its lowest of the last half and still count as bounded")
+    parser.add_argument(
+        "--lag-slack",
+        type=int,
+        default=20_000,
+        help="events a lag may end above its lowest of the last half and still count as bounded",
+    )
     args = parser.parse_args()
 
     points: list[tuple[float, float]] = []
@@ -87,7 +91,9 @@ async def main() -> None:
     print("\n| minute | repins on the globe | delay p50 | delay p99 |\n|---|---|---|---|")
     for minute in range(int(args.minutes + 0.999)):
         delays = [d for t, d in points if minute * 60 <= t - started < (minute + 1) * 60]
-        print(f"| {minute + 1} | {len(delays)} | {_percentile(delays, 0.5):.2f} s | {_percentile(delays, 0.99):.2f} s |")
+        print(
+            f"| {minute + 1} | {len(delays)} | {_percentile(delays, 0.5):.2f} s | {_percentile(delays, 0.99):.2f} s |"
+        )
 
     half = [s for s in samples if s[0] >= args.minutes * 30]
     verdicts = []
@@ -95,13 +101,17 @@ async def main() -> None:
         lags = [s[index] for s in half if s[index] is not None]
         bounded = bool(lags) and lags[-1] - min(lags) <= args.lag_slack
         verdicts.append(bounded)
-        print(f"\n{name} lag over the last half: {lags[:1]} ... {lags[-1:]} (lowest {min(lags, default=None)}): "
-              f"{'bounded' if bounded else 'GROWING or unknown'}")
+        print(
+            f"\n{name} lag over the last half: {lags[:1]} ... {lags[-1:]} (lowest {min(lags, default=None)}): "
+            f"{'bounded' if bounded else 'GROWING or unknown'}"
+        )
     last = [d for t, d in points if t >= time.time() - 60]
     fresh = bool(last) and _percentile(last, 0.99) < 2.0
     verdicts.append(fresh)
-    print(f"globe, last minute: p99 {_percentile(last, 0.99):.2f} s over {len(last)} repins: "
-          f"{'under 2 s' if fresh else 'NOT under 2 s'}")
+    print(
+        f"globe, last minute: p99 {_percentile(last, 0.99):.2f} s over {len(last)} repins: "
+        f"{'under 2 s' if fresh else 'NOT under 2 s'}"
+    )
     print("verdict:", "the demo keeps up" if all(verdicts) else "the demo does NOT keep up")
     raise SystemExit(0 if all(verdicts) else 1)
 

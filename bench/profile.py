@@ -20,8 +20,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.domain.geo import GeoLocator
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from tests.integration.harness import Pipeline
 
 OUT = Path("bench-output")
@@ -65,17 +65,34 @@ async def main() -> None:
     raw = OUT / "profile.txt"
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = Pipeline(Path(tmp), extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
-        gen = TrafficGenerator(GeneratorConfig(seed=9, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
-                               keep_ids=False)
+        gen = TrafficGenerator(
+            GeneratorConfig(seed=9, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
+        )
         await pipeline.produce(next(gen) for _ in range(args.events))
         worker = pipeline.worker()
         try:
             worker.start()
             await worker.wait_ready()
             assert worker.proc is not None
-            await asyncio.to_thread(subprocess.run, [
-                py_spy, "record", "--pid", str(worker.proc.pid), "--duration", str(int(args.seconds)),
-                "--rate", "250", "--format", "raw", "--output", str(raw)], check=True, capture_output=True)
+            await asyncio.to_thread(
+                subprocess.run,
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(worker.proc.pid),
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                ],
+                check=True,
+                capture_output=True,
+            )
         finally:
             pipeline.stop_all()
             await pipeline.drop()

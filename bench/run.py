@@ -55,9 +55,9 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
-from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
-from pinapp.domain.geo import GeoLocator
 from pinapp.adapters.kafka import ensure_topics
+from pinapp.domain.geo import GeoLocator
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.tools.stack.services import ensure_debian_package
 from tests.integration.harness import REPO, TABLE_OF, Pipeline, placeable_repins
 
@@ -85,25 +85,36 @@ def baseline_worktree(commit: str, *, build_singer: bool) -> Path:
     imports its ``pinapp``, ``agents``, ``tables`` and ``config`` (the current directory
     comes before the editable install). Singer's C extension is built there when needed.
     """
-    sha = subprocess.run(["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
     path = REPO / OUT / "baseline"
     if path.exists():
         subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False, capture_output=True)
     subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=True)
-    subprocess.run(["git", "worktree", "add", "--force", "--detach", str(path), sha], cwd=REPO, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--force", "--detach", str(path), sha], cwd=REPO, check=True, capture_output=True
+    )
     if build_singer and (path / "setup.py").exists():
-        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=path, check=True, capture_output=True
+        )
     print(f"baseline: {commit} ({sha[:12]}) in {path}", flush=True)
     return path
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = int(
+        next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    )
     return f"{os.cpu_count()} cores ({model}), {mem_kb / 1024 / 1024:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
@@ -111,7 +122,7 @@ async def _row_times(pipeline: Pipeline) -> list[tuple[datetime, datetime]]:
     """(ts, ingested_at) of every row in every table."""
     out: list[tuple[datetime, datetime]] = []
     for table in TABLE_OF.values():
-        out += await pipeline.sql(f"SELECT ts, ingested_at FROM {table}")  # noqa: S608
+        out += await pipeline.sql(f"SELECT ts, ingested_at FROM {table}")
     return out
 
 
@@ -147,8 +158,9 @@ async def throughput_run(events: int, seed: int, workers: int = 1) -> dict[str, 
     needs (docs/benchmarks.md)."""
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
-        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
-                               keep_ids=False)
+        gen = TrafficGenerator(
+            GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
+        )
         await pipeline.produce(next(gen) for _ in range(events))
         expected = gen.truth.to_json()["valid_unique"]
         procs = [pipeline.worker(i) for i in range(workers)]
@@ -168,10 +180,17 @@ async def throughput_run(events: int, seed: int, workers: int = 1) -> dict[str, 
             pipeline.stop_all()
             await pipeline.drop()
         seconds = (last - ready).total_seconds()
-        cpu_us = {f"cpu_us_per_event_{name}": round(spent * 1e6 / events, 1) for name, spent in cpu.items()
-                  if workers == 1}
-        return {"workers": workers, "events": events, "rows": sum(expected.values()), "seconds": round(seconds, 2),
-                "events_per_s": round(events / seconds), **cpu_us}
+        cpu_us = {
+            f"cpu_us_per_event_{name}": round(spent * 1e6 / events, 1) for name, spent in cpu.items() if workers == 1
+        }
+        return {
+            "workers": workers,
+            "events": events,
+            "rows": sum(expected.values()),
+            "seconds": round(seconds, 2),
+            "events_per_s": round(events / seconds),
+            **cpu_us,
+        }
 
 
 async def ceiling_run(events: int, seed: int) -> dict[str, Any]:
@@ -181,11 +200,17 @@ async def ceiling_run(events: int, seed: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp)
-        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
-                               keep_ids=False)
+        gen = TrafficGenerator(
+            GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
+        )
         await pipeline.produce(next(gen) for _ in range(events))
-        consumer = AIOKafkaConsumer(pipeline.settings.kafka.events_topic, bootstrap_servers=pipeline.settings.kafka.bootstrap,
-                                    auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(
+            pipeline.settings.kafka.events_topic,
+            bootstrap_servers=pipeline.settings.kafka.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
         await consumer.start()
         try:
             n = decoded = 0
@@ -219,13 +244,22 @@ async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate
     partition ends the measurement.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info",
-                                                  "PINAPP_WORKER__TABLE_STANDBY_REPLICAS": str(standby)})
+        pipeline = _pipeline(
+            tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info", "PINAPP_WORKER__TABLE_STANDBY_REPLICAS": str(standby)}
+        )
         partitions = pipeline.settings.kafka.partitions
         partitioner = DefaultPartitioner()
-        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.0, malformed_ratio=0.0,
-                                               start_ms=int(time.time() * 1000), step_ms=1000.0 / rate),
-                               GeoLocator(), keep_ids=False)
+        gen = TrafficGenerator(
+            GeneratorConfig(
+                seed=seed,
+                duplicate_ratio=0.0,
+                malformed_ratio=0.0,
+                start_ms=int(time.time() * 1000),
+                step_ms=1000.0 / rate,
+            ),
+            GeoLocator(),
+            keep_ids=False,
+        )
         w0, w1 = pipeline.worker(0), pipeline.worker(1)
         try:
             for w in (w0, w1):
@@ -237,8 +271,11 @@ async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate
             topic = pipeline.settings.kafka.events_topic
             victim = {int(p.split(":")[1]) for p in w1.health()[1]["partitions"] if p.startswith(f"{topic}:")}
             live = [next(gen) for _ in range(int(rate * 90))]
-            ids_of_victim = {orjson.loads(r.value)["event_id"] for r in live
-                             if partitioner(r.key, list(range(partitions)), list(range(partitions))) in victim}
+            ids_of_victim = {
+                orjson.loads(r.value)["event_id"]
+                for r in live
+                if partitioner(r.key, list(range(partitions)), list(range(partitions))) in victim
+            }
             producing = asyncio.create_task(pipeline.produce(live, rate=rate))
             await asyncio.sleep(10)
             w1.kill()
@@ -247,8 +284,10 @@ async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate
             while recovered is None and not producing.done():
                 await asyncio.sleep(0.5)
                 for table in TABLE_OF.values():
-                    rows = await pipeline.sql(f"SELECT event_id, ingested_at FROM {table} "  # noqa: S608
-                                              "WHERE ingested_at > %s", (killed,))
+                    rows = await pipeline.sql(
+                        f"SELECT event_id, ingested_at FROM {table} WHERE ingested_at > %s",
+                        (killed,),
+                    )
                     times = [at for event_id, at in rows if event_id in ids_of_victim]
                     if times:
                         recovered = min(times) if recovered is None else min(recovered, *times)
@@ -258,22 +297,29 @@ async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate
         finally:
             pipeline.stop_all()
             await pipeline.drop()
-        return {"standby_replicas": standby, "state_events": state_events,
-                "session_timeout_s": pipeline.settings.worker.session_timeout_s,
-                "recovery_s": round((recovered - killed).total_seconds(), 2)}
+        return {
+            "standby_replicas": standby,
+            "state_events": state_events,
+            "session_timeout_s": pipeline.settings.worker.session_timeout_s,
+            "recovery_s": round((recovered - killed).total_seconds(), 2),
+        }
 
 
 async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
-        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(),
-                               keep_ids=False)
+        gen = TrafficGenerator(
+            GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
+        )
         records = [next(gen) for _ in range(events)]
         raw_bytes = sum(len(r.key or b"") + len(r.value) for r in records)
         await pipeline.create_bucket()
         await pipeline.produce(records)
-        archiver = pipeline.archiver(PINAPP_ARCHIVE__FORMAT=fmt, PINAPP_ARCHIVE__MAX_AGE_S=str(ARCHIVE_CUT_AGE_S),
-                                     PINAPP_ARCHIVE__MAX_EVENTS=str(ARCHIVE_CUT_EVENTS))
+        archiver = pipeline.archiver(
+            PINAPP_ARCHIVE__FORMAT=fmt,
+            PINAPP_ARCHIVE__MAX_AGE_S=str(ARCHIVE_CUT_AGE_S),
+            PINAPP_ARCHIVE__MAX_EVENTS=str(ARCHIVE_CUT_EVENTS),
+        )
         try:
             archiver.start()
             await archiver.wait_ready()
@@ -293,10 +339,15 @@ async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
         finally:
             pipeline.stop_all()
             await pipeline.drop()
-        return {"format": fmt, "events": events, "seconds": round(seconds, 2), "events_per_s": round(events / seconds),
-                "record_mb_per_s": round(raw_bytes / seconds / 1e6, 2),
-                "object_mb_per_s": round(object_bytes / seconds / 1e6, 2),
-                "compression": round(raw_bytes / object_bytes, 1)}
+        return {
+            "format": fmt,
+            "events": events,
+            "seconds": round(seconds, 2),
+            "events_per_s": round(events / seconds),
+            "record_mb_per_s": round(raw_bytes / seconds / 1e6, 2),
+            "object_mb_per_s": round(object_bytes / seconds / 1e6, 2),
+            "compression": round(raw_bytes / object_bytes, 1),
+        }
 
 
 async def singer_run(lines: int, seed: int, kcat: str) -> dict[str, Any]:
@@ -314,9 +365,26 @@ async def singer_run(lines: int, seed: int, kcat: str) -> dict[str, Any]:
         await ensure_topics(kafka, [kafka.events_topic, kafka.dlq_topic, kcat_topic])
         try:
             started = time.monotonic()
-            subprocess.run([kcat, "-P", "-b", kafka.bootstrap, "-t", kcat_topic, "-l", str(log),  # noqa: S603
-                            "-X", "acks=all", "-X", "enable.idempotence=true", "-X", "linger.ms=10"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    kcat,
+                    "-P",
+                    "-b",
+                    kafka.bootstrap,
+                    "-t",
+                    kcat_topic,
+                    "-l",
+                    str(log),
+                    "-X",
+                    "acks=all",
+                    "-X",
+                    "enable.idempotence=true",
+                    "-X",
+                    "linger.ms=10",
+                ],
+                check=True,
+                capture_output=True,
+            )
             kcat_s = time.monotonic() - started
 
             singer = pipeline.singer()
@@ -340,19 +408,24 @@ async def singer_run(lines: int, seed: int, kcat: str) -> dict[str, Any]:
             pipeline.stop_all()
             await pipeline.drop()
             await _delete_topic(kafka, kcat_topic)
-        return {"lines": lines, "mb": round(size / 1e6, 1),
-                "singer_s": round(singer_s, 2), "singer_lines_per_s": round(lines / singer_s),
-                "singer_mb_per_s": round(size / singer_s / 1e6, 1),
-                "kcat_s": round(kcat_s, 2), "kcat_lines_per_s": round(lines / kcat_s),
-                "kcat_mb_per_s": round(size / kcat_s / 1e6, 1),
-                "singer_vs_kcat": round(kcat_s / singer_s, 2)}
+        return {
+            "lines": lines,
+            "mb": round(size / 1e6, 1),
+            "singer_s": round(singer_s, 2),
+            "singer_lines_per_s": round(lines / singer_s),
+            "singer_mb_per_s": round(size / singer_s / 1e6, 1),
+            "kcat_s": round(kcat_s, 2),
+            "kcat_lines_per_s": round(lines / kcat_s),
+            "kcat_mb_per_s": round(size / kcat_s / 1e6, 1),
+            "singer_vs_kcat": round(kcat_s / singer_s, 2),
+        }
 
 
 def _logged_at(log: Path, marker: str) -> float:
     """When the first line of ``log`` holding ``marker`` was written (its ``asctime``, ms; epoch s)."""
     for line in log.read_text(errors="replace").splitlines():
         if marker in line:
-            return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()  # noqa: DTZ007 - local, as logged
+            return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     raise RuntimeError(f"no {marker!r} line in {log}")
 
 
@@ -371,8 +444,10 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def _percentiles(sorted_values: list[float]) -> dict[str, float]:
     """p50, p95, p99 and max of sorted seconds, rounded to the millisecond."""
-    return {**{f"p{q}_s": round(_percentile(sorted_values, q / 100), 3) for q in (50, 95, 99)},
-            "max_s": round(sorted_values[-1], 3)}
+    return {
+        **{f"p{q}_s": round(_percentile(sorted_values, q / 100), 3) for q in (50, 95, 99)},
+        "max_s": round(sorted_values[-1], 3),
+    }
 
 
 async def freshness_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
@@ -384,9 +459,16 @@ async def freshness_run(rate: float, duration: float, seed: int) -> dict[str, An
             await worker.wait_ready()
             count = int(rate * duration)
             gen = TrafficGenerator(
-                GeneratorConfig(seed=seed, duplicate_ratio=0.0, malformed_ratio=0.0, iso_ts_ratio=0.0,
-                                start_ms=int(time.time() * 1000), step_ms=1000.0 / rate),
-                GeoLocator(), keep_ids=False,
+                GeneratorConfig(
+                    seed=seed,
+                    duplicate_ratio=0.0,
+                    malformed_ratio=0.0,
+                    iso_ts_ratio=0.0,
+                    start_ms=int(time.time() * 1000),
+                    step_ms=1000.0 / rate,
+                ),
+                GeoLocator(),
+                keep_ids=False,
             )
             started = time.monotonic()
             await pipeline.produce((next(gen) for _ in range(count)), rate=rate)
@@ -406,9 +488,17 @@ async def globe_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
         geo = GeoLocator()
-        gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.0, malformed_ratio=0.0,
-                                               start_ms=int(time.time() * 1000), step_ms=1000.0 / rate),
-                               geo, keep_ids=False)
+        gen = TrafficGenerator(
+            GeneratorConfig(
+                seed=seed,
+                duplicate_ratio=0.0,
+                malformed_ratio=0.0,
+                start_ms=int(time.time() * 1000),
+                step_ms=1000.0 / rate,
+            ),
+            geo,
+            keep_ids=False,
+        )
         records = [next(gen) for _ in range(int(rate * duration))]
         placeable = placeable_repins(records, geo)
         workers = [pipeline.worker(0), pipeline.worker(1)]
@@ -435,12 +525,16 @@ MEASURES = ("throughput", "freshness", "archive", "workers", "recovery", "globe"
 async def one_round(kind: str, i: int, args: argparse.Namespace, kcat: str | None) -> dict[str, dict[str, Any]]:
     """Round ``i`` of measurement ``kind``: one run of each of its series."""
     if kind == "throughput":  # and the same backlog through a plain consumer: what pinapp could be handed
-        return {"throughput": await throughput_run(args.events, seed=1000 + i),
-                "ceiling": await ceiling_run(args.events, seed=1000 + i)}
+        return {
+            "throughput": await throughput_run(args.events, seed=1000 + i),
+            "ceiling": await ceiling_run(args.events, seed=1000 + i),
+        }
     if kind == "freshness":
         return {"freshness": await freshness_run(args.rate, args.duration, seed=2000 + i)}
     if kind == "archive":
-        return {f"archive_{fmt}": await archive_run(args.events, seed=3000 + i, fmt=fmt) for fmt in ("jsonl.gz", "parquet")}
+        return {
+            f"archive_{fmt}": await archive_run(args.events, seed=3000 + i, fmt=fmt) for fmt in ("jsonl.gz", "parquet")
+        }
     if kind == "workers":  # alternated, so drift of the machine hits both alike
         return {f"workers_{n}": await throughput_run(args.events, seed=5000 + i, workers=n) for n in (1, 2)}
     if kind == "recovery":
@@ -457,17 +551,27 @@ def medians(series: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
         return statistics.median(r[key] for r in rows) if rows else float("nan")
 
     return {
-        **{f"singer_{key}": median("singer", key) for key in
-           ("singer_lines_per_s", "singer_mb_per_s", "kcat_lines_per_s", "kcat_mb_per_s", "singer_vs_kcat")},
-        **{f"archive_{fmt}_{key}": median(f"archive_{fmt}", key) for fmt in ("jsonl.gz", "parquet")
-           for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")},
+        **{
+            f"singer_{key}": median("singer", key)
+            for key in ("singer_lines_per_s", "singer_mb_per_s", "kcat_lines_per_s", "kcat_mb_per_s", "singer_vs_kcat")
+        },
+        **{
+            f"archive_{fmt}_{key}": median(f"archive_{fmt}", key)
+            for fmt in ("jsonl.gz", "parquet")
+            for key in ("events_per_s", "record_mb_per_s", "object_mb_per_s", "compression")
+        },
         "events_per_s": median("throughput", "events_per_s"),
-        **{f"cpu_us_per_event_{name}": median("throughput", f"cpu_us_per_event_{name}")
-           for name in ("worker", "kafka", "mariadb") if all(f"cpu_us_per_event_{name}" in r
-                                                           for r in series.get("throughput", [{}]))},
+        **{
+            f"cpu_us_per_event_{name}": median("throughput", f"cpu_us_per_event_{name}")
+            for name in ("worker", "kafka", "mariadb")
+            if all(f"cpu_us_per_event_{name}" in r for r in series.get("throughput", [{}]))
+        },
         "ceiling_events_per_s": median("ceiling", "events_per_s"),
-        "share_of_ceiling": (median("throughput", "events_per_s") / median("ceiling", "events_per_s")
-                             if series.get("ceiling") and series.get("throughput") else float("nan")),
+        "share_of_ceiling": (
+            median("throughput", "events_per_s") / median("ceiling", "events_per_s")
+            if series.get("ceiling") and series.get("throughput")
+            else float("nan")
+        ),
         "workers_1_events_per_s": median("workers_1", "events_per_s"),
         "workers_2_events_per_s": median("workers_2", "events_per_s"),
         "recovery_standby_s": median("recovery_1", "recovery_s"),
@@ -481,21 +585,31 @@ def medians(series: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
 
 
 async def main() -> None:
-    global _under_test
+    global _under_test  # noqa: PLW0603 - which checkout the runs use, set once per run
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--events", type=int, default=150_000)
-    parser.add_argument("--rate", type=float, default=None,
-                        help="events/s of the freshness benchmark (default: half of this run's throughput median, "
-                             "else 5,000)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="events/s of the freshness benchmark (default: half of this run's throughput median, else 5,000)",
+    )
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--singer-lines", type=int, default=1_000_000)
     parser.add_argument("--globe-rate", type=float, default=2_000, help="events/s of the globe benchmark")
-    parser.add_argument("--only", choices=MEASURES, action="append",
-                        help="run this measurement (repeatable; results.json then holds only these)")
-    parser.add_argument("--baseline", metavar="COMMIT",
-                        help="also run COMMIT's code (a git worktree), alternating with this one run by run, "
-                             "and print each figure for both with the ratio of medians")
+    parser.add_argument(
+        "--only",
+        choices=MEASURES,
+        action="append",
+        help="run this measurement (repeatable; results.json then holds only these)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        help="also run COMMIT's code (a git worktree), alternating with this one run by run, "
+        "and print each figure for both with the ratio of medians",
+    )
     args = parser.parse_args()
     wanted = [kind for kind in MEASURES if not args.only or kind in args.only]
     labels = ["current"]
@@ -509,7 +623,11 @@ async def main() -> None:
         if kind == "freshness" and args.rate is None:  # half of the maximum: the headroom a deployment keeps
             measured = runs["current"].get("throughput")
             args.rate = round(statistics.median(r["events_per_s"] for r in measured) / 2) if measured else 5_000.0
-            print(f"freshness at {args.rate:,.0f} events/s", "(half of the throughput median)" if measured else "", flush=True)
+            print(
+                f"freshness at {args.rate:,.0f} events/s",
+                "(half of the throughput median)" if measured else "",
+                flush=True,
+            )
         for i in range(args.runs):
             for label in labels:  # alternated run by run: the machine's drift hits both alike
                 _under_test = label
@@ -536,8 +654,11 @@ async def main() -> None:
         "recovery_runs": recovery,
         "globe_runs": globe,
         "median": medians(current),
-        **({"baseline": {"commit": args.baseline, "runs": runs["baseline"], "median": medians(runs["baseline"])}}
-           if args.baseline else {}),
+        **(
+            {"baseline": {"commit": args.baseline, "runs": runs["baseline"], "median": medians(runs["baseline"])}}
+            if args.baseline
+            else {}
+        ),
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
@@ -545,37 +666,39 @@ async def main() -> None:
     fresh_rate = args.rate if args.rate is not None else float("nan")
     pipeline_session_timeout = next((r["session_timeout_s"] for r in recovery[1]), float("nan"))
     print(f"""
-## Results ({results['when']}, `{results['command']}`)
+## Results ({results["when"]}, `{results["command"]}`)
 
-Machine: {results['machine']}
+Machine: {results["machine"]}
 
 | measure | median of {args.runs} runs | target |
 |---|---|---|
-| end-to-end throughput, one worker ({args.events:,} events backlog) | {m['events_per_s']:,.0f} events/s | >= 10,000 |
-| CPU per event while one worker drains it: worker, broker, database | {m.get('cpu_us_per_event_worker', float('nan')):.0f} us, {m.get('cpu_us_per_event_kafka', float('nan')):.0f} us, {m.get('cpu_us_per_event_mariadb', float('nan')):.0f} us | |
-| raw consumer ceiling: aiokafka + orjson.loads, same backlog | {m['ceiling_events_per_s']:,.0f} events/s (pinapp: {100 * m['share_of_ceiling']:.1f}% of it) | pinapp >= 10% |
-| freshness p50 at {fresh_rate:,.0f} events/s | {m['freshness_p50_s']:.3f} s | |
-| freshness p95 at {fresh_rate:,.0f} events/s | {m['freshness_p95_s']:.3f} s | |
-| freshness p99 at {fresh_rate:,.0f} events/s | {m['freshness_p99_s']:.3f} s | <= 1 s at half the maximum |
-| archive, one archiver, gzip JSON lines | {m['archive_jsonl.gz_events_per_s']:,.0f} events/s, {m['archive_jsonl.gz_record_mb_per_s']:.1f} MB/s of records ({m['archive_jsonl.gz_object_mb_per_s']:.1f} MB/s written, {m['archive_jsonl.gz_compression']:.1f}x) | >= the throughput above |
-| archive, one archiver, Parquet | {m['archive_parquet_events_per_s']:,.0f} events/s, {m['archive_parquet_record_mb_per_s']:.1f} MB/s of records ({m['archive_parquet_object_mb_per_s']:.1f} MB/s written, {m['archive_parquet_compression']:.1f}x) | >= the throughput above |
-| throughput, 1 worker vs 2 workers ({args.events:,} events backlog, same run) | {m['workers_1_events_per_s']:,.0f} vs {m['workers_2_events_per_s']:,.0f} events/s | |
-| recovery after SIGKILL of 1 of 2 workers, standby replicas 1 | {m['recovery_standby_s']:.1f} s (session timeout {pipeline_session_timeout:.0f} s included) | |
-| recovery after SIGKILL of 1 of 2 workers, no standby replicas | {m['recovery_no_standby_s']:.1f} s | |
-| live globe: Kafka -> repin on the page, 2 workers, {args.globe_rate:,.0f} events/s | p50 {m['globe_p50_s']:.3f} s, p99 {m['globe_p99_s']:.3f} s | <= 2 s |
-| singer, {args.singer_lines:,} lines | {m['singer_singer_lines_per_s']:,.0f} lines/s, {m['singer_singer_mb_per_s']:.1f} MB/s | >= half of kcat |
-| kcat -P, same file, same run | {m['singer_kcat_lines_per_s']:,.0f} lines/s, {m['singer_kcat_mb_per_s']:.1f} MB/s (singer/kcat = {m['singer_singer_vs_kcat']:.2f}) | |
+| end-to-end throughput, one worker ({args.events:,} events backlog) | {m["events_per_s"]:,.0f} events/s | >= 10,000 |
+| CPU per event while one worker drains it: worker, broker, database | {m.get("cpu_us_per_event_worker", float("nan")):.0f} us, {m.get("cpu_us_per_event_kafka", float("nan")):.0f} us, {m.get("cpu_us_per_event_mariadb", float("nan")):.0f} us | |
+| raw consumer ceiling: aiokafka + orjson.loads, same backlog | {m["ceiling_events_per_s"]:,.0f} events/s (pinapp: {100 * m["share_of_ceiling"]:.1f}% of it) | pinapp >= 10% |
+| freshness p50 at {fresh_rate:,.0f} events/s | {m["freshness_p50_s"]:.3f} s | |
+| freshness p95 at {fresh_rate:,.0f} events/s | {m["freshness_p95_s"]:.3f} s | |
+| freshness p99 at {fresh_rate:,.0f} events/s | {m["freshness_p99_s"]:.3f} s | <= 1 s at half the maximum |
+| archive, one archiver, gzip JSON lines | {m["archive_jsonl.gz_events_per_s"]:,.0f} events/s, {m["archive_jsonl.gz_record_mb_per_s"]:.1f} MB/s of records ({m["archive_jsonl.gz_object_mb_per_s"]:.1f} MB/s written, {m["archive_jsonl.gz_compression"]:.1f}x) | >= the throughput above |
+| archive, one archiver, Parquet | {m["archive_parquet_events_per_s"]:,.0f} events/s, {m["archive_parquet_record_mb_per_s"]:.1f} MB/s of records ({m["archive_parquet_object_mb_per_s"]:.1f} MB/s written, {m["archive_parquet_compression"]:.1f}x) | >= the throughput above |
+| throughput, 1 worker vs 2 workers ({args.events:,} events backlog, same run) | {m["workers_1_events_per_s"]:,.0f} vs {m["workers_2_events_per_s"]:,.0f} events/s | |
+| recovery after SIGKILL of 1 of 2 workers, standby replicas 1 | {m["recovery_standby_s"]:.1f} s (session timeout {pipeline_session_timeout:.0f} s included) | |
+| recovery after SIGKILL of 1 of 2 workers, no standby replicas | {m["recovery_no_standby_s"]:.1f} s | |
+| live globe: Kafka -> repin on the page, 2 workers, {args.globe_rate:,.0f} events/s | p50 {m["globe_p50_s"]:.3f} s, p99 {m["globe_p99_s"]:.3f} s | <= 2 s |
+| singer, {args.singer_lines:,} lines | {m["singer_singer_lines_per_s"]:,.0f} lines/s, {m["singer_singer_mb_per_s"]:.1f} MB/s | >= half of kcat |
+| kcat -P, same file, same run | {m["singer_kcat_lines_per_s"]:,.0f} lines/s, {m["singer_kcat_mb_per_s"]:.1f} MB/s (singer/kcat = {m["singer_singer_vs_kcat"]:.2f}) | |
 """)
     if args.baseline:
         print(ab_table(args.baseline, results["baseline"]["median"], m, args.runs))
 
 
-
-
 def ab_table(commit: str, before: dict[str, float], after: dict[str, float], runs: int) -> str:
     """Each figure measured for both, with the ratio of medians (this checkout / baseline)."""
-    lines = [f"## A/B: {commit} (baseline) vs this checkout, medians of {runs} alternated runs each", "",
-             "| figure | baseline | this checkout | ratio | better is |", "|---|---|---|---|---|"]
+    lines = [
+        f"## A/B: {commit} (baseline) vs this checkout, medians of {runs} alternated runs each",
+        "",
+        "| figure | baseline | this checkout | ratio | better is |",
+        "|---|---|---|---|---|",
+    ]
     for key, new in after.items():
         old = before.get(key, float("nan"))
         if new != new and old != old:  # measured for neither

@@ -73,8 +73,9 @@ def _tls_file_check(section: str) -> Any:
         if value is not None and not value.is_file():
             raise ValueError(f"no file at {value} ({section}.{info.field_name})")
         if info.field_name == "ssl_key_file" and (value is None) != (info.data.get("ssl_cert_file") is None):
-            raise ValueError(f"a client certificate needs its key: set both {section}.ssl_cert_file and "
-                             f"{section}.ssl_key_file")
+            raise ValueError(
+                f"a client certificate needs its key: set both {section}.ssl_cert_file and {section}.ssl_key_file"
+            )
         return value
 
     return classmethod(check)  # type: ignore[arg-type]
@@ -100,8 +101,9 @@ class KafkaSettings(_Section):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     sasl_username: str = Field("", validate_default=True)
     sasl_password: SecretStr = Field(SecretStr(""), validate_default=True)
-    ssl_ca_file: Path | None = Field(None, description="PEM CA bundle the broker's certificate is checked against "
-                                     "(empty: the system's CAs)")
+    ssl_ca_file: Path | None = Field(
+        None, description="PEM CA bundle the broker's certificate is checked against (empty: the system's CAs)"
+    )
     ssl_cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS), with ssl_key_file")
     ssl_key_file: Path | None = Field(None, validate_default=True)
     ssl_key_password: SecretStr = SecretStr("")
@@ -115,8 +117,10 @@ class KafkaSettings(_Section):
     def _sasl_needs_credentials(cls, value: str | SecretStr, info: ValidationInfo) -> str | SecretStr:
         given = value.get_secret_value() if isinstance(value, SecretStr) else value
         if str(info.data.get("security_protocol", "")).startswith("SASL") and not given:
-            raise ValueError(f"SASL needs kafka.{info.field_name} (a {info.data.get('sasl_mechanism')} "
-                             f"{'password' if isinstance(value, SecretStr) else 'user'})")
+            raise ValueError(
+                f"SASL needs kafka.{info.field_name} (a {info.data.get('sasl_mechanism')} "
+                f"{'password' if isinstance(value, SecretStr) else 'user'})"
+            )
         return value
 
     _tls_files = field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")(_tls_file_check("kafka"))
@@ -133,8 +137,9 @@ class DatabaseSettings(_Section):
     dialect: Literal["singlestore", "mysql"] = "mysql"
     pool_size: int = Field(4, ge=1)
     tls: Literal["DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"] = Field(
-        "DISABLED", description="the MySQL client's ssl-mode: REQUIRED encrypts, VERIFY_CA also checks the server's "
-        "certificate against ssl_ca_file (else the system's CAs), VERIFY_IDENTITY also its host name"
+        "DISABLED",
+        description="the MySQL client's ssl-mode: REQUIRED encrypts, VERIFY_CA also checks the server's "
+        "certificate against ssl_ca_file (else the system's CAs), VERIFY_IDENTITY also its host name",
     )
     ssl_ca_file: Path | None = None
     ssl_cert_file: Path | None = Field(None, description="client certificate (PEM), with ssl_key_file")
@@ -149,8 +154,11 @@ class S3Settings(_Section):
     endpoint_url: str | None = "http://127.0.0.1:15000"
     region: str = "us-east-1"
     bucket: str = "pinapp-archive"
-    access_key_id: SecretStr = Field(SecretStr("pinapp"), description="empty: AWS's credential chain (environment, "
-                                     "shared config, instance or workload role), as every AWS tool")
+    access_key_id: SecretStr = Field(
+        SecretStr("pinapp"),
+        description="empty: AWS's credential chain (environment, "
+        "shared config, instance or workload role), as every AWS tool",
+    )
     secret_access_key: SecretStr = SecretStr("pinapp-secret")
     addressing_style: Literal["path", "virtual", "auto"] = Field(
         "path", description="bucket in the path (MinIO, Ceph, moto) or in the host name (AWS's virtual-hosted style)"
@@ -173,8 +181,11 @@ class StackSettings(_Section):
     )
     kafka_scram_user: str = "pinapp"
     kafka_scram_password: SecretStr = SecretStr("pinapp-scram-secret")
-    mariadb_tls: bool = Field(False, description="MariaDB also serves TLS (a certificate of the stack's CA), and "
-                              "mariadb_tls_user may only connect over it (REQUIRE SSL)")
+    mariadb_tls: bool = Field(
+        False,
+        description="MariaDB also serves TLS (a certificate of the stack's CA), and "
+        "mariadb_tls_user may only connect over it (REQUIRE SSL)",
+    )
     mariadb_tls_user: str = "pinapp_tls"
     mariadb_port: int = 13306
     s3_port: int = 15000
@@ -186,9 +197,7 @@ class PipelineSettings(_Section):
 
     max_event_bytes: int = Field(16_384, ge=256, description="larger inputs are dead-lettered")
     dedup_horizon_s: float = Field(24 * 3600, gt=0, description="how long an event_id is remembered")
-    dedup_sweep_per_event: int = Field(
-        2, ge=1, description="seen-table keys examined for expiry per processed event"
-    )
+    dedup_sweep_per_event: int = Field(2, ge=1, description="seen-table keys examined for expiry per processed event")
     batch_size: int = Field(2000, ge=1, description="events per sink batch (take)")
     batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
     stream_buffer_events: int = Field(
@@ -202,7 +211,8 @@ class PipelineSettings(_Section):
         100_000, ge=0, description="decoded pins kept in memory in front of the pin cache table (~1-2 KB each)"
     )
     poison_user_id: str | None = Field(
-        None, description="fault injection for the fault tests: enrichment raises for this user's events "
+        None,
+        description="fault injection for the fault tests: enrichment raises for this user's events "
         "(validation leaves no real input that crashes a stage); never set in production",
     )
 
@@ -215,12 +225,18 @@ class WorkerSettings(_Section):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     # Beyond loopback, every web route asks for the token (pinapp.adapters.web_auth).
-    web_token: SecretStr = Field(SecretStr(""), description="bearer token, or HTTP basic password, that every web "
-                                 "request must carry when web_host is not a loopback address")
+    web_token: SecretStr = Field(
+        SecretStr(""),
+        description="bearer token, or HTTP basic password, that every web "
+        "request must carry when web_host is not a loopback address",
+    )
     web_tls_cert_file: Path | None = Field(None, description="serve the web over TLS with this certificate (PEM)")
     web_tls_key_file: Path | None = None
-    web_behind_tls_proxy: bool = Field(False, description="a TLS-terminating proxy is in front: the token may "
-                                       "travel over plain HTTP between it and the worker")
+    web_behind_tls_proxy: bool = Field(
+        False,
+        description="a TLS-terminating proxy is in front: the token may "
+        "travel over plain HTTP between it and the worker",
+    )
     web_open_health: bool = Field(True, description="/health and /metrics answer without the token (probes, scrapes)")
     frontend_dir: Path | None = Field(
         None, description="the pages and their npm packages (default: frontend/ beside the pinapp package)"
@@ -240,17 +256,22 @@ class WorkerSettings(_Section):
     rocksdb_max_write_buffers: int = Field(2, ge=2, le=16, description="memtables per table partition")
     rocksdb_block_cache_mb: int = Field(8, ge=1, description="block cache per table partition")
     allocator: Literal["jemalloc", "system"] = Field(
-        "jemalloc", description="jemalloc: Python's objects in jemalloc (PYTHONMALLOC=malloc), which gives freed pages back"
+        "jemalloc",
+        description="jemalloc: Python's objects in jemalloc (PYTHONMALLOC=malloc), which gives freed pages back",
     )
     jemalloc_library: str = Field(
         "libjemalloc.so.2", description="preloaded when allocator is jemalloc (Debian: libjemalloc2)"
     )
     gc_threshold: int = Field(
-        50_000, ge=1, description="allocations between passes of Python's garbage collector over its youngest "
-        "generation (Python's default: 700); see pinapp.tools.allocator"
+        50_000,
+        ge=1,
+        description="allocations between passes of Python's garbage collector over its youngest "
+        "generation (Python's default: 700); see pinapp.tools.allocator",
     )
     commit_guards: bool = Field(
-        True, description="RACE REPRODUCTION ONLY: false turns off the gap and hole guards (pinapp.topology.faust_ext.guards)"
+        True,
+        description="RACE REPRODUCTION ONLY: false turns off the gap and hole guards "
+        "(pinapp.topology.faust_ext.guards)",
     )
     processed_log: Path | None = Field(
         None, description="RACE REPRODUCTION ONLY: append 'partition offset' of every event the agent processed"
@@ -266,11 +287,15 @@ class WorkerSettings(_Section):
         if not self.web_auth_required:
             return self
         if not self.web_token.get_secret_value():
-            raise ValueError(f"worker.web_host={self.web_host!r} is reachable beyond this machine: set worker.web_token "
-                             "(PINAPP_WORKER__WEB_TOKEN), or bind to 127.0.0.1")
+            raise ValueError(
+                f"worker.web_host={self.web_host!r} is reachable beyond this machine: set worker.web_token "
+                "(PINAPP_WORKER__WEB_TOKEN), or bind to 127.0.0.1"
+            )
         if self.web_tls_cert_file is None and not self.web_behind_tls_proxy:
-            raise ValueError("worker.web_token would cross the network in clear: set worker.web_tls_cert_file and "
-                             "web_tls_key_file, or worker.web_behind_tls_proxy=true if a TLS proxy is in front")
+            raise ValueError(
+                "worker.web_token would cross the network in clear: set worker.web_tls_cert_file and "
+                "web_tls_key_file, or worker.web_behind_tls_proxy=true if a TLS proxy is in front"
+            )
         if (self.web_tls_cert_file is None) != (self.web_tls_key_file is None):
             raise ValueError("set both worker.web_tls_cert_file and worker.web_tls_key_file")
         return self
@@ -373,11 +398,16 @@ class Settings(BaseSettings):
     @field_validator("kafka")
     @classmethod
     def _no_clear_text_credentials_in_production(cls, kafka: KafkaSettings, info: ValidationInfo) -> KafkaSettings:
-        if (info.data.get("profile") == "production" and kafka.security_protocol == "SASL_PLAINTEXT"
-                and not kafka.allow_sasl_plaintext):
-            raise ValueError("kafka.security_protocol=SASL_PLAINTEXT sends the SASL password unencrypted: use "
-                             "SASL_SSL, or set kafka.allow_sasl_plaintext=true (PINAPP_KAFKA__ALLOW_SASL_PLAINTEXT) "
-                             "if the network is private")
+        if (
+            info.data.get("profile") == "production"
+            and kafka.security_protocol == "SASL_PLAINTEXT"
+            and not kafka.allow_sasl_plaintext
+        ):
+            raise ValueError(
+                "kafka.security_protocol=SASL_PLAINTEXT sends the SASL password unencrypted: use "
+                "SASL_SSL, or set kafka.allow_sasl_plaintext=true (PINAPP_KAFKA__ALLOW_SASL_PLAINTEXT) "
+                "if the network is private"
+            )
         return kafka
 
     @property
@@ -425,8 +455,7 @@ def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
     chosen = profile or os.environ.get(f"{ENV_PREFIX}PROFILE") or "local"
     if chosen not in PROFILES:
         raise ConfigError(
-            f"PINAPP_PROFILE={chosen!r} is not a profile; use one of {', '.join(PROFILES)} "
-            f"(files in {PROFILE_DIR})."
+            f"PINAPP_PROFILE={chosen!r} is not a profile; use one of {', '.join(PROFILES)} (files in {PROFILE_DIR})."
         )
     try:
         return Settings(profile=chosen, **overrides)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pinapp.topology.app import app, settings
 from pinapp.domain.table_values import Pin
+from pinapp.topology.app import app, settings
 
 __all__ = ["pin_by_id"]
 

@@ -17,13 +17,13 @@ from asyncmy.errors import OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import DatabaseSettings
-from pinapp.telemetry import health
-from pinapp.domain.ddl import TABLES, create_database_sql, create_table_sql
-from pinapp.errors import DatabaseError, SinkError
-from pinapp.domain.events import EventType
-from pinapp.domain.table_values import Pin
-from pinapp.domain.rows import Row
 from pinapp.adapters.sql_values import backslash_escapes, insert_statements
+from pinapp.domain.ddl import TABLES, create_database_sql, create_table_sql
+from pinapp.domain.events import EventType
+from pinapp.domain.rows import Row
+from pinapp.domain.table_values import Pin
+from pinapp.errors import DatabaseError, SinkError
+from pinapp.telemetry import health
 
 __all__ = ["EngagementStore", "create_pool", "migrate", "ssl_context"]
 
@@ -156,7 +156,9 @@ class EngagementStore:
             health.sink("singlestore").failed(state.outcome.exception())
             logger.warning(
                 "database %s failed (attempt %d): %r; retrying, offsets stay uncommitted",
-                what, state.attempt_number, state.outcome.exception(),
+                what,
+                state.attempt_number,
+                state.outcome.exception(),
             )
 
         return AsyncRetrying(
@@ -211,7 +213,7 @@ class EngagementStore:
         if not ids:
             return {}
         sql = (
-            "SELECT pin_id, board_id, user_id, title, category, ROUND(UNIX_TIMESTAMP(created_at) * 1000) FROM pins "
+            "SELECT pin_id, board_id, user_id, title, category, ROUND(UNIX_TIMESTAMP(created_at) * 1000) FROM pins "  # noqa: S608 - placeholders only; the ids are parameters
             f"WHERE pin_id IN ({', '.join(['%s'] * len(ids))})"
         )
         found: dict[str, Pin] = {}
@@ -222,11 +224,16 @@ class EngagementStore:
                         async with conn.cursor() as cur:
                             await cur.execute(sql, ids)
                             for pin_id, board_id, user_id, title, category, created_ms in await cur.fetchall():
-                                found[pin_id] = Pin(pin_id=pin_id, board_id=board_id, user_id=user_id,
-                                                    title=title, category=category, created_at=int(created_ms))
+                                found[pin_id] = Pin(
+                                    pin_id=pin_id,
+                                    board_id=board_id,
+                                    user_id=user_id,
+                                    title=title,
+                                    category=category,
+                                    created_at=int(created_ms),
+                                )
                         await conn.commit()
                     except OperationalError:
                         conn.close()
                         raise
         return found
-

@@ -3,7 +3,7 @@ every client pinapp makes connects.
 
 The ``kafka`` settings' security options (protocol, SASL, TLS) become client configuration
 in one place each, per kind of client: :func:`client_options` for aiokafka's clients (these
-and the live feed's, the archive verifier's), :func:`faust_credentials` for the faust apps
+and the live feed's, the archive verifier's), :func:`pinapp.topology.broker.faust_credentials` for the faust apps
 (worker and archiver, their consumers, producers and admin client), and
 :func:`librdkafka_options` for ``pinapp singer``'s C producer. A client that connects any
 other way is a bug.
@@ -28,7 +28,6 @@ from pinapp.errors import PinappError
 __all__ = [
     "client_options",
     "ensure_topics",
-    "faust_credentials",
     "librdkafka_options",
     "make_producer",
     "partitions_of",
@@ -59,22 +58,12 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     if context is not None:
         options["ssl_context"] = context
     if kafka.security_protocol.startswith("SASL"):
-        options.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
-                       sasl_plain_password=kafka.sasl_password.get_secret_value())
+        options.update(
+            sasl_mechanism=kafka.sasl_mechanism,
+            sasl_plain_username=kafka.sasl_username,
+            sasl_plain_password=kafka.sasl_password.get_secret_value(),
+        )
     return options
-
-
-def faust_credentials(kafka: KafkaSettings) -> Any:
-    """faust's ``broker_credentials`` for ``kafka`` (``None`` for PLAINTEXT)."""
-    from faust.auth import SASLCredentials, SSLCredentials  # not for Singer and the tools: no faust import
-
-    protocol = kafka.security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    if protocol == "SSL":
-        return SSLCredentials(ssl_context(kafka))
-    return SASLCredentials(username=kafka.sasl_username, password=kafka.sasl_password.get_secret_value(),
-                                 ssl_context=ssl_context(kafka), mechanism=kafka.sasl_mechanism)
 
 
 def librdkafka_options(kafka: KafkaSettings) -> dict[str, str]:
@@ -82,15 +71,23 @@ def librdkafka_options(kafka: KafkaSettings) -> dict[str, str]:
     options = {"bootstrap.servers": kafka.bootstrap, "security.protocol": kafka.security_protocol.lower()}
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl.endpoint.identification.algorithm"] = "https" if kafka.ssl_check_hostname else "none"
-        for prop, path in (("ssl.ca.location", kafka.ssl_ca_file), ("ssl.certificate.location", kafka.ssl_cert_file),
-                           ("ssl.key.location", kafka.ssl_key_file)):
+        for prop, path in (
+            ("ssl.ca.location", kafka.ssl_ca_file),
+            ("ssl.certificate.location", kafka.ssl_cert_file),
+            ("ssl.key.location", kafka.ssl_key_file),
+        ):
             if path is not None:
                 options[prop] = str(path)
         if kafka.ssl_key_password.get_secret_value():
             options["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
     if kafka.security_protocol.startswith("SASL"):
-        options.update({"sasl.mechanism": kafka.sasl_mechanism, "sasl.username": kafka.sasl_username,
-                        "sasl.password": kafka.sasl_password.get_secret_value()})
+        options.update(
+            {
+                "sasl.mechanism": kafka.sasl_mechanism,
+                "sasl.username": kafka.sasl_username,
+                "sasl.password": kafka.sasl_password.get_secret_value(),
+            }
+        )
     return options
 
 
@@ -134,12 +131,14 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    return sorted(p["partition"] for t in described if t["topic"] == topic and not t["error_code"]
-                  for p in t["partitions"])
+    return sorted(
+        p["partition"] for t in described if t["topic"] == topic and not t["error_code"] for p in t["partitions"]
+    )
 
 
-async def read_topic(kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0,
-                     log_starts: dict[int, int] | None = None) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+async def read_topic(
+    kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0, log_starts: dict[int, int] | None = None
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from its log start up to its end offsets at the start of the read.
 
     No consumer group: partitions are assigned, nothing is committed. Progress is judged by

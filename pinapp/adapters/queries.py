@@ -27,8 +27,13 @@ class NamedQuery:
 _RECENT = "ts >= UTC_TIMESTAMP() - INTERVAL %(minutes)s MINUTE"
 _PER_TYPE = " UNION ALL ".join(
     f"SELECT '{t}' AS event_type, ts FROM {table} WHERE {_RECENT}"
-    for t, table in (("pin", "pins"), ("repin", "repins"), ("comment", "comments"),
-                     ("like", "likes"), ("login", "logins"))
+    for t, table in (
+        ("pin", "pins"),
+        ("repin", "repins"),
+        ("comment", "comments"),
+        ("like", "likes"),
+        ("login", "logins"),
+    )
 )
 _PIN_EVENTS = " UNION ALL ".join(
     f"SELECT category, country, pin_id FROM {table} WHERE {_RECENT}"
@@ -98,23 +103,24 @@ def check_read_only(sql: str) -> str:
     return statement
 
 
-async def run_query(pool: Any, sql: str, params: dict[str, Any] | None = None, *, dialect: str = "mysql") -> tuple[list[str], list[tuple[Any, ...]]]:
+async def run_query(
+    pool: Any, sql: str, params: dict[str, Any] | None = None, *, dialect: str = "mysql"
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one read-only query; returns (column names, rows).
 
     Raises:
         DatabaseError: with the server's message, when the query fails.
     """
     try:
-        async with pool.acquire() as conn:
-            async with conn.cursor() as cur:
-                try:
-                    if dialect == "mysql":
-                        await cur.execute("START TRANSACTION READ ONLY")
-                    await cur.execute(sql, params)
-                    rows = list(await cur.fetchall())
-                    columns = [d[0] for d in cur.description or ()]
-                finally:
-                    await conn.rollback()
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            try:
+                if dialect == "mysql":
+                    await cur.execute("START TRANSACTION READ ONLY")
+                await cur.execute(sql, params)
+                rows = list(await cur.fetchall())
+                columns = [d[0] for d in cur.description or ()]
+            finally:
+                await conn.rollback()
     except (MySQLError, OSError) as exc:  # the query, or a connection lost or refused
         raise DatabaseError(f"query failed: {exc}") from exc
     return columns, rows

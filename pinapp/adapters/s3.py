@@ -45,6 +45,10 @@ def s3_client(s3: S3Settings, *, max_attempts: int = 5) -> AbstractAsyncContextM
         region_name=s3.region,
         aws_access_key_id=_keys(s3)[0],
         aws_secret_access_key=_keys(s3)[1],
-        config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=5,
-                      read_timeout=30, s3={"addressing_style": s3.addressing_style}),
+        config=Config(
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            s3={"addressing_style": s3.addressing_style},
+        ),
     )

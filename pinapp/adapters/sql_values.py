@@ -92,33 +92,34 @@ def encode_rows(rows: Sequence[Sequence[Any]]) -> list[str]:
             continue
         if kind is str and _NEEDS_ESCAPE.search("".join(filter(None, column))) is None:
             if nullable:
-                column = tuple(["NULL" if v is None else "'" + v + "'" for v in column])  # noqa: PLW2901
+                column = tuple(["NULL" if v is None else "'" + v + "'" for v in column])
             mark = "%s" if nullable else "'%s'"
         elif kind is int and not nullable:
             mark = "%s"
         elif kind is float and all(map(math.isfinite, filter(_not_none, column))):
             if nullable:
-                column = tuple(["NULL" if v is None else repr(v) for v in column])  # noqa: PLW2901
+                column = tuple(["NULL" if v is None else repr(v) for v in column])
             mark = "%s"
         elif kind is datetime and not nullable and not any(map(_TZINFO, column)):
             mark = "'%s'"
         else:
-            column = tuple([sql_literal(v) for v in column])  # noqa: PLW2901
+            column = tuple([sql_literal(v) for v in column])
             mark = "%s"
         marks.append(mark)
         formatted.append(column)
     template = "(" + ",".join(marks) + ")"
     if not formatted:
         return [template] * len(rows)
-    return [template % row for row in zip(*formatted)]
+    return [template % row for row in zip(*formatted, strict=True)]
 
 
 def _not_none(value: Any) -> bool:
     return value is not None
 
 
-def insert_statements(prefix: str, rows: Sequence[Sequence[Any]], suffix: str, *,
-                      max_bytes: int = 1_000_000) -> Iterator[bytes]:
+def insert_statements(
+    prefix: str, rows: Sequence[Sequence[Any]], suffix: str, *, max_bytes: int = 1_000_000
+) -> Iterator[bytes]:
     """``prefix (row),(row)... suffix`` as UTF-8, one statement per ``max_bytes`` or so.
 
     ``prefix`` ends with ``VALUES``; ``suffix`` is what follows the rows (``ON DUPLICATE KEY

@@ -68,7 +68,10 @@ def middleware(worker: WorkerSettings) -> Any | None:
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.rstrip("/") in open_paths or authorized(request.headers.get("Authorization", ""), token):
             return await handler(request)
-        return web.Response(status=401, text="401: this pinapp web needs its token (bearer, or as the password)\n",
-                            headers={"WWW-Authenticate": 'Basic realm="pinapp", charset="UTF-8"'})
+        return web.Response(
+            status=401,
+            text="401: this pinapp web needs its token (bearer, or as the password)\n",
+            headers={"WWW-Authenticate": 'Basic realm="pinapp", charset="UTF-8"'},
+        )
 
     return require_token

@@ -34,12 +34,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import ArchiveSettings
-from pinapp.telemetry import health
 from pinapp.archive.buffer import Cut, CutLimits, Delivery, PartitionBuffer
 from pinapp.archive.layout import hour_folder
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter, PartitionProgress, Step
 from pinapp.errors import PinappError
+from pinapp.telemetry import health
 from pinapp.telemetry.metrics import ARCHIVE_BYTES, ARCHIVE_CUTS, ARCHIVE_EVENTS, ARCHIVE_S3_ERRORS
 
 __all__ = ["Archiver", "CutAbandoned", "PartitionControl"]
@@ -58,6 +58,7 @@ class PartitionControl(Protocol):
 
     async def pause(self, topic: str, partition: int) -> None:
         """Stop fetching the partition; records already fetched are still delivered, none dropped."""
+
     async def resume(self, topic: str, partition: int) -> None: ...
     def highwater(self, topic: str, partition: int) -> int | None: ...
     def committed(self, topic: str, partition: int) -> int | None: ...
@@ -119,8 +120,7 @@ class Archiver:
             for cut in largest.buffer.take_all():
                 await self._write(largest, cut)
 
-    async def add_all(self, items: Iterable[tuple[ArchivedRecord, Delivery]], *,
-                      current: Callable[[], bool]) -> None:
+    async def add_all(self, items: Iterable[tuple[ArchivedRecord, Delivery]], *, current: Callable[[], bool]) -> None:
         """Add a fetched batch's records in order while ``current()`` holds (no rebalance began
         since the batch was taken).
 
@@ -147,13 +147,24 @@ class Archiver:
             existing = self._partitions.get((topic, partition))
             if existing is not None:
                 return existing
-            pending = await self._retrying(topic, partition, "list intents", epoch,
-                                           lambda: self.writer.pending_cuts(topic, partition, first_offset))
+            pending = await self._retrying(
+                topic,
+                partition,
+                "list intents",
+                epoch,
+                lambda: self.writer.pending_cuts(topic, partition, first_offset),
+            )
             if epoch != self._epoch:
                 raise CutAbandoned(f"{topic}[{partition}]: revoked while reading its intents")
             if pending:
-                logger.info("archive %s[%d]: re-cutting at %d intent(s) from offset %d (a previous owner "
-                            "stopped between upload and commit)", topic, partition, len(pending), first_offset)
+                logger.info(
+                    "archive %s[%d]: re-cutting at %d intent(s) from offset %d (a previous owner "
+                    "stopped between upload and commit)",
+                    topic,
+                    partition,
+                    len(pending),
+                    first_offset,
+                )
             buffer = PartitionBuffer.adopting(topic, partition, self.settings.format, self.limits, pending)
             state = _Partition(buffer, asyncio.Lock(), first_offset)
             self._partitions[(topic, partition)] = state
@@ -179,8 +190,12 @@ class Archiver:
                     self._maybe_crash(step, number)
 
                 result = await self._retrying(
-                    cut.topic, cut.partition, f"cut {cut.first}-{cut.last}", epoch,
-                    lambda: self.writer.write_cut(cut.topic, cut.partition, cut.records, cut.fmt, on_step=on_step))
+                    cut.topic,
+                    cut.partition,
+                    f"cut {cut.first}-{cut.last}",
+                    epoch,
+                    lambda: self.writer.write_cut(cut.topic, cut.partition, cut.records, cut.fmt, on_step=on_step),
+                )
                 for delivery in cut.deliveries:
                     delivery.ack()
                 cut.acked = True
@@ -192,8 +207,9 @@ class Archiver:
         ARCHIVE_EVENTS.labels(cut.topic).inc(len(cut.records))
         ARCHIVE_BYTES.labels(cut.topic).inc(result.bytes_written)
         ARCHIVE_CUTS.labels(cut.topic).inc()
-        logger.debug("archived %s[%d] %d-%d in %d object(s)", cut.topic, cut.partition, cut.first, cut.last,
-                     len(result.keys))
+        logger.debug(
+            "archived %s[%d] %d-%d in %d object(s)", cut.topic, cut.partition, cut.first, cut.last, len(result.keys)
+        )
 
     def _settle(self, cut: Cut) -> None:
         """Done with ``cut``: written and acked, or (abandoned, cancelled) released unacked."""
@@ -222,8 +238,14 @@ class Archiver:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
             ARCHIVE_S3_ERRORS.inc()
             health.sink("s3").failed(exc or "unknown error")
-            logger.warning("archive %s[%d]: %s failed (attempt %d, %s); partition paused, retrying",
-                           topic, partition, what, retry_state.attempt_number, _describe(exc))
+            logger.warning(
+                "archive %s[%d]: %s failed (attempt %d, %s); partition paused, retrying",
+                topic,
+                partition,
+                what,
+                retry_state.attempt_number,
+                _describe(exc),
+            )
 
         async def sleep(seconds: float) -> None:
             nonlocal paused
@@ -234,14 +256,17 @@ class Archiver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(epoch_ended.wait(), seconds)
             if epoch != self._epoch:
-                raise CutAbandoned(f"{topic}[{partition}] {what}: given up (partitions handed over) "
-                                   "while S3 was failing")
+                raise CutAbandoned(
+                    f"{topic}[{partition}] {what}: given up (partitions handed over) while S3 was failing"
+                )
 
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type((BotoCoreError, ClientError, OSError, asyncio.TimeoutError)),
                 wait=wait_exponential_jitter(multiplier=0.2, jitter=0.2, max=self.settings.retry_max_s),
-                before_sleep=before_sleep, sleep=sleep, reraise=True,
+                before_sleep=before_sleep,
+                sleep=sleep,
+                reraise=True,
             ):
                 with attempt:
                     result = await call()
@@ -285,8 +310,11 @@ class Archiver:
         try:
             await asyncio.wait_for(flush(), limit)
         except (TimeoutError, CutAbandoned):
-            logger.warning("archive: flush on revocation/shutdown gave up after %.1fs; the next owner "
-                           "re-reads the unflushed records", limit)
+            logger.warning(
+                "archive: flush on revocation/shutdown gave up after %.1fs; the next owner "
+                "re-reads the unflushed records",
+                limit,
+            )
             self._new_epoch()
         finally:
             for _, cut in taken:
@@ -324,8 +352,9 @@ class Archiver:
                 progress = PartitionProgress(partition, committed or 0, now_ms) if idle else None
             else:
                 idle = not state.buffer and high is not None and state.next_offset >= high
-                progress = PartitionProgress(partition, state.next_offset,
-                                             max(state.max_event_ms, now_ms if idle else 0))
+                progress = PartitionProgress(
+                    partition, state.next_offset, max(state.max_event_ms, now_ms if idle else 0)
+                )
             if progress is not None and progress.watermark_ms:
                 await self.writer.put_progress(topic, progress)
         done = []

@@ -80,8 +80,9 @@ class PartitionBuffer:
     clock: Callable[[], float] = time.monotonic
 
     @classmethod
-    def adopting(cls, topic: str, partition: int, fmt: str, limits: CutLimits,
-                 pending: Iterable[tuple[int, int, str]]) -> PartitionBuffer:
+    def adopting(
+        cls, topic: str, partition: int, fmt: str, limits: CutLimits, pending: Iterable[tuple[int, int, str]]
+    ) -> PartitionBuffer:
         """A buffer that will first re-cut exactly at ``pending`` (first, last, format) cuts."""
         return cls(topic, partition, fmt, limits, forced=deque(sorted(ForcedCut(*p) for p in pending)))
 
@@ -115,9 +116,8 @@ class PartitionBuffer:
                 out.append(self._take(forced.fmt))
                 self.forced.popleft()
             return out  # inside a forced cut: thresholds do not apply
-        if forced is not None and offset + 1 == forced.first:
-            out.append(self._take())
-        elif len(self.records) >= self.limits.max_events or self.nbytes >= self.limits.max_bytes:
+        full = len(self.records) >= self.limits.max_events or self.nbytes >= self.limits.max_bytes
+        if full or (forced is not None and offset + 1 == forced.first):
             out.append(self._take())
         return out
 
@@ -143,8 +143,14 @@ class PartitionBuffer:
             return [self._take()]
         if self.records[0].offset < forced.first:
             n = next(i for i, r in enumerate(self.records) if r.offset >= forced.first)
-            head = Cut(self.topic, self.partition, self.fmt, self.records[:n], self.deliveries[:n],
-                       sum(len(r.value or b"") + len(r.key or b"") for r in self.records[:n]))
+            head = Cut(
+                self.topic,
+                self.partition,
+                self.fmt,
+                self.records[:n],
+                self.deliveries[:n],
+                sum(len(r.value or b"") + len(r.key or b"") for r in self.records[:n]),
+            )
             self.records, self.deliveries = self.records[n:], self.deliveries[n:]
             self.nbytes -= head.nbytes
             return [head]

@@ -89,8 +89,10 @@ class ObjectKey:
 
     def __str__(self) -> str:
         head = f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""
-        return (f"{head}{self.topic}/{self.folder}/"
-                f"{self.topic}-p{self.partition:04d}-{self.first:020d}-{self.last:020d}.{self.fmt}")
+        return (
+            f"{head}{self.topic}/{self.folder}/"
+            f"{self.topic}-p{self.partition:04d}-{self.first:020d}-{self.last:020d}.{self.fmt}"
+        )
 
     @classmethod
     def parse(cls, key: str) -> ObjectKey | None:
@@ -99,7 +101,11 @@ class ObjectKey:
         if match is None:
             return None
         return cls(
-            topic=match["topic"], partition=int(match["partition"]), first=int(match["first"]),
-            last=int(match["last"]), folder=f"dt={match['dt']}/hr={match['hr']}", fmt=match["fmt"],
+            topic=match["topic"],
+            partition=int(match["partition"]),
+            first=int(match["first"]),
+            last=int(match["last"]),
+            folder=f"dt={match['dt']}/hr={match['hr']}",
+            fmt=match["fmt"],
             prefix=match["prefix"] or "",
         )

@@ -29,8 +29,9 @@ async def _listed(s3: Any, bucket: str, prefix: str) -> AsyncIterator[dict[str, 
             yield obj
 
 
-async def archived_keys(s3: Any, bucket: str, prefix: str, topic: str,
-                        day: date | None = None) -> AsyncIterator[ObjectKey]:
+async def archived_keys(
+    s3: Any, bucket: str, prefix: str, topic: str, day: date | None = None
+) -> AsyncIterator[ObjectKey]:
     """The archive objects of ``topic`` (of one day, or all), in S3's key order."""
     async for obj in _listed(s3, bucket, topic_prefix(prefix, topic, day)):
         key = ObjectKey.parse(obj["Key"])
@@ -38,8 +39,9 @@ async def archived_keys(s3: Any, bucket: str, prefix: str, topic: str,
             yield key
 
 
-async def keys_between(s3: Any, bucket: str, prefix: str, topic: str,
-                       first_day: date, last_day: date) -> list[ObjectKey]:
+async def keys_between(
+    s3: Any, bucket: str, prefix: str, topic: str, first_day: date, last_day: date
+) -> list[ObjectKey]:
     """The archive objects of ``topic`` in the days ``first_day``..``last_day``, in replay order
     (by partition, then offset)."""
     keys: list[ObjectKey] = []
@@ -60,8 +62,9 @@ class FolderSummary:
     complete: bool  # its _SUCCESS marker is written: every partition has passed the hour
 
 
-async def folder_summaries(s3: Any, bucket: str, prefix: str, topic: str,
-                           day: date | None = None) -> list[FolderSummary]:
+async def folder_summaries(
+    s3: Any, bucket: str, prefix: str, topic: str, day: date | None = None
+) -> list[FolderSummary]:
     """Every hour folder of ``topic`` (of one day, or all), in order, with its objects' count and size."""
     base = topic_prefix(prefix, topic)
     sizes: dict[str, list[int]] = {}
@@ -73,5 +76,7 @@ async def folder_summaries(s3: Any, bucket: str, prefix: str, topic: str,
             stats = sizes.setdefault(key.folder, [0, 0])
             stats[0] += 1
             stats[1] += obj["Size"]
-    return [FolderSummary(f"s3://{bucket}/{base}{folder}/", n, size, folder in complete)
-            for folder, (n, size) in sorted(sizes.items())]
+    return [
+        FolderSummary(f"s3://{bucket}/{base}{folder}/", n, size, folder in complete)
+        for folder, (n, size) in sorted(sizes.items())
+    ]

@@ -68,8 +68,12 @@ def encode_jsonl_gz(records: Iterable[ArchivedRecord], *, level: int = 6) -> byt
     """Gzip-compressed JSON lines, one per record, in the order given."""
     lines = []
     for r in records:
-        doc: dict[str, object] = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
-                                  "timestamp": r.timestamp_ms}
+        doc: dict[str, object] = {
+            "topic": r.topic,
+            "partition": r.partition,
+            "offset": r.offset,
+            "timestamp": r.timestamp_ms,
+        }
         _field(doc, "key", r.key)
         _field(doc, "value", r.value)
         if r.headers:
@@ -90,32 +94,44 @@ def decode_jsonl_gz(data: bytes) -> Iterator[ArchivedRecord]:
     for line in gzip.decompress(data).splitlines():
         doc = orjson.loads(line)
         headers = tuple((h["key"], _read(h, "value") or b"") for h in doc.get("headers", ()))
-        yield ArchivedRecord(doc["topic"], doc["partition"], doc["offset"], doc["timestamp"],
-                             _read(doc, "key"), _read(doc, "value"), headers)
+        yield ArchivedRecord(
+            doc["topic"],
+            doc["partition"],
+            doc["offset"],
+            doc["timestamp"],
+            _read(doc, "key"),
+            _read(doc, "value"),
+            headers,
+        )
 
 
-_PARQUET_SCHEMA: Final = pa.schema([
-    ("topic", pa.string()),
-    ("partition", pa.int32()),
-    ("offset", pa.int64()),
-    ("timestamp", pa.timestamp("ms", tz="UTC")),
-    ("key", pa.binary()),
-    ("value", pa.binary()),
-    ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
-])
+_PARQUET_SCHEMA: Final = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("key", pa.binary()),
+        ("value", pa.binary()),
+        ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
+    ]
+)
 
 
 def encode_parquet(records: Sequence[ArchivedRecord]) -> bytes:
     """One Parquet file (zstd, one row group) holding ``records`` in the order given."""
-    table = pa.Table.from_pydict({
-        "topic": [r.topic for r in records],
-        "partition": [r.partition for r in records],
-        "offset": [r.offset for r in records],
-        "timestamp": [r.timestamp_ms for r in records],
-        "key": [r.key for r in records],
-        "value": [r.value for r in records],
-        "headers": [[{"key": k, "value": v} for k, v in r.headers] for r in records],
-    }, schema=_PARQUET_SCHEMA)
+    table = pa.Table.from_pydict(
+        {
+            "topic": [r.topic for r in records],
+            "partition": [r.partition for r in records],
+            "offset": [r.offset for r in records],
+            "timestamp": [r.timestamp_ms for r in records],
+            "key": [r.key for r in records],
+            "value": [r.value for r in records],
+            "headers": [[{"key": k, "value": v} for k, v in r.headers] for r in records],
+        },
+        schema=_PARQUET_SCHEMA,
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", row_group_size=max(len(records), 1))
     return sink.getvalue()
@@ -128,8 +144,15 @@ def decode_parquet(data: bytes) -> Iterator[ArchivedRecord]:
     for i in range(table.num_rows):
         ts = columns["timestamp"][i]
         headers = tuple((h["key"], h["value"]) for h in columns["headers"][i] or ())
-        yield ArchivedRecord(columns["topic"][i], columns["partition"][i], columns["offset"][i],
-                             round(ts.timestamp() * 1000), columns["key"][i], columns["value"][i], headers)
+        yield ArchivedRecord(
+            columns["topic"][i],
+            columns["partition"][i],
+            columns["offset"][i],
+            round(ts.timestamp() * 1000),
+            columns["key"][i],
+            columns["value"][i],
+            headers,
+        )
 
 
 def encode(records: Sequence[ArchivedRecord], fmt: str) -> bytes:

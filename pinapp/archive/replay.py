@@ -27,15 +27,20 @@ from pinapp.domain.dead_letters import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER
 __all__ = ["ReplayReport", "replay"]
 
 
-
 @dataclass
 class ReplayReport:
     objects: int = 0
     records: int = 0
 
 
-async def replay(s3: Any, producer: Any, bucket: str, keys: Iterable[ObjectKey], to_topic: str,
-                 progress: Callable[[int], None] | None = None) -> ReplayReport:
+async def replay(
+    s3: Any,
+    producer: Any,
+    bucket: str,
+    keys: Iterable[ObjectKey],
+    to_topic: str,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayReport:
     """Produce every record of ``keys`` to ``to_topic``; ``progress(records)`` after each object."""
     report = ReplayReport()
     for key in keys:
@@ -43,8 +48,11 @@ async def replay(s3: Any, producer: Any, bucket: str, keys: Iterable[ObjectKey],
         futures = []
         for record in decode(body, key.fmt):
             source = f"{record.topic}:{record.partition}:{record.offset}".encode()
-            headers = [*record.headers, (REPLAY_HEADER, source),
-                       (REPLAY_TIMESTAMP_HEADER, str(record.timestamp_ms).encode())]
+            headers = [
+                *record.headers,
+                (REPLAY_HEADER, source),
+                (REPLAY_TIMESTAMP_HEADER, str(record.timestamp_ms).encode()),
+            ]
             futures.append(await producer.send(to_topic, record.value, key=record.key, headers=headers))
         await asyncio.gather(*futures)
         report.objects += 1

@@ -15,12 +15,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from config import Settings
+from pinapp.adapters.kafka import client_options, partitions_of
+from pinapp.adapters.s3 import s3_client
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.listing import archived_keys
 from pinapp.archive.records import ArchivedRecord, decode
 from pinapp.errors import PinappError
-from pinapp.adapters.kafka import client_options, partitions_of
-from pinapp.adapters.s3 import s3_client
 
 __all__ = ["VerifyReport", "archived_objects", "archiver_group", "committed_offsets", "verify_archive", "verify_topic"]
 
@@ -49,17 +49,24 @@ class VerifyReport:
         return not self.gaps and not self.duplicates
 
 
-async def archived_objects(s3: Any, bucket: str, prefix: str,
-                           topic: str) -> AsyncIterator[tuple[ObjectKey, list[ArchivedRecord]]]:
+async def archived_objects(
+    s3: Any, bucket: str, prefix: str, topic: str
+) -> AsyncIterator[tuple[ObjectKey, list[ArchivedRecord]]]:
     """Every archive object of ``topic`` (all hour folders), with its records."""
     async for key in archived_keys(s3, bucket, prefix, topic):
         body = await (await s3.get_object(Bucket=bucket, Key=str(key)))["Body"].read()
         yield key, list(decode(body, key.fmt))
 
 
-async def verify_topic(s3: Any, bucket: str, prefix: str, topic: str,
-                       start: Mapping[int, int], committed: Mapping[int, int],
-                       each_record: Callable[[ArchivedRecord], None] | None = None) -> VerifyReport:
+async def verify_topic(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    topic: str,
+    start: Mapping[int, int],
+    committed: Mapping[int, int],
+    each_record: Callable[[ArchivedRecord], None] | None = None,
+) -> VerifyReport:
     """Verify ``topic``'s archive against its log start and committed offsets per partition.
 
     ``each_record`` sees every archived record on the way (the audit reads their events), so
@@ -118,6 +125,8 @@ async def verify_archive(settings: Settings, topic: str) -> tuple[VerifyReport, 
     def runs(found: list[tuple[int, int]]) -> str:
         return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in found) or "-"
 
-    table = [(p, start.get(p, 0), committed[p], runs(report.gaps.get(p, [])), runs(report.duplicates.get(p, [])))
-             for p in sorted(committed)]
+    table = [
+        (p, start.get(p, 0), committed[p], runs(report.gaps.get(p, [])), runs(report.duplicates.get(p, [])))
+        for p in sorted(committed)
+    ]
     return report, table

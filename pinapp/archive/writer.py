@@ -93,16 +93,25 @@ class ArchiveWriter:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchBucket"):
-                raise ConfigError(f"s3.bucket: bucket {self.bucket!r} does not exist; create it or set "
-                                  "PINAPP_S3__BUCKET") from None
+                raise ConfigError(
+                    f"s3.bucket: bucket {self.bucket!r} does not exist; create it or set PINAPP_S3__BUCKET"
+                ) from None
             if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise ConfigError(f"s3: access to bucket {self.bucket!r} denied ({code}); check "
-                                  "PINAPP_S3__ACCESS_KEY_ID and PINAPP_S3__SECRET_ACCESS_KEY") from None
+                raise ConfigError(
+                    f"s3: access to bucket {self.bucket!r} denied ({code}); check "
+                    "PINAPP_S3__ACCESS_KEY_ID and PINAPP_S3__SECRET_ACCESS_KEY"
+                ) from None
             raise
 
-    async def write_cut(self, topic: str, partition: int, records: Sequence[ArchivedRecord],
-                        fmt: str = "jsonl.gz", *,
-                        on_step: Callable[[Step], Awaitable[None]] | None = None) -> CutResult:
+    async def write_cut(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[ArchivedRecord],
+        fmt: str = "jsonl.gz",
+        *,
+        on_step: Callable[[Step], Awaitable[None]] | None = None,
+    ) -> CutResult:
         """Put the intent, then one object per hour folder. Records must be consecutive offsets.
 
         ``on_step`` is awaited at each point of the cycle (fault tests kill the process there).
@@ -118,8 +127,9 @@ class ArchiveWriter:
 
         first, last = records[0].offset, records[-1].offset
         await step("before_intent")
-        await self.s3.put_object(Bucket=self.bucket, Key=f"{self._intent_dir(topic, partition)}{first:020d}-{last:020d}",
-                                 Body=fmt.encode())
+        await self.s3.put_object(
+            Bucket=self.bucket, Key=f"{self._intent_dir(topic, partition)}{first:020d}-{last:020d}", Body=fmt.encode()
+        )
         await step("after_intent")
         by_folder: dict[str, list[ArchivedRecord]] = defaultdict(list)
         max_ms = 0
@@ -154,9 +164,10 @@ class ArchiveWriter:
         """Delete intents wholly below ``committed`` (their offsets are safely committed)."""
         doomed = [key async for _, last, key in self._intents(topic, partition) if last < committed]
         for start in range(0, len(doomed), 1000):
-            chunk = doomed[start:start + 1000]
-            await self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk],
-                                                                      "Quiet": True})
+            chunk = doomed[start : start + 1000]
+            await self.s3.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
         return len(doomed)
 
     async def _intents(self, topic: str, partition: int) -> AsyncIterator[tuple[int, int, str]]:
@@ -171,8 +182,9 @@ class ArchiveWriter:
 
     async def put_progress(self, topic: str, progress: PartitionProgress) -> None:
         body = orjson.dumps({"next_offset": progress.next_offset, "watermark_ms": progress.watermark_ms})
-        await self.s3.put_object(Bucket=self.bucket, Key=self._path("_progress", topic, f"p{progress.partition:04d}"),
-                                 Body=body)
+        await self.s3.put_object(
+            Bucket=self.bucket, Key=self._path("_progress", topic, f"p{progress.partition:04d}"), Body=body
+        )
 
     async def progress(self, topic: str) -> dict[int, PartitionProgress]:
         """Every partition's last recorded progress for ``topic``."""
@@ -198,7 +210,9 @@ class ArchiveWriter:
         return sorted(folders)
 
     async def is_finalized(self, topic: str, folder: str) -> bool:
-        page = await self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self._path(topic, folder, "_SUCCESS"), MaxKeys=1)
+        page = await self.s3.list_objects_v2(
+            Bucket=self.bucket, Prefix=self._path(topic, folder, "_SUCCESS"), MaxKeys=1
+        )
         return bool(page.get("KeyCount", 0))
 
     async def finalize(self, topic: str, folder: str) -> None:

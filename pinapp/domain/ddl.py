@@ -16,7 +16,16 @@ from typing import Final, Literal
 
 from pinapp.domain.events import EventType
 
-__all__ = ["COLUMNS", "Column", "Dialect", "TABLES", "TableSpec", "create_database_sql", "create_table_sql", "schema_sql"]
+__all__ = [
+    "COLUMNS",
+    "TABLES",
+    "Column",
+    "Dialect",
+    "TableSpec",
+    "create_database_sql",
+    "create_table_sql",
+    "schema_sql",
+]
 
 Dialect = Literal["singlestore", "mysql"]
 
@@ -113,9 +122,7 @@ def create_table_sql(spec: TableSpec, dialect: Dialect) -> str:
     """``CREATE TABLE IF NOT EXISTS`` for one table in ``dialect``."""
     if not set(spec.shard_key) <= set(spec.primary_key):
         raise ValueError(f"{spec.name}: the shard key must be a subset of the primary key")
-    lines = [
-        f"  {_ident(c.name)} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in spec.columns
-    ]
+    lines = [f"  {_ident(c.name)} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in spec.columns]
     lines.append(f"  PRIMARY KEY ({_cols(spec.primary_key)})")
     if dialect == "singlestore":
         lines.append(f"  SHARD KEY ({_cols(spec.shard_key)})")

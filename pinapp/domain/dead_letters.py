@@ -65,8 +65,15 @@ class DeadLetterLog:
     (called on a timer), so a burst that stops is still summarized.
     """
 
-    def __init__(self, logger: logging.Logger, *, topic: str = "the dead-letter topic", first_per_kind: int = 3,
-                 interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        topic: str = "the dead-letter topic",
+        first_per_kind: int = 3,
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._logger = logger
         self._topic = topic
         self._first = first_per_kind
@@ -94,7 +101,11 @@ class DeadLetterLog:
             self._logger.warning(
                 "dead-lettered %s events in the last %.0f s: %s (the first %d of each kind are logged; "
                 "every one is in %s with its reason and source offset)",
-                f"{total:,}", seconds, kinds, self._first, self._topic,
+                f"{total:,}",
+                seconds,
+                kinds,
+                self._first,
+                self._topic,
             )
 
 
@@ -127,8 +138,9 @@ class DeadLetters:
     summary (:class:`DeadLetterLog`); :meth:`flush_log` writes a summary that is due.
     """
 
-    def __init__(self, send: Send, *, topic: str, logger: logging.Logger,
-                 counted: Callable[[str], None] = lambda kind: None) -> None:
+    def __init__(
+        self, send: Send, *, topic: str, logger: logging.Logger, counted: Callable[[str], None] = lambda kind: None
+    ) -> None:
         self._send = send
         self._counted = counted
         self.log = DeadLetterLog(logger, topic=topic)
@@ -136,8 +148,15 @@ class DeadLetters:
     async def __call__(self, record: SourceRecord, reason: str, *, kind: str, stage: str) -> None:
         """Route ``record`` to the dead-letter topic with ``reason``; count it, and log it or its burst."""
         self.log.record(kind, f"{record.topic}[{record.partition}]@{record.offset}", stage, reason)
-        headers = dlq_headers(reason, kind=kind, stage=stage, topic=record.topic, partition=record.partition,
-                              offset=record.offset, timestamp=int(record.timestamp * 1000))
+        headers = dlq_headers(
+            reason,
+            kind=kind,
+            stage=stage,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=int(record.timestamp * 1000),
+        )
         await self._send(key=record.key, value=record.value, headers=headers)
         self._counted(kind)
 

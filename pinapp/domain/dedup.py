@@ -47,8 +47,12 @@ class PartitionSweeper:
     _cursors: dict[int, bytes | None] = field(default_factory=dict)
 
     def expired_keys(
-        self, partition: int, items: Callable[[bytes | None], Iterator[tuple[bytes, bytes]]],
-        budget: int, now_ms: int, horizon_ms: int,
+        self,
+        partition: int,
+        items: Callable[[bytes | None], Iterator[tuple[bytes, bytes]]],
+        budget: int,
+        now_ms: int,
+        horizon_ms: int,
     ) -> list[Any]:
         """Examine up to ``budget`` keys of ``partition`` from its cursor; return the expired.
 

@@ -241,8 +241,11 @@ def _check_integer_ids(doc: dict[str, Any], fields: tuple[str, ...], prefix: str
     for field in fields:
         value = doc.get(field)
         if type(value) is float:
-            raise InvalidEvent(f"schema: {prefix}{field}: {value!r} is not an id (a string, or an integer "
-                               f"0..{MAX_INT_ID} without a fraction or exponent)", kind="schema")
+            raise InvalidEvent(
+                f"schema: {prefix}{field}: {value!r} is not an id (a string, or an integer "
+                f"0..{MAX_INT_ID} without a fraction or exponent)",
+                kind="schema",
+            )
 
 
 # -- the fast path: the schema as msgspec types (keep in step with event.schema.json) ---------
@@ -302,17 +305,26 @@ class _Login(_Doc, tag="login"):
 
 
 _TYPE_OF: Final[dict[type, EventType]] = {
-    _PinEvent: EventType.PIN, _Repin: EventType.REPIN, _Comment: EventType.COMMENT,
-    _Like: EventType.LIKE, _Login: EventType.LOGIN,
+    _PinEvent: EventType.PIN,
+    _Repin: EventType.REPIN,
+    _Comment: EventType.COMMENT,
+    _Like: EventType.LIKE,
+    _Login: EventType.LOGIN,
 }
 _fast_decode = msgspec.json.Decoder(_PinEvent | _Repin | _Comment | _Like | _Login).decode
 
 
 def _pin_fields(pin: dict[str, Any]) -> PinFields:
-    return PinFields(pin_id=normalize_id(pin["pin_id"]), board_id=normalize_id(pin["board_id"]),
-                     user_id=normalize_id(pin["user_id"]), title=pin["title"],
-                     category=pin["category"], created_at=pin["created_at"],
-                     description=pin.get("description", UNSET), image_url=pin.get("image_url", UNSET))
+    return PinFields(
+        pin_id=normalize_id(pin["pin_id"]),
+        board_id=normalize_id(pin["board_id"]),
+        user_id=normalize_id(pin["user_id"]),
+        title=pin["title"],
+        category=pin["category"],
+        created_at=pin["created_at"],
+        description=pin.get("description", UNSET),
+        image_url=pin.get("image_url", UNSET),
+    )
 
 
 def _normalized_pin(pin: PinFields) -> PinFields | None:
@@ -322,8 +334,9 @@ def _normalized_pin(pin: PinFields) -> PinFields | None:
         return pin
     if not all(_fits(v) for v in (pin.pin_id, pin.board_id, pin.user_id)):
         return None
-    return msgspec.structs.replace(pin, pin_id=normalize_id(pin.pin_id), board_id=normalize_id(pin.board_id),
-                                   user_id=normalize_id(pin.user_id))
+    return msgspec.structs.replace(
+        pin, pin_id=normalize_id(pin.pin_id), board_id=normalize_id(pin.board_id), user_id=normalize_id(pin.user_id)
+    )
 
 
 def _fits(value: object) -> bool:
@@ -339,8 +352,12 @@ def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
     if not _is_ip_address(doc.ip):
         return None
     event_id, user_id, pin_id, board_id = doc.event_id, doc.user_id, doc.pin_id, doc.board_id
-    if not (type(event_id) is str and type(user_id) is str and (type(pin_id) is str or pin_id is UNSET)
-            and (type(board_id) is str or board_id is UNSET)):  # an integer id among them
+    if not (
+        type(event_id) is str
+        and type(user_id) is str
+        and (type(pin_id) is str or pin_id is UNSET)
+        and (type(board_id) is str or board_id is UNSET)
+    ):  # an integer id among them
         if not (_fits(event_id) and _fits(user_id) and _fits(pin_id) and _fits(board_id)):
             return None
         event_id, user_id = normalize_id(event_id), normalize_id(user_id)

@@ -90,4 +90,3 @@ class GeoLocator:
 
     def close(self) -> None:
         self._reader.close()
-

@@ -57,8 +57,22 @@ def build_row(event: Event, geo: GeoLocation, pin: Pin | None, ingested_at: date
 
 def pin_row(event: Event, geo: GeoLocation, pin: Pin, ingested_at: datetime) -> Row:
     """A ``pins`` row for a full pin learned from a non-pin event (e.g. a repin)."""
-    row = (pin.pin_id, pin.category, event.event_id, pin.user_id, ms_to_datetime(event.ts_ms), event.ip,
-           geo.country, geo.region, geo.city, geo.latitude, geo.longitude, ingested_at,
-           pin.board_id, pin.title, ms_to_datetime(pin.created_at))
+    row = (
+        pin.pin_id,
+        pin.category,
+        event.event_id,
+        pin.user_id,
+        ms_to_datetime(event.ts_ms),
+        event.ip,
+        geo.country,
+        geo.region,
+        geo.city,
+        geo.latitude,
+        geo.longitude,
+        ingested_at,
+        pin.board_id,
+        pin.title,
+        ms_to_datetime(pin.created_at),
+    )
     assert len(row) == len(COLUMNS[EventType.PIN])
     return row

@@ -28,10 +28,22 @@ class Pin(faust.Record, namespace="pinapp.Pin", serializer="json"):
     def from_event_field(cls, pin: PinFields | Mapping[str, Any]) -> Pin:
         """The pin an event carried in its ``pin`` field (already checked), decoded or as JSON."""
         if isinstance(pin, PinFields):
-            return cls(pin_id=pin.pin_id, board_id=pin.board_id, user_id=pin.user_id, title=pin.title,
-                       category=pin.category, created_at=pin.created_at)
-        return cls(pin_id=pin["pin_id"], board_id=pin["board_id"], user_id=pin["user_id"], title=pin["title"],
-                   category=pin["category"], created_at=pin["created_at"])
+            return cls(
+                pin_id=pin.pin_id,
+                board_id=pin.board_id,
+                user_id=pin.user_id,
+                title=pin.title,
+                category=pin.category,
+                created_at=pin.created_at,
+            )
+        return cls(
+            pin_id=pin["pin_id"],
+            board_id=pin["board_id"],
+            user_id=pin["user_id"],
+            title=pin["title"],
+            category=pin["category"],
+            created_at=pin["created_at"],
+        )
 
 
 class SeenEvent(NamedTuple):

@@ -96,6 +96,7 @@ class PartitionedTable(Protocol):
     def delete_many(self, partition: int, keys: Iterable[bytes]) -> None: ...
     def partition_items(self, partition: int) -> Callable[[bytes | None], Iterator[tuple[bytes, bytes]]]:
         """``items(from_key)``: the partition's raw pairs in key order (what the dedup sweeper walks)."""
+
     async def flush(self) -> None: ...
 
 
@@ -104,6 +105,7 @@ class RowStore(Protocol):
 
     async def write(self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = ()) -> int:
         """Write in one idempotent transaction; retries outages, raises ``SinkError`` if rows are rejected."""
+
     async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]: ...
 
 
@@ -144,9 +146,17 @@ class _Prepared:
 class EngagementBatcher:
     """Runs the stages over one batch. One instance per agent, for the worker's life."""
 
-    def __init__(self, store: RowStore, geo: Locator, *, seen: PartitionedTable, pins: PartitionedTable,
-                 dead_letter: DeadLetter, publish_live: Callable[[bytes], Awaitable[Any]],
-                 settings: PipelineSettings) -> None:
+    def __init__(
+        self,
+        store: RowStore,
+        geo: Locator,
+        *,
+        seen: PartitionedTable,
+        pins: PartitionedTable,
+        dead_letter: DeadLetter,
+        publish_live: Callable[[bytes], Awaitable[Any]],
+        settings: PipelineSettings,
+    ) -> None:
         self.store = store
         self.geo = geo
         self.seen = seen  # event_id -> SeenEvent bytes
@@ -181,8 +191,9 @@ class EngagementBatcher:
     async def process(self, batch: Sequence[SourceRecord]) -> None:
         await self.commit(await self.prepare(batch))
 
-    async def prepare(self, batch: Sequence[SourceRecord], *,
-                      in_flight: Mapping[str, tuple[int, int]] | None = None) -> _Prepared:
+    async def prepare(
+        self, batch: Sequence[SourceRecord], *, in_flight: Mapping[str, tuple[int, int]] | None = None
+    ) -> _Prepared:
         """Steps 1-4. ``in_flight``: event id -> (partition, offset) of the batch being written."""
         now_ms = int(time.time() * 1000)
         accepted = await self._validate_and_dedup(batch, now_ms, in_flight or {})
@@ -198,8 +209,9 @@ class EngagementBatcher:
         await self.pins.flush()
         await self._publish_live(prepared.accepted)
 
-    async def _validate_and_dedup(self, batch: Sequence[SourceRecord], now_ms: int,
-                                  in_flight: Mapping[str, tuple[int, int]]) -> list[_Accepted]:
+    async def _validate_and_dedup(
+        self, batch: Sequence[SourceRecord], now_ms: int, in_flight: Mapping[str, tuple[int, int]]
+    ) -> list[_Accepted]:
         accepted: list[_Accepted] = []
         in_batch: dict[str, tuple[int, int]] = dict(in_flight)
         duplicates = from_event = hits = invalid = 0
@@ -250,7 +262,9 @@ class EngagementBatcher:
         for item in missing:
             pin_id = item.event.pin_id
             assert pin_id is not None
-            cached = self._cached_pin(item.source.partition, pin_id)  # an earlier event of this batch may have filled it
+            cached = self._cached_pin(
+                item.source.partition, pin_id
+            )  # an earlier event of this batch may have filled it
             if cached is not None:
                 item.pin = cached
                 metrics.PIN_CACHE.labels(result="hit").inc()
@@ -359,15 +373,21 @@ class EngagementBatcher:
         """
         points = [
             RepinPoint(
-                event_id=item.event.event_id, pin_id=item.event.pin_id or "",
+                event_id=item.event.event_id,
+                pin_id=item.event.pin_id or "",
                 category=item.pin.category if item.pin is not None else UNKNOWN_CATEGORY,
-                country=item.geo.country, city=item.geo.city,
-                lat=item.geo.latitude, lon=item.geo.longitude,
-                ts=item.event.ts_ms, kafka_ts=int(item.source.timestamp * 1000),
+                country=item.geo.country,
+                city=item.geo.city,
+                lat=item.geo.latitude,
+                lon=item.geo.longitude,
+                ts=item.event.ts_ms,
+                kafka_ts=int(item.source.timestamp * 1000),
             )
             for item in accepted
-            if item.event.event_type is EventType.REPIN and item.geo is not None
-            and item.geo.latitude is not None and item.geo.longitude is not None
+            if item.event.event_type is EventType.REPIN
+            and item.geo is not None
+            and item.geo.latitude is not None
+            and item.geo.longitude is not None
         ]
         if points:
             await self.publish_live(encode_points(points))
@@ -378,7 +398,8 @@ class EngagementBatcher:
         for item in accepted:
             msg = item.source
             per_partition[msg.partition].append(
-                (item.event.event_id.encode(), SeenEvent(now_ms, msg.partition, msg.offset).to_bytes()))
+                (item.event.event_id.encode(), SeenEvent(now_ms, msg.partition, msg.offset).to_bytes())
+            )
         for partition, marks in per_partition.items():
             self.seen.set_many(partition, marks)
             expired = self.sweeper.expired_keys(
@@ -402,8 +423,12 @@ class OverlappedBatches:
     commits. ``done`` is called with each batch once it is committed, before its ack.
     """
 
-    def __init__(self, batcher: EngagementBatcher, ack: Callable[[Sequence[SourceRecord]], None],
-                 done: Callable[[Sequence[SourceRecord]], None] | None = None) -> None:
+    def __init__(
+        self,
+        batcher: EngagementBatcher,
+        ack: Callable[[Sequence[SourceRecord]], None],
+        done: Callable[[Sequence[SourceRecord]], None] | None = None,
+    ) -> None:
         self.batcher = batcher
         self._ack = ack
         self._done = done

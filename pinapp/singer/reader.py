@@ -134,8 +134,16 @@ class TrackedFile:
 class StreamReader:
     """Reads one stream's files from its watermark; :meth:`advance` moves the watermark."""
 
-    def __init__(self, spec: SingerStream, watermark: Watermark, *, max_line_bytes: int, keep: int,
-                 partial_line_grace_s: float, read_size: int = READ_SIZE) -> None:
+    def __init__(
+        self,
+        spec: SingerStream,
+        watermark: Watermark,
+        *,
+        max_line_bytes: int,
+        keep: int,
+        partial_line_grace_s: float,
+        read_size: int = READ_SIZE,
+    ) -> None:
         self.spec = spec
         self.watermark = watermark
         self.max_line_bytes = max_line_bytes
@@ -168,9 +176,14 @@ class StreamReader:
         if mark is not None:
             head = _head(handle, mark.fp_len)
             if f.size < mark.offset or fingerprint(head) != mark.fp:
-                logger.warning("singer %s: %s was truncated or replaced (size %d, watermark %d); "
-                               "reading it again from the start (copytruncate: duplicates follow)",
-                               self.spec.name, f.path, f.size, mark.offset)
+                logger.warning(
+                    "singer %s: %s was truncated or replaced (size %d, watermark %d); "
+                    "reading it again from the start (copytruncate: duplicates follow)",
+                    self.spec.name,
+                    f.path,
+                    f.size,
+                    mark.offset,
+                )
                 self.resets += 1
                 mark = None
         if mark is None:
@@ -241,11 +254,22 @@ class StreamReader:
     def follows(self, batch: Batch) -> bool:
         """Whether ``batch`` starts at the watermark in every file it reads: a batch read ahead
         is the next one, unless the one before failed or a file was truncated meanwhile."""
-        return all(self.watermark.files.get(key) is mark and mark.offset == batch.starts[key]
-                   for key, mark in batch.marks.items())
+        return all(
+            self.watermark.files.get(key) is mark and mark.offset == batch.starts[key]
+            for key, mark in batch.marks.items()
+        )
 
-    def _read_file(self, f: TrackedFile, handle: BinaryIO, start: int, batch: Batch, max_lines: int,
-                   max_bytes: int, *, take_tail: bool) -> None:
+    def _read_file(
+        self,
+        f: TrackedFile,
+        handle: BinaryIO,
+        start: int,
+        batch: Batch,
+        max_lines: int,
+        max_bytes: int,
+        *,
+        take_tail: bool,
+    ) -> None:
         handle.seek(start)
         pos = start  # file offset of buf[0]
         buf = b""
@@ -267,7 +291,7 @@ class StreamReader:
                 batch.add_line(Line(f.key, f.path, offset, end, kept, length + nl))
                 skipping = None
                 pos = end
-                chunk = chunk[nl + 1:]
+                chunk = chunk[nl + 1 :]
             buf += chunk
             room = max_lines - batch.lines
             lines = buf.split(b"\n", room)  # at most ``room`` lines, then the rest unsplit
@@ -284,7 +308,7 @@ class StreamReader:
             pos += size
             buf = rest
             if len(buf) > self.max_line_bytes:  # an over-long line still without its newline
-                skipping = (pos, buf[:self.keep], len(buf))
+                skipping = (pos, buf[: self.keep], len(buf))
                 pos += len(buf)
                 buf = b""
         if take_tail:
@@ -292,7 +316,7 @@ class StreamReader:
                 offset, kept, length = skipping
                 batch.add_line(Line(f.key, f.path, offset, offset + length, kept, length, unterminated=True))
             elif buf:
-                data = buf if len(buf) <= self.max_line_bytes else buf[:self.keep]
+                data = buf if len(buf) <= self.max_line_bytes else buf[: self.keep]
                 batch.add_line(Line(f.key, f.path, pos, pos + len(buf), data, len(buf), unterminated=True))
 
     # -- progress -----------------------------------------------------------------------------

@@ -34,11 +34,11 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import KafkaSettings, Settings
+from pinapp.adapters.files import write_atomically
+from pinapp.adapters.kafka import ensure_topics, librdkafka_options
 from pinapp.domain.dead_letters import dlq_headers
 from pinapp.domain.events import PIN_EVENT_TYPES, routing_key
 from pinapp.errors import PinappError
-from pinapp.adapters.files import write_atomically
-from pinapp.adapters.kafka import ensure_topics, librdkafka_options
 from pinapp.singer._rdkafka import KafkaError, Producer, librdkafka_version
 from pinapp.singer.reader import Batch, Line, StreamReader
 from pinapp.singer.watermark import Watermark
@@ -61,8 +61,16 @@ _decode_key_fields = msgspec.json.Decoder(_KeyFields).decode
 #: The event types keyed by ``pin_id``, for the C key rule.
 _PIN_TYPES = tuple(sorted(t.value for t in PIN_EVENT_TYPES))
 #: librdkafka's log levels (syslog's) as the logging module's.
-_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: logging.ERROR, 4: logging.WARNING,
-               5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}
+_LOG_LEVELS = {
+    0: logging.CRITICAL,
+    1: logging.CRITICAL,
+    2: logging.CRITICAL,
+    3: logging.ERROR,
+    4: logging.WARNING,
+    5: logging.INFO,
+    6: logging.INFO,
+    7: logging.DEBUG,
+}
 
 
 def line_key(line: bytes) -> bytes | None:
@@ -136,9 +144,15 @@ class Singer:
         self.max_line = self.conf.max_line_bytes or settings.pipeline.max_event_bytes
         self.keep = min(self.conf.dlq_max_bytes, max(self.max_line, 1))  # of an over-long line, for the DLQ
         self.streams = [
-            _Stream(StreamReader(spec, Watermark.load(self.conf.data_dir / f"{spec.name}.watermark.json"),
-                                 max_line_bytes=self.max_line, keep=self.keep,
-                                 partial_line_grace_s=self.conf.partial_line_grace_s))
+            _Stream(
+                StreamReader(
+                    spec,
+                    Watermark.load(self.conf.data_dir / f"{spec.name}.watermark.json"),
+                    max_line_bytes=self.max_line,
+                    keep=self.keep,
+                    partial_line_grace_s=self.conf.partial_line_grace_s,
+                )
+            )
             for spec in self.conf.streams
         ]
         self.host = socket.gethostname()
@@ -162,7 +176,8 @@ class Singer:
             # Room for a whole batch, so produce() never finds the queue full (at most one batch is queued).
             "queue.buffering.max.messages": str(max(100_000, conf.batch_lines * 2)),
             "queue.buffering.max.kbytes": str(
-                max(65_536, conf.batch_bytes * 2 // 1024 + conf.dlq_max_bytes // 1024 + 1024)),
+                max(65_536, conf.batch_bytes * 2 // 1024 + conf.dlq_max_bytes // 1024 + 1024)
+            ),
         }
 
     async def _ready_producer(self) -> Producer:
@@ -215,9 +230,13 @@ class Singer:
         if line.unterminated:
             kind, text = "unterminated", f"unterminated last line ({line.length} bytes) of a rotated file"
         else:
-            kind, text = "too_large", (f"line of {line.length} bytes is over the {self.max_line}-byte limit"
-                                       + (f" (kept its first {len(line.data)} bytes)"
-                                          if len(line.data) < line.length else ""))
+            kind, text = (
+                "too_large",
+                (
+                    f"line of {line.length} bytes is over the {self.max_line}-byte limit"
+                    + (f" (kept its first {len(line.data)} bytes)" if len(line.data) < line.length else "")
+                ),
+            )
         headers = dlq_headers(text, kind=kind, stage="singer", file=line.path, offset=line.offset, host=self.host)
         producer.produce(self.dlq_topic, line.data, headers=headers)
         return 1
@@ -255,13 +274,18 @@ class Singer:
         def before_sleep(state: RetryCallState) -> None:
             stream.stats.errors += 1
             exc = state.outcome.exception() if state.outcome else None
-            logger.warning("singer %s: batch not acknowledged (attempt %d: %r); resending everything "
-                           "after the watermark", stream.reader.spec.name, state.attempt_number, exc)
+            logger.warning(
+                "singer %s: batch not acknowledged (attempt %d: %r); resending everything after the watermark",
+                stream.reader.spec.name,
+                state.attempt_number,
+                exc,
+            )
 
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((KafkaError, NotAcknowledged, BufferError, OSError)),
             wait=wait_exponential_jitter(multiplier=0.2, jitter=0.2, max=self.conf.retry_max_s),
-            before_sleep=before_sleep, reraise=True,
+            before_sleep=before_sleep,
+            reraise=True,
         ):
             with attempt:
                 batch, stream.ahead = stream.ahead, None
@@ -303,8 +327,12 @@ class Singer:
                     shipped += await self.ship_once(stream)
                     if self.conf.retention_s:
                         for path in stream.reader.delete_shipped(self.conf.retention_s):
-                            logger.info("singer %s: deleted %s (shipped, older than %.0fs)",
-                                        stream.reader.spec.name, path, self.conf.retention_s)
+                            logger.info(
+                                "singer %s: deleted %s (shipped, older than %.0fs)",
+                                stream.reader.spec.name,
+                                path,
+                                self.conf.retention_s,
+                            )
                 if time.monotonic() - self._last_heartbeat >= self.conf.heartbeat_interval_s:
                     await self.heartbeat()
                 if not shipped:
@@ -322,12 +350,19 @@ class Singer:
         streams = []
         for s in self.streams:
             files = s.reader.files()
-            streams.append({
-                "name": s.reader.spec.name, "files": len(files), "bytes_behind": s.reader.bytes_behind(files),
-                "lines_shipped": s.stats.lines_shipped, "bytes_shipped": s.stats.bytes_shipped,
-                "dead_lettered": s.stats.dead_lettered, "errors": s.stats.errors,
-                "resets": s.reader.resets, "last_shipped_at": s.stats.last_shipped_at,
-            })
+            streams.append(
+                {
+                    "name": s.reader.spec.name,
+                    "files": len(files),
+                    "bytes_behind": s.reader.bytes_behind(files),
+                    "lines_shipped": s.stats.lines_shipped,
+                    "bytes_shipped": s.stats.bytes_shipped,
+                    "dead_lettered": s.stats.dead_lettered,
+                    "errors": s.stats.errors,
+                    "resets": s.reader.resets,
+                    "last_shipped_at": s.stats.last_shipped_at,
+                }
+            )
         return {"host": self.host, "pid": os.getpid(), "at": time.time(), "topic": self.topic, "streams": streams}
 
     async def heartbeat(self, *, final: bool = False) -> None:
@@ -377,10 +412,15 @@ SCRAM_FIXED_IN: Final = (2, 6, 1)
 def scram_hint(kafka: KafkaSettings) -> str | None:
     """What to tell an operator whose SCRAM login singer's librdkafka cannot make (else ``None``)."""
     version = tuple(int(part) for part in librdkafka_version.split(".")[:3] if part.isdigit())
-    if not (kafka.security_protocol.startswith("SASL") and kafka.sasl_mechanism.startswith("SCRAM")
-            and version < SCRAM_FIXED_IN):
+    if not (
+        kafka.security_protocol.startswith("SASL")
+        and kafka.sasl_mechanism.startswith("SCRAM")
+        and version < SCRAM_FIXED_IN
+    ):
         return None
-    return (f"if kafka.sasl_password is right, the broker refused librdkafka {librdkafka_version}'s SCRAM "
-            f"(librdkafka before 2.6.1 sends a nonce Kafka 3.8.1+ and 4.x refuse, librdkafka#4895): give this "
-            f"singer PLAIN over SASL_SSL (PINAPP_KAFKA__SASL_MECHANISM=PLAIN), or build it against "
-            f"librdkafka >= 2.6.1 (docs/operations.md)")
+    return (
+        f"if kafka.sasl_password is right, the broker refused librdkafka {librdkafka_version}'s SCRAM "
+        f"(librdkafka before 2.6.1 sends a nonce Kafka 3.8.1+ and 4.x refuse, librdkafka#4895): give this "
+        f"singer PLAIN over SASL_SSL (PINAPP_KAFKA__SASL_MECHANISM=PLAIN), or build it against "
+        f"librdkafka >= 2.6.1 (docs/operations.md)"
+    )

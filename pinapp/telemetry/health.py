@@ -50,8 +50,11 @@ class SinkHealth:
         }
         if not self.ok:
             assert self.failing_since is not None
-            doc.update(failing_for_s=round(now - self.failing_since, 3), failed_attempts=self.failed_attempts,
-                       last_error=self.last_error)
+            doc.update(
+                failing_for_s=round(now - self.failing_since, 3),
+                failed_attempts=self.failed_attempts,
+                last_error=self.last_error,
+            )
         return doc
 
 
@@ -66,4 +69,3 @@ def sink(name: str) -> SinkHealth:
 def sinks() -> dict[str, SinkHealth]:
     """Every sink registered in this process."""
     return dict(_SINKS)
-

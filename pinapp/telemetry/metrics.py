@@ -19,8 +19,8 @@ __all__ = [
     "LIVE_DROPPED",
     "LIVE_PUBLISHED",
     "LIVE_SUBSCRIBERS",
-    "ROCKSDB_MEMORY",
     "PIN_CACHE",
+    "ROCKSDB_MEMORY",
     "ROWS_WRITTEN",
     "SINK_BATCH_ROWS",
     "SINK_BATCH_SECONDS",
@@ -40,7 +40,8 @@ ROCKSDB_MEMORY = Gauge(
     ["table", "kind"],
 )
 CONSUMER_LAG = Gauge(
-    "pinapp_consumer_lag", "Events in Kafka not yet committed by this worker (high watermark - committed)",
+    "pinapp_consumer_lag",
+    "Events in Kafka not yet committed by this worker (high watermark - committed)",
     ["topic", "partition"],
 )
 # The two commit guards (pinapp.topology.faust_ext.guards): each time one fired. Both stay 0 unless faust

@@ -1,4 +1,5 @@
-"""Worker processes keep Python's objects in jemalloc: with Python's own allocator their memory grows with every partition move.
+"""Worker processes keep Python's objects in jemalloc: with Python's own allocator their memory
+grows with every partition move.
 
 Measured (docs/benchmarks.md, "The soak"): workers side by side, another killed and restarted
 every minute. Python's small-object allocator (obmalloc) carves 1 MiB arenas into 16 KiB pools
@@ -76,21 +77,28 @@ def run_on_chosen_allocator(settings: Settings) -> None:
     if settings.worker.allocator != "jemalloc" or (_loaded(library) and os.environ.get("PYTHONMALLOC") == "malloc"):
         return
     if os.environ.get(_REEXECUTED):
-        logger.warning("worker.allocator: %s was preloaded but is not in use; running on the system allocator",
-                       library)
+        logger.warning("worker.allocator: %s was preloaded but is not in use; running on the system allocator", library)
         return
     if not _installed(library):
-        logger.warning("worker.allocator is 'jemalloc' but %s is not installed: running on the system allocator, "
-                       "where a worker's memory grows with every partition move. Fix: apt-get install "
-                       "%s (make setup does), or set PINAPP_WORKER__ALLOCATOR=system to silence this.",
-                       library, JEMALLOC_PACKAGE)
+        logger.warning(
+            "worker.allocator is 'jemalloc' but %s is not installed: running on the system allocator, "
+            "where a worker's memory grows with every partition move. Fix: apt-get install "
+            "%s (make setup does), or set PINAPP_WORKER__ALLOCATOR=system to silence this.",
+            library,
+            JEMALLOC_PACKAGE,
+        )
         return
     preload = " ".join(p for p in (os.environ.get("LD_PRELOAD", ""), library) if p)
-    env = {**os.environ, "LD_PRELOAD": preload, "PYTHONMALLOC": "malloc", _REEXECUTED: "1",
-           "MALLOC_CONF": os.environ.get("MALLOC_CONF", _MALLOC_CONF)}
+    env = {
+        **os.environ,
+        "LD_PRELOAD": preload,
+        "PYTHONMALLOC": "malloc",
+        _REEXECUTED: "1",
+        "MALLOC_CONF": os.environ.get("MALLOC_CONF", _MALLOC_CONF),
+    }
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, env)
+    os.execve(sys.executable, sys.orig_argv, env)  # noqa: S606 - this process again, as it was started
 
 
 def tune_gc(settings: Settings) -> None:

@@ -27,14 +27,14 @@ from typing import Any
 import orjson
 
 from config import Settings
-from pinapp.archive.records import ArchivedRecord
-from pinapp.archive.verify import VerifyReport, archiver_group, committed_offsets, verify_topic
 from pinapp.adapters.db import create_pool
-from pinapp.domain.ddl import TABLES
-from pinapp.errors import InvalidEvent, PinappError
-from pinapp.domain.events import EventType, parse_event
 from pinapp.adapters.kafka import read_topic
 from pinapp.adapters.s3 import s3_client
+from pinapp.archive.records import ArchivedRecord
+from pinapp.archive.verify import VerifyReport, archiver_group, committed_offsets, verify_topic
+from pinapp.domain.ddl import TABLES
+from pinapp.domain.events import EventType, parse_event
+from pinapp.errors import InvalidEvent, PinappError
 
 __all__ = ["AuditReport", "TypeAudit", "audit", "expected_from_topic", "expected_from_truth"]
 
@@ -82,15 +82,24 @@ class AuditReport:
         doc: dict[str, Any] = {"source": self.source, "clean": self.clean, "discrepancies": self.discrepancies}
         doc["types"] = {
             t.value: {
-                "expected": a.expected, "rows": a.rows, "missing": a.missing, "duplicates": a.duplicates,
-                "unexpected": a.unexpected, "learned_pin_rows": a.learned, "archived": a.archived,
+                "expected": a.expected,
+                "rows": a.rows,
+                "missing": a.missing,
+                "duplicates": a.duplicates,
+                "unexpected": a.unexpected,
+                "learned_pin_rows": a.learned,
+                "archived": a.archived,
                 "archive_missing": a.archive_missing,
             }
             for t, a in self.types.items()
         }
         if self.archive is not None:
-            doc["archive_offsets"] = {"records": self.archive.records, "objects": self.archive.objects,
-                                      "gaps": self.archive.gaps, "duplicates": self.archive.duplicates}
+            doc["archive_offsets"] = {
+                "records": self.archive.records,
+                "objects": self.archive.objects,
+                "gaps": self.archive.gaps,
+                "duplicates": self.archive.duplicates,
+            }
         return doc
 
 
@@ -102,8 +111,10 @@ def expected_from_truth(path: Path) -> ExpectedIds:
         raise PinappError(f"cannot read the ground-truth file {path}: {exc}") from None
     ids = doc.get("event_ids")
     if not isinstance(ids, dict):
-        raise PinappError(f"{path} has no event ids: it was written by `pinapp generate --truth` with ids off "
-                          "(too many events); audit against the topic instead (no --truth)")
+        raise PinappError(
+            f"{path} has no event ids: it was written by `pinapp generate --truth` with ids off "
+            "(too many events); audit against the topic instead (no --truth)"
+        )
     return {t: set(ids.get(t.value, ())) for t in EventType}
 
 
@@ -150,13 +161,15 @@ async def _archive(settings: Settings, topic: str) -> tuple[VerifyReport, dict[E
         found[event.event_type].add(event.event_id)
 
     async with s3_client(settings.s3) as s3:
-        report = await verify_topic(s3, settings.s3.bucket, settings.archive.prefix, topic, start, committed,
-                                    each_record=note_event)
+        report = await verify_topic(
+            s3, settings.s3.bucket, settings.archive.prefix, topic, start, committed, each_record=note_event
+        )
     return report, found
 
 
-def _reconcile(expected: ExpectedIds, tables: dict[EventType, list[str]],
-               archived: dict[EventType, set[str]] | None) -> dict[EventType, TypeAudit]:
+def _reconcile(
+    expected: ExpectedIds, tables: dict[EventType, list[str]], archived: dict[EventType, set[str]] | None
+) -> dict[EventType, TypeAudit]:
     all_expected = set().union(*expected.values())
     out: dict[EventType, TypeAudit] = {}
     for event_type in EventType:
@@ -178,8 +191,9 @@ def _reconcile(expected: ExpectedIds, tables: dict[EventType, list[str]],
     return out
 
 
-async def audit(settings: Settings, *, truth: Path | None = None, archive: bool = True,
-                wait_s: float = 0.0) -> AuditReport:
+async def audit(
+    settings: Settings, *, truth: Path | None = None, archive: bool = True, wait_s: float = 0.0
+) -> AuditReport:
     """Reconcile (see the module docstring); while not clean, again every few seconds until
     ``wait_s`` has passed (a pipeline still catching up). The expected events are read once."""
     topic = settings.kafka.events_topic

@@ -14,8 +14,8 @@ import click
 from tabulate import tabulate
 
 from config import Settings, load_settings
-from pinapp.tools.allocator import run_on_chosen_allocator, tune_gc
 from pinapp.errors import ConfigError, PinappError
+from pinapp.tools.allocator import run_on_chosen_allocator, tune_gc
 
 __all__ = ["main"]
 
@@ -28,8 +28,12 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--profile", type=click.Choice(["local", "test", "production"]), default=None,
-              help="Settings profile (default: $PINAPP_PROFILE or local).")
+@click.option(
+    "--profile",
+    type=click.Choice(["local", "test", "production"]),
+    default=None,
+    help="Settings profile (default: $PINAPP_PROFILE or local).",
+)
 @click.pass_context
 def cli(ctx: click.Context, profile: str | None) -> None:
     """pinapp: real-time engagement analytics on Kafka, faust and SingleStore."""
@@ -80,8 +84,10 @@ def _make_data_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"worker.data_dir={str(path)!r} cannot be created ({exc.strerror}); set "
-                          "PINAPP_WORKER__DATA_DIR (or [worker] data_dir) to a folder this user can write") from None
+        raise ConfigError(
+            f"worker.data_dir={str(path)!r} cannot be created ({exc.strerror}); set "
+            "PINAPP_WORKER__DATA_DIR (or [worker] data_dir) to a folder this user can write"
+        ) from None
 
 
 def _faust_options(settings: Settings, data_dir: Path) -> list[str]:
@@ -99,8 +105,8 @@ def _faust_options(settings: Settings, data_dir: Path) -> list[str]:
 
 
 async def _check_bucket(settings: Settings) -> None:
-    from pinapp.archive.writer import ArchiveWriter
     from pinapp.adapters.s3 import credential_source, s3_client
+    from pinapp.archive.writer import ArchiveWriter
 
     logging.getLogger("pinapp.archive").info("archive: S3 credentials from %s", await credential_source(settings.s3))
     async with s3_client(settings.s3) as s3:
@@ -128,8 +134,13 @@ def archive_ls(ctx: click.Context, topic: str | None, day: Any) -> None:
 
     async def listing() -> list[FolderSummary]:
         async with s3_client(settings.s3) as s3:
-            return await folder_summaries(s3, settings.s3.bucket, settings.archive.prefix,
-                                          topic or settings.kafka.events_topic, day.date() if day else None)
+            return await folder_summaries(
+                s3,
+                settings.s3.bucket,
+                settings.archive.prefix,
+                topic or settings.kafka.events_topic,
+                day.date() if day else None,
+            )
 
     rows = [(f.url, f.objects, f.bytes, "_SUCCESS" if f.complete else "") for f in asyncio.run(listing())]
     click.echo(tabulate(rows, headers=["folder", "objects", "bytes", "complete"]))
@@ -146,8 +157,9 @@ def archive_verify(ctx: click.Context, topic: str | None) -> None:
     settings = _settings(ctx)
     report, table = asyncio.run(verify_archive(settings, topic or settings.kafka.events_topic))
     click.echo(tabulate(table, headers=["partition", "start", "committed", "gaps", "duplicates"]))
-    click.echo(f"{report.topic}: {report.records} records in {report.objects} objects; "
-               f"{'OK' if report.ok else 'FAILED'}")
+    click.echo(
+        f"{report.topic}: {report.records} records in {report.objects} objects; {'OK' if report.ok else 'FAILED'}"
+    )
     if not report.ok:
         ctx.exit(1)
 
@@ -169,10 +181,10 @@ def archive_replay(ctx: click.Context, topic: str | None, first: Any, last: Any,
 
 
 async def _archive_replay(settings: Settings, topic: str, first: Any, last: Any, to_topic: str) -> tuple[int, int]:
-    from pinapp.archive.listing import keys_between
-    from pinapp.archive.replay import replay
     from pinapp.adapters.kafka import ensure_topics, make_producer
     from pinapp.adapters.s3 import s3_client
+    from pinapp.archive.listing import keys_between
+    from pinapp.archive.replay import replay
 
     async with s3_client(settings.s3) as s3:
         keys = await keys_between(s3, settings.s3.bucket, settings.archive.prefix, topic, first, last)
@@ -183,10 +195,12 @@ async def _archive_replay(settings: Settings, topic: str, first: Any, last: Any,
         producer = make_producer(settings.kafka)
         await producer.start()
         try:
-            with click.progressbar(length=len(keys), label=f"replaying {len(keys)} objects",
-                                   show_pos=True, file=sys.stderr) as bar:
-                report = await replay(s3, producer, settings.s3.bucket, keys, to_topic,
-                                      progress=lambda _n: bar.update(1))
+            with click.progressbar(
+                length=len(keys), label=f"replaying {len(keys)} objects", show_pos=True, file=sys.stderr
+            ) as bar:
+                report = await replay(
+                    s3, producer, settings.s3.bucket, keys, to_topic, progress=lambda _n: bar.update(1)
+                )
         finally:
             await producer.stop()
     return report.objects, report.records
@@ -239,14 +253,29 @@ def singer_status(ctx: click.Context) -> None:
         click.echo("no heartbeat yet (singer has not run here)")
     rows = []
     for spec in conf.streams:
-        reader = StreamReader(spec, Watermark.load(conf.data_dir / f"{spec.name}.watermark.json"),
-                              max_line_bytes=1, keep=1, partial_line_grace_s=conf.partial_line_grace_s)
+        reader = StreamReader(
+            spec,
+            Watermark.load(conf.data_dir / f"{spec.name}.watermark.json"),
+            max_line_bytes=1,
+            keep=1,
+            partial_line_grace_s=conf.partial_line_grace_s,
+        )
         s = last.get(spec.name, {})
         files = reader.files()
-        rows.append((spec.name, len(files), reader.bytes_behind(files), s.get("lines_shipped", "-"),
-                     s.get("dead_lettered", "-"), s.get("errors", "-"), ", ".join(spec.paths)))
-    click.echo(tabulate(rows, headers=["stream", "files", "bytes behind", "lines shipped", "dead-lettered",
-                                       "errors", "paths"]))
+        rows.append(
+            (
+                spec.name,
+                len(files),
+                reader.bytes_behind(files),
+                s.get("lines_shipped", "-"),
+                s.get("dead_lettered", "-"),
+                s.get("errors", "-"),
+                ", ".join(spec.paths),
+            )
+        )
+    click.echo(
+        tabulate(rows, headers=["stream", "files", "bytes behind", "lines shipped", "dead-lettered", "errors", "paths"])
+    )
 
 
 # -- generate ----------------------------------------------------------------------------
@@ -255,7 +284,9 @@ def singer_status(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many records.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Records per second (default: as fast as possible).")
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="Records per second (default: as fast as possible)."
+)
 @click.option("--duplicate-ratio", default=0.02, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--malformed-ratio", default=0.01, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--seed", default=42, show_default=True, type=int)
@@ -267,33 +298,67 @@ def singer_status(ctx: click.Context) -> None:
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), help="Write the ground truth here.")
 @click.option("--ids/--no-ids", default=None, help="Keep every event id in the ground truth (default: with --count).")
 @click.option("--rotate-bytes", type=click.IntRange(min=1), help="With --to file: rotate (rename-style) at this size.")
-@click.option("--rotate-keep", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Rotated files kept (FILE.1 .. FILE.N).")
+@click.option(
+    "--rotate-keep",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rotated files kept (FILE.1 .. FILE.N).",
+)
 @click.pass_context
-def generate(ctx: click.Context, count: int | None, duration: float | None, rate: float | None,
-             duplicate_ratio: float, malformed_ratio: float, seed: int, users: int, start_ms: int | None,
-             target: str, path: Path | None, topic: str | None, truth: Path | None, ids: bool | None,
-             rotate_bytes: int | None, rotate_keep: int) -> None:
+def generate(
+    ctx: click.Context,
+    count: int | None,
+    duration: float | None,
+    rate: float | None,
+    duplicate_ratio: float,
+    malformed_ratio: float,
+    seed: int,
+    users: int,
+    start_ms: int | None,
+    target: str,
+    path: Path | None,
+    topic: str | None,
+    truth: Path | None,
+    ids: bool | None,
+    rotate_bytes: int | None,
+    rotate_keep: int,
+) -> None:
     """Generate synthetic engagement traffic into Kafka or a log file."""
-    from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
     from pinapp.domain.geo import GeoLocator
+    from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
     from pinapp.tools.traffic import run_generator
 
     settings = _settings(ctx)
     if target == "file" and path is None:
         raise click.UsageError("--to file needs --file PATH")
     config = GeneratorConfig(
-        seed=seed, users=users, duplicate_ratio=duplicate_ratio, malformed_ratio=malformed_ratio,
-        start_ms=start_ms, step_ms=1000.0 / rate if rate else 1.0,
+        seed=seed,
+        users=users,
+        duplicate_ratio=duplicate_ratio,
+        malformed_ratio=malformed_ratio,
+        start_ms=start_ms,
+        step_ms=1000.0 / rate if rate else 1.0,
         max_event_bytes=settings.pipeline.max_event_bytes,
     )
-    gen = TrafficGenerator(config, GeoLocator(settings.pipeline.geoip_db_path),
-                           keep_ids=ids if ids is not None else count is not None)
-    sent = asyncio.run(run_generator(
-        gen, settings, target=target, path=path, topic=topic or settings.kafka.events_topic,
-        count=count, duration=duration, rate=rate, truth_path=truth, rotate_bytes=rotate_bytes,
-        rotate_keep=rotate_keep,
-    ))
+    gen = TrafficGenerator(
+        config, GeoLocator(settings.pipeline.geoip_db_path), keep_ids=ids if ids is not None else count is not None
+    )
+    sent = asyncio.run(
+        run_generator(
+            gen,
+            settings,
+            target=target,
+            path=path,
+            topic=topic or settings.kafka.events_topic,
+            count=count,
+            duration=duration,
+            rate=rate,
+            truth_path=truth,
+            rotate_bytes=rotate_bytes,
+            rotate_keep=rotate_keep,
+        )
+    )
     doc = gen.truth.to_json()
     doc.pop("event_ids", None)
     click.echo(f"sent {sent} records; ground truth: {doc}")
@@ -334,8 +399,12 @@ def stack_status(ctx: click.Context) -> None:
     from pinapp.tools.stack import Stack
 
     statuses = Stack(_settings(ctx)).status()
-    click.echo(tabulate([(s.name, s.port, s.pid or "-", s.state, s.log) for s in statuses],
-                        headers=["service", "port", "pid", "state", "log"]))
+    click.echo(
+        tabulate(
+            [(s.name, s.port, s.pid or "-", s.state, s.log) for s in statuses],
+            headers=["service", "port", "pid", "state", "log"],
+        )
+    )
     if not all(s.healthy for s in statuses):
         ctx.exit(1)
 
@@ -362,8 +431,10 @@ def db_migrate(ctx: click.Context, print_only: bool) -> None:
         return
     statements = asyncio.run(migrate(settings.db))
     created = sum(s.startswith("CREATE TABLE") for s in statements)
-    click.echo(f"{settings.db.database} ({settings.db.dialect}): {created} tables created, "
-               f"{len(TABLES) - created} already there")
+    click.echo(
+        f"{settings.db.database} ({settings.db.dialect}): {created} tables created, "
+        f"{len(TABLES) - created} already there"
+    )
 
 
 # -- query -------------------------------------------------------------------------------
@@ -412,14 +483,28 @@ async def _run_query(settings: Settings, sql: str, params: dict[str, Any] | None
 
 
 @cli.command()
-@click.option("--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The generator's ground-truth file (default: expect what the events topic holds).")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The generator's ground-truth file (default: expect what the events topic holds).",
+)
 @click.option("--no-archive", is_flag=True, help="Check the tables only, not the S3 archive.")
-@click.option("--wait", "wait_s", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Audit again until clean or this many seconds have passed (a pipeline catching up).")
+@click.option(
+    "--wait",
+    "wait_s",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Audit again until clean or this many seconds have passed (a pipeline catching up).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-@click.option("--show", default=10, show_default=True, type=click.IntRange(min=0),
-              help="How many ids to list per kind of discrepancy.")
+@click.option(
+    "--show",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many ids to list per kind of discrepancy.",
+)
 @click.pass_context
 def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: float, as_json: bool, show: int) -> None:
     """Reconcile expected events with the SingleStore tables and the S3 archive.
@@ -436,12 +521,37 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
     if as_json:
         click.echo(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
-        rows = [(t.value, a.expected, a.rows, len(a.missing), len(a.duplicates), len(a.unexpected), a.learned,
-                 "-" if a.archived is None else a.archived, len(a.archive_missing))
-                for t, a in report.types.items()]
+        rows = [
+            (
+                t.value,
+                a.expected,
+                a.rows,
+                len(a.missing),
+                len(a.duplicates),
+                len(a.unexpected),
+                a.learned,
+                "-" if a.archived is None else a.archived,
+                len(a.archive_missing),
+            )
+            for t, a in report.types.items()
+        ]
         click.echo(f"expected: {report.source}")
-        click.echo(tabulate(rows, headers=["type", "expected", "rows", "missing", "duplicate", "unexpected",
-                                           "learned", "archived", "not archived"]))
+        click.echo(
+            tabulate(
+                rows,
+                headers=[
+                    "type",
+                    "expected",
+                    "rows",
+                    "missing",
+                    "duplicate",
+                    "unexpected",
+                    "learned",
+                    "archived",
+                    "not archived",
+                ],
+            )
+        )
 
         def ids(kind: str, t: str, found: list[str]) -> None:
             if found and show:
@@ -451,8 +561,11 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
         for t, a in report.types.items():
             ids("missing", t.value, a.missing)
             ids("duplicate", t.value, a.duplicates)
-            ids("unexpected" if report.strict else "unexpected (not counted: the topic lost old records)",
-                t.value, a.unexpected)
+            ids(
+                "unexpected" if report.strict else "unexpected (not counted: the topic lost old records)",
+                t.value,
+                a.unexpected,
+            )
             ids("not archived", t.value, a.archive_missing)
         if report.archive is not None:
             arch = report.archive

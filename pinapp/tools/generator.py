@@ -22,28 +22,74 @@ from typing import Any, Final
 
 import orjson
 
-from pinapp.domain.events import EventType, routing_key
 from pinapp.adapters.files import write_atomically
+from pinapp.domain.events import EventType, routing_key
 from pinapp.domain.geo import GeoLocator
 
 __all__ = ["CATEGORIES", "GeneratedRecord", "GeneratorConfig", "GroundTruth", "TrafficGenerator", "sample_ip_pool"]
 
 CATEGORIES: Final = (
-    "art", "beauty", "cars", "diy_crafts", "education", "fashion", "food_drink", "gardening",
-    "health", "history", "home_decor", "humor", "kids", "outdoors", "pets", "photography",
-    "quotes", "science", "sports", "technology", "travel", "weddings",
+    "art",
+    "beauty",
+    "cars",
+    "diy_crafts",
+    "education",
+    "fashion",
+    "food_drink",
+    "gardening",
+    "health",
+    "history",
+    "home_decor",
+    "humor",
+    "kids",
+    "outdoors",
+    "pets",
+    "photography",
+    "quotes",
+    "science",
+    "sports",
+    "technology",
+    "travel",
+    "weddings",
 )
 DEFAULT_MIX: Final = {
-    EventType.PIN: 0.10, EventType.REPIN: 0.35, EventType.LIKE: 0.30,
-    EventType.COMMENT: 0.10, EventType.LOGIN: 0.15,
+    EventType.PIN: 0.10,
+    EventType.REPIN: 0.35,
+    EventType.LIKE: 0.30,
+    EventType.COMMENT: 0.10,
+    EventType.LOGIN: 0.15,
 }
 MALFORMED_KINDS: Final = (
-    "not_json", "not_object", "missing_field", "unknown_type", "bad_timestamp",
-    "naive_timestamp", "too_large", "bad_ip", "wrong_type",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "unknown_type",
+    "bad_timestamp",
+    "naive_timestamp",
+    "too_large",
+    "bad_ip",
+    "wrong_type",
 )
 _WORDS: Final = (
-    "cozy", "summer", "vintage", "minimal", "rustic", "easy", "healthy", "modern", "classic",
-    "tiny", "bold", "weekend", "budget", "quick", "garden", "kitchen", "loft", "trail", "recipe",
+    "cozy",
+    "summer",
+    "vintage",
+    "minimal",
+    "rustic",
+    "easy",
+    "healthy",
+    "modern",
+    "classic",
+    "tiny",
+    "bold",
+    "weekend",
+    "budget",
+    "quick",
+    "garden",
+    "kitchen",
+    "loft",
+    "trail",
+    "recipe",
 )
 
 
@@ -221,8 +267,13 @@ class TrafficGenerator:
         user_id, ip = self._user()
         ts_ms = self._ts_ms()
         event_id = f"e{self.config.seed}-{self._n}"
-        doc: dict[str, Any] = {"event_id": event_id, "event_type": event_type.value,
-                               "ts": self._ts_field(ts_ms), "user_id": user_id, "ip": ip}
+        doc: dict[str, Any] = {
+            "event_id": event_id,
+            "event_type": event_type.value,
+            "ts": self._ts_field(ts_ms),
+            "user_id": user_id,
+            "ip": ip,
+        }
         if event_type is EventType.PIN:
             pin = self._new_pin(user_id, ts_ms)
             doc["pin_id"] = pin["pin_id"]
@@ -245,8 +296,13 @@ class TrafficGenerator:
         rng = self.rng
         kind = rng.choice(MALFORMED_KINDS)
         user_id, ip = self._user()
-        doc: dict[str, Any] = {"event_id": f"bad{self.config.seed}-{self._n}", "event_type": "login",
-                               "ts": self._ts_ms(), "user_id": user_id, "ip": ip}
+        doc: dict[str, Any] = {
+            "event_id": f"bad{self.config.seed}-{self._n}",
+            "event_type": "login",
+            "ts": self._ts_ms(),
+            "user_id": user_id,
+            "ip": ip,
+        }
         value: bytes
         if kind == "not_json":
             value = orjson.dumps(doc)[: rng.randint(5, 30)]
@@ -275,4 +331,3 @@ class TrafficGenerator:
             value = orjson.dumps(doc)
         self.truth.malformed_by_kind[kind] += 1
         return GeneratedRecord(user_id.encode(), value, "malformed")
-

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from config import Settings
-from pinapp.tools.generator import TrafficGenerator
 from pinapp.adapters.kafka import ensure_topics, make_producer
+from pinapp.tools.generator import TrafficGenerator
 
 __all__ = ["rotate", "run_generator"]
 
@@ -41,9 +41,18 @@ def rotate(path: Path, keep: int) -> None:
 
 
 async def run_generator(
-    gen: TrafficGenerator, settings: Settings, *, target: str, path: Path | None, topic: str,
-    count: int | None, duration: float | None, rate: float | None, truth_path: Path | None,
-    rotate_bytes: int | None = None, rotate_keep: int = 5,
+    gen: TrafficGenerator,
+    settings: Settings,
+    *,
+    target: str,
+    path: Path | None,
+    topic: str,
+    count: int | None,
+    duration: float | None,
+    rate: float | None,
+    truth_path: Path | None,
+    rotate_bytes: int | None = None,
+    rotate_keep: int = 5,
 ) -> int:
     """Send records until ``count``, ``duration`` or a signal; returns how many were sent."""
     stop = asyncio.Event()

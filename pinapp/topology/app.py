@@ -16,8 +16,8 @@ from typing import Any
 
 from config import load_settings
 from pinapp.adapters import web_auth
+from pinapp.topology.broker import faust_credentials
 from pinapp.topology.faust_ext import PinApp
-from pinapp.adapters.kafka import faust_credentials
 
 __all__ = ["app", "archive_app", "main", "settings"]
 
@@ -70,11 +70,19 @@ def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[
     )
 
 
-app = _faust_app(settings.worker.app_id, datadir=settings.worker.data_dir, web_port=settings.worker.web_port,
-                 autodiscover=["tables", "agents.engagement", "pinapp.web.ops", "pinapp.web.table_views", "pinapp.web.pages"])
+app = _faust_app(
+    settings.worker.app_id,
+    datadir=settings.worker.data_dir,
+    web_port=settings.worker.web_port,
+    autodiscover=["tables", "agents.engagement", "pinapp.web.ops", "pinapp.web.table_views", "pinapp.web.pages"],
+)
 
-archive_app = _faust_app(f"{settings.worker.app_id}-archiver", datadir=settings.worker.data_dir / "archiver",
-                         web_port=settings.archive.web_port, autodiscover=["agents.archive", "pinapp.web.ops"])
+archive_app = _faust_app(
+    f"{settings.worker.app_id}-archiver",
+    datadir=settings.worker.data_dir / "archiver",
+    web_port=settings.archive.web_port,
+    autodiscover=["agents.archive", "pinapp.web.ops"],
+)
 
 
 def main() -> None:

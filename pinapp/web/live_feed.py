@@ -24,9 +24,9 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from config import KafkaSettings
-from pinapp.telemetry import metrics
 from pinapp.adapters.kafka import client_options, partitions_of
 from pinapp.domain.repin_points import decode_points
+from pinapp.telemetry import metrics
 
 __all__ = ["LiveFeed"]
 
@@ -81,7 +81,10 @@ class LiveFeed(Service):
 
     async def _consume_once(self) -> None:
         consumer = AIOKafkaConsumer(
-            **client_options(self.kafka), group_id=None, enable_auto_commit=False, auto_offset_reset="latest",
+            **client_options(self.kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
         )
         await consumer.start()
         try:

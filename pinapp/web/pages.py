@@ -25,12 +25,12 @@ from aiohttp import web
 from faust.web import Request, Response, View
 from mode import Service
 
+from pinapp.adapters.db import create_pool
+from pinapp.adapters.queries import NAMED_QUERIES, run_query
+from pinapp.errors import DatabaseError
 from pinapp.telemetry import metrics
 from pinapp.topology.app import app, settings
-from pinapp.adapters.db import create_pool
-from pinapp.errors import DatabaseError
 from pinapp.web.live_feed import LiveFeed
-from pinapp.adapters.queries import NAMED_QUERIES, run_query
 
 __all__ = ["frontend_dir"]
 
@@ -42,8 +42,14 @@ VENDOR_FILES: Final = {
     "countries-110m.json": "world-atlas/countries-110m.json",
     "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
 }
-_CONTENT_TYPES: Final = {".js": "text/javascript", ".json": "application/json", ".css": "text/css",
-                         ".html": "text/html", ".png": "image/png", ".svg": "image/svg+xml"}
+_CONTENT_TYPES: Final = {
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
 MAX_MINUTES: Final = 7 * 24 * 60
 MAX_LIMIT: Final = 1000
 KEEPALIVE_S: Final = 15.0
@@ -122,7 +128,7 @@ _feed: LiveFeed | None = None
 
 
 async def _read_pool() -> Any:
-    global _query_pool
+    global _query_pool  # noqa: PLW0603 - one pool per worker process, made on first use
     async with _lock:
         if _query_pool is None:
             service = _QueryPool(loop=app.loop, beacon=app.beacon)
@@ -150,8 +156,7 @@ class QueriesView(View):
     """The named queries the dashboard (and ``pinapp query``) can run."""
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
-        return self.json({"queries": [{"name": q.name, "description": q.description}
-                                      for q in NAMED_QUERIES.values()]})
+        return self.json({"queries": [{"name": q.name, "description": q.description} for q in NAMED_QUERIES.values()]})
 
 
 @app.page("/api/query/{name}")
@@ -171,14 +176,24 @@ class QueryView(View):
         started = time.perf_counter()
         try:
             pool = await _read_pool()
-            columns, rows = await run_query(pool, query.sql, {"minutes": minutes, "limit": limit},
-                                            dialect=settings.db.dialect)
+            columns, rows = await run_query(
+                pool, query.sql, {"minutes": minutes, "limit": limit}, dialect=settings.db.dialect
+            )
         except DatabaseError as exc:
             return self.error(503, str(exc))
         metrics.WEB_QUERY_SECONDS.labels(query=name).observe(time.perf_counter() - started)
         return self.bytes(
-            orjson.dumps({"name": name, "description": query.description, "minutes": minutes, "limit": limit,
-                          "columns": columns, "rows": rows}, default=str),
+            orjson.dumps(
+                {
+                    "name": name,
+                    "description": query.description,
+                    "minutes": minutes,
+                    "limit": limit,
+                    "columns": columns,
+                    "rows": rows,
+                },
+                default=str,
+            ),
             content_type="application/json",
         )
 
@@ -188,7 +203,7 @@ class QueryView(View):
 
 async def live_feed() -> LiveFeed:
     """This worker's feed of the cluster's repins, started on the first subscriber."""
-    global _feed
+    global _feed  # noqa: PLW0603 - one feed per worker process, started on first use
     async with _lock:
         if _feed is None:
             feed = LiveFeed(settings.kafka, settings.kafka.live_topic, loop=app.loop, beacon=app.beacon)
@@ -204,9 +219,13 @@ class GlobeStream(View):
 
     async def get(self, request: Request, **kwargs: Any) -> web.StreamResponse:
         feed = await live_feed()
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-        })
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
         await response.prepare(request)  # type: ignore[arg-type]
         with contextlib.suppress(ConnectionError):  # the browser went away
             async with feed.subscribe() as queue:
@@ -218,7 +237,7 @@ class GlobeStream(View):
                 while True:
                     try:
                         points = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         await response.write(b": keepalive\n\n")
                         continue
                     burst = list(points)  # the lists are shared by every subscriber: copy, then extend

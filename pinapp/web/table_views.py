@@ -25,10 +25,10 @@ from prometheus_client import REGISTRY
 from yarl import URL
 
 from pinapp.adapters import web_auth
-from pinapp.topology.app import app, settings
 from pinapp.domain.dedup import is_expired
-from pinapp.topology.faust_ext import open_partition_dbs, raw_get
 from pinapp.domain.table_values import SeenEvent
+from pinapp.topology.app import app, settings
+from pinapp.topology.faust_ext import open_partition_dbs, raw_get
 from pinapp.topology.topics import events_topic
 from tables import pin_by_id, seen_event_ids
 
@@ -91,10 +91,11 @@ async def _forward(view: View, request: Request, url: URL) -> Response:
     """The owning worker's answer to the same request; ``503`` if it does not answer."""
     target = request.url.with_host(url.host or "127.0.0.1").with_port(url.port)
     try:
-        async with app.http_client.get(target, timeout=_FORWARD_TIMEOUT, headers=web_auth.peer_headers(
-                settings.worker)) as response:
+        async with app.http_client.get(
+            target, timeout=_FORWARD_TIMEOUT, headers=web_auth.peer_headers(settings.worker)
+        ) as response:
             return view.text(await response.text(), content_type=response.content_type, status=response.status)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         return view.error(503, f"the worker owning this key ({url}) did not answer: {exc!r}; retry shortly")
 
 
@@ -126,10 +127,12 @@ class TablesView(View):
     """Every table of the topology and where its partitions live."""
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
-        return self.json({
-            "tables": [_describe(t) for t in sorted(app.tables.values(), key=lambda t: t.name)],
-            "served_by": str(app.conf.canonical_url),
-        })
+        return self.json(
+            {
+                "tables": [_describe(t) for t in sorted(app.tables.values(), key=lambda t: t.name)],
+                "served_by": str(app.conf.canonical_url),
+            }
+        )
 
 
 @app.page("/tables/{name}")
@@ -143,9 +146,7 @@ class TableView(View):
         local = _local_partitions(table)
         doc = _describe(table) | {
             "local": local,
-            "local_keys_estimate": {
-                str(p): _estimated_keys(table, p) for p in local["active"] + local["standby"]
-            },
+            "local_keys_estimate": {str(p): _estimated_keys(table, p) for p in local["active"] + local["standby"]},
             "served_by": str(app.conf.canonical_url),
         }
         return self.json(doc)
@@ -216,13 +217,15 @@ class DedupView(View):
         except ValueError as exc:
             return self.error(404, f"event {event_id!r} has an unreadable dedup entry ({exc}); it counts as unseen")
         horizon_ms = int(settings.pipeline.dedup_horizon_s * 1000)
-        return self.json({
-            "event_id": event_id,
-            "first_accepted_at_ms": seen.seen_at_ms,
-            "source": {"topic": events_topic.get_topic_name(), "partition": seen.partition, "offset": seen.offset},
-            "expired": is_expired(seen, int(time.time() * 1000), horizon_ms),
-            "served_by": str(app.conf.canonical_url),
-        })
+        return self.json(
+            {
+                "event_id": event_id,
+                "first_accepted_at_ms": seen.seen_at_ms,
+                "source": {"topic": events_topic.get_topic_name(), "partition": seen.partition, "offset": seen.offset},
+                "expired": is_expired(seen, int(time.time() * 1000), horizon_ms),
+                "served_by": str(app.conf.canonical_url),
+            }
+        )
 
 
 @app.page("/dedup")
@@ -235,26 +238,29 @@ class DedupClusterView(View):
         answered = [doc for doc in results if isinstance(doc, dict)]
         unreachable = [{"url": u, "error": doc} for u, doc in zip(urls, results, strict=True) if isinstance(doc, str)]
         partitions = {
-            p: {"entries_estimate": n, "owner": doc["url"]}
-            for doc in answered for p, n in doc["active"].items()
+            p: {"entries_estimate": n, "owner": doc["url"]} for doc in answered for p, n in doc["active"].items()
         }
-        return self.json({
-            "horizon_s": settings.pipeline.dedup_horizon_s,
-            "partitions": dict(sorted(partitions.items(), key=lambda kv: int(kv[0]))),
-            "entries_estimate": sum(v["entries_estimate"] or 0 for v in partitions.values()),
-            "duplicates_dropped_since_start": sum(doc["duplicates_dropped"] for doc in answered),
-            "workers": answered,
-            "unreachable": unreachable,
-        }, status=200 if not unreachable else 503)
+        return self.json(
+            {
+                "horizon_s": settings.pipeline.dedup_horizon_s,
+                "partitions": dict(sorted(partitions.items(), key=lambda kv: int(kv[0]))),
+                "entries_estimate": sum(v["entries_estimate"] or 0 for v in partitions.values()),
+                "duplicates_dropped_since_start": sum(doc["duplicates_dropped"] for doc in answered),
+                "workers": answered,
+                "unreachable": unreachable,
+            },
+            status=200 if not unreachable else 503,
+        )
 
     async def _one(self, url: URL) -> dict[str, Any] | str:
         if _is_self(url):
             return _dedup_local()
         try:
-            async with app.http_client.get(url / "dedup" / "local", timeout=_FORWARD_TIMEOUT,
-                                           headers=web_auth.peer_headers(settings.worker)) as response:
+            async with app.http_client.get(
+                url / "dedup" / "local", timeout=_FORWARD_TIMEOUT, headers=web_auth.peer_headers(settings.worker)
+            ) as response:
                 response.raise_for_status()
                 doc: dict[str, Any] = await response.json()
                 return doc
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             return repr(exc)

@@ -31,14 +31,14 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings, load_settings
+from pinapp.adapters.db import create_pool
+from pinapp.adapters.kafka import client_options, ensure_topics, make_producer, read_topic
+from pinapp.adapters.s3 import s3_client
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import archived_objects, archiver_group, committed_offsets
-from pinapp.adapters.db import create_pool
-from pinapp.tools.generator import GeneratedRecord
 from pinapp.domain.geo import GeoLocator
-from pinapp.adapters.kafka import client_options, ensure_topics, make_producer, read_topic
-from pinapp.adapters.s3 import s3_client
+from pinapp.tools.generator import GeneratedRecord
 
 __all__ = ["Pipeline", "WorkerProcess", "free_port"]
 
@@ -50,8 +50,11 @@ def placeable_repins(records: Iterable[GeneratedRecord], geo: GeoLocator) -> set
     """Event ids of the valid repins among ``records`` that the geo database locates: the ones
     the globe can place (and so the ones its feed carries)."""
     return {
-        doc["event_id"] for r in records if r.kind == "valid" and r.event_type == "repin"
-        for doc in [json.loads(r.value)] if geo.lookup(doc["ip"]).latitude is not None
+        doc["event_id"]
+        for r in records
+        if r.kind == "valid" and r.event_type == "repin"
+        for doc in [json.loads(r.value)]
+        if geo.lookup(doc["ip"]).latitude is not None
     }
 
 
@@ -86,9 +89,13 @@ class WorkerProcess:
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 [sys.executable, "-c", cli_entry(self.repo), "--profile", "test", self.command],
-                cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.repo,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     async def wait_ready(self, timeout: float = 120.0) -> None:
@@ -121,7 +128,7 @@ class WorkerProcess:
 
     def metrics(self) -> dict[str, float]:
         """This worker's Prometheus samples, by name plus labels."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         samples: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
@@ -133,7 +140,7 @@ class WorkerProcess:
     def health(self) -> tuple[int, dict[str, Any]]:
         """``GET /health``: the status code and the JSON document."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=5) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=5) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
@@ -147,7 +154,7 @@ class WorkerProcess:
         """``GET path``: status, headers and the raw body, whatever the content type."""
         request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}", headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=10) as resp:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as err:
             with err:
@@ -161,8 +168,10 @@ class WorkerProcess:
         ready = asyncio.Event()
 
         async def read() -> None:
-            async with aiohttp.ClientSession() as session, \
-                    session.get(f"http://127.0.0.1:{self.web_port}/globe/stream") as response:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{self.web_port}/globe/stream") as response,
+            ):
                 assert response.status == 200 and response.content_type == "text/event-stream"
                 event = None
                 async for raw in response.content:
@@ -217,15 +226,18 @@ class WorkerProcess:
         try:
             status, doc = self.health()
             health = f"/health {status}: {json.dumps(doc)[:2000]}"
-        except Exception as exc:  # a stuck web server is itself the finding
+        except Exception as exc:  # noqa: BLE001 - a stuck web server is itself the finding
             health = f"/health failed: {exc!r}"
         before = len(self.log_path.read_text(errors="replace"))
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGUSR1)
         time.sleep(3)
         dump = self.log_path.read_text(errors="replace")[before:].splitlines()
-        frames = [re.sub(r'File ".*/(site-packages|lib/python3[.0-9]*)/', 'File "', line)
-                  for line in dump if line.lstrip().startswith(("TASK ", "File ", "THREAD "))]
+        frames = [
+            re.sub(r'File ".*/(site-packages|lib/python3[.0-9]*)/', 'File "', line)
+            for line in dump
+            if line.lstrip().startswith(("TASK ", "File ", "THREAD "))
+        ]
         return "\n".join([health, f"task stacks (SIGUSR1, {len(frames)} lines):", *frames[-max_lines:]])
 
 
@@ -302,8 +314,14 @@ class Pipeline:
             "PINAPP_SINGER__STREAMS": f'[{{"name": "app", "paths": ["{self.logs}/app.log*"]}}]',
             **env,
         }
-        w = WorkerProcess(merged, self.tmp / f"singer{index}.log", 0, command="singer",
-                          ready_marker="singer: shipping", repo=self.repo)
+        w = WorkerProcess(
+            merged,
+            self.tmp / f"singer{index}.log",
+            0,
+            command="singer",
+            ready_marker="singer: shipping",
+            repo=self.repo,
+        )
         self.workers.append(w)
         return w
 
@@ -331,13 +349,13 @@ class Pipeline:
             await admin.close()
         pool = await create_pool(self.settings.db, with_database=False, size=1)
         try:
-            async with pool.acquire() as conn:
-                async with conn.cursor() as cur:
-                    # Only when it exists: "IF EXISTS" on a missing one logs a server warning.
-                    await cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s",
-                                      (self.settings.db.database,))
-                    if await cur.fetchone():
-                        await cur.execute(f"DROP DATABASE `{self.settings.db.database}`")
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                # Only when it exists: "IF EXISTS" on a missing one logs a server warning.
+                await cur.execute(
+                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (self.settings.db.database,)
+                )
+                if await cur.fetchone():
+                    await cur.execute(f"DROP DATABASE `{self.settings.db.database}`")
         finally:
             pool.close()
             await pool.wait_closed()
@@ -375,8 +393,9 @@ class Pipeline:
                 return ends
             await asyncio.sleep(0.5)
         logs = "\n".join(w.log_tail(30) for w in self.workers)
-        raise AssertionError(f"{group} has not committed all of {topic} after {timeout}s: committed {committed}, "
-                             f"end {ends}\n{logs}")
+        raise AssertionError(
+            f"{group} has not committed all of {topic} after {timeout}s: committed {committed}, end {ends}\n{logs}"
+        )
 
     async def wait_archived(self, topic: str, timeout: float = 120.0) -> dict[int, int]:
         """Poll until the archiver has committed every partition of ``topic`` to its end."""
@@ -385,8 +404,9 @@ class Pipeline:
     async def archived_objects(self, topic: str) -> list[tuple[ObjectKey, list[ArchivedRecord]]]:
         """Every archive object of ``topic`` with its records."""
         async with s3_client(self.settings.s3) as s3:
-            return [obj async for obj in archived_objects(s3, self.settings.s3.bucket, self.settings.archive.prefix,
-                                                          topic)]
+            return [
+                obj async for obj in archived_objects(s3, self.settings.s3.bucket, self.settings.archive.prefix, topic)
+            ]
 
     async def archived_records(self, topic: str) -> list[ArchivedRecord]:
         """Every record in every archive object of ``topic``, duplicates included."""
@@ -396,15 +416,22 @@ class Pipeline:
         prefix = self.settings.archive.prefix.strip("/")
         async with s3_client(self.settings.s3) as s3:
             paginator = s3.get_paginator("list_objects_v2")
-            return [obj["Key"] async for page in paginator.paginate(Bucket=self.settings.s3.bucket,
-                                                                    Prefix=f"{prefix}/{topic}/")
-                    for obj in page.get("Contents", [])]
+            return [
+                obj["Key"]
+                async for page in paginator.paginate(Bucket=self.settings.s3.bucket, Prefix=f"{prefix}/{topic}/")
+                for obj in page.get("Contents", [])
+            ]
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``pinapp --profile test ARGS`` in this deployment's environment."""
-        return subprocess.run(  # noqa: S603
+        return subprocess.run(
             [sys.executable, "-c", cli_entry(self.repo), "--profile", "test", *args],
-            cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def audit(self, truth: Path, *, wait_s: float = 180) -> subprocess.CompletedProcess[str]:
@@ -413,8 +440,13 @@ class Pipeline:
 
     # -- Kafka ----------------------------------------------------------------------------
 
-    async def produce(self, records: Iterable[GeneratedRecord | tuple[Any, ...]], *, rate: float | None = None,
-                      topic: str | None = None) -> int:
+    async def produce(
+        self,
+        records: Iterable[GeneratedRecord | tuple[Any, ...]],
+        *,
+        rate: float | None = None,
+        topic: str | None = None,
+    ) -> int:
         """Produce records: generated ones, ``(key, value)`` or ``(key, value, timestamp_ms)``."""
         target = topic or self.settings.kafka.events_topic
         await ensure_topics(self.settings.kafka)
@@ -428,8 +460,7 @@ class Pipeline:
             for rec in records:
                 parts = (rec.key, rec.value) if isinstance(rec, GeneratedRecord) else tuple(rec)
                 key, value, timestamp_ms = (*parts, None)[:3]
-                futures.append(await producer.send(target, value, key=key,
-                                                   timestamp_ms=timestamp_ms))
+                futures.append(await producer.send(target, value, key=key, timestamp_ms=timestamp_ms))
                 sent += 1
                 if rate is not None and sent % 50 == 0:
                     ahead = sent / rate - (time.monotonic() - started)
@@ -452,8 +483,9 @@ class Pipeline:
         admin = AIOKafkaAdminClient(**client_options(self.settings.kafka))
         await admin.start()
         try:
-            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": "-1"})
-                                       for name in topics])
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": "-1"}) for name in topics]
+            )
         finally:
             await admin.close()
 
@@ -485,7 +517,7 @@ class Pipeline:
         """Every event_id in each event table (duplicates would show twice)."""
         out = {}
         for event_type, table in TABLE_OF.items():
-            rows = await self.sql(f"SELECT event_id FROM {table}")  # noqa: S608 - fixed table names
+            rows = await self.sql(f"SELECT event_id FROM {table}")
             out[event_type] = [r[0] for r in rows]
         return out
 
@@ -496,7 +528,7 @@ class Pipeline:
         while time.monotonic() < deadline:
             try:
                 counts = {t: len(ids) for t, ids in (await self.ids_by_type()).items()}
-            except Exception:  # the worker may not have created the tables yet
+            except Exception:  # noqa: BLE001 - the worker may not have created the tables yet
                 counts = {}
             if counts and all(counts[t] >= n for t, n in expected.items()):
                 return counts

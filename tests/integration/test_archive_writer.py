@@ -14,11 +14,11 @@ import orjson
 import pytest
 
 from config import Settings
+from pinapp.adapters.s3 import s3_client
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import verify_topic
 from pinapp.archive.writer import ArchiveWriter
 from pinapp.errors import ConfigError
-from pinapp.adapters.s3 import s3_client
 
 HOUR_MS = 3_600_000
 T0 = 1_704_106_800_000  # 2024-01-01T11:00:00Z

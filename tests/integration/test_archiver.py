@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from pinapp.adapters.s3 import s3_client
 from pinapp.archive.layout import ObjectKey, hour_folder
 from pinapp.domain.dead_letters import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER, is_replay
-from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.domain.geo import GeoLocator
-from pinapp.adapters.s3 import s3_client
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from tests.integration.harness import TABLE_OF, Pipeline, free_port
 
 HOUR_MS = 3_600_000
@@ -47,7 +47,8 @@ def _stamped(i: int) -> tuple[object, int]:
         return datetime.fromtimestamp(ms / 1000, UTC).isoformat(), ms  # ISO, +00:00
     if form == 5:  # ISO with a -05:00 zone: the same instant, another wall clock
         return datetime.fromtimestamp(ms / 1000, UTC).astimezone(
-            datetime.fromisoformat("2024-01-01T00:00:00-05:00").tzinfo).isoformat(), ms
+            datetime.fromisoformat("2024-01-01T00:00:00-05:00").tzinfo
+        ).isoformat(), ms
     if form == 6:
         return str(ms), ms  # epoch ms as a numeric string
     return None, ms  # no usable ts: the Kafka timestamp decides (produced with timestamp = ms)
@@ -80,8 +81,12 @@ async def _assert_archive_equals_topic(pipeline: Pipeline, topic: str) -> None:
     assert len(by_place) == len(archived), "an offset is archived twice"
     for rec in in_topic:
         got = by_place[(rec.partition, rec.offset)]
-        assert (got.key, got.value, got.timestamp_ms, got.headers) == (rec.key, rec.value, rec.timestamp,
-                                                                       tuple(rec.headers))
+        assert (got.key, got.value, got.timestamp_ms, got.headers) == (
+            rec.key,
+            rec.value,
+            rec.timestamp,
+            tuple(rec.headers),
+        )
 
 
 @pytest.mark.parametrize("fmt", ["jsonl.gz", "parquet"])
@@ -114,8 +119,11 @@ async def test_every_record_lands_once_in_its_event_hour(pipeline: Pipeline, fmt
 
     # Once every partition is past an hour (idle partitions count as "now"), it gets _SUCCESS.
     async def finalized() -> set[str]:
-        return {k.rsplit("/", 1)[0].split(f"{topic}/", 1)[1]
-                for k in await pipeline.archive_keys(topic) if k.endswith("/_SUCCESS")}
+        return {
+            k.rsplit("/", 1)[0].split(f"{topic}/", 1)[1]
+            for k in await pipeline.archive_keys(topic)
+            if k.endswith("/_SUCCESS")
+        }
 
     for _ in range(60):
         if set(expected) <= await finalized():
@@ -133,7 +141,8 @@ async def test_every_record_lands_once_in_its_event_hour(pipeline: Pipeline, fmt
     day = min(objects_per_folder)[3:13]
     one_day = pipeline.cli("archive", "ls", "--topic", topic, "--day", day)
     assert [line.split()[0] for line in one_day.stdout.splitlines() if line.startswith("s3://")] == [
-        row[0] for row in rows if f"/dt={day}/" in row[0]]
+        row[0] for row in rows if f"/dt={day}/" in row[0]
+    ]
 
     # Intents of committed cuts are housekeeping: the archiver deletes them.
     async def intents() -> list[str]:
@@ -150,14 +159,16 @@ async def test_every_record_lands_once_in_its_event_hour(pipeline: Pipeline, fmt
 
 
 @pytest.mark.parametrize("crash_at", ["before_intent", "after_intent", "mid_upload", "after_upload", "after_ack"])
-async def test_a_kill_9_anywhere_in_the_upload_cycle_loses_and_doubles_nothing(pipeline: Pipeline,
-                                                                                crash_at: str) -> None:
+async def test_a_kill_9_anywhere_in_the_upload_cycle_loses_and_doubles_nothing(
+    pipeline: Pipeline, crash_at: str
+) -> None:
     records, _ = _records(2400)
     await pipeline.create_bucket()
     await pipeline.produce(records)
     topic = pipeline.settings.kafka.events_topic
-    crashing = pipeline.archiver(0, PINAPP_ARCHIVE__CRASH_AT=crash_at, PINAPP_ARCHIVE__CRASH_ON_CUT="3",
-                                 PINAPP_ARCHIVE__MAX_EVENTS="150")
+    crashing = pipeline.archiver(
+        0, PINAPP_ARCHIVE__CRASH_AT=crash_at, PINAPP_ARCHIVE__CRASH_ON_CUT="3", PINAPP_ARCHIVE__MAX_EVENTS="150"
+    )
     crashing.start()
     assert crashing.proc is not None
     assert await asyncio.to_thread(crashing.proc.wait, 120) == -9, crashing.log_tail()
@@ -172,8 +183,10 @@ async def test_a_kill_9_anywhere_in_the_upload_cycle_loses_and_doubles_nothing(p
     survivor.stop()
 
 
-_SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-              b"<Message>Please reduce your request rate.</Message></Error>")
+_SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
 
 
 class _Outage:
@@ -197,12 +210,15 @@ class _Outage:
     async def _slow_down(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
-            length = next((int(line.split(":", 1)[1]) for line in head.split("\r\n")
-                           if line.startswith("content-length:")), 0)
+            length = next(
+                (int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.startswith("content-length:")), 0
+            )
             if length and "expect: 100-continue" not in head:
                 await reader.readexactly(length)
-            writer.write(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(_SLOW_DOWN), _SLOW_DOWN))
+            writer.write(
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(_SLOW_DOWN), _SLOW_DOWN)
+            )
             await writer.drain()
         writer.close()
 
@@ -237,13 +253,15 @@ class _Outage:
 
 @pytest.mark.parametrize("how", ["unreachable", "throttled"])
 async def test_s3_failing_for_a_while_pauses_then_catches_up_without_loss_or_duplicates(
-        pipeline: Pipeline, how: str) -> None:
+    pipeline: Pipeline, how: str
+) -> None:
     await pipeline.create_bucket()
     outage = _Outage(pipeline.settings.stack.s3_port)
     await outage.up()
     topic = pipeline.settings.kafka.events_topic
-    archiver = pipeline.archiver(PINAPP_S3__ENDPOINT_URL=f"http://127.0.0.1:{outage.port}",
-                                 PINAPP_ARCHIVE__MAX_EVENTS="200")
+    archiver = pipeline.archiver(
+        PINAPP_S3__ENDPOINT_URL=f"http://127.0.0.1:{outage.port}", PINAPP_ARCHIVE__MAX_EVENTS="200"
+    )
     archiver.start()
     await archiver.wait_ready()
     first, _ = _records(1000)
@@ -306,10 +324,11 @@ async def test_a_missing_bucket_is_a_clear_error_at_start_up(pipeline: Pipeline)
 async def test_credentials_s3_refuses_are_a_clear_error_at_start_up(pipeline: Pipeline) -> None:
     # A second moto S3 server that checks credentials (moto's IAM mode): ours are unknown to it.
     port = free_port()
-    server = subprocess.Popen(  # noqa: S603
+    server = subprocess.Popen(
         [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
         env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(100):
@@ -352,18 +371,25 @@ async def _table_rows(pipeline: Pipeline) -> dict[str, list[tuple[object, ...]]]
     """Every row of every event table, all columns but the ingestion time, sorted."""
     out = {}
     for table in TABLE_OF.values():
-        columns = [r[0] for r in await pipeline.sql(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-            "ORDER BY ordinal_position", (pipeline.settings.db.database, table))]
+        columns = [
+            r[0]
+            for r in await pipeline.sql(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                "ORDER BY ordinal_position",
+                (pipeline.settings.db.database, table),
+            )
+        ]
         kept = ", ".join(f"`{c}`" for c in columns if c != "ingested_at")
-        out[table] = sorted(await pipeline.sql(f"SELECT {kept} FROM {table}"), key=repr)  # noqa: S608
+        out[table] = sorted(await pipeline.sql(f"SELECT {kept} FROM {table}"), key=repr)
     return out
 
 
 async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: Pipeline) -> None:
     day_ms = 1_709_596_800_000  # 2024-03-05T00:00:00Z
-    gen = TrafficGenerator(GeneratorConfig(seed=23, start_ms=day_ms + 3_600_000, step_ms=5.0,
-                                           duplicate_ratio=0.03, malformed_ratio=0.02), GeoLocator())
+    gen = TrafficGenerator(
+        GeneratorConfig(seed=23, start_ms=day_ms + 3_600_000, step_ms=5.0, duplicate_ratio=0.03, malformed_ratio=0.02),
+        GeoLocator(),
+    )
     records = [next(gen) for _ in range(3000)]
     expected = dict(gen.truth.to_json()["valid_unique"])
     await pipeline.create_bucket()
@@ -383,11 +409,14 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     assert {t: len(rows) for t, rows in before.items()} == {TABLE_OF[k]: n for k, n in expected.items()}
 
     for table in TABLE_OF.values():
-        await pipeline.sql(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        await pipeline.sql(f"DELETE FROM {table}")
     assert all(not rows for rows in (await _table_rows(pipeline)).values())
 
-    that_day = sum(len(recs) for key, recs in await pipeline.archived_objects(pipeline.settings.kafka.events_topic)
-                   if key.folder.startswith("dt=2024-03-05/"))
+    that_day = sum(
+        len(recs)
+        for key, recs in await pipeline.archived_objects(pipeline.settings.kafka.events_topic)
+        if key.folder.startswith("dt=2024-03-05/")
+    )
     assert that_day > 2900  # all but malformed inputs whose time is unusable (archived under today)
     replay_started_ms = int(time.time() * 1000)
     replay = pipeline.cli("archive", "replay", "--from", "2024-03-05", "--to", "2024-03-05")
@@ -397,8 +426,10 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     assert await _table_rows(pipeline) == before
     # Stamped with the replay's time, so the topic's time retention counts from the backfill;
     # the original Kafka timestamp travels in a header.
-    originals = {(r.partition, r.offset): r.timestamp_ms for r in await pipeline.archived_records(
-        pipeline.settings.kafka.events_topic)}
+    originals = {
+        (r.partition, r.offset): r.timestamp_ms
+        for r in await pipeline.archived_records(pipeline.settings.kafka.events_topic)
+    }
     replayed = [r for r in await pipeline.read_topic(pipeline.settings.kafka.events_topic) if is_replay(r.headers)]
     assert len(replayed) == that_day
     for rec in replayed:
@@ -422,9 +453,13 @@ async def test_empty_keys_use_the_aws_credential_chain_and_say_which_source(pipe
     await pipeline.create_bucket()
     await pipeline.produce(records)
     secret = pipeline.settings.s3.secret_access_key.get_secret_value()
-    archiver = pipeline.archiver(PINAPP_S3__ACCESS_KEY_ID="", PINAPP_S3__SECRET_ACCESS_KEY="",
-                                 AWS_ACCESS_KEY_ID=pipeline.settings.s3.access_key_id.get_secret_value(),
-                                 AWS_SECRET_ACCESS_KEY=secret, PINAPP_S3__ADDRESSING_STYLE="path")
+    archiver = pipeline.archiver(
+        PINAPP_S3__ACCESS_KEY_ID="",
+        PINAPP_S3__SECRET_ACCESS_KEY="",
+        AWS_ACCESS_KEY_ID=pipeline.settings.s3.access_key_id.get_secret_value(),
+        AWS_SECRET_ACCESS_KEY=secret,
+        PINAPP_S3__ADDRESSING_STYLE="path",
+    )
     archiver.start()
     topic = pipeline.settings.kafka.events_topic
     await pipeline.wait_archived(topic)

@@ -24,8 +24,16 @@ from tests.integration.test_scale_out import _start, _traffic
 
 SHOTS = REPO / "test-output" / "browser"
 # Chromium as the machine's browser tests run it: no background traffic to Google's hosts.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +49,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-async def served(test_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Pipeline, WorkerProcess]]:
+async def served(
+    test_stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Pipeline, WorkerProcess]]:
     pipeline = Pipeline(tmp_path_factory.mktemp("browser"))
     try:
         yield pipeline, await _serving(pipeline, seed=81, count=3000)
@@ -153,7 +163,8 @@ async def test_only_the_pages_files_are_served(served: tuple[Pipeline, WorkerPro
 
 
 async def test_a_logged_in_browser_uses_the_dashboard_and_globe_of_a_worker_that_asks_for_the_token(
-        browser: Browser, test_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
+    browser: Browser, test_stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Bound beyond loopback, the worker asks for its token; a browser given it (HTTP basic, any
     user) gets the dashboard's queries and the globe's live stream as before; without it, 401."""
     from tests.integration.test_web_auth import EXPOSED, TOKEN
@@ -163,8 +174,9 @@ async def test_a_logged_in_browser_uses_the_dashboard_and_globe_of_a_worker_that
         worker = await _serving(pipeline, seed=84, count=1500)
         assert worker.fetch("/")[0] == 401  # (a headless browser without credentials stops at the challenge)
 
-        context = await browser.new_context(http_credentials={"username": "analyst", "password": TOKEN},
-                                            viewport={"width": 1400, "height": 860})
+        context = await browser.new_context(
+            http_credentials={"username": "analyst", "password": TOKEN}, viewport={"width": 1400, "height": 860}
+        )
         try:
             page = await context.new_page()
             watch = PageWatch(page)

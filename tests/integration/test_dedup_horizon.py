@@ -33,17 +33,22 @@ def _seen_keys(worker: WorkerProcess) -> set[str]:
     for path in paths:
         db = Rdict(str(path), access_type=AccessType.read_only())
         try:
-            keys |= {k.decode() for k in db.keys() if not k.startswith(b"__faust")}
+            keys |= {k.decode() for k in db.keys() if not k.startswith(b"__faust")}  # noqa: SIM118 - Rdict, not a dict
         finally:
             db.close()
     return keys
 
 
-async def test_expired_ids_leave_local_state_and_the_changelog_and_stay_gone_after_recovery(tmp_path: Path, test_stack: object) -> None:
-    pipeline = Pipeline(tmp_path, extra_env={
-        "PINAPP_PIPELINE__DEDUP_HORIZON_S": str(HORIZON_S),
-        "PINAPP_KAFKA__PARTITIONS": "1",
-    })
+async def test_expired_ids_leave_local_state_and_the_changelog_and_stay_gone_after_recovery(
+    tmp_path: Path, test_stack: object
+) -> None:
+    pipeline = Pipeline(
+        tmp_path,
+        extra_env={
+            "PINAPP_PIPELINE__DEDUP_HORIZON_S": str(HORIZON_S),
+            "PINAPP_KAFKA__PARTITIONS": "1",
+        },
+    )
     try:
         first = pipeline.worker(0)
         first.start()
@@ -109,8 +114,16 @@ async def test_undecodable_dedup_state_never_stalls_or_loses_events(pipeline: Pi
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(changelog, num_partitions=kafka.partitions, replication_factor=1,
-                                            topic_configs={"cleanup.policy": "compact"})])
+        await admin.create_topics(
+            [
+                NewTopic(
+                    changelog,
+                    num_partitions=kafka.partitions,
+                    replication_factor=1,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+            ]
+        )
     finally:
         await admin.close()
     producer = make_producer(kafka)

@@ -8,20 +8,29 @@ from collections import Counter
 import orjson
 
 from pinapp.domain.dead_letters import HEADER_PREFIX
-from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.domain.geo import GeoLocator
 from pinapp.singer.shipper import line_key
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from tests.integration.harness import TABLE_OF, Pipeline
 
 # How the validator classifies each kind of malformed input the generator makes.
 VALIDATOR_KIND = {
-    "not_json": "not_json", "not_object": "not_object", "missing_field": "schema",
-    "unknown_type": "schema", "bad_timestamp": "bad_timestamp", "naive_timestamp": "bad_timestamp",
-    "too_large": "too_large", "bad_ip": "bad_ip", "wrong_type": "schema",
+    "not_json": "not_json",
+    "not_object": "not_object",
+    "missing_field": "schema",
+    "unknown_type": "schema",
+    "bad_timestamp": "bad_timestamp",
+    "naive_timestamp": "bad_timestamp",
+    "too_large": "too_large",
+    "bad_ip": "bad_ip",
+    "wrong_type": "schema",
 }
 KNOWN_LOGIN = {
-    "event_id": "known-ip-login", "event_type": "login", "ts": "2024-03-01T10:00:00+01:00",
-    "user_id": "u-known", "ip": "81.2.69.160",
+    "event_id": "known-ip-login",
+    "event_type": "login",
+    "ts": "2024-03-01T10:00:00+01:00",
+    "user_id": "u-known",
+    "ip": "81.2.69.160",
 }
 
 
@@ -57,14 +66,14 @@ async def test_each_table_holds_exactly_the_unique_valid_events(pipeline: Pipeli
     assert known[:5] == ("GB", "England", "Willesden", 51.53, -0.23)
     assert str(known[5]) == "2024-03-01 09:00:00"  # stored in UTC
     for table in TABLE_OF.values():
-        for ip, country, lat in await pipeline.sql(f"SELECT ip, country, latitude FROM {table}"):  # noqa: S608
+        for ip, country, lat in await pipeline.sql(f"SELECT ip, country, latitude FROM {table}"):
             loc = geo.lookup(ip)
             assert (country, lat) == (loc.country, loc.latitude), (table, ip)
 
     # Category: every engagement row carries its pin's category; no pin went unresolved.
     for table in ("repins", "comments", "likes"):
         [(mismatched, unknown, total)] = await pipeline.sql(
-            f"SELECT SUM(t.category <> p.category), SUM(t.category = 'unknown'), COUNT(*) "  # noqa: S608
+            f"SELECT SUM(t.category <> p.category), SUM(t.category = 'unknown'), COUNT(*) "
             f"FROM {table} t LEFT JOIN pins p ON p.pin_id = t.pin_id"
         )
         assert (int(mismatched), int(unknown), total) == (0, 0, truth["valid_unique"][table.rstrip("s")])
@@ -125,16 +134,43 @@ async def test_a_worker_killed_and_restarted_mid_stream_loses_and_doubles_nothin
 async def test_an_integer_id_and_its_decimal_string_are_one_id(pipeline: Pipeline) -> None:
     """64-bit numeric ids as many servers log them: keyed by Singer's rule as their decimal
     string (one partition for 42 and "42"), stored as it, and deduplicated against it."""
-    pin = {"pin_id": 4242, "board_id": 17, "user_id": 2**64 - 1, "title": "numeric", "category": "travel",
-           "created_at": 1_700_000_000_000}
+    pin = {
+        "pin_id": 4242,
+        "board_id": 17,
+        "user_id": 2**64 - 1,
+        "title": "numeric",
+        "category": "travel",
+        "created_at": 1_700_000_000_000,
+    }
     events = [
-        {"event_id": 9_000_000_000_000_000_001, "event_type": "pin", "ts": 1_700_000_000_000, "user_id": 2**64 - 1,
-         "ip": "81.2.69.160", "pin_id": 4242, "pin": pin},
-        {"event_id": 9_000_000_000_000_000_002, "event_type": "repin", "ts": 1_700_000_001_000, "user_id": 77,
-         "ip": "81.2.69.160", "pin_id": "4242", "board_id": 18},
+        {
+            "event_id": 9_000_000_000_000_000_001,
+            "event_type": "pin",
+            "ts": 1_700_000_000_000,
+            "user_id": 2**64 - 1,
+            "ip": "81.2.69.160",
+            "pin_id": 4242,
+            "pin": pin,
+        },
+        {
+            "event_id": 9_000_000_000_000_000_002,
+            "event_type": "repin",
+            "ts": 1_700_000_001_000,
+            "user_id": 77,
+            "ip": "81.2.69.160",
+            "pin_id": "4242",
+            "board_id": 18,
+        },
         # The same repin resent by a server that logs ids as strings: a duplicate.
-        {"event_id": "9000000000000000002", "event_type": "repin", "ts": 1_700_000_001_000, "user_id": "77",
-         "ip": "81.2.69.160", "pin_id": 4242, "board_id": "18"},
+        {
+            "event_id": "9000000000000000002",
+            "event_type": "repin",
+            "ts": 1_700_000_001_000,
+            "user_id": "77",
+            "ip": "81.2.69.160",
+            "pin_id": 4242,
+            "board_id": "18",
+        },
     ]
     lines = [orjson.dumps(e) for e in events]
     keys = [line_key(line) for line in lines]
@@ -149,7 +185,9 @@ async def test_an_integer_id_and_its_decimal_string_are_one_id(pipeline: Pipelin
     produced = await pipeline.read_topic(pipeline.settings.kafka.events_topic)
     assert len({r.partition for r in produced}) == 1
     assert await pipeline.sql("SELECT pin_id, user_id, board_id, category FROM pins") == [
-        ("4242", "18446744073709551615", "17", "travel")]
+        ("4242", "18446744073709551615", "17", "travel")
+    ]
     assert await pipeline.sql("SELECT event_id, pin_id, user_id, board_id, category FROM repins") == [
-        ("9000000000000000002", "4242", "77", "18", "travel")]
+        ("9000000000000000002", "4242", "77", "18", "travel")
+    ]
     assert worker.metrics()["pinapp_duplicates_dropped_total"] == 1

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.domain.geo import GeoLocator
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from tests.integration.harness import Pipeline, WorkerProcess
 
 RATE = 700  # events/s: a load two workers keep up with on 2 cores

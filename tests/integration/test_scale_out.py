@@ -16,8 +16,8 @@ import orjson
 
 from config import Settings
 from pinapp.domain.dead_letters import HEADER_PREFIX
-from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
 from pinapp.domain.geo import GeoLocator
+from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
 from pinapp.tools.stack.services import KafkaService, MariaDBService
 from pinapp.tools.stack.stack import Stack
 from tests.integration.harness import Pipeline, WorkerProcess
@@ -85,8 +85,11 @@ async def test_a_killed_worker_is_taken_over_and_the_audit_is_clean(pipeline: Pi
         await asyncio.sleep(4)
         w1.kill()
         # The survivor takes every partition (its state from the changelogs / standbys).
-        await _wait_for(lambda: len(_source_partitions(w0, topic)) == pipeline.settings.kafka.partitions,
-                        "the survivor to own every partition", timeout=120)
+        await _wait_for(
+            lambda: len(_source_partitions(w0, topic)) == pipeline.settings.kafka.partitions,
+            "the survivor to own every partition",
+            timeout=120,
+        )
         status, doc = w0.health()
         assert status == 200 and doc["status"] == "ok", doc
         assert doc["sinks"]["singlestore"]["state"] == "ok" and isinstance(doc["lag_total"], int), doc
@@ -97,7 +100,8 @@ async def test_a_killed_worker_is_taken_over_and_the_audit_is_clean(pipeline: Pi
 
 
 async def test_a_worker_added_mid_stream_keeps_the_audit_clean_and_the_pin_cache_whole(
-        test_stack: Settings, tmp_path: Path) -> None:
+    test_stack: Settings, tmp_path: Path
+) -> None:
     # Six partitions: with four, faust's sticky assignor leaves a third worker only standbys
     # (two each is already balanced), which is the README's point about partition counts.
     pipeline = Pipeline(tmp_path, extra_env={"PINAPP_KAFKA__PARTITIONS": "6"})
@@ -123,8 +127,7 @@ async def _added_worker(pipeline: Pipeline) -> None:
     assert all(owners), f"every worker owns partitions after the rebalance: {owners}"
 
     # Any worker answers for every pin: the request is routed to the pin's owner.
-    pin_ids = [orjson.loads(r.value)["pin_id"] for r in records
-               if r.kind == "valid" and r.event_type == "pin"]
+    pin_ids = [orjson.loads(r.value)["pin_id"] for r in records if r.kind == "valid" and r.event_type == "pin"]
     assert len(pin_ids) == len(ids["pin"]) > 100
     served_by: set[str] = set()
     for pin_id in pin_ids:
@@ -164,8 +167,10 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
             rss_at_end = [w.rss_mb() for w in (w0, w1)]
         finally:
             await asyncio.to_thread(stack.up)  # the database only; the rest is running
-    assert all(end < start + 150 for start, end in zip(rss_at_start, rss_at_end, strict=True)), (rss_at_start,
-                                                                                                 rss_at_end)
+    assert all(end < start + 150 for start, end in zip(rss_at_start, rss_at_end, strict=True)), (
+        rss_at_start,
+        rss_at_end,
+    )
     await _wait_for(lambda: all(w.health()[0] == 200 for w in (w0, w1)), "the sinks to recover", timeout=120)
 
     # The broker restarted while the workers still drain the outage's backlog.
@@ -180,21 +185,40 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
 
 
 async def test_a_poison_event_is_dead_lettered_with_its_reason_and_never_stalls_its_partition(
-        test_stack: Settings, tmp_path: Path) -> None:
+    test_stack: Settings, tmp_path: Path
+) -> None:
     pipeline = Pipeline(tmp_path, extra_env={"PINAPP_PIPELINE__POISON_USER_ID": "poison-user"})
     try:
         records, truth, _ = _traffic(pipeline, seed=54, count=3_000)
-        poison = [GeneratedRecord(b"poison-user", orjson.dumps({
-            "event_id": f"poison-{i}", "event_type": "login", "user_id": "poison-user",
-            "ts": int(time.time() * 1000), "ip": "8.8.8.8"}), "valid", "login", f"poison-{i}") for i in range(5)]
+        poison = [
+            GeneratedRecord(
+                b"poison-user",
+                orjson.dumps(
+                    {
+                        "event_id": f"poison-{i}",
+                        "event_type": "login",
+                        "user_id": "poison-user",
+                        "ts": int(time.time() * 1000),
+                        "ip": "8.8.8.8",
+                    }
+                ),
+                "valid",
+                "login",
+                f"poison-{i}",
+            )
+            for i in range(5)
+        ]
         mixed = records[:1000] + poison[:2] + records[1000:2000] + poison[2:] + records[2000:]
         await pipeline.create_bucket()
         w0, archiver = pipeline.worker(0), pipeline.archiver()
         await _start(w0, archiver)
         await pipeline.produce(mixed)
         _assert_clean(pipeline, truth, w0, archiver)  # the events after each poison made it too
-        dlq = [r for r in await pipeline.read_topic(pipeline.settings.kafka.dlq_topic)
-               if dict(r.headers)[HEADER_PREFIX + "kind"] == b"poison"]
+        dlq = [
+            r
+            for r in await pipeline.read_topic(pipeline.settings.kafka.dlq_topic)
+            if dict(r.headers)[HEADER_PREFIX + "kind"] == b"poison"
+        ]
         assert sorted(orjson.loads(r.value)["event_id"] for r in dlq) == [f"poison-{i}" for i in range(5)]
         for rec in dlq:
             headers = dict(rec.headers)

@@ -22,8 +22,8 @@ from asyncmy.errors import Error as MySQLError
 
 from config import Settings
 from pinapp.adapters.db import create_pool
-from pinapp.errors import DatabaseError
 from pinapp.adapters.kafka import ensure_topics
+from pinapp.errors import DatabaseError
 from pinapp.tools.stack.services import stack_ca_file
 from tests.integration.harness import Pipeline
 from tests.integration.test_scale_out import _traffic
@@ -64,8 +64,19 @@ async def secured(test_stack: Settings, tmp_path: Path) -> AsyncIterator[Pipelin
 def _write_log(pipeline: Pipeline, count: int) -> dict[str, int]:
     """``count`` generated events in the deployment's log file; the unique valid ones per type."""
     truth = pipeline.tmp / "truth.json"
-    done = pipeline.cli("generate", "--to", "file", "--file", str(pipeline.logs / "app.log"), "--count", str(count),
-                        "--seed", "11", "--truth", str(truth))
+    done = pipeline.cli(
+        "generate",
+        "--to",
+        "file",
+        "--file",
+        str(pipeline.logs / "app.log"),
+        "--count",
+        str(count),
+        "--seed",
+        "11",
+        "--truth",
+        str(truth),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return dict(json.loads(truth.read_text())["valid_unique"])
 
@@ -142,14 +153,17 @@ async def test_singer_says_why_its_scram_login_is_refused(secured: Pipeline) -> 
     assert not await secured.read_topic(secured.settings.kafka.events_topic)
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    ("wrong_ca", "CERTIFICATE_VERIFY_FAILED"),
-    ("plaintext", "closed"),
-    ("wrong_password", "Authentication failed"),
-])
-async def test_a_misconfigured_client_fails_with_an_error_that_says_why(test_stack: Settings, tmp_path: Path,
-                                                                      change: str, says: str,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("wrong_ca", "CERTIFICATE_VERIFY_FAILED"),
+        ("plaintext", "closed"),
+        ("wrong_password", "Authentication failed"),
+    ],
+)
+async def test_a_misconfigured_client_fails_with_an_error_that_says_why(
+    test_stack: Settings, tmp_path: Path, change: str, says: str, caplog: pytest.LogCaptureFixture
+) -> None:
     env = secured_env(test_stack)
     if change == "wrong_ca":
         env["PINAPP_KAFKA__SSL_CA_FILE"] = "/etc/ssl/certs/ca-certificates.crt"  # real CAs, not the stack's
@@ -163,12 +177,16 @@ async def test_a_misconfigured_client_fails_with_an_error_that_says_why(test_sta
     assert says in caplog.text, caplog.text  # aiokafka logs why at ERROR
 
 
-@pytest.mark.parametrize(("tls", "ca", "says"), [
-    ("DISABLED", None, "Access denied"),  # the REQUIRE SSL user without TLS
-    ("VERIFY_CA", "/etc/ssl/certs/ca-certificates.crt", "CERTIFICATE_VERIFY_FAILED"),  # not the stack's CA
-])
+@pytest.mark.parametrize(
+    ("tls", "ca", "says"),
+    [
+        ("DISABLED", None, "Access denied"),  # the REQUIRE SSL user without TLS
+        ("VERIFY_CA", "/etc/ssl/certs/ca-certificates.crt", "CERTIFICATE_VERIFY_FAILED"),  # not the stack's CA
+    ],
+)
 async def test_a_database_client_without_the_right_tls_is_refused_and_says_why(
-        test_stack: Settings, tmp_path: Path, tls: str, ca: str | None, says: str) -> None:
+    test_stack: Settings, tmp_path: Path, tls: str, ca: str | None, says: str
+) -> None:
     env = {**secured_env(test_stack), "PINAPP_DB__TLS": tls}
     if ca is None:
         env.pop("PINAPP_DB__SSL_CA_FILE")

@@ -21,16 +21,33 @@ from tests.integration.harness import REPO, Pipeline
 
 
 def _cli(pipeline: Pipeline, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", *args],
-        cwd=REPO, env={**pipeline.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env={**pipeline.env, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
-def _generate(pipeline: Pipeline, count: int, *, rate: int | None = None, rotate_bytes: int = 200_000,
-              seed: int = 5) -> subprocess.Popen[bytes]:
-    args = ["generate", "--to", "file", "--file", str(pipeline.logs / "app.log"), "--count", str(count),
-            "--seed", str(seed), "--rotate-bytes", str(rotate_bytes), "--rotate-keep", "1000"]
+def _generate(
+    pipeline: Pipeline, count: int, *, rate: int | None = None, rotate_bytes: int = 200_000, seed: int = 5
+) -> subprocess.Popen[bytes]:
+    args = [
+        "generate",
+        "--to",
+        "file",
+        "--file",
+        str(pipeline.logs / "app.log"),
+        "--count",
+        str(count),
+        "--seed",
+        str(seed),
+        "--rotate-bytes",
+        str(rotate_bytes),
+        "--rotate-keep",
+        "1000",
+    ]
     if rate:
         args += ["--rate", str(rate)]
     return _cli(pipeline, *args)
@@ -45,7 +62,7 @@ async def _succeeds(proc: subprocess.Popen[bytes], timeout: float = 120) -> str:
 
 def _written(pipeline: Pipeline) -> list[list[bytes]]:
     """The lines of every log file, oldest file first (app.log.N ... app.log.1, app.log)."""
-    files = sorted(pipeline.logs.glob("app.log.*"), key=lambda p: -int(p.suffix[1:])) + [pipeline.logs / "app.log"]
+    files = [*sorted(pipeline.logs.glob("app.log.*"), key=lambda p: -int(p.suffix[1:])), pipeline.logs / "app.log"]
     return [p.read_bytes().splitlines() for p in files if p.exists()]
 
 
@@ -106,8 +123,7 @@ async def test_every_line_arrives_through_rotation_in_file_order_per_key(pipelin
     singer.stop()
 
 
-async def test_kill_9_at_random_moments_loses_nothing_and_doubles_only_the_batch_in_flight(
-        pipeline: Pipeline) -> None:
+async def test_kill_9_at_random_moments_loses_nothing_and_doubles_only_the_batch_in_flight(pipeline: Pipeline) -> None:
     await pipeline.produce([])
     gen = _generate(pipeline, 30_000, rotate_bytes=500_000)
     await _succeeds(gen, 120)
@@ -134,8 +150,7 @@ async def test_kill_9_at_random_moments_loses_nothing_and_doubles_only_the_batch
     last.stop()
 
 
-async def test_a_clean_stop_finishes_the_batch_in_flight_so_a_restart_sends_nothing_twice(
-        pipeline: Pipeline) -> None:
+async def test_a_clean_stop_finishes_the_batch_in_flight_so_a_restart_sends_nothing_twice(pipeline: Pipeline) -> None:
     await pipeline.produce([])
     gen = _generate(pipeline, 20_000, rate=4_000)  # ~5 s of writing
     for i in range(3):  # stopped (SIGTERM) twice mid-stream, then left to finish
@@ -154,8 +169,7 @@ async def test_a_clean_stop_finishes_the_batch_in_flight_so_a_restart_sends_noth
     singer.stop()
 
 
-async def test_a_broker_outage_mid_stream_loses_nothing_and_singer_recovers_by_itself(
-        pipeline: Pipeline) -> None:
+async def test_a_broker_outage_mid_stream_loses_nothing_and_singer_recovers_by_itself(pipeline: Pipeline) -> None:
     await pipeline.produce([])
     # A 2 s request timeout: batches in flight fail during the 6 s outage, so the producer is
     # recreated and the batch sent again (the path a long outage takes in production).
@@ -231,7 +245,7 @@ async def test_partial_lines_wait_copytruncate_rereads_and_long_lines_are_dead_l
     assert headers["pinapp.dlq.kind"] == "too_large"
     assert headers["pinapp.dlq.file"] == str(log) and headers["pinapp.dlq.offset"] == str(offset)
     assert f"line of {len(big)} bytes" in headers["pinapp.dlq.reason"]
-    assert dead[0].value == big[:pipeline.settings.pipeline.max_event_bytes]
+    assert dead[0].value == big[: pipeline.settings.pipeline.max_event_bytes]
     assert len(await pipeline.read_topic(pipeline.settings.kafka.events_topic)) == 7
     singer.stop()
 

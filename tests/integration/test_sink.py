@@ -7,20 +7,35 @@ from datetime import UTC, datetime
 import orjson
 
 from pinapp.adapters.db import EngagementStore, create_pool, migrate
+from pinapp.adapters.sql_values import backslash_escapes
 from pinapp.domain.events import EventType, parse_event
 from pinapp.domain.geo import GeoLocation
-from pinapp.domain.table_values import Pin
 from pinapp.domain.rows import build_row, pin_row
-from pinapp.adapters.sql_values import backslash_escapes
+from pinapp.domain.table_values import Pin
 from tests.integration.harness import Pipeline
 
-_PIN = {"pin_id": "p-1", "board_id": "b-1", "user_id": "u-1", "title": "a pin", "category": "travel",
-        "created_at": 1_795_000_000_000}
+_PIN = {
+    "pin_id": "p-1",
+    "board_id": "b-1",
+    "user_id": "u-1",
+    "title": "a pin",
+    "category": "travel",
+    "created_at": 1_795_000_000_000,
+}
 
 
 def _event(event_id: str, event_type: str, **extra: object) -> bytes:
-    return orjson.dumps({"event_id": event_id, "event_type": event_type, "user_id": "u-2", "pin_id": "p-1",
-                         "ts": 1_795_000_000_500, "ip": "81.2.69.142", **extra})
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "user_id": "u-2",
+            "pin_id": "p-1",
+            "ts": 1_795_000_000_500,
+            "ip": "81.2.69.142",
+            **extra,
+        }
+    )
 
 
 async def test_a_pins_own_event_replaces_a_row_learned_from_a_repin_in_either_order(pipeline: Pipeline) -> None:
@@ -53,7 +68,16 @@ async def test_a_pins_own_event_replaces_a_row_learned_from_a_repin_in_either_or
         await pool.wait_closed()
 
 
-_NASTY = ["it's", 'say "hi"', "back\\slash", "l1\nl2\r\n", "nul\x00sub\x1a", "é😀 中文", "50% off %s", "'; DROP TABLE comments; --"]
+_NASTY = [
+    "it's",
+    'say "hi"',
+    "back\\slash",
+    "l1\nl2\r\n",
+    "nul\x00sub\x1a",
+    "é😀 中文",
+    "50% off %s",
+    "'; DROP TABLE comments; --",
+]
 
 
 async def test_rows_round_trip_exactly_and_replays_keep_the_first_ingested_at(pipeline: Pipeline) -> None:
@@ -66,15 +90,20 @@ async def test_rows_round_trip_exactly_and_replays_keep_the_first_ingested_at(pi
         store = EngagementStore(pool)
         first = datetime(2026, 12, 2, 10, 0, 0, 123456)
         geo = GeoLocation(country="GB", city="Lo'ndon\\", latitude=51.5, longitude=-1e-05)
-        comments = [parse_event(_event(f"e-c{i}", "comment", text=text * (1 + i % 3) + "x" * (3000 if i % 2 else 0)),
-                                max_bytes=16384) for i, text in enumerate(_NASTY * 90)]
+        comments = [
+            parse_event(
+                _event(f"e-c{i}", "comment", text=text * (1 + i % 3) + "x" * (3000 if i % 2 else 0)), max_bytes=16384
+            )
+            for i, text in enumerate(_NASTY * 90)
+        ]
         rows = [build_row(e, geo, None, first) for e in comments]
         assert sum(len(str(r)) for r in rows) > 1_000_000  # more than one statement's worth
         assert await store.write({EventType.COMMENT: rows}) == len(rows)
         stored = dict(await pipeline.sql("SELECT event_id, text FROM comments"))
         assert stored == {e.event_id: e.text for e in comments}
         assert await pipeline.sql("SELECT DISTINCT city, longitude, ingested_at FROM comments") == [
-            ("Lo'ndon\\", -1e-05, first)]
+            ("Lo'ndon\\", -1e-05, first)
+        ]
 
         later = datetime(2026, 12, 2, 11, 0, 0)
         await store.write({EventType.COMMENT: [build_row(e, geo, None, later) for e in comments[:5]]})
@@ -97,7 +126,9 @@ async def test_a_server_without_backslash_escapes_gets_rows_through_the_driver(p
             assert not backslash_escapes(conn)
         store = EngagementStore(pool)
         geo = GeoLocation(country="GB", city="London", latitude=51.5, longitude=-0.1)
-        comments = [parse_event(_event(f"e-n{i}", "comment", text=text), max_bytes=16384) for i, text in enumerate(_NASTY)]
+        comments = [
+            parse_event(_event(f"e-n{i}", "comment", text=text), max_bytes=16384) for i, text in enumerate(_NASTY)
+        ]
         await store.write({EventType.COMMENT: [build_row(e, geo, None, datetime(2026, 12, 2)) for e in comments]})
         assert dict(await pipeline.sql("SELECT event_id, text FROM comments")) == {e.event_id: e.text for e in comments}
     finally:

@@ -31,11 +31,16 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
     # 100,000, which ten minutes of new pins never fill), and RocksDB memtables and block
     # caches of 1 MiB per table partition (default 4 x 2 and 8 MiB: at 300 events/s they
     # would still be filling after ten minutes).
-    pipeline = Pipeline(tmp_path, extra_env={"PINAPP_KAFKA__PARTITIONS": "6",
-                                             "PINAPP_PIPELINE__DEDUP_HORIZON_S": "120",
-                                             "PINAPP_PIPELINE__PIN_LRU_SIZE": "2000",
-                                             "PINAPP_WORKER__ROCKSDB_WRITE_BUFFER_MB": "1",
-                                             "PINAPP_WORKER__ROCKSDB_BLOCK_CACHE_MB": "1"})
+    pipeline = Pipeline(
+        tmp_path,
+        extra_env={
+            "PINAPP_KAFKA__PARTITIONS": "6",
+            "PINAPP_PIPELINE__DEDUP_HORIZON_S": "120",
+            "PINAPP_PIPELINE__PIN_LRU_SIZE": "2000",
+            "PINAPP_WORKER__ROCKSDB_WRITE_BUFFER_MB": "1",
+            "PINAPP_WORKER__ROCKSDB_BLOCK_CACHE_MB": "1",
+        },
+    )
     try:
         records, truth, _ = _traffic(pipeline, seed=61, count=int(RATE * 60 * minutes))
         await pipeline.create_bucket()
@@ -70,9 +75,14 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
         # The RSS trail, for reading a failure (or a pass) minute by minute.
         trail = Path("test-output/soak/rss.csv")
         trail.parent.mkdir(parents=True, exist_ok=True)
-        trail.write_text("worker,seconds,rss_mb,rocksdb_mb\n" + "".join(
-            f"{i},{t:.0f},{mb:.1f},{rocksdb[i][n]:.1f}\n"
-            for i, samples in rss.items() for n, (t, mb) in enumerate(samples)))
+        trail.write_text(
+            "worker,seconds,rss_mb,rocksdb_mb\n"
+            + "".join(
+                f"{i},{t:.0f},{mb:.1f},{rocksdb[i][n]:.1f}\n"
+                for i, samples in rss.items()
+                for n, (t, mb) in enumerate(samples)
+            )
+        )
 
         # Flat memory: the last minute's median RSS is within 20% of the median of the
         # minute after a three-minute warm-up (the dedup horizon plus a minute).
@@ -81,8 +91,14 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
             last = [mb for t, mb in samples if t >= samples[-1][0] - 60]
             assert warm and last, samples
             first_mb, last_mb = statistics.median(warm), statistics.median(last)
-            assert last_mb <= first_mb * 1.2, (i, first_mb, last_mb, [round(mb) for _, mb in samples],
-                                               "rocksdb MB:", [round(mb) for mb in rocksdb[i]])
+            assert last_mb <= first_mb * 1.2, (
+                i,
+                first_mb,
+                last_mb,
+                [round(mb) for _, mb in samples],
+                "rocksdb MB:",
+                [round(mb) for mb in rocksdb[i]],
+            )
     finally:
         pipeline.stop_all()
         await pipeline.drop()
@@ -95,13 +111,19 @@ def _assert_no_guard_fired(*workers: WorkerProcess) -> None:
     """Neither commit guard fired: by the counters of the workers still up, and by the WARNING
     lines of every run of every worker (a killed worker's counters die with it)."""
     for w in workers:
-        fired = [line for line in w.log_path.read_text(errors="replace").splitlines()
-                 if any(marker in line for marker in GUARD_WARNINGS)]
+        fired = [
+            line
+            for line in w.log_path.read_text(errors="replace").splitlines()
+            if any(marker in line for marker in GUARD_WARNINGS)
+        ]
         assert not fired, f"a commit guard fired in {w.log_path.name}:\n" + "\n".join(fired[:10])
         if w.alive:
             samples = w.metrics()
-            counted = {k: v for k, v in samples.items()
-                       if k.startswith(("pinapp_fetch_gaps_total", "pinapp_commit_holes_total")) and v}
+            counted = {
+                k: v
+                for k, v in samples.items()
+                if k.startswith(("pinapp_fetch_gaps_total", "pinapp_commit_holes_total")) and v
+            }
             assert not counted, counted
 
 

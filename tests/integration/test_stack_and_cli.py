@@ -12,9 +12,14 @@ from tests.integration.harness import REPO, free_port
 
 
 def _pinapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", *args],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300,
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
     )
 
 
@@ -35,8 +40,14 @@ def test_up_twice_is_harmless(test_stack: Settings) -> None:
 
 def test_a_port_held_by_someone_else_is_a_clear_error(test_stack: Settings) -> None:
     # Point a second stack at the test stack's Kafka port: not ours, so `up` refuses.
-    result = _pinapp("stack", "up", env={"PINAPP_STACK__DATA_DIR": str(REPO / ".stack" / "other"),
-                                         "PINAPP_STACK__KAFKA_PORT": str(test_stack.stack.kafka_port)})
+    result = _pinapp(
+        "stack",
+        "up",
+        env={
+            "PINAPP_STACK__DATA_DIR": str(REPO / ".stack" / "other"),
+            "PINAPP_STACK__KAFKA_PORT": str(test_stack.stack.kafka_port),
+        },
+    )
     assert result.returncode == 2
     assert "in use by a process this stack did not start" in result.stderr
     assert "PINAPP_STACK__KAFKA_PORT" in result.stderr
@@ -69,8 +80,12 @@ def test_a_service_that_cannot_start_fails_with_its_log_tail(tmp_path: Path) -> 
     data = tmp_path / "stack" / "kafka" / "data"
     data.mkdir(parents=True)
     (data / "meta.properties").write_text("this is not a kafka meta.properties\n")
-    env = {"PINAPP_STACK__DATA_DIR": str(tmp_path / "stack"), "PINAPP_STACK__KAFKA_PORT": str(free_port()),
-           "PINAPP_STACK__KAFKA_CONTROLLER_PORT": str(free_port()), "PINAPP_STACK__KAFKA_SASL_SSL_PORT": str(free_port())}
+    env = {
+        "PINAPP_STACK__DATA_DIR": str(tmp_path / "stack"),
+        "PINAPP_STACK__KAFKA_PORT": str(free_port()),
+        "PINAPP_STACK__KAFKA_CONTROLLER_PORT": str(free_port()),
+        "PINAPP_STACK__KAFKA_SASL_SSL_PORT": str(free_port()),
+    }
     result = _pinapp("stack", "up", env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "kafka exited during start-up; log tail:" in result.stderr

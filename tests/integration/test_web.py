@@ -19,10 +19,11 @@ from urllib.parse import quote
 import pytest
 
 from config import Settings
-from pinapp.tools.generator import GeneratedRecord
 from pinapp.domain.geo import GeoLocator
+from pinapp.tools.generator import GeneratedRecord
 from tests.integration.harness import Pipeline, WorkerProcess, placeable_repins
 from tests.integration.test_scale_out import _start, _traffic, _wait_for
+
 
 class Cluster:
     """Two workers over the same topics, with generated traffic already written."""
@@ -137,8 +138,12 @@ async def test_the_dashboard_queries(cluster: Cluster) -> None:
     w1 = cluster.workers[1]
     status, doc = w1.get("/api/queries")
     assert status == 200
-    assert [q["name"] for q in doc["queries"]] == ["events-per-minute", "top-categories", "top-countries",
-                                                  "most-repinned"]
+    assert [q["name"] for q in doc["queries"]] == [
+        "events-per-minute",
+        "top-categories",
+        "top-countries",
+        "most-repinned",
+    ]
 
     status, doc = w1.get("/api/query/top-categories?minutes=1440&limit=5")
     assert status == 200, doc
@@ -170,10 +175,10 @@ async def test_metrics_cover_every_stage_and_the_consumer_lag(cluster: Cluster) 
             totals[name] = totals.get(name, 0.0) + value
     valid = sum(r.kind == "valid" for r in cluster.records)
     assert totals["pinapp_events_in_total"] >= len(cluster.records)
-    assert totals['pinapp_stage_events_total{outcome=out,stage=sink}'] == valid
-    assert totals['pinapp_stage_events_total{outcome=dead_lettered,stage=validate}'] > 0
-    assert totals['pinapp_stage_events_total{outcome=duplicate,stage=dedup}'] > 0
-    assert totals['pinapp_pin_cache_total{result=hit}'] > 0
+    assert totals["pinapp_stage_events_total{outcome=out,stage=sink}"] == valid
+    assert totals["pinapp_stage_events_total{outcome=dead_lettered,stage=validate}"] > 0
+    assert totals["pinapp_stage_events_total{outcome=duplicate,stage=dedup}"] > 0
+    assert totals["pinapp_pin_cache_total{result=hit}"] > 0
     assert totals["pinapp_sink_batch_seconds_count"] > 0
     assert totals["pinapp_live_points_published_total"] > 0
 
@@ -203,8 +208,18 @@ async def test_every_worker_streams_every_repin_of_the_cluster(cluster: Cluster)
     assert got0 == got1 == placeable, (len(got0), len(got1), len(placeable))
     assert {p["event_id"] for p in seen0} <= placeable  # nothing but the new repins
     point = next(p for p in seen0 if p["event_id"] in placeable)
-    assert set(point) == {"event_id", "pin_id", "category", "country", "city", "lat", "lon", "ts", "kafka_ts",
-                          "received_ms"}  # the last one added by the test client
+    assert set(point) == {
+        "event_id",
+        "pin_id",
+        "category",
+        "country",
+        "city",
+        "lat",
+        "lon",
+        "ts",
+        "kafka_ts",
+        "received_ms",
+    }  # the last one added by the test client
     assert -90 <= point["lat"] <= 90 and -180 <= point["lon"] <= 180
     cluster.records.extend(more)
 
@@ -212,9 +227,20 @@ async def test_every_worker_streams_every_repin_of_the_cluster(cluster: Cluster)
 async def test_pages_and_views_carry_no_secrets(cluster: Cluster) -> None:
     worker = cluster.workers[0]
     secret = cluster.pipeline.settings.s3.secret_access_key.get_secret_value()
-    for path in ("/", "/globe", "/static/globe.js", "/static/dashboard.js", "/tables", "/tables/pin_by_id", "/dedup",
-                 "/health", "/metrics", "/api/queries", "/api/query/top-countries"):
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}{path}", timeout=10) as resp:  # noqa: S310
+    for path in (
+        "/",
+        "/globe",
+        "/static/globe.js",
+        "/static/dashboard.js",
+        "/tables",
+        "/tables/pin_by_id",
+        "/dedup",
+        "/health",
+        "/metrics",
+        "/api/queries",
+        "/api/query/top-countries",
+    ):
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}{path}", timeout=10) as resp:
             assert resp.status == 200, path
             body = resp.read().decode()
         assert secret not in body and "password" not in body.lower() and "secret" not in body.lower(), path
@@ -233,6 +259,12 @@ async def test_a_request_for_a_dead_workers_key_is_503_not_500(cluster: Cluster)
     assert "did not answer" in doc["error"] or "rebalancing" in doc["error"]
     # Once the survivor owns every partition, it answers itself.
     topic = cluster.pipeline.settings.kafka.events_topic
-    await _wait_for(lambda: len([p for p in w0.health()[1]["partitions"] if p.startswith(f"{topic}:")])
-                    == cluster.pipeline.settings.kafka.partitions, "the survivor to own every partition", 120)
+    await _wait_for(
+        lambda: (
+            len([p for p in w0.health()[1]["partitions"] if p.startswith(f"{topic}:")])
+            == cluster.pipeline.settings.kafka.partitions
+        ),
+        "the survivor to own every partition",
+        120,
+    )
     await _wait_for(lambda: w0.get(f"/pins/{quote(theirs['pin_id'])}")[0] == 200, "the pin from the survivor", 60)

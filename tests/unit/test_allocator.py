@@ -20,7 +20,8 @@ def no_exec(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
 
 
 def test_a_missing_jemalloc_is_a_warning_naming_the_package_and_the_setting(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_exec: list[tuple[object, ...]]) -> None:
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_exec: list[tuple[object, ...]]
+) -> None:
     monkeypatch.setenv("PINAPP_WORKER__JEMALLOC_LIBRARY", "/nonexistent/libjemalloc.so.2")
     with caplog.at_level(logging.WARNING):
         allocator.run_on_chosen_allocator(load_settings("test"))
@@ -29,7 +30,8 @@ def test_a_missing_jemalloc_is_a_warning_naming_the_package_and_the_setting(
 
 
 def test_the_system_setting_never_re_executes(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_exec: list[tuple[object, ...]]) -> None:
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_exec: list[tuple[object, ...]]
+) -> None:
     monkeypatch.setenv("PINAPP_WORKER__ALLOCATOR", "system")
     with caplog.at_level(logging.WARNING):
         allocator.run_on_chosen_allocator(load_settings("test"))

@@ -72,7 +72,11 @@ def test_forced_cuts_win_over_thresholds_and_age() -> None:
     for o in range(16, 30):
         cuts.extend(buffer.add(_rec(o), _Delivery()))
     assert [(c.first, c.last, c.fmt) for c in cuts] == [
-        (8, 9, "parquet"), (10, 21, "jsonl.gz"), (22, 23, "jsonl.gz"), (24, 28, "parquet")]
+        (8, 9, "parquet"),
+        (10, 21, "jsonl.gz"),
+        (22, 23, "jsonl.gz"),
+        (24, 28, "parquet"),
+    ]
 
 
 def test_a_forced_cut_whose_last_offset_is_missing_closes_at_the_next_record() -> None:
@@ -86,7 +90,7 @@ def test_a_forced_cut_whose_last_offset_is_missing_closes_at_the_next_record() -
 
 def test_take_all_writes_the_run_before_a_partial_forced_cut_and_holds_the_rest() -> None:
     buffer = PartitionBuffer.adopting("events", 0, "jsonl.gz", CutLimits(100, 10_000, 60.0), [(3, 9, "jsonl.gz")])
-    assert _feed(buffer, range(0, 2)) == []
+    assert _feed(buffer, range(2)) == []
     assert [(c.first, c.last) for c in buffer.take_all()] == [(0, 1)]
     assert _feed(buffer, range(2, 6)) == [(2, 2)]  # 2 closes the run before the forced cut
     assert buffer.take_all() == [], "3..5 of the forced cut 3-9 are not cut short"
@@ -94,10 +98,18 @@ def test_take_all_writes_the_run_before_a_partial_forced_cut_and_holds_the_rest(
 
 
 def test_both_formats_round_trip_bytes_exactly_and_deterministically() -> None:
-    records = [ArchivedRecord("events-dlq", 3, o, 1_709_251_200_000 + o, None if o == 2 else b"k\xff",
-                              b"\x00\xfe not utf-8" if o % 2 else b'{"a": 1}',
-                              (("pinapp.dlq.reason", b"not_json"), ("raw", b"\xff")) if o % 3 else ())
-               for o in range(6)]
+    records = [
+        ArchivedRecord(
+            "events-dlq",
+            3,
+            o,
+            1_709_251_200_000 + o,
+            None if o == 2 else b"k\xff",
+            b"\x00\xfe not utf-8" if o % 2 else b'{"a": 1}',
+            (("pinapp.dlq.reason", b"not_json"), ("raw", b"\xff")) if o % 3 else (),
+        )
+        for o in range(6)
+    ]
     for fmt in ("jsonl.gz", "parquet"):
         body = encode(records, fmt)
         assert body == encode(records, fmt)

@@ -48,11 +48,13 @@ def test_hour_folders_are_utc_and_zero_padded() -> None:
 def test_object_keys_are_deterministic_and_parse_back() -> None:
     key = ObjectKey("events", 3, 1_000, 1_999, "dt=2024-01-01/hr=12", prefix="archive/v1")
     text = str(key)
-    assert text == ("archive/v1/events/dt=2024-01-01/hr=12/"
-                    "events-p0003-00000000000000001000-00000000000000001999.jsonl.gz")
+    assert text == (
+        "archive/v1/events/dt=2024-01-01/hr=12/events-p0003-00000000000000001000-00000000000000001999.jsonl.gz"
+    )
     assert ObjectKey.parse(text) == key
     assert ObjectKey.parse(str(ObjectKey("events-dlq", 0, 0, 9, "dt=2024-01-01/hr=00"))) == ObjectKey(
-        "events-dlq", 0, 0, 9, "dt=2024-01-01/hr=00")
+        "events-dlq", 0, 0, 9, "dt=2024-01-01/hr=00"
+    )
     assert ObjectKey.parse("archive/v1/events/dt=2024-01-01/hr=12/_SUCCESS") is None
 
 

@@ -29,8 +29,9 @@ class _Writer:
         self.failing = False
         self.pending = pending or []
 
-    async def write_cut(self, topic: str, partition: int, records: list[ArchivedRecord], fmt: str,
-                        on_step: Any = None) -> CutResult:
+    async def write_cut(
+        self, topic: str, partition: int, records: list[ArchivedRecord], fmt: str, on_step: Any = None
+    ) -> CutResult:
         if self.failing:
             raise EndpointConnectionError(endpoint_url="http://s3.invalid")
         self.cuts.append((records[0].offset, records[-1].offset))
@@ -120,8 +121,9 @@ async def test_memory_is_bounded_across_partitions_by_uploading_the_largest_buff
     archiver = Archiver(writer, settings, control)  # type: ignore[arg-type]
     for partition, offsets in ((0, range(4)), (1, range(2))):
         for o in offsets:
-            await archiver.add(ArchivedRecord("events", partition, o, 1_709_251_200_000, b"k", b"{}"),
-                               _Delivery(o, acked))
+            await archiver.add(
+                ArchivedRecord("events", partition, o, 1_709_251_200_000, b"k", b"{}"), _Delivery(o, acked)
+            )
     assert writer.cuts == [(0, 3)], "6 buffered > 5: partition 0, the largest, went early"
     assert archiver.buffered == 2
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pinapp.archive.verify import VerifyReport
-from pinapp.tools.audit import AuditReport, _reconcile
 from pinapp.domain.events import EventType
+from pinapp.tools.audit import AuditReport, _reconcile
 
 
 def _expected(**ids: list[str]) -> dict[EventType, set[str]]:

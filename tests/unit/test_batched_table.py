@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import faust
@@ -12,9 +11,9 @@ from pinapp.topology.faust_ext import BatchedTable
 
 
 @pytest.fixture
-def table(tmp_path: Path) -> Iterator[BatchedTable]:
+def table(tmp_path: Path) -> BatchedTable:
     app = faust.App("batched-table-test", store="rocksdb://", datadir=str(tmp_path))
-    yield BatchedTable(app.Table("t", key_type=bytes, value_type=bytes, partitions=4))
+    return BatchedTable(app.Table("t", key_type=bytes, value_type=bytes, partitions=4))
 
 
 def test_bulk_writes_land_in_their_partition_only(table: BatchedTable) -> None:

@@ -54,6 +54,8 @@ def test_mysql_ddl_has_no_singlestore_clauses(spec: TableSpec) -> None:
 
 
 def test_a_shard_key_outside_the_primary_key_is_refused() -> None:
-    bad = TableSpec("bad", EventType.LIKE, (Column("a", "INT"), Column("b", "INT")), shard_key=("a",), primary_key=("b",))
+    bad = TableSpec(
+        "bad", EventType.LIKE, (Column("a", "INT"), Column("b", "INT")), shard_key=("a",), primary_key=("b",)
+    )
     with pytest.raises(ValueError, match="subset"):
         create_table_sql(bad, "singlestore")

@@ -11,8 +11,9 @@ from pinapp.domain.dead_letters import DeadLetterLog
 
 def test_a_burst_logs_the_first_of_each_kind_then_one_summary(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
-    log = DeadLetterLog(logging.getLogger("test.dlq"), topic="events-dlq", first_per_kind=2,
-                        interval_s=10, clock=lambda: now[0])
+    log = DeadLetterLog(
+        logging.getLogger("test.dlq"), topic="events-dlq", first_per_kind=2, interval_s=10, clock=lambda: now[0]
+    )
     with caplog.at_level(logging.WARNING, "test.dlq"):
         for i in range(700):
             log.record("schema", f"events[1]@{i}", "validate", "schema: data must contain ['ts'] properties")
@@ -39,4 +40,6 @@ def test_an_interval_of_few_dead_letters_needs_no_summary(caplog: pytest.LogCapt
         now[0] = 22.0
         log.flush_due()
     assert [r.getMessage().split(" at ")[0] for r in caplog.records] == [
-        "dead-lettering events[0]@5", "dead-lettering events[0]@9"]  # a new interval logs in full again
+        "dead-lettering events[0]@5",
+        "dead-lettering events[0]@9",
+    ]  # a new interval logs in full again

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-
 import pytest
 
 from pinapp.domain.dedup import PartitionSweeper, is_duplicate, is_expired
@@ -63,7 +62,9 @@ def test_sweep_examines_at_most_budget_keys_and_resumes_where_it_stopped() -> No
 def test_a_budget_of_the_whole_partition_examines_every_key_once_wherever_the_cursor_was() -> None:
     part = FakePartition({f"k{i:02d}": 0 for i in range(10)})
     sweeper = _sweeper()
-    assert sweeper.expired_keys(0, part.items, budget=6, now_ms=HOUR, horizon_ms=HOUR) == [f"k{i:02d}" for i in range(6)]
+    assert sweeper.expired_keys(0, part.items, budget=6, now_ms=HOUR, horizon_ms=HOUR) == [
+        f"k{i:02d}" for i in range(6)
+    ]
     everything = sweeper.expired_keys(0, part.items, budget=100, now_ms=HOUR, horizon_ms=HOUR)
     assert everything == [f"k{i:02d}" for i in (*range(6, 10), *range(6))]
     assert sweeper.expired_keys(0, part.items, budget=1, now_ms=HOUR, horizon_ms=HOUR) == ["k06"]

@@ -28,7 +28,14 @@ from pinapp.domain.table_values import Pin, SeenEvent
 from pinapp.engagement.batcher import EngagementBatcher
 from pinapp.errors import SinkError
 
-PIN = {"pin_id": "p1", "board_id": "b1", "user_id": "u9", "title": "t", "category": "art", "created_at": 1_700_000_000_000}
+PIN = {
+    "pin_id": "p1",
+    "board_id": "b1",
+    "user_id": "u9",
+    "title": "t",
+    "category": "art",
+    "created_at": 1_700_000_000_000,
+}
 LONDON = GeoLocation("GB", "England", "London", 51.5, -0.1)
 
 
@@ -138,8 +145,15 @@ class Pipeline:
         async def publish(value: bytes) -> None:
             self.live.append(value)
 
-        self.batcher = EngagementBatcher(self.store, Here(), seen=self.seen, pins=self.pins,
-                                         dead_letter=dead_letter, publish_live=publish, settings=self.settings)
+        self.batcher = EngagementBatcher(
+            self.store,
+            Here(),
+            seen=self.seen,
+            pins=self.pins,
+            dead_letter=dead_letter,
+            publish_live=publish,
+            settings=self.settings,
+        )
 
     def seen_at(self, partition: int, event_id: str) -> tuple[int, int] | None:
         raw = self.seen.get(partition, event_id.encode())
@@ -147,8 +161,13 @@ class Pipeline:
 
 
 def event(event_id: str, event_type: str = "like", *, pin_id: str | None = "p1", **extra: Any) -> bytes:
-    doc: dict[str, Any] = {"event_id": event_id, "event_type": event_type, "ts": 1_700_000_000_123,
-                           "user_id": "u1", "ip": "81.2.69.160"}
+    doc: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "ts": 1_700_000_000_123,
+        "user_id": "u1",
+        "ip": "81.2.69.160",
+    }
     if event_type != "login" and pin_id is not None:
         doc["pin_id"] = pin_id
     doc.update(extra)

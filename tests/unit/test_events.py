@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 import jsonschema
 import orjson
 import pytest
 
-from pinapp.errors import InvalidEvent
 from pinapp.domain.events import (
     EVENT_TYPES,
     EventType,
@@ -20,14 +18,19 @@ from pinapp.domain.events import (
     routing_key,
     schema,
 )
+from pinapp.errors import InvalidEvent
 
 MAX = 16_384
 
 
 def _doc(**changes: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "event_id": "e1", "event_type": "repin", "ts": 1_700_000_000_000,
-        "user_id": "u1", "ip": "81.2.69.160", "pin_id": "p1",
+        "event_id": "e1",
+        "event_type": "repin",
+        "ts": 1_700_000_000_000,
+        "user_id": "u1",
+        "ip": "81.2.69.160",
+        "pin_id": "p1",
     }
     doc.update(changes)
     return {k: v for k, v in doc.items() if v is not None}
@@ -44,12 +47,24 @@ def test_schema_file_is_valid_json_schema_and_lists_every_type() -> None:
 
 def test_valid_repin_is_parsed() -> None:
     event = _parse(_doc(board_id="b9"))
-    assert (event.event_id, event.event_type, event.ts_ms, event.pin_id) == ("e1", EventType.REPIN, 1_700_000_000_000, "p1")
+    assert (event.event_id, event.event_type, event.ts_ms, event.pin_id) == (
+        "e1",
+        EventType.REPIN,
+        1_700_000_000_000,
+        "p1",
+    )
     assert event.raw["board_id"] == "b9"
 
 
 def test_pin_event_carries_its_pin() -> None:
-    pin = {"pin_id": "p1", "board_id": "b1", "user_id": "u1", "title": "t", "category": "art", "created_at": 1_700_000_000_000}
+    pin = {
+        "pin_id": "p1",
+        "board_id": "b1",
+        "user_id": "u1",
+        "title": "t",
+        "category": "art",
+        "created_at": 1_700_000_000_000,
+    }
     assert _parse(_doc(event_type="pin", pin=pin)).pin == pin
 
 
@@ -66,7 +81,11 @@ def test_pin_event_carries_its_pin() -> None:
         (orjson.dumps(_doc(user_id=True)), "schema", "user_id must be string or integer"),
         (orjson.dumps(_doc(user_id=7.0)), "schema", "user_id: 7.0 is not an id"),
         (orjson.dumps(_doc(user_id=-7)), "schema", "user_id must be bigger than or equal to 0"),
-        (json.dumps(_doc(pin_id=2**64)).encode(), "schema", "pin_id must be smaller than or equal to 18446744073709551615"),
+        (
+            json.dumps(_doc(pin_id=2**64)).encode(),
+            "schema",
+            "pin_id must be smaller than or equal to 18446744073709551615",
+        ),
         (orjson.dumps(_doc(ts=1_700_000_000)), "bad_timestamp", "outside 2000..2100"),
         (orjson.dumps(_doc(ts="2024-05-01T12:00:00")), "bad_timestamp", "no time zone"),
         (orjson.dumps(_doc(ts="yesterday")), "bad_timestamp", "not ISO 8601"),
@@ -82,7 +101,14 @@ def test_malformed_inputs_are_rejected_with_a_reason(data: bytes, kind: str, rea
 
 
 def test_pin_must_match_the_event_pin_id() -> None:
-    pin = {"pin_id": "other", "board_id": "b1", "user_id": "u1", "title": "t", "category": "art", "created_at": 1_700_000_000_000}
+    pin = {
+        "pin_id": "other",
+        "board_id": "b1",
+        "user_id": "u1",
+        "title": "t",
+        "category": "art",
+        "created_at": 1_700_000_000_000,
+    }
     with pytest.raises(InvalidEvent, match="differs"):
         _parse(_doc(pin=pin))
 
@@ -115,20 +141,38 @@ def test_routing_key_is_pin_id_for_pin_events_else_user_id() -> None:
 
 def test_an_integer_id_is_the_same_id_as_its_decimal_string() -> None:
     """Servers that log 64-bit numeric ids: 42 and "42" are one id (dedup, keys, rows)."""
-    pin = {"pin_id": 42, "board_id": 7, "user_id": 2**64 - 1, "title": "t", "category": "art",
-           "created_at": 1_700_000_000_000}
+    pin = {
+        "pin_id": 42,
+        "board_id": 7,
+        "user_id": 2**64 - 1,
+        "title": "t",
+        "category": "art",
+        "created_at": 1_700_000_000_000,
+    }
     as_ints = _parse(_doc(event_type="pin", event_id=123, user_id=0, pin_id=42, board_id=9, pin=pin))
-    as_strings = _parse(_doc(event_type="pin", event_id="123", user_id="0", pin_id="42", board_id="9",
-                             pin={**pin, "pin_id": "42", "board_id": "7", "user_id": str(2**64 - 1)}))
+    as_strings = _parse(
+        _doc(
+            event_type="pin",
+            event_id="123",
+            user_id="0",
+            pin_id="42",
+            board_id="9",
+            pin={**pin, "pin_id": "42", "board_id": "7", "user_id": str(2**64 - 1)},
+        )
+    )
     for event in (as_ints, as_strings):
         assert (event.event_id, event.user_id, event.pin_id, event.board_id) == ("123", "0", "42", "9")
         assert event.carried_pin is not None
         assert (event.carried_pin.pin_id, event.carried_pin.board_id, event.carried_pin.user_id) == (
-            "42", "7", "18446744073709551615")
+            "42",
+            "7",
+            "18446744073709551615",
+        )
     assert routing_key(as_ints.event_type, as_ints.pin_id, as_ints.user_id) == "42"
     # The reference decoder (the fast path's fallback) normalizes the same way.
-    reference = reference_parse_event(orjson.dumps(_doc(event_type="pin", event_id=123, user_id=0, pin_id=42,
-                                                        board_id=9, pin=pin)), max_bytes=MAX)
+    reference = reference_parse_event(
+        orjson.dumps(_doc(event_type="pin", event_id=123, user_id=0, pin_id=42, board_id=9, pin=pin)), max_bytes=MAX
+    )
     assert reference == as_ints
     with pytest.raises(InvalidEvent, match="differs"):  # compared as ids: 42 and "43" differ
         _parse(_doc(event_type="pin", pin_id=43, pin=pin))

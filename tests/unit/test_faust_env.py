@@ -47,8 +47,15 @@ print(json.dumps({name: {"broker": [str(u) for u in a.conf.broker], "web_port": 
 
 def _probe(env: dict[str, str]) -> dict[str, dict[str, object]]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PINAPP_")}
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env={**base, "PINAPP_PROFILE": "test", **env},
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO,
+        env={**base, "PINAPP_PROFILE": "test", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -79,8 +86,15 @@ import faust.types._env as fenv
 print(json.dumps({"options": options, "debug": fenv.DEBUG, "workdir": fenv.WORKDIR, "datadir": fenv.DATADIR,
                   "web_port": fenv.WEB_PORT, "left": sorted(n for n in os.environ if n.startswith(("FAUST_", "F_")))}))
 """
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, **FAUST_ENV},
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env={**os.environ, **FAUST_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert doc["options"][:4] == ["--no-debug", "--datadir", "/tmp/d", "worker"]
     assert (doc["debug"], doc["workdir"], doc["web_port"], doc["left"]) == (False, None, 6066, [])
@@ -100,8 +114,15 @@ def test_a_data_dir_that_cannot_be_made_fails_in_one_line_naming_the_setting(tmp
     blocker = tmp_path / "file"
     blocker.write_text("")
     env = {**os.environ, "PINAPP_WORKER__DATA_DIR": str(blocker / "worker"), "PINAPP_WORKER__ALLOCATOR": "system"}
-    out = subprocess.run([sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", "worker"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", "worker"],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0
     lines = [line for line in (out.stderr + out.stdout).splitlines() if line.strip()]
     assert len(lines) == 1, lines

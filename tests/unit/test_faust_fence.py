@@ -67,19 +67,29 @@ def violations(source: str, filename: str, theirs: frozenset[str], ours: frozens
     for node in ast.walk(ast.parse(source, filename)):
         if isinstance(node, ast.Attribute) and node.attr in foreign:
             out.append(f"{filename}:{node.lineno}: .{node.attr}")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "setattr", "hasattr")
-              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
-              and isinstance(node.args[1].value, str) and node.args[1].value in foreign):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and node.args[1].value in foreign
+        ):
             out.append(f"{filename}:{node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in LIBRARIES:
             parts = (node.module or "").split(".")
-            out += [f"{filename}:{node.lineno}: from {node.module} import {a.name}"
-                    for a in node.names if _private(a.name)]
+            out += [
+                f"{filename}:{node.lineno}: from {node.module} import {a.name}" for a in node.names if _private(a.name)
+            ]
             if any(_private(p) for p in parts[1:]):
                 out.append(f"{filename}:{node.lineno}: from {node.module}")
         elif isinstance(node, ast.Import):
-            out += [f"{filename}:{node.lineno}: import {a.name}" for a in node.names
-                    if a.name.split(".")[0] in LIBRARIES and any(_private(p) for p in a.name.split(".")[1:])]
+            out += [
+                f"{filename}:{node.lineno}: import {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] in LIBRARIES and any(_private(p) for p in a.name.split(".")[1:])
+            ]
     return out
 
 
@@ -88,8 +98,9 @@ def test_nothing_outside_the_fence_uses_a_private_name_of_faust_mode_aiokafka_or
     for path in _files(CHECKED):
         if FENCED in path.parents:
             continue
-        found += violations(path.read_text(), str(path.relative_to(REPO)), library_private_names(),
-                            pinapp_private_names())
+        found += violations(
+            path.read_text(), str(path.relative_to(REPO)), library_private_names(), pinapp_private_names()
+        )
     assert not found, "private library names outside pinapp/faust_ext (move the use into it):\n" + "\n".join(found)
 
 
@@ -105,14 +116,16 @@ getattr(table.data, "_dbs", {})
 self._own_state = 1
 """
     found = violations(source, "m.py", theirs, frozenset({"_own_state"}))
-    assert sorted(f.split(": ", 1)[1] for f in found) == sorted([
-        "from faust.streams import _current_event",
-        "from faust.types._env",
-        "import faust.transport._cython",
-        "._committed_offset",
-        "._value",
-        "getattr(..., '_dbs')",
-    ])
+    assert sorted(f.split(": ", 1)[1] for f in found) == sorted(
+        [
+            "from faust.streams import _current_event",
+            "from faust.types._env",
+            "import faust.transport._cython",
+            "._committed_offset",
+            "._value",
+            "getattr(..., '_dbs')",
+        ]
+    )
 
 
 def test_a_name_pinapp_defines_itself_is_not_flagged() -> None:

@@ -14,8 +14,10 @@ from pinapp.topology.faust_ext.fingerprints import PINNED, UPSTREAM, Upstream, c
 
 def test_the_installed_upstream_functions_are_the_ones_pinapp_was_written_against() -> None:
     stale = changed()
-    assert not stale, (f"upstream changed since {PINNED}; re-read, adapt, then run "
-                       "`python -m pinapp.topology.faust_ext.fingerprints --update`:\n" + "\n".join(stale))
+    assert not stale, (
+        f"upstream changed since {PINNED}; re-read, adapt, then run "
+        "`python -m pinapp.topology.faust_ext.fingerprints --update`:\n" + "\n".join(stale)
+    )
 
 
 def test_every_entry_names_a_real_function_once() -> None:
@@ -43,7 +45,8 @@ def test_an_edited_copy_of_an_upstream_function_is_reported(tmp_path: Path) -> N
         entries = tuple(e for e in UPSTREAM if e.name == name)
         unchanged_copy = Upstream(name, "test", fingerprint(upgraded._new_offset))
         assert changed(entries, lookup=lambda _: upgraded._new_offset) == [
-            f"{name}: source changed; re-read {entries[0].why}"]
+            f"{name}: source changed; re-read {entries[0].why}"
+        ]
         assert changed((unchanged_copy,), lookup=lambda _: upgraded._new_offset) == []
     finally:
         del sys.modules["upgraded_consumer"]
@@ -52,5 +55,8 @@ def test_an_edited_copy_of_an_upstream_function_is_reported(tmp_path: Path) -> N
 def test_a_function_gone_upstream_is_reported() -> None:
     entry = Upstream("faust.transport.consumer:Consumer._no_such_function", "nothing", "0" * 64)
     assert changed((entry,)) == [
-        "faust.transport.consumer:Consumer._no_such_function: gone (AttributeError('_no_such_function')); "
-        "re-read nothing"]
+        (
+            "faust.transport.consumer:Consumer._no_such_function: gone (AttributeError('_no_such_function')); "
+            "re-read nothing"
+        )
+    ]

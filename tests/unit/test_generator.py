@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pinapp.errors import InvalidEvent
 from pinapp.domain.events import parse_event, routing_key
-from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.domain.geo import GeoLocator
+from pinapp.errors import InvalidEvent
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 
 START = 1_700_000_000_000
 
@@ -92,8 +92,17 @@ async def test_file_output_writes_one_json_line_per_record_and_the_truth(geo: Ge
 
     gen = TrafficGenerator(GeneratorConfig(seed=9, start_ms=START), geo)
     log, truth_path = tmp_path / "logs" / "app.log", tmp_path / "truth.json"
-    sent = await run_generator(gen, load_settings("test"), target="file", path=log, topic="unused",
-                               count=1234, duration=None, rate=None, truth_path=truth_path)
+    sent = await run_generator(
+        gen,
+        load_settings("test"),
+        target="file",
+        path=log,
+        topic="unused",
+        count=1234,
+        duration=None,
+        rate=None,
+        truth_path=truth_path,
+    )
     lines = log.read_bytes().splitlines()
     assert sent == len(lines) == 1234
     truth = orjson.loads(truth_path.read_bytes())

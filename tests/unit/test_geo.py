@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pinapp.errors import ConfigError
 from pinapp.domain.geo import GeoLocator
+from pinapp.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,34 @@ from pinapp.web.live_feed import LiveFeed
 
 
 def _point(i: int) -> RepinPoint:
-    return RepinPoint(event_id=f"e{i}", pin_id="p1", category="travel", country="FR", city="Paris",
-                      lat=48.85, lon=2.35, ts=1_700_000_000_000 + i, kafka_ts=1_700_000_000_500 + i)
+    return RepinPoint(
+        event_id=f"e{i}",
+        pin_id="p1",
+        category="travel",
+        country="FR",
+        city="Paris",
+        lat=48.85,
+        lon=2.35,
+        ts=1_700_000_000_000 + i,
+        kafka_ts=1_700_000_000_500 + i,
+    )
 
 
 def test_points_round_trip_as_one_json_record() -> None:
     points = [_point(1), _point(2)]
     decoded = decode_points(encode_points(points))
     assert [p["event_id"] for p in decoded] == ["e1", "e2"]
-    assert decoded[0] == {"event_id": "e1", "pin_id": "p1", "category": "travel", "country": "FR", "city": "Paris",
-                          "lat": 48.85, "lon": 2.35, "ts": 1_700_000_000_001, "kafka_ts": 1_700_000_000_501}
+    assert decoded[0] == {
+        "event_id": "e1",
+        "pin_id": "p1",
+        "category": "travel",
+        "country": "FR",
+        "city": "Paris",
+        "lat": 48.85,
+        "lon": 2.35,
+        "ts": 1_700_000_000_001,
+        "kafka_ts": 1_700_000_000_501,
+    }
 
 
 def test_records_that_are_not_point_lists_yield_nothing() -> None:

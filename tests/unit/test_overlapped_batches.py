@@ -1,7 +1,8 @@
 """OverlappedBatches: batch N+1 is prepared while batch N commits, and nothing is acked early.
 
 The batcher here is a recorder with the three methods the overlap calls; the real
-EngagementBatcher's rules are tests/unit/test_engagement_batcher.py, its stages on the real stack tests/integration/test_pipeline.py.
+EngagementBatcher's rules are tests/unit/test_engagement_batcher.py, its stages on the real stack
+tests/integration/test_pipeline.py.
 """
 
 from __future__ import annotations
@@ -78,8 +79,11 @@ def _batch(n: int) -> list[_Msg]:
 def _overlapped(recorder: Recorder) -> tuple[OverlappedBatches, list[int], list[int]]:
     acked: list[int] = []
     done: list[int] = []
-    overlapped = OverlappedBatches(recorder, lambda b: acked.append(b[0].offset),  # type: ignore[arg-type]
-                                   lambda b: done.append(b[0].offset))
+    overlapped = OverlappedBatches(
+        recorder,
+        lambda b: acked.append(b[0].offset),  # type: ignore[arg-type]
+        lambda b: done.append(b[0].offset),
+    )
     return overlapped, acked, done
 
 
@@ -151,4 +155,3 @@ async def test_a_cancelled_commit_is_never_acked() -> None:
     await overlapped.cancel()
     assert recorder.log == ["prepare 0", "commit 0"]
     assert acked == [] and done == []
-

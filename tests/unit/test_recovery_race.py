@@ -19,9 +19,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from aiokafka import ConsumerRecord
 from faust.types import TP
+from prometheus_client import REGISTRY
 
 from pinapp.topology.faust_ext import PinApp, PinConsumer
 from pinapp.topology.faust_ext.batches import BatchInbox, FetchedRun
@@ -55,11 +55,15 @@ class ScriptedThread:
         if start >= END:
             await asyncio.sleep(0.01)
             return {}
-        return {TP0: [ConsumerRecord(TOPIC, 0, off, 0, 0, b"k", b"v", None, 1, 1, ()) for off in range(start, self.position)]}
+        return {
+            TP0: [
+                ConsumerRecord(TOPIC, 0, off, 0, 0, b"k", b"v", None, 1, 1, ()) for off in range(start, self.position)
+            ]
+        }
 
     async def seek_to_committed(self) -> dict[TP, int]:
         await self.seek_gate.wait()
-        committed = self.consumer._committed_offset.get(TP0) or 0  # noqa: SLF001 - the group's commit
+        committed = self.consumer._committed_offset.get(TP0) or 0
         self.position = committed
         return {TP0: committed}
 
@@ -87,8 +91,9 @@ class ScriptedConsumer(PinConsumer):
     """pinapp's consumer (faust's, with pinapp's fetch loop and commit rule) on the script."""
 
     def __init__(self, app: PinApp, queue: asyncio.Queue[Any]) -> None:
-        super().__init__(app.transport, callback=self._on_message, on_partitions_revoked=_noop,
-                         on_partitions_assigned=_noop)
+        super().__init__(
+            app.transport, callback=self._on_message, on_partitions_revoked=_noop, on_partitions_assigned=_noop
+        )
         self.queue = queue
         self.script = ScriptedThread(self)
         self._thread.thread_loop.close()  # the real consumer thread's loop: never started here
@@ -119,11 +124,11 @@ async def _run_race(*, stop_flow_first: bool, in_runs: bool = False) -> tuple[Sc
     """The scenario; ``in_runs``: the topic is read in runs (the batch hand-off of
     pinapp.topology.faust_ext.batches, through a small inbox so that its hand-off blocks too)."""
     app = PinApp("race-test", broker="kafka://127.0.0.1:1", commit_guards=False)
-    app.topics._acking_topics.add(TOPIC)  # noqa: SLF001 - an agent's topic would register itself
+    app.topics._acking_topics.add(TOPIC)
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)  # a stream buffer: the hand-off blocks
     consumer = ScriptedConsumer(app, queue)
-    consumer._committed_offset[TP0] = COMMITTED  # noqa: SLF001
-    consumer._read_offset[TP0] = COMMITTED  # noqa: SLF001
+    consumer._committed_offset[TP0] = COMMITTED
+    consumer._read_offset[TP0] = COMMITTED
     consumer.resume_partitions({TP0})
     consumer.resume_flow()
     processed: set[int] = set()
@@ -150,7 +155,7 @@ async def _run_race(*, stop_flow_first: bool, in_runs: bool = False) -> tuple[Sc
             consumer.ack(message)
 
     fetcher = _Fetcher()
-    drain = asyncio.create_task(consumer._drain_messages(fetcher))  # noqa: SLF001
+    drain = asyncio.create_task(consumer._drain_messages(fetcher))
     agent = asyncio.create_task(take_batches() if in_runs else stream())
     try:
         for _ in range(10_000):
@@ -209,7 +214,7 @@ async def test_seek_first_recovery_stops_flow_before_faust_seeks(monkeypatch: py
 
     monkeypatch.setattr("faust.tables.recovery.Recovery.on_recovery_completed", faust_on_recovery_completed)
     app = PinApp("race-test-recovery", broker="kafka://127.0.0.1:1")
-    app.consumer._thread.thread_loop.close()  # noqa: SLF001 - never started here
+    app.consumer._thread.thread_loop.close()
     app.consumer.resume_flow()
     recovery = app.tables.recovery
     assert isinstance(recovery, SeekFirstRecovery)
@@ -226,7 +231,7 @@ async def test_a_partition_never_committed_commits_from_its_log_start_only() -> 
     """faust makes no head check for a partition committed at 0 or never: pinapp's consumer
     starts its commit at the log start (learned after the seek), so offset 0 unacked holds it."""
     app = PinApp("race-test-base", broker="kafka://127.0.0.1:1", commit_guards=False)
-    app.topics._acking_topics.add(TOPIC)  # noqa: SLF001
+    app.topics._acking_topics.add(TOPIC)
     consumer = ScriptedConsumer(app, asyncio.Queue())
     consumer.script.position = 0
     await consumer.perform_seek()  # nothing committed: the log start (0) becomes the base
@@ -244,10 +249,10 @@ async def test_a_partition_without_a_commit_in_fausts_view_starts_where_it_was_f
     """aiokafka starts at the group's commit when another worker made one after faust's seek
     read none: the first offset handed over is then the base, not the log start."""
     app = PinApp("race-test-first", broker="kafka://127.0.0.1:1", commit_guards=False)
-    app.topics._acking_topics.add(TOPIC)  # noqa: SLF001
+    app.topics._acking_topics.add(TOPIC)
     consumer = ScriptedConsumer(app, asyncio.Queue())
     await consumer.perform_seek()
-    consumer._first_delivered[TP0] = 3106  # noqa: SLF001 - what the fetch loop records
+    consumer._first_delivered[TP0] = 3106
     for offset in (3106, 3107):
         consumer.ack(_Acked(offset))  # type: ignore[arg-type]
     consumer.commit_now()
@@ -259,7 +264,7 @@ async def test_acks_after_a_partition_was_revoked_commit_nothing_and_raise_no_ho
     held: a commit from those acks, or a hole measured from a base faust forgot, is wrong.
     (Found by make soak: the hole guard fired every 8 s for a partition another worker owned.)"""
     app = PinApp("race-test-revoked", broker="kafka://127.0.0.1:1")
-    app.topics._acking_topics.add(TOPIC)  # noqa: SLF001
+    app.topics._acking_topics.add(TOPIC)
     consumer = ScriptedConsumer(app, asyncio.Queue())
     consumer.commit_interval = 0.0  # any hole would be overdue at once
     holes_before = _holes_reported()
@@ -271,7 +276,7 @@ async def test_acks_after_a_partition_was_revoked_commit_nothing_and_raise_no_ho
     for _ in range(3):
         consumer.commit_now()
     assert consumer.commits == []
-    assert not consumer._acked.get(TP0)  # noqa: SLF001 - forgotten, not held for a later commit
+    assert not consumer._acked.get(TP0)
     assert _holes_reported() == holes_before
     await consumer.refetch(TP0, 3760)  # a refetch racing the revocation is a no-op
 
@@ -281,8 +286,9 @@ def _holes_reported() -> float:
 
 
 def _records(consumer: ScriptedConsumer, offsets: range) -> list[Any]:
-    return [consumer._to_message(TP0, ConsumerRecord(TOPIC, 0, off, 0, 0, b"k", b"v", None, 1, 1, ()))  # noqa: SLF001
-            for off in offsets]
+    return [
+        consumer._to_message(TP0, ConsumerRecord(TOPIC, 0, off, 0, 0, b"k", b"v", None, 1, 1, ())) for off in offsets
+    ]
 
 
 async def test_a_run_sought_before_its_hand_off_is_dropped_and_fetched_again() -> None:
@@ -293,16 +299,16 @@ async def test_a_run_sought_before_its_hand_off_is_dropped_and_fetched_again() -
     consumer = ScriptedConsumer(app, asyncio.Queue())
     inbox = BatchInbox(TOPIC, app=app, consumer=consumer, max_events=100, run_events=10)
     consumer.batch_inboxes[TOPIC] = inbox
-    consumer._fetched_at = (consumer.seek_epoch, consumer.tp_seek_epochs.copy())  # noqa: SLF001 - a fetch sent
+    consumer._fetched_at = (consumer.seek_epoch, consumer.tp_seek_epochs.copy())
     runs = {TP0: FetchedRun(TP0, _records(consumer, range(150, 158)), 0)}
     await consumer.seek(TP0, 140)  # meanwhile: faust's read offset and aiokafka's position go to 140
-    await consumer._flush_run(runs, TP0)  # noqa: SLF001
+    await consumer._flush_run(runs, TP0)
     assert len(inbox) == 0 and consumer.stale_dropped == 8
-    assert consumer.script.position == 140 and consumer._read_offset[TP0] == 140  # noqa: SLF001
+    assert consumer.script.position == 140 and consumer._read_offset[TP0] == 140
 
-    consumer._fetched_at = (consumer.seek_epoch, consumer.tp_seek_epochs.copy())  # noqa: SLF001 - the next fetch
+    consumer._fetched_at = (consumer.seek_epoch, consumer.tp_seek_epochs.copy())
     runs = {TP0: FetchedRun(TP0, _records(consumer, range(140, 148)), 0)}
-    await consumer._flush_run(runs, TP0)  # noqa: SLF001 - not sought since: handed over
+    await consumer._flush_run(runs, TP0)
     assert len(inbox) == 1 and inbox.events == 8
 
 
@@ -311,7 +317,7 @@ async def test_the_inbox_hands_over_runs_in_batches_and_drops_those_of_an_older_
     consumer = ScriptedConsumer(app, asyncio.Queue())
     app.flow_control.resume()
     inbox = BatchInbox(TOPIC, app=app, consumer=consumer, max_events=20, run_events=10)
-    inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(0, 10)), app.consumer_generation_id - 1))
+    inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(10)), app.consumer_generation_id - 1))
     inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(10, 20)), app.consumer_generation_id))
     assert inbox.full()
     inbox.put_nowait(FetchedRun(TP0, _records(consumer, range(20, 25)), app.consumer_generation_id))
@@ -341,7 +347,7 @@ def test_a_batch_acked_whole_is_booked_as_faust_books_each_ack() -> None:
     per_record, whole = ScriptedConsumer(app, asyncio.Queue()), ScriptedConsumer(app, asyncio.Queue())
     results = []
     for consumer in (per_record, whole):
-        consumer._committed_offset[TP0] = 5  # noqa: SLF001
+        consumer._committed_offset[TP0] = 5
         messages = _records(consumer, range(3, 12)) + _records(consumer, range(8, 10))  # 8, 9 twice
         messages[-1].acked = True  # acked already: not booked again
         consumer.unacked.update([messages[4], messages[-3]])
@@ -350,7 +356,13 @@ def test_a_batch_acked_whole_is_booked_as_faust_books_each_ack() -> None:
                 consumer.ack(message)
         else:
             consumer.ack_batch(messages, [messages[4], messages[-3]])
-        results.append((sorted(consumer._acked[TP0]), sorted(consumer._acked_index[TP0]),  # noqa: SLF001
-                        consumer._n_acked, all(m.acked for m in messages)))  # noqa: SLF001
+        results.append(
+            (
+                sorted(consumer._acked[TP0]),
+                sorted(consumer._acked_index[TP0]),
+                consumer._n_acked,
+                all(m.acked for m in messages),
+            )
+        )
         assert not consumer.unacked
     assert results[0] == results[1] == ([5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, 10, 11], 7, True)

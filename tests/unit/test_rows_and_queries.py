@@ -7,14 +7,21 @@ from datetime import datetime
 import orjson
 import pytest
 
+from pinapp.adapters.queries import NAMED_QUERIES, ReadOnlyViolation, check_read_only
 from pinapp.domain.ddl import COLUMNS
 from pinapp.domain.events import EventType, parse_event
 from pinapp.domain.geo import GeoLocation
-from pinapp.adapters.queries import NAMED_QUERIES, ReadOnlyViolation, check_read_only
-from pinapp.domain.table_values import Pin
 from pinapp.domain.rows import UNKNOWN_CATEGORY, build_row, ms_to_datetime, pin_row
+from pinapp.domain.table_values import Pin
 
-PIN = {"pin_id": "p1", "board_id": "b1", "user_id": "u9", "title": "t", "category": "art", "created_at": 1_700_000_000_000}
+PIN = {
+    "pin_id": "p1",
+    "board_id": "b1",
+    "user_id": "u9",
+    "title": "t",
+    "category": "art",
+    "created_at": 1_700_000_000_000,
+}
 NOW = datetime(2024, 1, 1)
 GEO = GeoLocation("GB", "England", "Willesden", 51.5, -0.2)
 
@@ -57,15 +64,23 @@ def test_ms_to_datetime_is_utc() -> None:
     assert ms_to_datetime(0) == datetime(1970, 1, 1)
 
 
-@pytest.mark.parametrize("sql", ["SELECT 1", "select * from pins;", "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW TABLES"])
+@pytest.mark.parametrize(
+    "sql", ["SELECT 1", "select * from pins;", "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW TABLES"]
+)
 def test_read_only_sql_is_accepted(sql: str) -> None:
     assert check_read_only(sql) == sql.strip().rstrip(";")
 
 
 @pytest.mark.parametrize(
     "sql",
-    ["DELETE FROM pins", "SELECT 1; DROP TABLE pins", "UPDATE pins SET title = ''", "SELECT * INTO OUTFILE '/tmp/x' FROM pins",
-     "INSERT INTO pins VALUES (1)", "SET GLOBAL x = 1"],
+    [
+        "DELETE FROM pins",
+        "SELECT 1; DROP TABLE pins",
+        "UPDATE pins SET title = ''",
+        "SELECT * INTO OUTFILE '/tmp/x' FROM pins",
+        "INSERT INTO pins VALUES (1)",
+        "SET GLOBAL x = 1",
+    ],
 )
 def test_writes_are_refused(sql: str) -> None:
     with pytest.raises(ReadOnlyViolation):

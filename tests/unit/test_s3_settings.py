@@ -15,7 +15,8 @@ async def test_the_addressing_style_is_the_clients(style: str) -> None:
 
 
 async def test_keys_in_the_settings_are_the_source_else_the_chain_names_its_own(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert await credential_source(S3Settings()) == "settings (s3.access_key_id)"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env-secret")

@@ -27,7 +27,7 @@ def test_the_production_web_needs_a_token_and_tls(monkeypatch: pytest.MonkeyPatc
         load_settings("production")
     monkeypatch.setenv("PINAPP_WORKER__WEB_TOKEN", "t")
     monkeypatch.delenv("PINAPP_WORKER__WEB_BEHIND_TLS_PROXY")
-    with pytest.raises(ConfigError, match="web_tls_cert_file.*web_behind_tls_proxy"):
+    with pytest.raises(ConfigError, match=r"web_tls_cert_file.*web_behind_tls_proxy"):
         load_settings("production")
     assert not load_settings("local").worker.web_auth_required
 

@@ -7,10 +7,10 @@ import random
 
 import msgspec
 
-from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.domain.geo import GeoLocator
 from pinapp.singer._rdkafka import scan_key
 from pinapp.singer.shipper import _PIN_TYPES, _produce_lines, line_key
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 
 # Lines the C rule keys itself, with the key it must give.
 KEYED_IN_C = [
@@ -19,8 +19,13 @@ KEYED_IN_C = [
     (b'{"event_type":"like","pin_id":"p1","user_id":"u1","pin":{"pin_id":"p9","user_id":"u9"}}', b"p1"),
     (b'{"event_type": "login", "pin_id": "p1", "user_id": "u1"}', b"u1"),  # not a pin event
     (b'{"event_type":"repin","pin_id":null,"user_id":"u1"}', b"u1"),
-    (b' {"pin":{"user_id":"u9","x":[1,{"pin_id":"p9"}]},"note":"a \\"pin_id\\": \\"p8\\"","event_type":"comment",'
-     b'"user_id":"u1","ts":17,"ok":true,"pin_id":"p1"} ', b"p1"),  # nested and quoted look-alikes
+    (
+        (
+            b' {"pin":{"user_id":"u9","x":[1,{"pin_id":"p9"}]},"note":"a \\"pin_id\\": \\"p8\\"",'
+            b'"event_type":"comment","user_id":"u1","ts":17,"ok":true,"pin_id":"p1"} '
+        ),
+        b"p1",
+    ),  # nested and quoted look-alikes
     (b'{"event_type":"pin","user_id":"u1","pin_id":"p1","tags":[],"meta":{}}', b"p1"),
     (b'{"event_type":"login","user_id":7}', b"7"),  # integer ids: their decimal string
     (b'{"event_type":"repin","pin_id":18446744073709551615,"user_id":0}', b"18446744073709551615"),
@@ -141,8 +146,10 @@ def test_an_integer_id_keys_its_partition_as_its_decimal_string_does() -> None:
     """Singer keys 42 and "42" alike (so both land in one partition), in C and in Python."""
     pairs = [
         (b'{"event_type":"repin","pin_id":42,"user_id":"u1"}', b'{"event_type":"repin","pin_id":"42","user_id":"u1"}'),
-        (b'{"event_type":"login","user_id":18446744073709551615}',
-         b'{"event_type":"login","user_id":"18446744073709551615"}'),
+        (
+            b'{"event_type":"login","user_id":18446744073709551615}',
+            b'{"event_type":"login","user_id":"18446744073709551615"}',
+        ),
         (b'{"event_type":"like","pin_id":7,"user_id":8}', b'{"event_type":"like","pin_id":"7","user_id":"8"}'),
     ]
     for numeric, text in pairs:

@@ -47,5 +47,5 @@ def test_close_waits_for_a_flush_in_another_thread_and_later_calls_raise() -> No
 
 
 def test_a_bad_setting_names_itself() -> None:
-    with pytest.raises(ValueError, match="linger.ms=soon"):
+    with pytest.raises(ValueError, match=r"linger\.ms=soon"):
         Producer({"bootstrap.servers": "127.0.0.1:1", "linger.ms": "soon"}, ("pin",))

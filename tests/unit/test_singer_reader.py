@@ -121,7 +121,11 @@ def test_identical_over_long_lines_in_one_chunk_keep_their_own_offsets(tmp_path:
     (tmp_path / "app.log").write_bytes(b"ok\n" + big + b"\n" + big + b"\nafter\n")
     lines = _lines(_reader(tmp_path).read_batch(10, 1 << 30))
     assert [(line.offset, line.length, len(line.data)) for line in lines] == [
-        (0, 2, 2), (3, 500, 20), (504, 500, 20), (1005, 5, 5)]
+        (0, 2, 2),
+        (3, 500, 20),
+        (504, 500, 20),
+        (1005, 5, 5),
+    ]
 
 
 def test_a_batch_keeps_to_its_limits_and_the_next_goes_on_from_there(tmp_path: Path) -> None:
@@ -155,7 +159,10 @@ def test_an_unterminated_tail_of_an_idle_rotated_file_is_taken_flagged(tmp_path:
     (tmp_path / "app.log").write_bytes(b"b\n")
     lines = _lines(_reader(tmp_path, partial_line_grace_s=5.0).read_batch(10, 1 << 30))
     assert [(line.data, line.unterminated) for line in lines] == [
-        (b"a", False), (b"writer died mid-li", True), (b"b", False)]
+        (b"a", False),
+        (b"writer died mid-li", True),
+        (b"b", False),
+    ]
 
 
 def test_retention_deletes_only_shipped_rotated_files_past_their_age(tmp_path: Path) -> None:
@@ -173,7 +180,8 @@ def test_retention_deletes_only_shipped_rotated_files_past_their_age(tmp_path: P
 
 
 def test_a_batch_read_ahead_goes_on_where_the_last_ends_and_is_next_only_once_it_is_acknowledged(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"".join(b"line %04d\n" % i for i in range(100)))
     reader = _reader(tmp_path, read_size=64)

@@ -42,14 +42,16 @@ def test_a_value_no_column_holds_is_refused(value: object) -> None:
 
 def test_statements_split_where_they_would_pass_the_limit() -> None:
     rows = [("x" * 40, i) for i in range(10)]
-    statements = list(insert_statements("INSERT INTO t (a, b) VALUES", rows, "ON DUPLICATE KEY UPDATE b = b",
-                                        max_bytes=200))
+    statements = list(
+        insert_statements("INSERT INTO t (a, b) VALUES", rows, "ON DUPLICATE KEY UPDATE b = b", max_bytes=200)
+    )
     assert len(statements) > 1 and all(len(s) <= 200 for s in statements)
     values = b",".join(s.split(b"VALUES ", 1)[1].rsplit(b" ON DUPLICATE", 1)[0] for s in statements)
     assert values.count(b"(") == 10 and values.startswith(b"('" + b"x" * 40 + b"',0)")
     assert list(insert_statements("P", [], "S")) == []
     assert list(insert_statements("P VALUES", [("y" * 500,)], "S", max_bytes=100)) == [
-        b"P VALUES ('" + b"y" * 500 + b"') S"]  # a row over the limit still goes, alone
+        b"P VALUES ('" + b"y" * 500 + b"') S"
+    ]  # a row over the limit still goes, alone
 
 
 def _value_by_value(row: tuple[object, ...]) -> str:
@@ -59,8 +61,22 @@ def _value_by_value(row: tuple[object, ...]) -> str:
 def test_columns_encoded_at_once_give_the_text_of_each_value() -> None:
     """encode_rows' column-wise shortcuts (one type, one value, nullable) change no byte."""
     rng = random.Random(7)
-    samples: list[object] = ["id-1", "it's", "a\\b", "50% %s", "é😀", None, 0, -5, 2**63, 51.5, -0.0, 1e-05,
-                             datetime(2026, 12, 2, 20, 1, 2, 345000), datetime(2026, 12, 2)]
+    samples: list[object] = [
+        "id-1",
+        "it's",
+        "a\\b",
+        "50% %s",
+        "é😀",
+        None,
+        0,
+        -5,
+        2**63,
+        51.5,
+        -0.0,
+        1e-05,
+        datetime(2026, 12, 2, 20, 1, 2, 345000),
+        datetime(2026, 12, 2),
+    ]
     for _ in range(300):
         width, height = rng.randint(1, 6), rng.randint(1, 8)
         # Each column draws from a few of the samples, so single-type, nullable, constant and

@@ -68,7 +68,9 @@ class ManagedProcess:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
             log.flush()
             pid = os.posix_spawnp(
-                argv[0], list(argv), {**os.environ, **(env or {})},
+                argv[0],
+                list(argv),
+                {**os.environ, **(env or {})},
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, log.fileno(), 1),

@@ -27,7 +27,7 @@ __all__ = ["KafkaService", "MariaDBService", "S3Service", "StackService", "ensur
 
 
 #: The broker's key store's password: a file of the local stack's, beside the key it protects.
-_KEYSTORE_PASSWORD = "pinapp-local-stack"
+_KEYSTORE_PASSWORD = "pinapp-local-stack"  # noqa: S105 - the local test stack's, never a deployment's
 
 
 def stack_ca_file(settings: Settings) -> Path:
@@ -45,17 +45,72 @@ def ensure_certificate(settings: Settings, name: str) -> Path:
         raise StackError("the stack's TLS listeners need openssl for their certificates (apt-get install openssl)")
     tls.mkdir(parents=True, exist_ok=True)
     if not (tls / "ca.pem").exists():
-        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem.tmp",
-              "-days", "3650", "-subj", "/CN=pinapp local stack CA", "-addext", "basicConstraints=critical,CA:TRUE",
-              "-addext", "keyUsage=critical,keyCertSign,cRLSign"], "making the stack's CA", cwd=tls)
+        _run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem.tmp",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=pinapp local stack CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            "making the stack's CA",
+            cwd=tls,
+        )
         (tls / "ca.pem.tmp").rename(tls / "ca.pem")
     (tls / f"{name}.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+    )
     for argv, what in [
-        (["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-          "-subj", "/CN=127.0.0.1"], f"making {name}'s key"),
-        (["openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-          "-out", f"{name}.pem.tmp", "-days", "3650", "-extfile", f"{name}.ext"], f"signing {name}'s certificate"),
+        (
+            [
+                "openssl",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                f"{name}.key",
+                "-out",
+                f"{name}.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            f"making {name}'s key",
+        ),
+        (
+            [
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                f"{name}.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                f"{name}.pem.tmp",
+                "-days",
+                "3650",
+                "-extfile",
+                f"{name}.ext",
+            ],
+            f"signing {name}'s certificate",
+        ),
     ]:
         _run(argv, what, cwd=tls)
     (tls / f"{name}.pem.tmp").rename(tls / f"{name}.pem")
@@ -63,7 +118,7 @@ def ensure_certificate(settings: Settings, name: str) -> Path:
 
 
 def _run(argv: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]  # noqa: S603 - our own argv
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
         raise StackError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
@@ -105,10 +160,10 @@ class StackService(ABC):
     @abstractmethod
     def port(self) -> int: ...
 
-    def install(self) -> None:
+    def install(self) -> None:  # noqa: B027 - an optional hook: doing nothing is its default
         """Fetch what the service needs (idempotent)."""
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - an optional hook: doing nothing is its default
         """Write config and initialise the data folder (idempotent)."""
 
     @abstractmethod
@@ -117,7 +172,7 @@ class StackService(ABC):
     @abstractmethod
     def healthy(self) -> bool: ...
 
-    def after_start(self) -> None:
+    def after_start(self) -> None:  # noqa: B027 - an optional hook: doing nothing is its default
         """One-off set-up once healthy (users, buckets...); idempotent."""
 
 
@@ -146,8 +201,16 @@ class KafkaService(StackService):
         shutil.rmtree(self.libs, ignore_errors=True)
         with resources.as_file(pom) as pom_path:
             _run(
-                ["mvn", "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
+                [
+                    "mvn",
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom_path),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={self.libs}",
+                    "-DincludeScope=runtime",
+                ],
                 "resolving the Kafka broker's jars from Maven Central",
             )
         stamp.write_text(digest)
@@ -156,9 +219,27 @@ class KafkaService(StackService):
         """The broker's key store (PKCS12, for Kafka) of a certificate from the stack's CA."""
         tls = ensure_certificate(self.settings, "kafka")
         if not (tls / "kafka.p12").exists():
-            _run(["openssl", "pkcs12", "-export", "-in", "kafka.pem", "-inkey", "kafka.key", "-certfile", "ca.pem",
-                  "-name", "kafka", "-out", "kafka.p12.tmp", "-passout", f"pass:{_KEYSTORE_PASSWORD}"],
-                 "writing the broker's key store", cwd=tls)
+            _run(
+                [
+                    "openssl",
+                    "pkcs12",
+                    "-export",
+                    "-in",
+                    "kafka.pem",
+                    "-inkey",
+                    "kafka.key",
+                    "-certfile",
+                    "ca.pem",
+                    "-name",
+                    "kafka",
+                    "-out",
+                    "kafka.p12.tmp",
+                    "-passout",
+                    f"pass:{_KEYSTORE_PASSWORD}",
+                ],
+                "writing the broker's key store",
+                cwd=tls,
+            )
             (tls / "kafka.p12.tmp").rename(tls / "kafka.p12")
         return tls
 
@@ -167,8 +248,11 @@ class KafkaService(StackService):
         plain = f"PLAINTEXT://127.0.0.1:{s.kafka_port}"
         controller = f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}"
         if s.kafka_sasl_ssl_port is None:
-            return [f"listeners={plain},{controller}", f"advertised.listeners={plain}",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+            return [
+                f"listeners={plain},{controller}",
+                f"advertised.listeners={plain}",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ]
         secured = f"SASL_SSL://127.0.0.1:{s.kafka_sasl_ssl_port}"
         return [
             f"listeners={plain},{secured},{controller}",
@@ -178,10 +262,14 @@ class KafkaService(StackService):
             # SCRAM for pinapp's Python clients; PLAIN (same user) for singer, whose Debian
             # librdkafka cannot log in with SCRAM to Kafka 4 (pinapp.singer.shipper.scram_hint).
             "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
-            f'required user_{s.kafka_scram_user}="{s.kafka_scram_password.get_secret_value()}";',
+            (
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            (
+                "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+                f'required user_{s.kafka_scram_user}="{s.kafka_scram_password.get_secret_value()}";'
+            ),
             "ssl.keystore.type=PKCS12",
             f"ssl.keystore.location={stack_ca_file(self.settings).parent / 'kafka.p12'}",
             f"ssl.keystore.password={_KEYSTORE_PASSWORD}",
@@ -202,28 +290,30 @@ class KafkaService(StackService):
                 shutil.rmtree(data)
         data.mkdir(parents=True, exist_ok=True)
         (self.home / "server.properties").write_text(
-            "\n".join([
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-                *self._listeners(),
-                "controller.listener.names=CONTROLLER",
-                f"log.dirs={data}",
-                # pinapp creates its topics with the partition count it needs; a typo'd or
-                # early producer must not create one with the wrong count.
-                "auto.create.topics.enable=false",
-                "num.partitions=1",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=8",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "group.initial.rebalance.delay.ms=0",
-                "log.retention.hours=168",
-                # Tests delete their topics; remove the files soon, not a minute later.
-                "file.delete.delay.ms=1000",
-                "",
-            ])
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
+                    *self._listeners(),
+                    "controller.listener.names=CONTROLLER",
+                    f"log.dirs={data}",
+                    # pinapp creates its topics with the partition count it needs; a typo'd or
+                    # early producer must not create one with the wrong count.
+                    "auto.create.topics.enable=false",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=8",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.retention.hours=168",
+                    # Tests delete their topics; remove the files soon, not a minute later.
+                    "file.delete.delay.ms=1000",
+                    "",
+                ]
+            )
         )
         # Logs of deleted topics that a stop interrupted mid-removal ("<topic>-<n>.<id>-delete").
         # Kafka 4.1 retries their removal at start and, finding a file already gone, takes the
@@ -246,9 +336,18 @@ class KafkaService(StackService):
                 password = s.kafka_scram_password.get_secret_value()
                 scram = ["--add-scram", f"SCRAM-SHA-512=[name={s.kafka_scram_user},password={password}]"]
             _run(
-                ["java", "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
-                 # "=" form: a random id may start with "-", which argparse takes for an option
-                 f"--cluster-id={cluster_id}", "-c", str(self.home / "server.properties"), *scram],
+                [
+                    "java",
+                    "-cp",
+                    f"{self.libs}/*",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    # "=" form: a random id may start with "-", which argparse takes for an option
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(self.home / "server.properties"),
+                    *scram,
+                ],
                 "formatting Kafka's KRaft storage",
             )
             if scram:
@@ -256,9 +355,16 @@ class KafkaService(StackService):
 
     def argv(self) -> list[str]:
         return [
-            "java", f"-Xmx{self.heap}", "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            f"-Xmx{self.heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-            "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.home / "server.properties"),
+            "-cp",
+            f"{self.libs}/*",
+            "kafka.Kafka",
+            str(self.home / "server.properties"),
         ]
 
     def healthy(self) -> bool:
@@ -302,18 +408,33 @@ class MariaDBService(StackService):
         data.mkdir(parents=True, exist_ok=True)
         install_db = self._binary("mariadb-install-db") or "mariadb-install-db"
         _run(
-            [install_db, "--no-defaults", f"--datadir={data}", "--auth-root-authentication-method=normal",
-             "--skip-test-db", *self._user_args()],
+            [
+                install_db,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                *self._user_args(),
+            ],
             "initialising MariaDB's data folder",
         )
 
     def argv(self) -> list[str]:
         return [
-            self._binary("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={self.home / 'data'}",
-            f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket}",
-            f"--pid-file={self.home / 'mariadbd.pid'}", "--skip-name-resolve", "--max-connections=300",
-            "--innodb-buffer-pool-size=512M", "--max-allowed-packet=64M", "--log-error=",
-            *self._user_args(), *self._tls_args(),
+            self._binary("mariadbd") or "mariadbd",
+            "--no-defaults",
+            f"--datadir={self.home / 'data'}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={self.socket}",
+            f"--pid-file={self.home / 'mariadbd.pid'}",
+            "--skip-name-resolve",
+            "--max-connections=300",
+            "--innodb-buffer-pool-size=512M",
+            "--max-allowed-packet=64M",
+            "--log-error=",
+            *self._user_args(),
+            *self._tls_args(),
         ]
 
     def _tls_args(self) -> list[str]:
@@ -324,9 +445,11 @@ class MariaDBService(StackService):
 
     def _sql(self, statement: str) -> subprocess.CompletedProcess[str]:
         client = self._binary("mariadb") or "mariadb"
-        return subprocess.run(  # noqa: S603
+        return subprocess.run(  # noqa: S603 - the local server's client, our own statement
             [client, "--no-defaults", f"--socket={self.socket}", "-uroot", "-e", statement],
-            capture_output=True, text=True,
+            check=False,
+            capture_output=True,
+            text=True,
         )
 
     def healthy(self) -> bool:
@@ -371,7 +494,7 @@ class S3Service(StackService):
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/moto-api/", timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/moto-api/", timeout=2) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
@@ -382,7 +505,9 @@ class S3Service(StackService):
 
         s3 = self.settings.s3
         client = boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{self.port}", region_name=s3.region,
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.port}",
+            region_name=s3.region,
             aws_access_key_id=s3.access_key_id.get_secret_value(),
             aws_secret_access_key=s3.secret_access_key.get_secret_value(),
         )

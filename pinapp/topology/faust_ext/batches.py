@@ -184,8 +184,9 @@ class FetchedBatches:
     The agent must be the topic's only reader in its app.
     """
 
-    def __init__(self, stream: StreamT, *, max_events: int, within: float, buffer_events: int,
-                 ack_per_record: bool = False) -> None:
+    def __init__(
+        self, stream: StreamT, *, max_events: int, within: float, buffer_events: int, ack_per_record: bool = False
+    ) -> None:
         self.stream = stream
         self.max_events = max_events
         self.within = within
@@ -198,11 +199,14 @@ class FetchedBatches:
         topics = channel.topics  # type: ignore[attr-defined]
         readers = [c for c in app.topics if set(c.topics) & set(topics)]  # type: ignore[attr-defined]
         if len(readers) > 1:
-            raise RuntimeError(f"{', '.join(topics)}: read in batches by one agent, but {len(readers)} channels "
-                               "subscribe to it in this app")
+            raise RuntimeError(
+                f"{', '.join(topics)}: read in batches by one agent, but {len(readers)} channels "
+                "subscribe to it in this app"
+            )
         consumer = app.consumer
-        inbox = BatchInbox(topics[0], app=app, consumer=consumer, max_events=self.buffer_events,
-                           run_events=self.max_events)
+        inbox = BatchInbox(
+            topics[0], app=app, consumer=consumer, max_events=self.buffer_events, run_events=self.max_events
+        )
         app.flow_control.manage_queue(inbox)  # cleared with the stream buffers at a rebalance
         for topic in topics:
             consumer.batch_inboxes[topic] = inbox

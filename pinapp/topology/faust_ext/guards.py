@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from faust.types import TP, Message
@@ -121,6 +121,13 @@ class CommitGuards:
         #: partition -> its log start offset, the commit base of a partition never committed
         self._log_start: dict[TP, int] = {}
         self._log_start_pending: set[TP] = set()
+        #: the guards' background reads and re-fetches, held until done (asyncio keeps weak references)
+        self._guard_tasks: set[asyncio.Future[Any]] = set()
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._guard_tasks.add(task)
+        task.add_done_callback(self._guard_tasks.discard)
 
     @property
     def guards_on(self) -> bool:
@@ -156,12 +163,12 @@ class CommitGuards:
                 starts = await self.earliest_offsets(tp)  # type: ignore[attr-defined]
                 if starts.get(tp) is not None:
                     self._log_start[tp] = int(starts[tp])
-            except Exception as exc:  # the next commit asks again
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the next commit asks again
                 self.log.warning("%s: could not read the log start offset: %r", tp, exc)
             finally:
                 self._log_start_pending.discard(tp)
 
-        asyncio.ensure_future(learn())
+        self._in_background(learn())
 
     async def learn_log_starts(self, tps: Sequence[TP]) -> None:
         """Read the log start of partitions without a commit (after a seek to committed).
@@ -172,7 +179,7 @@ class CommitGuards:
             return
         try:
             starts = await self.earliest_offsets(*tps)  # type: ignore[attr-defined]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - never raises (see above): the next commit asks again
             self.log.warning("could not read the log start offsets of %s: %r", sorted(tps), exc)
             return
         for tp, offset in starts.items():
@@ -264,10 +271,15 @@ class CommitGuards:
         in_flight = any(m.tp == tp and base <= m.offset < low for m in list(self._unacked_messages))
         if self._holes.overdue(tp, base, in_flight=in_flight, after_s=2 * self.commit_interval):
             COMMIT_HOLES.labels(topic=tp.topic, partition=str(tp.partition)).inc()
-            self.log.warning("%s: offsets %d-%d were handed to a stream but never acknowledged; fetching "
-                             "them again (the offsets after them are processed again too: the sinks are "
-                             "idempotent)", tp, base, low - 1)
-            asyncio.ensure_future(self._refetch_from(tp, base))
+            self.log.warning(
+                "%s: offsets %d-%d were handed to a stream but never acknowledged; fetching "
+                "them again (the offsets after them are processed again too: the sinks are "
+                "idempotent)",
+                tp,
+                base,
+                low - 1,
+            )
+            self._in_background(self._refetch_from(tp, base))
 
     async def _refetch_skipped(self, tp: TP, first: int, offset: int) -> bool:
         """``offset`` arrived where ``first`` was due: fetch ``first`` .. ``offset - 1`` again;
@@ -281,15 +293,20 @@ class CommitGuards:
             return False
         log_start = (await self.earliest_offsets(tp)).get(tp, 0)  # type: ignore[attr-defined]
         if first < log_start:
-            self.log.error("%s: offsets %d-%d were deleted (retention) before they were processed",
-                           tp, first, log_start - 1)
+            self.log.error(
+                "%s: offsets %d-%d were deleted (retention) before they were processed", tp, first, log_start - 1
+            )
             if log_start >= offset:
                 return False  # faust books them as acked: nothing there is left to read
             await self._add_gap(tp, first, log_start - 1)  # type: ignore[attr-defined]
             first = log_start
         FETCH_GAPS.labels(topic=tp.topic, partition=str(tp.partition)).inc()
-        self.log.warning("%s: faust skipped offsets %d-%d (fetched during a pause or rebalance); "
-                         "fetching them again", tp, first, offset - 1)
+        self.log.warning(
+            "%s: faust skipped offsets %d-%d (fetched during a pause or rebalance); fetching them again",
+            tp,
+            first,
+            offset - 1,
+        )
         await self._refetch_from(tp, first)
         return True
 

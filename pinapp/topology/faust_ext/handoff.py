@@ -48,6 +48,7 @@ flags; none has a public equivalent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, cast
@@ -76,10 +77,8 @@ async def _resume(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
                 else:
                     await asyncio.wait([blocked_on])
             except asyncio.CancelledError:
-                try:  # let the hand-off clean up (a queue put withdraws its waiter)
-                    coro.throw(asyncio.CancelledError())
-                except (asyncio.CancelledError, StopIteration):
-                    pass
+                with contextlib.suppress(asyncio.CancelledError, StopIteration):
+                    coro.throw(asyncio.CancelledError())  # let the hand-off clean up (a queue put withdraws its waiter)
                 raise
             try:
                 blocked_on = coro.send(None)
@@ -115,7 +114,7 @@ class HandoffConsumer:
         #: topic -> the inbox of the agent that reads it in runs (:mod:`.batches`)
         self.batch_inboxes: dict[str, BatchInbox] = {}
 
-    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 - faust's signature
         self._fetched_at = (self.seek_epoch, self.tp_seek_epochs.copy())
         return await super()._getmany(active_partitions, timeout)  # type: ignore[misc]
 
@@ -136,8 +135,13 @@ class HandoffConsumer:
             self._no_seek_of_all.set()
         # Partitions never committed: their commit base is the log start (guards.py).
         await self.learn_log_starts(  # type: ignore[attr-defined]
-            [tp for tp in self.assignment() if not self._committed_offset.get(tp)  # type: ignore[attr-defined]
-             and self.app.topics.acks_enabled_for(tp.topic)])
+            [
+                tp
+                for tp in self.assignment()
+                if not self._committed_offset.get(tp)  # type: ignore[attr-defined]
+                and self.app.topics.acks_enabled_for(tp.topic)
+            ]
+        )
 
     async def seek(self, partition: TP, offset: int) -> None:
         self.tp_seek_epochs[partition] += 1
@@ -264,7 +268,7 @@ class HandoffConsumer:
                                         refetched.add(tp)
                                         continue
                             gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset:
+                            if gap > 1 and r_offset:  # noqa: SIM102 - kept as faust's own code has it, to diff against upstream
                                 if acks_enabled_for(message.topic):
                                     await self._add_gap(tp, r_offset + 1, offset)  # type: ignore[attr-defined]
                             if commit_every is not None and self._n_acked >= commit_every:  # type: ignore[attr-defined]

@@ -4,7 +4,8 @@ faust routes a table read or write to the local RocksDB partition, and the chang
 partition, of the *current event*. A batch mixes partitions (and the batch hand-off of
 :mod:`.batches` makes no events at all), so faust's own ``table[key] = value`` over a whole
 batch would put state in the wrong partition. :class:`BatchedTable` takes the partition
-instead, and reads and writes the RocksDB database of that partition directly, as the store's ``_get``/``_set``/``_del`` do once they have found it,
+instead, and reads and writes the RocksDB database of that partition directly, as the store's
+``_get``/``_set``/``_del`` do once they have found it,
 without their per-key bookkeeping (a locked LRU index from key to partition, ~6% of a
 worker's CPU; it only speeds up reads made *without* an event, such as ``/pins/<id>``, which
 search the open partitions when a key is not in it).
@@ -77,7 +78,7 @@ class BatchedTable:
             return None
         try:
             return self._decode_value(raw)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoding error: the value is skipped, as faust would fail on it
             logger.warning("table %s: ignoring undecodable value of %r: %r", self.table.name, key, exc)
             return None
 
@@ -141,15 +142,18 @@ class BatchedTable:
             future, count = await self._send(producer, topic, partition, records)
             future.add_done_callback(functools.partial(self._persisted, TP(topic, partition), count))
 
-    async def _send(self, producer: Any, topic: str, partition: int,
-                    records: Sequence[tuple[bytes, bytes | None]]) -> tuple[Any, int]:
+    async def _send(
+        self, producer: Any, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> tuple[Any, int]:
         """Send ``records`` (at least one) in full batches; the last batch's future and size."""
         batch, n = producer.create_batch(), 0
         for raw_key, raw_value in records:
             while batch.append(key=raw_key, value=raw_value, timestamp=None) is None:  # full
                 if not n:  # even an empty batch refuses it
-                    raise ValueError(f"table {self.table.name}: a {len(raw_value or b'')}-byte value does "
-                                     "not fit in a producer batch (producer_max_batch_size)")
+                    raise ValueError(
+                        f"table {self.table.name}: a {len(raw_value or b'')}-byte value does "
+                        "not fit in a producer batch (producer_max_batch_size)"
+                    )
                 await producer.send_batch(batch, topic, partition=partition)
                 batch, n = producer.create_batch(), 0
             n += 1
