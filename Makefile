@@ -7,11 +7,13 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup demo test unit integration bench profile soak race stack-up stack-down stack-status clean
+.PHONY: help setup lint format demo test unit integration bench profile soak race stack-up stack-down stack-status clean
 
 help:
 	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, singer, generator); WORKERS=2 for two; Ctrl-C stops it"
-	@echo "make test    - unit and integration tests against a real local stack"
+	@echo "make lint    - the gates: ruff (lint, format), mypy, and the layers' import rules (make test runs it first)"
+	@echo "make format  - ruff's formatting and safe fixes, applied"
+	@echo "make test    - make lint, then unit and integration tests against a real local stack"
 	@echo "make soak    - ten minutes of steady traffic with a worker killed every minute, then an audit (not in CI)"
 	@echo "make bench   - throughput (1 and 2 workers), freshness, recovery, live globe, archive and singer benchmarks (results: docs/benchmarks.md)"
 	@echo "               BASELINE=<commit> runs that commit's code too, alternating, with the ratio of medians; BENCH_ARGS='--only throughput --runs 5'"
@@ -74,7 +76,19 @@ demo: setup
 	@echo
 	honcho start -f Procfile -p 6066 -c worker=$(WORKERS)
 
-test: setup
+# The gates every change passes (configured in pyproject.toml): ruff's lint rules and format,
+# mypy on pinapp/, agents/, tables/ and config/, and import-linter's contracts for the layers.
+lint: setup
+	ruff check .
+	ruff format --check .
+	mypy
+	lint-imports
+
+format: setup
+	ruff format .
+	ruff check --fix .
+
+test: setup lint
 	PINAPP_PROFILE=test pinapp stack up
 	PINAPP_PROFILE=test pytest; rc=$$?; PINAPP_PROFILE=test pinapp stack down; exit $$rc
 

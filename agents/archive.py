@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -27,7 +27,7 @@ from pinapp.archive.writer import ArchiveWriter
 from pinapp.telemetry import health
 from pinapp.telemetry.metrics import ARCHIVE_BUFFERED
 from pinapp.topology.app import archive_app, settings
-from pinapp.topology.faust_ext import FetchedBatches
+from pinapp.topology.faust_ext import FetchedBatches, pin_consumer
 from pinapp.topology.topics import archive_source
 
 __all__ = ["archive_records"]
@@ -41,30 +41,30 @@ class FaustPartitions:
     """:class:`~pinapp.archive.archiver.PartitionControl` over the archiver app's consumer."""
 
     async def pause(self, topic: str, partition: int) -> None:
-        await archive_app.consumer.pause_fetching([TP(topic, partition)])
+        await pin_consumer(archive_app).pause_fetching([TP(topic, partition)])
 
     async def resume(self, topic: str, partition: int) -> None:
-        await archive_app.consumer.resume_fetching([TP(topic, partition)])
+        await pin_consumer(archive_app).resume_fetching([TP(topic, partition)])
 
     def highwater(self, topic: str, partition: int) -> int | None:
         try:
-            return archive_app.consumer.highwater(TP(topic, partition))
+            return pin_consumer(archive_app).highwater(TP(topic, partition))
         except Exception:  # noqa: BLE001 - faust raises several kinds here; not fetched yet, or no longer assigned
             return None
 
     def committed(self, topic: str, partition: int) -> int | None:
-        return archive_app.consumer.committed(TP(topic, partition))
+        return pin_consumer(archive_app).committed(TP(topic, partition))
 
     def assigned(self) -> Iterable[tuple[str, int]]:
-        return [(tp.topic, tp.partition) for tp in archive_app.consumer.assignment() if tp.topic in TOPICS]
+        return [(tp.topic, tp.partition) for tp in pin_consumer(archive_app).assignment() if tp.topic in TOPICS]
 
     def partition_count(self, topic: str) -> int | None:
-        return archive_app.consumer.topic_partitions(topic)
+        return pin_consumer(archive_app).topic_partitions(topic)
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
         # faust waits (on revocation and shutdown) until its set of unacked messages is empty;
         # a record given up must leave that set without an ack, so it is never committed.
-        archive_app.consumer.release(delivery.message for delivery in deliveries)  # type: ignore[attr-defined]
+        pin_consumer(archive_app).release(delivery.message for delivery in deliveries)  # type: ignore[attr-defined]  # MessageDelivery's
 
 
 _exit_stack = AsyncExitStack()
@@ -119,7 +119,7 @@ def _records(
                 round(message.timestamp * 1000),
                 message.key,
                 message.value,
-                tuple(headers.items() if isinstance(headers, dict) else headers),
+                tuple(headers.items() if isinstance(headers, Mapping) else headers),
             ),
             MessageDelivery(message, ack),
         )
@@ -137,7 +137,7 @@ async def archive_records(stream: StreamT[bytes]) -> None:
         buffer_events=settings.pipeline.stream_buffer_events,
         ack_per_record=True,
     )
-    ack = archive_app.consumer.ack
+    ack = pin_consumer(archive_app).ack
     async for batch in batches:
         await archiver.add_all(_records(batch, ack), current=_no_rebalance_since(archive_app.consumer_generation_id))
 

@@ -78,7 +78,7 @@ def _tls_file_check(section: str) -> Any:
             )
         return value
 
-    return classmethod(check)  # type: ignore[arg-type]
+    return classmethod(check)
 
 
 class _Section(BaseModel):

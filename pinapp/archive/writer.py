@@ -201,7 +201,7 @@ class ArchiveWriter:
     async def hour_folders(self, topic: str) -> list[str]:
         """Every ``dt=YYYY-MM-DD/hr=HH`` folder of ``topic``, oldest first (delimiter listings only)."""
         base = self._path(topic) + "/"
-        folders = []
+        folders: list[str] = []
         paginator = self.s3.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=base, Delimiter="/"):
             for day in page.get("CommonPrefixes", []):

@@ -363,12 +363,11 @@ def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
         event_id, user_id = normalize_id(event_id), normalize_id(user_id)
         pin_id = pin_id if pin_id is UNSET else normalize_id(pin_id)
         board_id = board_id if board_id is UNSET else normalize_id(board_id)
-    if pin_id is UNSET:
-        pin_id = None
+    pin: str | None = None if pin_id is UNSET else pin_id  # a str by here: normalized above
     carried = None
     if doc.pin is not UNSET:
         carried = _normalized_pin(doc.pin)
-        if carried is None or carried.pin_id != pin_id:
+        if carried is None or carried.pin_id != pin:
             return None
     return Event(
         event_id=event_id,
@@ -376,7 +375,7 @@ def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
         ts_ms=ts_ms,
         user_id=user_id,
         ip=doc.ip,
-        pin_id=pin_id,
+        pin_id=pin,
         board_id=None if board_id is UNSET else board_id,
         text=None if doc.text is UNSET else doc.text,
         carried_pin=carried,

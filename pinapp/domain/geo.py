@@ -68,7 +68,7 @@ class GeoLocator:
 
     def _lookup(self, ip: str) -> GeoLocation:
         try:
-            record = self._reader.get(ip)
+            record: Any = self._reader.get(ip)  # maxminddb types it as a union of every record shape
         except ValueError:  # not an address; validation normally catches this first
             return UNKNOWN
         if not isinstance(record, dict):

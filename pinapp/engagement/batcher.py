@@ -258,7 +258,7 @@ class EngagementBatcher:
         missing = [a for a in accepted if a.pin is None and a.event.pin_id is not None]
         if not missing:
             return
-        from_db = await self.store.fetch_pins(a.event.pin_id for a in missing)  # type: ignore[misc]
+        from_db = await self.store.fetch_pins(a.event.pin_id for a in missing)  # type: ignore[misc]  # not None: filtered above
         for item in missing:
             pin_id = item.event.pin_id
             assert pin_id is not None
@@ -426,8 +426,8 @@ class OverlappedBatches:
     def __init__(
         self,
         batcher: EngagementBatcher,
-        ack: Callable[[Sequence[SourceRecord]], None],
-        done: Callable[[Sequence[SourceRecord]], None] | None = None,
+        ack: Callable[[Sequence[Any]], None],
+        done: Callable[[Sequence[Any]], None] | None = None,
     ) -> None:
         self.batcher = batcher
         self._ack = ack

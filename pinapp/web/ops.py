@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pinapp.telemetry import health, metrics
 from pinapp.topology.app import app, archive_app
-from pinapp.topology.faust_ext import open_partition_dbs
+from pinapp.topology.faust_ext import open_partition_dbs, pin_consumer
 
 __all__ = ["HealthView", "MetricsView", "partition_lag", "worker_health"]
 
@@ -62,7 +62,7 @@ def partition_lag(faust_app: AppT) -> dict[TP, int]:
     """High watermark minus committed offset per source partition: events in Kafka this worker
     has not yet made durable downstream. A partition not fetched yet (just assigned) has no
     high watermark and is left out."""
-    consumer = faust_app.consumer
+    consumer = pin_consumer(faust_app)
     committed = consumer.committed_offsets()  # PinConsumer's (faust has no public per-partition view)
     lag: dict[TP, int] = {}
     for tp in _source_partitions(faust_app):

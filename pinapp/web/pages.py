@@ -226,7 +226,7 @@ class GlobeStream(View):
                 "X-Accel-Buffering": "no",
             }
         )
-        await response.prepare(request)  # type: ignore[arg-type]
+        await response.prepare(request)  # type: ignore[arg-type]  # faust's Request wraps aiohttp's, which prepare takes
         with contextlib.suppress(ConnectionError):  # the browser went away
             async with feed.subscribe() as queue:
                 while not feed.ready.is_set():

@@ -27,9 +27,9 @@ procedure is in docs/operations.md).
 
 from __future__ import annotations
 
-from pinapp.topology.faust_ext.app import PinApp, PinConsumer
+from pinapp.topology.faust_ext.app import PinApp, PinConsumer, pin_consumer
 from pinapp.topology.faust_ext.batches import FetchedBatches
 from pinapp.topology.faust_ext.stores import open_partition_dbs, raw_get
 from pinapp.topology.faust_ext.tables import BatchedTable
 
-__all__ = ["BatchedTable", "FetchedBatches", "PinApp", "PinConsumer", "open_partition_dbs", "raw_get"]
+__all__ = ["BatchedTable", "FetchedBatches", "PinApp", "PinConsumer", "open_partition_dbs", "pin_consumer", "raw_get"]

@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP, TransportT
+from faust.types import TP, AppT, TransportT
 
 from pinapp.topology.faust_ext.guards import CommitGuards
 from pinapp.topology.faust_ext.handoff import HandoffConsumer
 from pinapp.topology.faust_ext.partitions import PartitionControl
 from pinapp.topology.faust_ext.recovery import SeekFirstTableManager
 
-__all__ = ["PinApp", "PinConsumer"]
+__all__ = ["PinApp", "PinConsumer", "pin_consumer"]
 
 
 class PinConsumer(HandoffConsumer, CommitGuards, PartitionControl, aiokafka_driver.Consumer):
@@ -81,3 +81,8 @@ class PinApp(faust.App):
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
+
+
+def pin_consumer(app: AppT) -> PinConsumer:
+    """``app``'s consumer, typed as pinapp's: every pinapp app is a :class:`PinApp`, whose consumer this is."""
+    return cast(PinConsumer, app.consumer)

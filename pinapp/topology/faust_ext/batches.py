@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from faust.types import TP, Message, StreamT
 
@@ -172,6 +172,14 @@ class BatchInbox:
         return batch
 
 
+class _BatchReading(Protocol):
+    """What the batch reader needs of pinapp's consumer (``PinConsumer``, in :mod:`.app`, which imports this)."""
+
+    batch_inboxes: dict[str, BatchInbox]
+
+    def ack_batch(self, batch: Sequence[Message], in_flight: Iterable[Message]) -> None: ...
+
+
 class FetchedBatches:
     """The records of ``stream``'s topic, in batches of up to ``max_events``, for its agent.
 
@@ -196,18 +204,19 @@ class FetchedBatches:
     async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
         app = self.stream.app
         channel = self.stream.channel.__aiter__()  # registers the topic with the conductor, as a stream does
-        topics = channel.topics  # type: ignore[attr-defined]
-        readers = [c for c in app.topics if set(c.topics) & set(topics)]  # type: ignore[attr-defined]
+        topics = channel.topics  # type: ignore[attr-defined]  # a topic's channel, as the agent's stream reads one
+        readers = [c for c in app.topics if set(c.topics) & set(topics)]
         if len(readers) > 1:
             raise RuntimeError(
                 f"{', '.join(topics)}: read in batches by one agent, but {len(readers)} channels "
                 "subscribe to it in this app"
             )
-        consumer = app.consumer
+        consumer = cast(_BatchReading, app.consumer)
         inbox = BatchInbox(
             topics[0], app=app, consumer=consumer, max_events=self.buffer_events, run_events=self.max_events
         )
-        app.flow_control.manage_queue(inbox)  # cleared with the stream buffers at a rebalance
+        # cleared with the stream buffers at a rebalance (flow control calls only its clear())
+        app.flow_control.manage_queue(inbox)  # type: ignore[arg-type]  # duck-typed: only clear() is called
         for topic in topics:
             consumer.batch_inboxes[topic] = inbox
         try:
@@ -223,4 +232,4 @@ class FetchedBatches:
         if self.ack_per_record:
             raise RuntimeError("ack_per_record: the agent acknowledges each record itself")
         in_flight = batch.in_flight if isinstance(batch, FetchedBatch) else batch
-        self.stream.app.consumer.ack_batch(batch, in_flight)
+        cast(_BatchReading, self.stream.app.consumer).ack_batch(batch, in_flight)

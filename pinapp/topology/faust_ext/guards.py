@@ -115,6 +115,11 @@ class CommitGuards:
     app: Any
     log: Any
     commit_interval: float
+    _first_delivered: dict[TP, int]  # handoff.py
+    refetch: Any  # partitions.py
+    assignment: Any
+    earliest_offsets: Any
+    _add_gap: Any
 
     def _init_guards(self) -> None:
         self._holes = HoleWatch()
@@ -145,7 +150,7 @@ class CommitGuards:
         # faust's view says "never committed", but aiokafka starts a partition at the group's
         # commit when one exists by the time it fetches (another worker may just have made it):
         # where this worker really started reading, since the last seek, is the base then.
-        first = self._first_delivered.get(tp)  # type: ignore[attr-defined]  # handoff.py
+        first = self._first_delivered.get(tp)
         if first is not None:
             return int(first)
         start = self._log_start.get(tp)
@@ -160,7 +165,7 @@ class CommitGuards:
 
         async def learn() -> None:
             try:
-                starts = await self.earliest_offsets(tp)  # type: ignore[attr-defined]
+                starts = await self.earliest_offsets(tp)
                 if starts.get(tp) is not None:
                     self._log_start[tp] = int(starts[tp])
             except Exception as exc:  # noqa: BLE001 - whatever failed, the next commit asks again
@@ -178,7 +183,7 @@ class CommitGuards:
         if not tps:
             return
         try:
-            starts = await self.earliest_offsets(*tps)  # type: ignore[attr-defined]
+            starts = await self.earliest_offsets(*tps)
         except Exception as exc:  # noqa: BLE001 - never raises (see above): the next commit asks again
             self.log.warning("could not read the log start offsets of %s: %r", sorted(tps), exc)
             return
@@ -232,7 +237,7 @@ class CommitGuards:
         acked = self._acked[tp]
         if not acked:
             return None
-        if tp not in self.assignment():  # type: ignore[attr-defined]
+        if tp not in self.assignment():
             # Acks that came in after ``tp`` was revoked (faust had cleared its bookkeeping):
             # its next owner reads and commits those offsets; a commit here, or a hole
             # measured from a base faust no longer knows, would be wrong.
@@ -291,14 +296,14 @@ class CommitGuards:
         """
         if not self.guards_on:
             return False
-        log_start = (await self.earliest_offsets(tp)).get(tp, 0)  # type: ignore[attr-defined]
+        log_start = (await self.earliest_offsets(tp)).get(tp, 0)
         if first < log_start:
             self.log.error(
                 "%s: offsets %d-%d were deleted (retention) before they were processed", tp, first, log_start - 1
             )
             if log_start >= offset:
                 return False  # faust books them as acked: nothing there is left to read
-            await self._add_gap(tp, first, log_start - 1)  # type: ignore[attr-defined]
+            await self._add_gap(tp, first, log_start - 1)
             first = log_start
         FETCH_GAPS.labels(topic=tp.topic, partition=str(tp.partition)).inc()
         self.log.warning(
@@ -312,4 +317,4 @@ class CommitGuards:
 
     async def _refetch_from(self, tp: TP, offset: int) -> None:
         """Deliver ``tp`` again from ``offset`` (faust's read offset and aiokafka's position)."""
-        await self.refetch(tp, offset)  # type: ignore[attr-defined]  # pinapp.topology.faust_ext.handoff
+        await self.refetch(tp, offset)  # pinapp.topology.faust_ext.handoff

@@ -56,7 +56,7 @@ from typing import Any, cast
 from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import TP
-from mode import Service
+from mode import Service, ServiceT
 
 from pinapp.topology.faust_ext.batches import BatchInbox, FetchedRun
 
@@ -91,10 +91,29 @@ async def _resume(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
 class HandoffConsumer:
     """The fetch loop, mixed into pinapp's consumer (:mod:`.app`) with the guards."""
 
-    # Set by faust's consumer, which this is mixed into.
+    # Set by faust's consumer and the guards (.guards), with which this is mixed into PinConsumer.
     _read_offset: Any
+    _committed_offset: Any
+    _n_acked: int
+    _commit_every: int | None
+    _log_start: dict[TP, int]
     app: Any
     log: Any
+    diag: Any
+    transport: Any
+    callback: Any
+    getmany: Any
+    suspend_flow: asyncio.Event
+    should_stop: Any
+    consumer_stopped_errors: tuple[type[BaseException], ...]
+    assignment: Any
+    sleep: Any
+    wait_first: Any
+    commit: Any
+    learn_log_starts: Any
+    _in_consumer_thread_seek: Any
+    _refetch_skipped: Any
+    _add_gap: Any
 
     def _init_handoff(self) -> None:
         #: seeks of every partition, each counted at its start and at its end
@@ -116,7 +135,7 @@ class HandoffConsumer:
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 - faust's signature
         self._fetched_at = (self.seek_epoch, self.tp_seek_epochs.copy())
-        return await super()._getmany(active_partitions, timeout)  # type: ignore[misc]
+        return await super()._getmany(active_partitions, timeout)  # type: ignore[misc]  # faust's, after this mixin in PinConsumer
 
     def _sought_since_fetch(self, tp: TP) -> bool:
         epoch, tp_epochs = self._fetched_at
@@ -127,26 +146,25 @@ class HandoffConsumer:
         self.seek_epoch += 1
         self._no_seek_of_all.clear()
         try:
-            await super().perform_seek()  # type: ignore[misc]
+            await super().perform_seek()  # type: ignore[misc]  # faust's, after this mixin in PinConsumer
         finally:
             self.seek_epoch += 1
             self._delivered.clear()
             self._first_delivered.clear()
             self._no_seek_of_all.set()
         # Partitions never committed: their commit base is the log start (guards.py).
-        await self.learn_log_starts(  # type: ignore[attr-defined]
+        await self.learn_log_starts(
             [
                 tp
                 for tp in self.assignment()
-                if not self._committed_offset.get(tp)  # type: ignore[attr-defined]
-                and self.app.topics.acks_enabled_for(tp.topic)
+                if not self._committed_offset.get(tp) and self.app.topics.acks_enabled_for(tp.topic)
             ]
         )
 
     async def seek(self, partition: TP, offset: int) -> None:
         self.tp_seek_epochs[partition] += 1
         try:
-            await super().seek(partition, offset)  # type: ignore[misc]
+            await super().seek(partition, offset)  # type: ignore[misc]  # faust's, after this mixin in PinConsumer
         finally:
             self.tp_seek_epochs[partition] += 1
             self._delivered.pop(partition, None)
@@ -161,7 +179,7 @@ class HandoffConsumer:
         self.tp_seek_epochs[tp] += 1
         try:
             try:
-                await self._in_consumer_thread_seek(tp, offset)  # type: ignore[attr-defined]
+                await self._in_consumer_thread_seek(tp, offset)
             except IllegalStateError:  # revoked meanwhile: its next owner reads it
                 self.log.info("%s: not fetched again from %d: no longer assigned", tp, offset)
                 return
@@ -176,7 +194,7 @@ class HandoffConsumer:
         await self._no_seek_of_all.wait()
         read = self._read_offset.get(tp)
         if read is None:  # sought to a partition without a commit: its log start
-            read = self._log_start.get(tp, 0)  # type: ignore[attr-defined]
+            read = self._log_start.get(tp, 0)
         self.log.info("%s: records fetched before a seek dropped; fetching again from %d", tp, min(offset, read))
         await self.refetch(tp, min(offset, read))
 
@@ -185,14 +203,14 @@ class HandoffConsumer:
             blocked_on = coro.send(None)
         except StopIteration:
             return  # delivered without blocking
-        await self.wait_first(_resume(coro, blocked_on), self.suspend_flow.wait())  # type: ignore[attr-defined]
+        await self.wait_first(_resume(coro, blocked_on), self.suspend_flow.wait())
 
     async def _hand_off_run(self, run: FetchedRun, inbox: BatchInbox) -> None:
         """Hand ``run`` to its inbox; abandoned (not queued) when flow is suspended meanwhile."""
         if not inbox.full():
             inbox.put_nowait(run)
             return
-        await self.wait_first(inbox.put(run), self.suspend_flow.wait())  # type: ignore[attr-defined]
+        await self.wait_first(inbox.put(run), self.suspend_flow.wait())
 
     async def _flush_run(self, runs: dict[TP, FetchedRun], tp: TP) -> None:
         """Hand over ``tp``'s pending run, or, if ``tp`` was sought since its fetch, drop it and
@@ -204,17 +222,17 @@ class HandoffConsumer:
             return
         await self._hand_off_run(run, self.batch_inboxes[tp.topic])
 
-    async def _drain_messages(self, fetcher: Service) -> None:  # pragma: no cover - faust's loop
-        callback = self.callback  # type: ignore[attr-defined]
-        getmany = self.getmany  # type: ignore[attr-defined]
+    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - faust's loop
+        callback = self.callback
+        getmany = self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
-        fetcher_should_stop = fetcher._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
         flag_consumer_fetching = CONSUMER_FETCHING
-        set_flag = self.diag.set_flag  # type: ignore[attr-defined]
-        unset_flag = self.diag.unset_flag  # type: ignore[attr-defined]
-        commit_every = self._commit_every  # type: ignore[attr-defined]
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         hand_off = self._hand_off
         flush_run = self._flush_run
@@ -229,11 +247,11 @@ class HandoffConsumer:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
                 ait = getmany(timeout=1.0)
-                await self.sleep(0)  # type: ignore[attr-defined]
+                await self.sleep(0)
                 refetched: set[TP] = set()
                 #: partition -> records of this fetch not handed over yet (batch-read topics)
                 runs: dict[TP, FetchedRun] = {}
-                if not self.should_stop:  # type: ignore[attr-defined]
+                if not self.should_stop:
                     async for tp, message in ait:
                         num_since_yield += 1
                         if num_since_yield > yield_every:
@@ -264,16 +282,16 @@ class HandoffConsumer:
                                             refetched.add(tp)
                                             await self._refetch_stale(tp, offset)
                                             continue
-                                    if await self._refetch_skipped(tp, expected, offset):  # type: ignore[attr-defined]
+                                    if await self._refetch_skipped(tp, expected, offset):
                                         refetched.add(tp)
                                         continue
                             gap = offset - (r_offset or 0)
                             if gap > 1 and r_offset:  # noqa: SIM102 - kept as faust's own code has it, to diff against upstream
                                 if acks_enabled_for(message.topic):
-                                    await self._add_gap(tp, r_offset + 1, offset)  # type: ignore[attr-defined]
-                            if commit_every is not None and self._n_acked >= commit_every:  # type: ignore[attr-defined]
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
-                                await self.commit()  # type: ignore[attr-defined]
+                                await self.commit()
                             inbox = inboxes.get(tp.topic) if inboxes else None
                             if inbox is not None:
                                 # 3, for a run: booked as read now, handed over at the end of the
@@ -296,13 +314,13 @@ class HandoffConsumer:
                     for tp in list(runs):
                         await flush_run(runs, tp)
                     unset_flag(flag_consumer_fetching)
-        except self.consumer_stopped_errors:  # type: ignore[attr-defined]
-            if self.transport.app.should_stop:  # type: ignore[attr-defined]
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
                 self.log.info("Broker stopped consumer, shutting down...")
                 return
             raise
         except asyncio.CancelledError:
-            if self.transport.app.should_stop:  # type: ignore[attr-defined]
+            if self.transport.app.should_stop:
                 self.log.info("Consumer shutting down for user cancel.")
                 return
             raise
