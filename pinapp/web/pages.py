@@ -215,7 +215,7 @@ async def live_feed() -> LiveFeed:
 @app.page("/globe/stream")
 class GlobeStream(View):
     """Server-Sent Events: ``ready`` once the feed reads the topic, then one ``data`` message
-    per batch of points (a JSON list, see :class:`pinapp.web.live_feed.RepinPoint`)."""
+    per batch of points (a JSON list, see :class:`pinapp.domain.repin_points.RepinPoint`)."""
 
     async def get(self, request: Request, **kwargs: Any) -> web.StreamResponse:
         feed = await live_feed()
