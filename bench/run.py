@@ -78,6 +78,29 @@ def _pipeline(tmp: str, **kwargs: Any) -> Pipeline:
     return Pipeline(Path(tmp), repo=CODE[_under_test], **kwargs)
 
 
+def _backlog_traffic(seed: int) -> TrafficGenerator:
+    """A backlog's events: 2% resent duplicates, 1% malformed."""
+    return TrafficGenerator(
+        GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
+    )
+
+
+def _live_traffic(seed: int, rate: float, geo: GeoLocator | None = None, **config: Any) -> TrafficGenerator:
+    """Clean events stamped from now at ``rate`` a second (``config``: more GeneratorConfig fields)."""
+    return TrafficGenerator(
+        GeneratorConfig(
+            seed=seed,
+            duplicate_ratio=0.0,
+            malformed_ratio=0.0,
+            start_ms=int(time.time() * 1000),
+            step_ms=1000.0 / rate,
+            **config,
+        ),
+        geo or GeoLocator(),
+        keep_ids=False,
+    )
+
+
 def baseline_worktree(commit: str, *, build_singer: bool) -> Path:
     """``commit`` checked out beside this one (``bench-output/baseline``), ready to run.
 
@@ -158,9 +181,7 @@ async def throughput_run(events: int, seed: int, workers: int = 1) -> dict[str, 
     needs (docs/benchmarks.md)."""
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
-        gen = TrafficGenerator(
-            GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
-        )
+        gen = _backlog_traffic(seed)
         await pipeline.produce(next(gen) for _ in range(events))
         expected = gen.truth.to_json()["valid_unique"]
         procs = [pipeline.worker(i) for i in range(workers)]
@@ -200,9 +221,7 @@ async def ceiling_run(events: int, seed: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp)
-        gen = TrafficGenerator(
-            GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
-        )
+        gen = _backlog_traffic(seed)
         await pipeline.produce(next(gen) for _ in range(events))
         consumer = AIOKafkaConsumer(
             pipeline.settings.kafka.events_topic,
@@ -249,17 +268,7 @@ async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate
         )
         partitions = pipeline.settings.kafka.partitions
         partitioner = DefaultPartitioner()
-        gen = TrafficGenerator(
-            GeneratorConfig(
-                seed=seed,
-                duplicate_ratio=0.0,
-                malformed_ratio=0.0,
-                start_ms=int(time.time() * 1000),
-                step_ms=1000.0 / rate,
-            ),
-            GeoLocator(),
-            keep_ids=False,
-        )
+        gen = _live_traffic(seed, rate)
         w0, w1 = pipeline.worker(0), pipeline.worker(1)
         try:
             for w in (w0, w1):
@@ -308,9 +317,7 @@ async def recovery_run(seed: int, standby: int, state_events: int = 60_000, rate
 async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
-        gen = TrafficGenerator(
-            GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
-        )
+        gen = _backlog_traffic(seed)
         records = [next(gen) for _ in range(events)]
         raw_bytes = sum(len(r.key or b"") + len(r.value) for r in records)
         await pipeline.create_bucket()
@@ -458,18 +465,7 @@ async def freshness_run(rate: float, duration: float, seed: int) -> dict[str, An
             worker.start()
             await worker.wait_ready()
             count = int(rate * duration)
-            gen = TrafficGenerator(
-                GeneratorConfig(
-                    seed=seed,
-                    duplicate_ratio=0.0,
-                    malformed_ratio=0.0,
-                    iso_ts_ratio=0.0,
-                    start_ms=int(time.time() * 1000),
-                    step_ms=1000.0 / rate,
-                ),
-                GeoLocator(),
-                keep_ids=False,
-            )
+            gen = _live_traffic(seed, rate, iso_ts_ratio=0.0)
             started = time.monotonic()
             await pipeline.produce((next(gen) for _ in range(count)), rate=rate)
             achieved = count / (time.monotonic() - started)
@@ -488,17 +484,7 @@ async def globe_run(rate: float, duration: float, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp, extra_env={"PINAPP_WORKER__LOG_LEVEL": "info"})
         geo = GeoLocator()
-        gen = TrafficGenerator(
-            GeneratorConfig(
-                seed=seed,
-                duplicate_ratio=0.0,
-                malformed_ratio=0.0,
-                start_ms=int(time.time() * 1000),
-                step_ms=1000.0 / rate,
-            ),
-            geo,
-            keep_ids=False,
-        )
+        gen = _live_traffic(seed, rate, geo)
         records = [next(gen) for _ in range(int(rate * duration))]
         placeable = placeable_repins(records, geo)
         workers = [pipeline.worker(0), pipeline.worker(1)]

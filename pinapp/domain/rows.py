@@ -26,11 +26,9 @@ def ms_to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(0, 0, 0, ms)  # (days, seconds, microseconds, milliseconds): positional is faster
 
 
-def build_row(event: Event, geo: GeoLocation, pin: Pin | None, ingested_at: datetime) -> Row:
-    """The row for ``event`` in its type's table."""
-    common = (
-        event.event_id,
-        event.user_id,
+def _when_and_where(event: Event, geo: GeoLocation, ingested_at: datetime) -> Row:
+    """The columns every table has after its ids: ts, ip, the location, ingested_at."""
+    return (
         ms_to_datetime(event.ts_ms),
         event.ip,
         geo.country,
@@ -40,6 +38,11 @@ def build_row(event: Event, geo: GeoLocation, pin: Pin | None, ingested_at: date
         geo.longitude,
         ingested_at,
     )
+
+
+def build_row(event: Event, geo: GeoLocation, pin: Pin | None, ingested_at: datetime) -> Row:
+    """The row for ``event`` in its type's table."""
+    common = (event.event_id, event.user_id, *_when_and_where(event, geo, ingested_at))
     etype = event.event_type
     if etype is EventType.LOGIN:
         return common
@@ -62,14 +65,7 @@ def pin_row(event: Event, geo: GeoLocation, pin: Pin, ingested_at: datetime) -> 
         pin.category,
         event.event_id,
         pin.user_id,
-        ms_to_datetime(event.ts_ms),
-        event.ip,
-        geo.country,
-        geo.region,
-        geo.city,
-        geo.latitude,
-        geo.longitude,
-        ingested_at,
+        *_when_and_where(event, geo, ingested_at),
         pin.board_id,
         pin.title,
         ms_to_datetime(pin.created_at),

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from cachetools import LRUCache
 
 from config import PipelineSettings
+from pinapp.domain import dead_letters
 from pinapp.domain.dead_letters import is_replay
 from pinapp.domain.dedup import PartitionSweeper, is_duplicate
 from pinapp.domain.events import Event, EventType, parse_event
@@ -65,21 +66,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class SourceRecord(Protocol):
-    """A consumed record of the events topic (faust's ``Message`` is one)."""
+class SourceRecord(dead_letters.SourceRecord, Protocol):
+    """A consumed record of the events topic (faust's ``Message`` is one), with its headers."""
 
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def timestamp(self) -> float: ...  # seconds
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Any: ...  # pairs or a mapping, as faust gives them
 

@@ -422,6 +422,20 @@ class Pipeline:
                 for obj in page.get("Contents", [])
             ]
 
+    def generate_args(self, count: int, seed: int) -> list[str]:
+        """``pinapp generate`` arguments: ``count`` events from ``seed`` into this deployment's log file."""
+        return [
+            "generate",
+            "--to",
+            "file",
+            "--file",
+            str(self.logs / "app.log"),
+            "--count",
+            str(count),
+            "--seed",
+            str(seed),
+        ]
+
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``pinapp --profile test ARGS`` in this deployment's environment."""
         return subprocess.run(

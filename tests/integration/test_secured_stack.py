@@ -64,19 +64,7 @@ async def secured(test_stack: Settings, tmp_path: Path) -> AsyncIterator[Pipelin
 def _write_log(pipeline: Pipeline, count: int) -> dict[str, int]:
     """``count`` generated events in the deployment's log file; the unique valid ones per type."""
     truth = pipeline.tmp / "truth.json"
-    done = pipeline.cli(
-        "generate",
-        "--to",
-        "file",
-        "--file",
-        str(pipeline.logs / "app.log"),
-        "--count",
-        str(count),
-        "--seed",
-        "11",
-        "--truth",
-        str(truth),
-    )
+    done = pipeline.cli(*pipeline.generate_args(count, seed=11), "--truth", str(truth))
     assert done.returncode == 0, done.stdout + done.stderr
     return dict(json.loads(truth.read_text())["valid_unique"])
 

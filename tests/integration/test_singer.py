@@ -34,15 +34,7 @@ def _generate(
     pipeline: Pipeline, count: int, *, rate: int | None = None, rotate_bytes: int = 200_000, seed: int = 5
 ) -> subprocess.Popen[bytes]:
     args = [
-        "generate",
-        "--to",
-        "file",
-        "--file",
-        str(pipeline.logs / "app.log"),
-        "--count",
-        str(count),
-        "--seed",
-        str(seed),
+        *pipeline.generate_args(count, seed),
         "--rotate-bytes",
         str(rotate_bytes),
         "--rotate-keep",

@@ -27,15 +27,8 @@ from pinapp.domain.rows import UNKNOWN_CATEGORY, Row
 from pinapp.domain.table_values import Pin, SeenEvent
 from pinapp.engagement.batcher import EngagementBatcher
 from pinapp.errors import SinkError
+from tests.unit.samples import PIN
 
-PIN = {
-    "pin_id": "p1",
-    "board_id": "b1",
-    "user_id": "u9",
-    "title": "t",
-    "category": "art",
-    "created_at": 1_700_000_000_000,
-}
 LONDON = GeoLocation("GB", "England", "London", 51.5, -0.1)
 
 

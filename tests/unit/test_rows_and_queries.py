@@ -13,15 +13,8 @@ from pinapp.domain.events import EventType, parse_event
 from pinapp.domain.geo import GeoLocation
 from pinapp.domain.rows import UNKNOWN_CATEGORY, build_row, ms_to_datetime, pin_row
 from pinapp.domain.table_values import Pin
+from tests.unit.samples import PIN
 
-PIN = {
-    "pin_id": "p1",
-    "board_id": "b1",
-    "user_id": "u9",
-    "title": "t",
-    "category": "art",
-    "created_at": 1_700_000_000_000,
-}
 NOW = datetime(2024, 1, 1)
 GEO = GeoLocation("GB", "England", "Willesden", 51.5, -0.2)
 
