@@ -64,6 +64,10 @@ demo: setup
 	@echo "pinapp is starting: $(WORKERS) worker(s), an S3 archiver, and a generator writing log files"
 	@echo "(.stack/local/logs/app.log, rotated every 50 MB) at 2,000 events/s that singer ships to Kafka."
 	@echo "  Engagement:  .venv/bin/pinapp query events-per-minute   (also top-categories, top-countries, most-repinned)"
+	@echo "  Trends:      a pin takes off 2 minutes in: Trending now on the dashboard, gold on the globe;"
+	@echo "               .venv/bin/pinapp query trending-pins --minutes 10   (also trending-categories, trending-countries)"
+	@echo "  Alerts:      the alerter process logs each alert once (trends, pipeline health);"
+	@echo "               PINAPP_ALERTS__WEBHOOK_URL=https://... make demo  sends them to a webhook too"
 	@echo "  Ad-hoc SQL:  .venv/bin/pinapp query --sql 'SELECT COUNT(*) FROM repins'"
 	@echo "  Dashboard:   http://127.0.0.1:6066/          Live globe: http://127.0.0.1:6066/globe"
 	@for i in $$(seq 0 $$(($(WORKERS) - 1))); do echo "  Worker $$((i + 1)):    http://127.0.0.1:$$((6066 + i))/health  /metrics  /tables  /pins/<pin_id>  /dedup"; done

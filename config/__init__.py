@@ -7,6 +7,7 @@ environment variable named ``PINAPP_<SECTION>__<FIELD>``, e.g. ``PINAPP_KAFKA__B
 
 from config.settings import (
     PROFILES,
+    AlertSettings,
     ArchiveSettings,
     DatabaseSettings,
     KafkaSettings,
@@ -16,12 +17,14 @@ from config.settings import (
     SingerSettings,
     SingerStream,
     StackSettings,
+    TrendSettings,
     WorkerSettings,
     load_settings,
 )
 
 __all__ = [
     "PROFILES",
+    "AlertSettings",
     "ArchiveSettings",
     "DatabaseSettings",
     "KafkaSettings",
@@ -31,6 +34,7 @@ __all__ = [
     "SingerSettings",
     "SingerStream",
     "StackSettings",
+    "TrendSettings",
     "WorkerSettings",
     "load_settings",
 ]

@@ -217,6 +217,37 @@ class PipelineSettings(_Section):
     )
 
 
+class TrendSettings(_Section):
+    """How developing trends are scored (pinapp.domain.trends) and when one is alerted on."""
+
+    baseline_factor: int = Field(
+        6, ge=1, le=168, description="the baseline is this many times the recent window, just before it"
+    )
+    min_count: int = Field(10, ge=1, description="an item needs this many recent events to be ranked")
+    prior: float = Field(5.0, gt=0, description="pseudo-count of variance: items without history need more to rank")
+    alert_score: float = Field(8.0, gt=0, description="a trend scoring this or more is alerted on")
+
+
+class AlertSettings(_Section):
+    """``pinapp alerter``: what it watches, when it alerts, and where it sends alerts."""
+
+    webhook_url: str = Field(
+        "", description="POST each alert and its resolution here as JSON (Slack-compatible); empty: log only"
+    )
+    interval_s: float = Field(15.0, gt=0, description="evaluate the rules this often")
+    worker_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:6066"], description="the workers' web, whose /metrics are read"
+    )
+    trend_minutes: int = Field(10, ge=1, description="the trend rule's recent window (trends.* score it)")
+    lag_max_events: int = Field(100_000, ge=1, description="consumer lag of one worker above this is alerted on")
+    freshness_max_s: float = Field(
+        60.0, gt=0, description="no row written for this long while events wait in Kafka is alerted on"
+    )
+    dead_letter_rate_max: float = Field(10.0, ge=0, description="dead letters per second above this are alerted on")
+    retry_max_s: float = Field(60.0, gt=0, description="cap on the backoff while the webhook fails")
+    metrics_port: int = Field(6266, ge=0, le=65535, description="the alerter's own /metrics on loopback; 0: off")
+
+
 class WorkerSettings(_Section):
     """The faust worker process."""
 
@@ -391,6 +422,8 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     stack: StackSettings = StackSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    trends: TrendSettings = TrendSettings()
+    alerts: AlertSettings = AlertSettings()
     worker: WorkerSettings = WorkerSettings()
     archive: ArchiveSettings = ArchiveSettings()
     singer: SingerSettings = SingerSettings()

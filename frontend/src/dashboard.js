@@ -4,10 +4,11 @@
 
 (function () {
   const REFRESH_MS = 5000;
+  const TREND_MINUTES = 10;   // the trend panel's recent window (the hour before is its baseline)
   const TYPES = ["pin", "repin", "comment", "like", "login"];
   const COLORS = { pin: "#e60023", repin: "#ff8a00", comment: "#3fb950", like: "#58a6ff", login: "#a371f7" };
   const el = (id) => document.getElementById(id);
-  const state = { refreshes: 0, errors: 0, rows: {} };
+  const state = { refreshes: 0, errors: 0, rows: {}, alertScore: Infinity };
   window.pinappDashboard = state;  // for the browser tests and the curious
 
   Chart.defaults.color = "#8b949e";
@@ -32,7 +33,21 @@
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || `${name}: HTTP ${response.status}`);
     state.rows[name] = body.rows;
+    if (body.alert_score !== undefined) state.alertScore = body.alert_score;
     return body.rows;
+  }
+
+  function renderTrending(id, rows) {
+    // rows: [item, recent, baseline, score], best first; a score past the alert threshold is lit.
+    const body = el(id).tBodies[0];
+    body.replaceChildren(...rows.map(([item, recent, baseline, score]) => {
+      const tr = document.createElement("tr");
+      if (Number(score) >= state.alertScore) tr.className = "hot";
+      for (const [value, cls] of [[item ?? "??", ""], [recent, "num"], [baseline, "num"], [Number(score).toFixed(1), "num"]]) {
+        const td = document.createElement("td"); td.textContent = value; if (cls) td.className = cls; tr.append(td);
+      }
+      return tr;
+    }));
   }
 
   function renderPerMinute(rows) {
@@ -69,13 +84,18 @@
     const minutes = Number(el("window").value);
     const status = el("status");
     try {
-      const [perMin, cats, ctry, most] = await Promise.all([
+      const [perMin, cats, ctry, most, tPins, tCats, tCtry] = await Promise.all([
         query("events-per-minute", minutes, Math.min(1000, minutes * TYPES.length)),
         query("top-categories", minutes, 10),
         query("top-countries", minutes, 10),
         query("most-repinned", minutes, 10),
+        query("trending-pins", TREND_MINUTES, 8),
+        query("trending-categories", TREND_MINUTES, 5),
+        query("trending-countries", TREND_MINUTES, 5),
       ]);
       renderPerMinute(perMin); renderBar(categories, cats); renderBar(countries, ctry); renderMostRepinned(most);
+      renderTrending("trending-pins", tPins); renderTrending("trending-categories", tCats);
+      renderTrending("trending-countries", tCtry);
       state.refreshes += 1;
       status.textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
       status.className = "status";

@@ -9,6 +9,7 @@
   const WINDOW_MS = 60000;    // top lists cover the last minute
   const RATE_MS = 5000;       // repins/s over the last 5 s
   const SPIN_DEG_PER_S = 4;
+  const TREND_REFRESH_MS = 15000;  // which pins are trending (the dashboard's trending-pins query)
 
   const canvas = document.getElementById("globe");
   const ctx = canvas.getContext("2d");
@@ -16,7 +17,9 @@
   const state = {
     received: 0,        // points received since the page opened
     drawn: 0,           // circles drawn (each point is drawn once it is on the visible side)
-    circles: [],        // {lon, lat, born}
+    circles: [],        // {lon, lat, born, hot}
+    trending: new Set(),  // pin ids trending past the alert threshold: their repins are drawn gold
+    hotDrawn: 0,          // circles of trending pins drawn
     recent: [],         // {at, country, category, delay}
     land: null, borders: null,
     rotate: [0, -20], dragging: null, lastFrame: performance.now(),
@@ -66,11 +69,12 @@
       const [x, y] = projection([c.lon, c.lat]);
       const grow = Math.min(1, age / GROW_MS);
       const alpha = 1 - age / LIFE_MS;
-      if (!c.drawn) { c.drawn = true; state.drawn += 1; }
-      ctx.beginPath(); ctx.arc(x, y, 2 + 18 * grow, 0, 2 * Math.PI);
-      ctx.strokeStyle = `rgba(255,90,95,${alpha})`; ctx.lineWidth = 2; ctx.stroke();
-      ctx.beginPath(); ctx.arc(x, y, 2, 0, 2 * Math.PI);
-      ctx.fillStyle = `rgba(255,90,95,${alpha})`; ctx.fill();
+      if (!c.drawn) { c.drawn = true; state.drawn += 1; if (c.hot) state.hotDrawn += 1; }
+      const rgb = c.hot ? "255,200,61" : "255,90,95";
+      ctx.beginPath(); ctx.arc(x, y, (c.hot ? 3 : 2) + (c.hot ? 28 : 18) * grow, 0, 2 * Math.PI);
+      ctx.strokeStyle = `rgba(${rgb},${alpha})`; ctx.lineWidth = c.hot ? 3 : 2; ctx.stroke();
+      ctx.beginPath(); ctx.arc(x, y, c.hot ? 3 : 2, 0, 2 * Math.PI);
+      ctx.fillStyle = `rgba(${rgb},${alpha})`; ctx.fill();
     }
     state.circles = alive;
     requestAnimationFrame(frame);
@@ -109,7 +113,7 @@
     const born = performance.now(), at = Date.now();
     for (const p of points) {
       state.received += 1;
-      state.circles.push({ lon: p.lon, lat: p.lat, born, drawn: false });
+      state.circles.push({ lon: p.lon, lat: p.lat, born, drawn: false, hot: state.trending.has(p.pin_id) });
       state.recent.push({ at, country: p.country || "??", category: p.category, delay: at - p.kafka_ts });
     }
   }
@@ -120,6 +124,17 @@
     source.addEventListener("ready", () => { status.textContent = "live"; status.className = "status live"; });
     source.onmessage = (msg) => onPoints(JSON.parse(msg.data));
     source.onerror = () => { status.textContent = "reconnecting…"; status.className = "status error"; };
+  }
+
+  async function loadTrending() {
+    // Pins scoring past the alert threshold over the last 10 minutes; the globe lights their repins.
+    try {
+      const response = await fetch("/api/query/trending-pins?minutes=10&limit=20");
+      if (!response.ok) return;
+      const body = await response.json();
+      state.trending = new Set(body.rows.filter((r) => Number(r[3]) >= body.alert_score).map((r) => r[0]));
+      el("trending").textContent = state.trending.size ? [...state.trending].join(", ") : "none";
+    } catch (err) { /* the next refresh tries again */ }
   }
 
   function drag() {
@@ -145,6 +160,8 @@
   drag();
   loadMap().catch((err) => { el("status").textContent = String(err); el("status").className = "status error"; });
   connect();
+  loadTrending();
+  setInterval(loadTrending, TREND_REFRESH_MS);
   setInterval(renderStats, 500);
   requestAnimationFrame(frame);
 })();

@@ -1,7 +1,9 @@
 """Named engagement queries, run on SingleStore by ``pinapp query`` and the dashboard.
 
 Times are UTC; ``minutes`` bounds every query to recent data (the sort key on ``ts``
-makes that a range scan on SingleStore).
+makes that a range scan on SingleStore). The ``trending-*`` queries rank what is rising: the
+last ``minutes`` against the ``trends.baseline_factor`` times as long before it, scored as
+:mod:`pinapp.domain.trends` says.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from typing import Any, Final
 
 from asyncmy.errors import Error as MySQLError
 
+from config import TrendSettings
+from pinapp.domain.trends import TrendSpec, trend_sql
 from pinapp.errors import DatabaseError, PinappError
 
-__all__ = ["NAMED_QUERIES", "NamedQuery", "ReadOnlyViolation", "check_read_only", "run_query"]
+__all__ = ["NAMED_QUERIES", "NamedQuery", "ReadOnlyViolation", "check_read_only", "query_params", "run_query"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,35 @@ NAMED_QUERIES: Final = {
             f"FROM repins r LEFT JOIN pins p ON p.pin_id = r.pin_id WHERE r.{_RECENT} "
             f"GROUP BY r.pin_id ORDER BY repins DESC, r.pin_id LIMIT %(limit)s",
         ),
+        NamedQuery(
+            "trending-pins",
+            "pins whose engagement (repins, comments, likes) is rising: recent vs baseline, as a z-score",
+            trend_sql(TrendSpec("pin_id", ("repins", "comments", "likes"))),
+        ),
+        NamedQuery(
+            "trending-categories",
+            "pin categories whose engagement (pins, repins, comments, likes) is rising",
+            trend_sql(TrendSpec("category", ("pins", "repins", "comments", "likes"))),
+        ),
+        NamedQuery(
+            "trending-countries",
+            "countries whose engagement of every type is rising",
+            trend_sql(TrendSpec("country", ("pins", "repins", "comments", "likes", "logins"))),
+        ),
     )
 }
+
+
+def query_params(minutes: int, limit: int, trends: TrendSettings) -> dict[str, Any]:
+    """A named query's parameters: its window and row limit, and the trend scoring the
+    ``trending-*`` queries use (the others ignore it)."""
+    return {
+        "minutes": minutes,
+        "limit": limit,
+        "baseline_minutes": minutes * trends.baseline_factor,
+        "min_count": trends.min_count,
+        "prior": trends.prior,
+    }
 
 
 class ReadOnlyViolation(PinappError):

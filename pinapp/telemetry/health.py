@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pinapp.telemetry import metrics
+
 __all__ = ["SinkHealth", "sink", "sinks"]
 
 
@@ -33,11 +35,14 @@ class SinkHealth:
         self.failed_attempts += 1
         # The exception's type and message only: a DSN or credential never sits in either.
         self.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"[:300]
+        metrics.SINK_FAILING.labels(sink=self.name).set(1)
 
     def succeeded(self) -> None:
         self.failing_since = None
         self.failed_attempts = 0
         self.last_success = time.time()
+        metrics.SINK_FAILING.labels(sink=self.name).set(0)
+        metrics.SINK_LAST_SUCCESS.labels(sink=self.name).set(self.last_success)
 
     @property
     def ok(self) -> bool:

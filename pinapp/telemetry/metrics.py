@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "ALERTS_FIRING",
+    "ALERT_NOTIFICATIONS",
     "ARCHIVE_BUFFERED",
     "ARCHIVE_BYTES",
     "ARCHIVE_CUTS",
@@ -24,6 +26,8 @@ __all__ = [
     "ROWS_WRITTEN",
     "SINK_BATCH_ROWS",
     "SINK_BATCH_SECONDS",
+    "SINK_FAILING",
+    "SINK_LAST_SUCCESS",
     "STAGE_EVENTS",
     "WEB_QUERY_SECONDS",
 ]
@@ -65,6 +69,11 @@ SINK_BATCH_ROWS = Histogram(
 )
 SINK_BATCH_SECONDS = Histogram("pinapp_sink_batch_seconds", "Time to write one sink batch (retries included)")
 
+SINK_FAILING = Gauge("pinapp_sink_failing", "1 while a sink's writes fail and are being retried", ["sink"])
+SINK_LAST_SUCCESS = Gauge(
+    "pinapp_sink_last_success_timestamp_seconds", "When a sink last wrote successfully (Unix time)", ["sink"]
+)
+
 ARCHIVE_EVENTS = Counter("pinapp_archive_events", "Records written to the S3 archive", ["topic"])
 ARCHIVE_BYTES = Counter("pinapp_archive_bytes", "Object bytes written to the S3 archive", ["topic"])
 ARCHIVE_CUTS = Counter("pinapp_archive_cuts", "Cuts (uploads of one offset range) written", ["topic"])
@@ -75,3 +84,8 @@ LIVE_PUBLISHED = Counter("pinapp_live_points_published", "Repin points published
 LIVE_SUBSCRIBERS = Gauge("pinapp_live_subscribers", "Browsers connected to this worker's live globe feed")
 LIVE_DROPPED = Counter("pinapp_live_dropped", "Point batches dropped for browsers that did not keep up")
 WEB_QUERY_SECONDS = Histogram("pinapp_web_query_seconds", "Time of the dashboard's SingleStore queries", ["query"])
+
+ALERTS_FIRING = Gauge("pinapp_alerts_firing", "Conditions the alerter has alerted on and not yet seen clear", ["rule"])
+ALERT_NOTIFICATIONS = Counter(
+    "pinapp_alert_notifications", "Webhook deliveries of alerts and resolutions, by outcome", ["status", "outcome"]
+)

@@ -1,10 +1,11 @@
-"""The ``pinapp`` command line: worker, archiver, archive, singer, generate, stack, db, query, audit."""
+"""The ``pinapp`` command line: worker, archiver, alerter, archive, singer, generate, stack, db, query, audit."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,24 @@ async def _check_bucket(settings: Settings) -> None:
     logging.getLogger("pinapp.archive").info("archive: S3 credentials from %s", await credential_source(settings.s3))
     async with s3_client(settings.s3) as s3:
         await ArchiveWriter(s3, settings.s3.bucket).check_bucket()
+
+
+@cli.command()
+@click.pass_context
+def alerter(ctx: click.Context) -> None:
+    """Evaluate the alert rules every alerts.interval_s; send alerts and resolutions to alerts.webhook_url."""
+    from pinapp.alerting.loop import run_alerter
+
+    settings = _settings(ctx)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_alerter(settings, stop)
+
+    asyncio.run(main())
 
 
 # -- archive -----------------------------------------------------------------------------
@@ -297,6 +316,13 @@ def singer_status(ctx: click.Context) -> None:
 @click.option("--topic", help="Topic for --to kafka (default: kafka.events_topic).")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), help="Write the ground truth here.")
 @click.option("--ids/--no-ids", default=None, help="Keep every event id in the ground truth (default: with --count).")
+@click.option(
+    "--trend-after",
+    type=click.FloatRange(min=0),
+    help="Inject a developing trend this many seconds (of event time) in: a share of pin engagement goes to one pin.",
+)
+@click.option("--trend-share", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--trend-category", help="With --trend-after: the trend is this category's pins, not one pin.")
 @click.option("--rotate-bytes", type=click.IntRange(min=1), help="With --to file: rotate (rename-style) at this size.")
 @click.option(
     "--rotate-keep",
@@ -323,15 +349,23 @@ def generate(
     ids: bool | None,
     rotate_bytes: int | None,
     rotate_keep: int,
+    trend_after: float | None,
+    trend_share: float,
+    trend_category: str | None,
 ) -> None:
     """Generate synthetic engagement traffic into Kafka or a log file."""
     from pinapp.domain.geo import GeoLocator
-    from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+    from pinapp.tools.generator import CATEGORIES, GeneratorConfig, TrafficGenerator, Trend
     from pinapp.tools.traffic import run_generator
 
     settings = _settings(ctx)
     if target == "file" and path is None:
         raise click.UsageError("--to file needs --file PATH")
+    if trend_category is not None and trend_category not in CATEGORIES:
+        raise click.BadParameter(f"one of: {', '.join(CATEGORIES)}", param_hint="--trend-category")
+    if trend_category is not None and trend_after is None:
+        raise click.UsageError("--trend-category needs --trend-after SECONDS")
+    trend = Trend(trend_after, trend_share, trend_category) if trend_after is not None else None
     config = GeneratorConfig(
         seed=seed,
         users=users,
@@ -340,6 +374,7 @@ def generate(
         start_ms=start_ms,
         step_ms=1000.0 / rate if rate else 1.0,
         max_event_bytes=settings.pipeline.max_event_bytes,
+        trend=trend,
     )
     gen = TrafficGenerator(
         config, GeoLocator(settings.pipeline.geoip_db_path), keep_ids=ids if ids is not None else count is not None
@@ -449,8 +484,9 @@ def db_migrate(ctx: click.Context, print_only: bool) -> None:
 @click.pass_context
 def query(ctx: click.Context, name: str | None, sql: str | None, minutes: int, limit: int, list_: bool) -> None:
     """Run a named engagement query (or --sql) on SingleStore and print a table."""
-    from pinapp.adapters.queries import NAMED_QUERIES, check_read_only
+    from pinapp.adapters.queries import NAMED_QUERIES, check_read_only, query_params
 
+    settings = _settings(ctx)
     if list_ or (name is None and sql is None):
         click.echo(tabulate([(q.name, q.description) for q in NAMED_QUERIES.values()], headers=["name", "what"]))
         return
@@ -460,10 +496,10 @@ def query(ctx: click.Context, name: str | None, sql: str | None, minutes: int, l
     if sql is not None:
         statement, params = check_read_only(sql), None
     elif name in NAMED_QUERIES:
-        statement, params = NAMED_QUERIES[name].sql, {"minutes": minutes, "limit": limit}
+        statement, params = NAMED_QUERIES[name].sql, query_params(minutes, limit, settings.trends)
     else:
         raise click.UsageError(f"unknown query {name!r}; one of: {', '.join(NAMED_QUERIES)}")
-    columns, rows = asyncio.run(_run_query(_settings(ctx), statement, params))
+    columns, rows = asyncio.run(_run_query(settings, statement, params))
     click.echo(tabulate(rows, headers=columns))
 
 

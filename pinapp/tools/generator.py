@@ -6,6 +6,10 @@ Pins are created before anything refers to them; pin popularity follows a power 
 they resolve); a share of inputs are resends of earlier events (duplicates) or malformed.
 The generator knows exactly which events are valid and unique, and reports that as the
 ground truth tests and audits compare against.
+
+A developing trend can be injected (:class:`Trend`): from a chosen point in event time, a share
+of all pin engagement (repins, comments, likes) goes to one pin (the newest at that moment, so
+it has little history), or to the pins of one category. The ground truth names it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from pinapp.adapters.files import write_atomically
 from pinapp.domain.events import EventType, routing_key
 from pinapp.domain.geo import GeoLocator
 
-__all__ = ["CATEGORIES", "GeneratedRecord", "GeneratorConfig", "GroundTruth", "TrafficGenerator", "sample_ip_pool"]
+__all__ = [
+    "CATEGORIES",
+    "GeneratedRecord",
+    "GeneratorConfig",
+    "GroundTruth",
+    "TrafficGenerator",
+    "Trend",
+    "sample_ip_pool",
+]
 
 CATEGORIES: Final = (
     "art",
@@ -94,6 +106,22 @@ _WORDS: Final = (
 
 
 @dataclass(frozen=True)
+class Trend:
+    """From ``after_s`` seconds of event time on, ``share`` of pin engagement goes to one pin
+    (the newest then), or to the pins of ``category``."""
+
+    after_s: float
+    share: float = 0.05
+    category: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share <= 1:
+            raise ValueError(f"a trend's share is a fraction in (0, 1], got {self.share}")
+        if self.category is not None and self.category not in CATEGORIES:
+            raise ValueError(f"unknown category {self.category!r}; one of: {', '.join(CATEGORIES)}")
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
     seed: int = 42
     users: int = 5_000
@@ -107,6 +135,7 @@ class GeneratorConfig:
     max_event_bytes: int = 16_384
     ip_pool_size: int = 2_000
     mix: dict[EventType, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    trend: Trend | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +161,7 @@ class GroundTruth:
     event_ids: dict[str, list[str]] = field(default_factory=lambda: {t.value: [] for t in EventType})
     keep_ids: bool = True
     unique_counts: Counter[str] = field(default_factory=Counter)
+    trend: dict[str, Any] | None = None  # the injected trend, once it started: pin_id or category, from_ms
 
     def add(self, record: GeneratedRecord) -> None:
         self.generated += 1
@@ -154,6 +184,8 @@ class GroundTruth:
             "malformed": self.malformed,
             "malformed_by_kind": dict(self.malformed_by_kind),
         }
+        if self.trend is not None:
+            doc["trend"] = self.trend
         if self.keep_ids:
             doc["event_ids"] = self.event_ids
         return doc
@@ -204,6 +236,7 @@ class TrafficGenerator:
         self._pin_cum: list[float] = []
         self._recent: deque[GeneratedRecord] = deque(maxlen=1_000)
         self._n = 0
+        self._trend_pins: list[dict[str, Any]] | None = None  # once the trend started: the pins it favours
 
     def __iter__(self) -> Iterator[GeneratedRecord]:
         return self
@@ -259,6 +292,22 @@ class TrafficGenerator:
     def _popular_pin(self) -> dict[str, Any]:
         return self.rng.choices(self._pins, cum_weights=self._pin_cum, k=1)[0]
 
+    def _trend_pin(self, ts_ms: int) -> dict[str, Any] | None:
+        """The trending pin for this engagement event, if the trend has started and the event is its share."""
+        trend = self.config.trend
+        if trend is None or ts_ms < self.start_ms + trend.after_s * 1000:
+            return None
+        if self._trend_pins is None:
+            if trend.category is None:
+                self._trend_pins = [self._pins[-1]]
+                self.truth.trend = {"pin_id": self._pins[-1]["pin_id"], "from_ms": ts_ms}
+            else:
+                self._trend_pins = [p for p in self._pins if p["category"] == trend.category]
+                self.truth.trend = {"category": trend.category, "from_ms": ts_ms}
+        if not self._trend_pins or self.rng.random() >= trend.share:
+            return None
+        return self.rng.choice(self._trend_pins)
+
     def _valid(self) -> GeneratedRecord:
         rng = self.rng
         event_type = rng.choices(self._types, cum_weights=self._type_cum, k=1)[0]
@@ -279,7 +328,7 @@ class TrafficGenerator:
             doc["pin_id"] = pin["pin_id"]
             doc["pin"] = pin
         elif event_type is not EventType.LOGIN:
-            pin = self._popular_pin()
+            pin = self._trend_pin(ts_ms) or self._popular_pin()
             doc["pin_id"] = pin["pin_id"]
             if event_type is EventType.REPIN:
                 doc["board_id"] = f"b{rng.randrange(self.config.users * 3)}"

@@ -26,7 +26,7 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from pinapp.adapters.db import create_pool
-from pinapp.adapters.queries import NAMED_QUERIES, run_query
+from pinapp.adapters.queries import NAMED_QUERIES, query_params, run_query
 from pinapp.errors import DatabaseError
 from pinapp.telemetry import metrics
 from pinapp.topology.app import app, settings
@@ -177,7 +177,7 @@ class QueryView(View):
         try:
             pool = await _read_pool()
             columns, rows = await run_query(
-                pool, query.sql, {"minutes": minutes, "limit": limit}, dialect=settings.db.dialect
+                pool, query.sql, query_params(minutes, limit, settings.trends), dialect=settings.db.dialect
             )
         except DatabaseError as exc:
             return self.error(503, str(exc))
@@ -189,6 +189,7 @@ class QueryView(View):
                     "description": query.description,
                     "minutes": minutes,
                     "limit": limit,
+                    "alert_score": settings.trends.alert_score,  # a trend query's score that is alerted on
                     "columns": columns,
                     "rows": rows,
                 },

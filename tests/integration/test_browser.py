@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlparse
 
+import orjson
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from config import Settings
+from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
+from pinapp.tools.generator import sample_ip_pool
 from pinapp.tools.stack.services import ensure_debian_package
 from tests.integration.harness import REPO, Pipeline, WorkerProcess
 from tests.integration.test_scale_out import _start, _traffic
@@ -100,6 +105,29 @@ async def _until(page: Page, js: str, what: str, timeout_s: float = 60) -> Any:
     return await handle.json_value()
 
 
+def _repins_of(pin_id: str, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` repins of ``pin_id``, from client IPs all over the world (so some face the viewer)."""
+    ips = sample_ip_pool(GeoLocator(), random.Random(3), count)
+    now_ms = int(time.time() * 1000)
+    return [
+        (
+            pin_id.encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"hot-{pin_id}-{n}",
+                    "event_type": "repin",
+                    "ts": now_ms,
+                    "user_id": f"u{n}",
+                    "ip": ip,
+                    "pin_id": pin_id,
+                    "board_id": "b-hot",
+                }
+            ),
+        )
+        for n, ip in enumerate(ips)
+    ]
+
+
 async def test_the_globe_shows_repins_as_they_happen(browser: Browser, served: tuple[Pipeline, WorkerProcess]) -> None:
     pipeline, worker = served
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -118,9 +146,14 @@ async def test_the_globe_shows_repins_as_they_happen(browser: Browser, served: t
             before = await page.evaluate("window.pinappGlobe.received")
             await asyncio.sleep(2)
             assert await page.evaluate("window.pinappGlobe.received") > before, "the counter moves while repins flow"
-            await page.screenshot(path=str(SHOTS / "globe.png"))
         finally:
             await producing
+        # Repins of a pin trending past the alert threshold are drawn gold.
+        hot = await _until(page, "window.pinappGlobe.trending.size > 0 && [...window.pinappGlobe.trending]", "trends")
+        await pipeline.produce(_repins_of(hot[0], 60))
+        await _until(page, "window.pinappGlobe.hotDrawn >= 1", "a trending pin's repin drawn gold")
+        assert hot[0] in (await page.text_content("#trending") or "")
+        await page.screenshot(path=str(SHOTS / "globe.png"))
         freshness = await page.text_content("#freshness")
         assert freshness and freshness.endswith(" s"), freshness
 
@@ -149,6 +182,10 @@ async def test_the_dashboard_charts_engagement_and_follows_new_events(
         assert labels >= 1
         await page.select_option("#window", "15")
         await _until(page, "window.pinappDashboard.refreshes >= 3", "a refresh for the new window")
+        # Trending now: the traffic is minutes old, so its popular pins rise from nothing.
+        assert await page.locator("#trending-pins tbody tr").count() >= 1
+        assert await page.locator("#trending-pins tbody tr.hot").count() >= 1, "a pin past the alert score is lit"
+        assert await page.locator("#trending-categories tbody tr").count() >= 1
         await page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
 
 

@@ -143,6 +143,9 @@ async def test_the_dashboard_queries(cluster: Cluster) -> None:
         "top-categories",
         "top-countries",
         "most-repinned",
+        "trending-pins",
+        "trending-categories",
+        "trending-countries",
     ]
 
     status, doc = w1.get("/api/query/top-categories?minutes=1440&limit=5")

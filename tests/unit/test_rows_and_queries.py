@@ -81,6 +81,14 @@ def test_writes_are_refused(sql: str) -> None:
 
 
 def test_named_queries_cover_the_analyst_questions() -> None:
-    assert set(NAMED_QUERIES) == {"events-per-minute", "top-categories", "top-countries", "most-repinned"}
+    assert set(NAMED_QUERIES) == {
+        "events-per-minute",
+        "top-categories",
+        "top-countries",
+        "most-repinned",
+        "trending-pins",
+        "trending-categories",
+        "trending-countries",
+    }
     for q in NAMED_QUERIES.values():
         assert "%(minutes)s" in q.sql and "%(limit)s" in q.sql

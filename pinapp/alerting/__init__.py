@@ -1,0 +1,1 @@
+"""``pinapp alerter``: rules evaluated every interval, alerts sent to a webhook once per condition."""

@@ -1,0 +1,147 @@
+"""The alerter's loop: every ``alerts.interval_s``, evaluate the rules and send what changed.
+
+Each round reads the trend queries from SingleStore and every worker's ``/metrics``
+(:mod:`.rules` decides), books the findings (:class:`.book.AlertBook`: one alert per condition,
+one resolution when it clears) and queues the notifications (:class:`.notifier.Notifier`). A
+source that cannot be read is itself a finding (``worker-down``, ``database``), so an alerter
+that can see nothing says so. Delivery runs beside the rounds: a slow or failing receiver
+never delays the evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from prometheus_client import start_http_server
+
+from config import Settings
+from pinapp.adapters.db import create_pool
+from pinapp.adapters.queries import NAMED_QUERIES, query_params, run_query
+from pinapp.alerting.book import AlertBook, Notification
+from pinapp.alerting.notifier import DeliveryFailed, Notifier, Post
+from pinapp.alerting.rules import Finding, Scrape, health_findings, parse_scrape, trend_findings
+from pinapp.errors import DatabaseError
+
+__all__ = ["Alerter", "run_alerter", "webhook"]
+
+logger = logging.getLogger(__name__)
+
+#: The trend queries the trend rule reads, by the kind of item they rank.
+TREND_QUERIES = {"pin": "trending-pins", "category": "trending-categories", "country": "trending-countries"}
+
+
+def webhook(session: aiohttp.ClientSession, url: str, *, timeout_s: float = 10.0) -> Post:
+    """POSTs a JSON document to ``url``; a non-2xx answer, a refused connection or a timeout fails it."""
+
+    async def post(doc: dict[str, Any]) -> None:
+        try:
+            async with session.post(url, json=doc, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                if response.status >= 300:
+                    raise DeliveryFailed(f"HTTP {response.status}: {(await response.text())[:200]}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DeliveryFailed(repr(exc)) from exc
+
+    return post
+
+
+class Alerter:
+    """One round of rules at a time (:meth:`round`); the sources are given, so tests can drive it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: Any,
+        session: aiohttp.ClientSession,
+        notifier: Notifier,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.session = session
+        self.notifier = notifier
+        self.clock = clock
+        self.book = AlertBook()
+        self._scrapes: dict[str, Scrape] = {}
+
+    async def round(self) -> list[Notification]:
+        """Evaluate every rule once; queue and return what changed."""
+        findings = [*await self._trends(), *await self._health()]
+        notifications = self.book.update(findings, self.clock())
+        for notification in notifications:
+            self.notifier.send(notification)
+        return notifications
+
+    async def _trends(self) -> list[Finding]:
+        minutes = self.settings.alerts.trend_minutes
+        params = query_params(minutes, 20, self.settings.trends)
+        found: list[Finding] = []
+        for kind, name in TREND_QUERIES.items():
+            try:
+                _, rows = await run_query(self.pool, NAMED_QUERIES[name].sql, params, dialect=self.settings.db.dialect)
+            except DatabaseError as exc:
+                return [Finding("health:database", "database", "critical", f"SingleStore cannot be queried: {exc}")]
+            found += trend_findings(kind, rows, self.settings.trends, minutes)
+        return found
+
+    async def _health(self) -> list[Finding]:
+        token = self.settings.worker.web_token.get_secret_value()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        found: list[Finding] = []
+        for url in self.settings.alerts.worker_urls:
+            try:
+                async with self.session.get(
+                    f"{url.rstrip('/')}/metrics", headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                ) as response:
+                    if response.status != 200:
+                        raise DeliveryFailed(f"HTTP {response.status}")
+                    scrape = parse_scrape(await response.text(), self.clock())
+            except (aiohttp.ClientError, TimeoutError, DeliveryFailed) as exc:
+                found.append(
+                    Finding(
+                        f"health:worker-down:{url}",
+                        "worker-down",
+                        "critical",
+                        f"{url}: the worker's /metrics does not answer ({exc})",
+                    )
+                )
+                self._scrapes.pop(url, None)
+                continue
+            found += health_findings(url, scrape, self._scrapes.get(url), self.settings.alerts)
+            self._scrapes[url] = scrape
+        return found
+
+
+async def run_alerter(settings: Settings, stop: asyncio.Event) -> None:
+    """Rounds every ``alerts.interval_s`` until ``stop`` is set; what is queued is delivered first."""
+    alerts = settings.alerts
+    if alerts.metrics_port:
+        start_http_server(alerts.metrics_port, addr="127.0.0.1")
+    pool = await create_pool(settings.db, size=2)
+    async with aiohttp.ClientSession() as session:
+        post = webhook(session, alerts.webhook_url) if alerts.webhook_url else None
+        notifier = Notifier(post, retry_max_s=alerts.retry_max_s)
+        alerter = Alerter(settings, pool=pool, session=session, notifier=notifier)
+        logger.info(
+            "alerter: every %.0f s, workers %s, webhook %s",
+            alerts.interval_s,
+            ", ".join(alerts.worker_urls),
+            "set" if post else "none (log only)",
+        )
+        try:
+            while not stop.is_set():
+                await alerter.round()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), alerts.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(notifier.drain(), alerts.retry_max_s)
+        finally:
+            await notifier.close()
+            pool.close()
+            await pool.wait_closed()

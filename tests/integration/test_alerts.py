@@ -1,0 +1,156 @@
+"""The alerter on the real stack: a developing trend and a burst of bad input each reach a local
+webhook receiver exactly once, the burst's alert is resolved once it stops, ordinary traffic
+raises nothing, and a receiver that fails for a while still gets every message, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client import REGISTRY
+
+from pinapp.alerting.loop import run_alerter
+from tests.integration.harness import REPO, Pipeline, cli_entry, free_port
+from tests.integration.test_trends import _events
+
+
+class Receiver:
+    """A webhook receiver that refuses its first ``failures`` requests with 503."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.refused = 0
+        self.received: list[dict[str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.refused < self.failures:
+            self.refused += 1
+            return web.Response(status=503, text="down for a while")
+        self.received.append(await request.json())
+        return web.Response(text="ok")
+
+    def messages(self) -> list[tuple[str, str]]:
+        return [(doc["status"], doc["alert"]) for doc in self.received]
+
+
+def _failed_tries() -> float:
+    """Refused webhook tries so far (``pinapp_alert_notifications_total{outcome="failed"}``)."""
+    labels = {"status": "firing", "outcome": "failed"}
+    return REGISTRY.get_sample_value("pinapp_alert_notifications_total", labels) or 0.0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    hook = Receiver(failures=3)
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield hook, f"http://127.0.0.1:{port}/hook"
+    await runner.cleanup()
+
+
+async def test_each_condition_alerts_once_and_resolves_once(pipeline: Pipeline, receiver: tuple[Receiver, str]) -> None:
+    hook, url = receiver
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    worker_url = f"http://127.0.0.1:{worker.web_port}"
+    alerts = pipeline.settings.alerts.model_copy(
+        update={
+            "webhook_url": url,
+            "interval_s": 1.0,
+            "worker_urls": [worker_url],
+            "retry_max_s": 0.5,
+            "dead_letter_rate_max": 20.0,
+            "metrics_port": 0,
+        }
+    )
+    settings = pipeline.settings.model_copy(update={"alerts": alerts})
+    stop = asyncio.Event()
+    alerter = asyncio.create_task(run_alerter(settings, stop))
+    failed_before = _failed_tries()
+    try:
+        await asyncio.sleep(3)  # a few quiet rounds: ordinary (no) traffic raises nothing
+        assert hook.messages() == [] and hook.refused == 0
+
+        produced = time.monotonic()
+        await pipeline.produce([*_events(int(time.time() * 1000)), *[(b"k", b"not json")] * 400])
+        expected = {
+            ("firing", "trend:pin:p-rising"),
+            ("firing", "trend:category:gardening"),
+            ("firing", "trend:country:GB"),
+            ("firing", f"health:dead-letters:{worker_url}"),
+            ("resolved", f"health:dead-letters:{worker_url}"),
+        }
+        deadline = produced + 90
+        while not expected <= set(hook.messages()):
+            assert time.monotonic() < deadline, f"alerts missing after 90 s: {expected - set(hook.messages())}"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3)  # more rounds: nothing is sent twice
+    finally:
+        stop.set()
+        await asyncio.wait_for(alerter, 60)
+
+    messages = hook.messages()
+    assert Counter(messages) == Counter(expected), messages
+    dead = f"health:dead-letters:{worker_url}"
+    assert messages.index(("firing", dead)) < messages.index(("resolved", dead)), "resolved after its alert"
+    assert hook.refused == 3, "the receiver refused the first tries"
+    failed = _failed_tries() - failed_before
+    assert failed >= 3, "each refused try is counted"
+    trend = next(doc for doc in hook.received if doc["alert"] == "trend:pin:p-rising")
+    assert trend["text"].startswith("[pinapp FIRING] trending pin p-rising: score")
+    assert trend["severity"] == "warning" and trend["value"] >= settings.trends.alert_score
+
+
+async def test_the_alerter_command_serves_its_metrics_and_stops_cleanly(pipeline: Pipeline) -> None:
+    """``pinapp alerter``: a worker it cannot reach is itself an alert (logged: no webhook set),
+    counted on its own /metrics; SIGTERM stops it with exit 0."""
+    assert pipeline.cli("db", "migrate").returncode == 0
+    port = free_port()
+    env = {
+        **pipeline.env,
+        "PINAPP_ALERTS__INTERVAL_S": "0.5",
+        "PINAPP_ALERTS__METRICS_PORT": str(port),
+        "PINAPP_ALERTS__WORKER_URLS": '["http://127.0.0.1:1"]',
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", cli_entry(REPO), "--profile", "test", "alerter"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                    if 'pinapp_alerts_firing{rule="worker-down"} 1.0' in resp.read().decode():
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "no worker-down alert on the alerter's /metrics in 60 s"
+            await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out = (await asyncio.to_thread(proc.communicate, None, 30))[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "alert firing: http://127.0.0.1:1: the worker's /metrics does not answer" in out

@@ -1,0 +1,130 @@
+"""The alerter's rules, its one-alert-per-condition book, the webhook's payload and retries, and the
+Prometheus rules shipped for users who alert through Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+
+from config import AlertSettings, TrendSettings
+from pinapp.alerting.book import AlertBook, payload
+from pinapp.alerting.notifier import DeliveryFailed, Notifier
+from pinapp.alerting.rules import Finding, health_findings, parse_scrape, trend_findings
+from pinapp.telemetry import metrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+ALERTS = AlertSettings(lag_max_events=1000, dead_letter_rate_max=5, freshness_max_s=60)
+
+
+def _finding(key: str) -> Finding:
+    return Finding(key, "trend", "warning", f"{key} is up")
+
+
+def test_one_alert_per_condition_then_one_resolution() -> None:
+    book = AlertBook()
+    assert [(n.status, n.finding.key) for n in book.update([_finding("a")], 10)] == [("firing", "a")]
+    assert book.update([_finding("a")], 20) == [], "still holding: nothing new"
+    both = book.update([_finding("a"), _finding("b")], 30)
+    assert [(n.status, n.finding.key) for n in both] == [("firing", "b")]
+    [resolved] = book.update([_finding("b")], 40)
+    assert (resolved.status, resolved.finding.key, resolved.started_at, resolved.ended_at) == ("resolved", "a", 10, 40)
+    assert [(n.status, n.finding.key) for n in book.update([_finding("a"), _finding("b")], 50)] == [("firing", "a")]
+
+
+def test_the_payload_suits_slack_and_generic_receivers() -> None:
+    [firing] = AlertBook().update([Finding("trend:pin:p1", "trend", "warning", "trending pin p1", 12.5)], 1_700_000_000)
+    doc = payload(firing)
+    assert doc["text"] == "[pinapp FIRING] trending pin p1"
+    assert (doc["status"], doc["alert"], doc["rule"], doc["value"]) == ("firing", "trend:pin:p1", "trend", 12.5)
+    assert doc["started_at"] == "2023-11-14T22:13:20Z" and doc["ended_at"] is None
+
+
+def test_trend_rows_past_the_alert_score_are_findings() -> None:
+    rows = [("p1", 80, 6, 24.0), ("p2", 26, 120, 1.2), ("p3", 10, 0, None)]
+    [found] = trend_findings("pin", rows, TrendSettings(alert_score=8), 10)
+    assert found.key == "trend:pin:p1"
+    assert found.summary == "trending pin p1: score 24.0 (80 events in the last 10 min, 6 in the 60 min before)"
+
+
+EXPOSITION = """\
+# TYPE pinapp_consumer_lag gauge
+pinapp_consumer_lag{{topic="events",partition="0"}} {lag0}
+pinapp_consumer_lag{{topic="events",partition="1"}} 10
+# TYPE pinapp_dead_lettered counter
+pinapp_dead_lettered_total{{kind="schema"}} {dead}
+# TYPE pinapp_commit_holes counter
+pinapp_commit_holes_total{{topic="events",partition="0"}} {holes}
+# TYPE pinapp_sink_failing gauge
+pinapp_sink_failing{{sink="singlestore"}} {failing}
+# TYPE pinapp_sink_last_success_timestamp_seconds gauge
+pinapp_sink_last_success_timestamp_seconds{{sink="singlestore"}} {last}
+"""
+
+
+def _scrape(at: float, *, lag0: int = 0, dead: int = 0, holes: int = 0, failing: int = 0, last: float = 0) -> object:
+    return parse_scrape(EXPOSITION.format(lag0=lag0, dead=dead, holes=holes, failing=failing, last=last or at), at)
+
+
+def test_a_healthy_worker_has_no_findings() -> None:
+    assert health_findings("w", _scrape(100, dead=3), _scrape(90, dead=2), ALERTS) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("now", "rule"),
+    [
+        ({"lag0": 5000}, "lag"),
+        ({"dead": 102}, "dead-letters"),  # 100 in 10 s: 10 a second
+        ({"holes": 1}, "commit-guards"),
+        ({"failing": 1}, "sink"),
+        ({"lag0": 5, "last": 30}, "freshness"),  # 70 s without a write while 15 events wait
+    ],
+)
+def test_each_health_rule(now: dict[str, int], rule: str) -> None:
+    found = health_findings("w", _scrape(100, **now), _scrape(90, dead=2), ALERTS)  # type: ignore[arg-type]
+    assert [f.rule for f in found] == [rule]
+    assert found[0].key.startswith("health:") and found[0].key.endswith(":w")
+
+
+async def test_a_failing_receiver_gets_every_notification_once_in_order() -> None:
+    received: list[tuple[str, str]] = []
+    failures = [3]
+
+    async def post(doc: dict[str, object]) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise DeliveryFailed("HTTP 503")
+        received.append((str(doc["status"]), str(doc["alert"])))
+
+    notifier = Notifier(post, retry_max_s=0.05)
+    book = AlertBook()
+    for n in [*book.update([_finding("a")], 1), *book.update([], 2)]:
+        notifier.send(n)
+    await asyncio.wait_for(notifier.drain(), 30)
+    await notifier.close()
+    assert received == [("firing", "a"), ("resolved", "a")]
+
+
+def test_the_prometheus_rules_name_only_metrics_pinapp_exports() -> None:
+    doc = yaml.safe_load((REPO / "deploy" / "prometheus" / "pinapp-alerts.yml").read_text())
+    rules = [rule for group in doc["groups"] for rule in group["rules"]]
+    assert {r["alert"] for r in rules} >= {
+        "PinappConsumerLag",
+        "PinappDeadLetters",
+        "PinappSinkFailing",
+        "PinappCommitGuardsFired",
+        "PinappNotFresh",
+        "PinappWorkerDown",
+    }
+    metrics.SINK_FAILING.labels(sink="singlestore")  # so the labelled families show samples
+    exported = set(re.findall(r"^# TYPE (\w+)", generate_latest().decode(), re.M))
+    exported |= {f"{name}_total" for name in exported}
+    for rule in rules:
+        named = set(re.findall(r"\bpinapp_\w+", rule["expr"]))
+        assert named <= exported, (rule["alert"], named - exported)
+        assert rule["labels"]["severity"] in {"warning", "critical"} and rule["annotations"]["summary"]

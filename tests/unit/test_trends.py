@@ -1,0 +1,101 @@
+"""The trend score ranks what is rising, not what is big or new; the generator injects a trend."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import orjson
+import pytest
+
+from config import TrendSettings
+from pinapp.adapters.queries import NAMED_QUERIES, query_params
+from pinapp.domain.geo import GeoLocator
+from pinapp.domain.trends import trend_score
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator, Trend
+
+# The recent window and the baseline of the defaults: 10 minutes against the hour before.
+WINDOW, BASELINE, PRIOR = 10, 60, 5.0
+
+
+def score(recent: int, baseline: int) -> float:
+    return trend_score(recent, baseline, WINDOW, BASELINE, PRIOR)
+
+
+def test_a_jump_from_a_real_rate_outranks_a_handful_from_nothing() -> None:
+    assert score(3, 0) == pytest.approx(1.34, abs=0.01)
+    assert score(3000, 6000) == pytest.approx(63.1, abs=0.1)  # 3,000 where 1,000 were expected
+    assert score(3000, 6000) > score(60, 6) > score(3, 0)
+
+
+def test_a_steady_item_scores_near_zero_however_big() -> None:
+    assert score(1000, 6000) == pytest.approx(0.0)
+    assert abs(score(1040, 6000)) < 2, "Poisson noise of a big item is not a trend"
+    assert score(500, 6000) < 0, "a falling item scores below zero"
+
+
+def test_every_trend_query_takes_the_parameters_it_is_given() -> None:
+    params = query_params(10, 5, TrendSettings())
+    assert params["baseline_minutes"] == 60
+    trending = [q for name, q in NAMED_QUERIES.items() if name.startswith("trending-")]
+    assert {q.name for q in trending} == {"trending-pins", "trending-categories", "trending-countries"}
+    for q in trending:
+        assert set(re.findall(r"%\((\w+)\)s", q.sql)) == set(params), q.name
+        assert "ts >=" in q.sql, "a range on the sort key"
+
+
+@pytest.fixture(scope="module")
+def geo() -> GeoLocator:
+    return GeoLocator()
+
+
+def _pin_ids(records: list, trend_pin: str) -> tuple[int, int]:  # type: ignore[type-arg]
+    """(engagement events, of which about ``trend_pin``)."""
+    engaged = [
+        orjson.loads(r.value) for r in records if r.kind == "valid" and r.event_type in {"repin", "like", "comment"}
+    ]
+    return len(engaged), sum(doc["pin_id"] == trend_pin for doc in engaged)
+
+
+def test_an_injected_trend_takes_its_share_from_its_start(geo: GeoLocator) -> None:
+    config = GeneratorConfig(seed=3, start_ms=0, step_ms=100.0, trend=Trend(after_s=300, share=0.2))
+    gen = TrafficGenerator(config, geo)
+    before = [next(gen) for _ in range(3000)]  # 300 s of event time
+    assert gen.truth.trend is None
+    after = [next(gen) for _ in range(3000)]
+    trend = gen.truth.to_json()["trend"]
+    assert trend["from_ms"] >= 300_000
+    engaged, on_trend = _pin_ids(after, trend["pin_id"])
+    assert 0.15 * engaged < on_trend < 0.3 * engaged
+    assert _pin_ids(before, trend["pin_id"])[1] <= 3, "the trend pin was the newest: little history"
+
+
+def test_a_category_trend_goes_to_that_category(geo: GeoLocator) -> None:
+    config = GeneratorConfig(seed=4, start_ms=0, step_ms=100.0, trend=Trend(after_s=100, share=0.5, category="pets"))
+    gen = TrafficGenerator(config, geo)
+    records = [next(gen) for _ in range(4000)]
+    assert gen.truth.to_json()["trend"]["category"] == "pets"
+    pins = {
+        doc["pin"]["pin_id"]: doc["pin"]["category"]
+        for doc in map(orjson.loads, (r.value for r in records if r.kind == "valid"))
+        if "pin" in doc
+    }
+    late = Counter(
+        pins.get(doc["pin_id"])
+        for doc in map(orjson.loads, (r.value for r in records[2000:] if r.kind == "valid"))
+        if doc["event_type"] in {"repin", "like", "comment"}
+    )
+    assert late["pets"] > 0.4 * sum(late.values())
+
+
+def test_a_trend_not_started_changes_nothing(geo: GeoLocator) -> None:
+    plain = TrafficGenerator(GeneratorConfig(seed=5, start_ms=0), geo)
+    later = TrafficGenerator(GeneratorConfig(seed=5, start_ms=0, trend=Trend(after_s=10**6)), geo)
+    assert [next(plain).value for _ in range(500)] == [next(later).value for _ in range(500)]
+
+
+def test_a_bad_trend_is_refused() -> None:
+    with pytest.raises(ValueError, match="share"):
+        Trend(after_s=1, share=0)
+    with pytest.raises(ValueError, match="unknown category"):
+        Trend(after_s=1, category="nope")
