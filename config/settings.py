@@ -238,7 +238,7 @@ class AlertSettings(_Section):
     worker_urls: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:6066"], description="the workers' web, whose /metrics are read"
     )
-    trend_minutes: int = Field(10, ge=1, description="the trend rule's recent window (trends.* score it)")
+    trend_minutes: int = Field(5, ge=1, description="the trend rule's recent window (trends.* score it)")
     lag_max_events: int = Field(100_000, ge=1, description="consumer lag of one worker above this is alerted on")
     freshness_max_s: float = Field(
         60.0, gt=0, description="no row written for this long while events wait in Kafka is alerted on"

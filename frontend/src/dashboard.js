@@ -4,7 +4,7 @@
 
 (function () {
   const REFRESH_MS = 5000;
-  const TREND_MINUTES = 10;   // the trend panel's recent window (the hour before is its baseline)
+  const TREND_MINUTES = 5;    // the trend panel's recent window (the half hour before is its baseline)
   const TYPES = ["pin", "repin", "comment", "like", "login"];
   const COLORS = { pin: "#e60023", repin: "#ff8a00", comment: "#3fb950", like: "#58a6ff", login: "#a371f7" };
   const el = (id) => document.getElementById(id);

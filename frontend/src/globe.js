@@ -127,9 +127,9 @@
   }
 
   async function loadTrending() {
-    // Pins scoring past the alert threshold over the last 10 minutes; the globe lights their repins.
+    // Pins scoring past the alert threshold over the last 5 minutes; the globe lights their repins.
     try {
-      const response = await fetch("/api/query/trending-pins?minutes=10&limit=20");
+      const response = await fetch("/api/query/trending-pins?minutes=5&limit=20");
       if (!response.ok) return;
       const body = await response.json();
       state.trending = new Set(body.rows.filter((r) => Number(r[3]) >= body.alert_score).map((r) => r[0]));

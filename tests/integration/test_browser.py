@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from config import Settings
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
-from pinapp.tools.generator import sample_ip_pool
+from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator, Trend, sample_ip_pool
 from pinapp.tools.stack.services import ensure_debian_package
 from tests.integration.harness import REPO, Pipeline, WorkerProcess
 from tests.integration.test_scale_out import _start, _traffic
@@ -59,17 +59,37 @@ async def served(
 ) -> AsyncIterator[tuple[Pipeline, WorkerProcess]]:
     pipeline = Pipeline(tmp_path_factory.mktemp("browser"))
     try:
-        yield pipeline, await _serving(pipeline, seed=81, count=3000)
+        yield pipeline, await _serving(pipeline, seed=81, count=3000, trending=True)
     finally:
         pipeline.stop_all()
         await pipeline.drop()
 
 
-async def _serving(pipeline: Pipeline, *, seed: int, count: int) -> WorkerProcess:
-    """A started worker whose tables hold ``count`` generated events."""
+def _trending_traffic(seed: int, count: int) -> tuple[list[GeneratedRecord], dict[str, list[str]]]:
+    """``count`` events over the last 40 minutes, one pin taking off 36 minutes in: a baseline
+    for the trend queries, and a trend in their last 5 minutes."""
+    span_ms = 40 * 60_000
+    config = GeneratorConfig(
+        seed=seed,
+        duplicate_ratio=0.03,
+        malformed_ratio=0.01,
+        start_ms=int(time.time() * 1000) - span_ms,
+        step_ms=span_ms / count,
+        trend=Trend(after_s=36 * 60, share=0.3),
+    )
+    gen = TrafficGenerator(config, GeoLocator())
+    return [next(gen) for _ in range(count)], gen.truth.event_ids
+
+
+async def _serving(pipeline: Pipeline, *, seed: int, count: int, trending: bool = False) -> WorkerProcess:
+    """A started worker whose tables hold ``count`` generated events (over the last 40 minutes,
+    with a trend, if ``trending``; else all of them now)."""
     worker = pipeline.worker(0)
     await _start(worker)
-    records, _, expected = _traffic(pipeline, seed=seed, count=count)
+    if trending:
+        records, expected = _trending_traffic(seed, count)
+    else:
+        records, _, expected = _traffic(pipeline, seed=seed, count=count)
     await pipeline.produce(records)
     await pipeline.wait_for_rows({t: len(ids) for t, ids in expected.items()})
     return worker
@@ -182,7 +202,7 @@ async def test_the_dashboard_charts_engagement_and_follows_new_events(
         assert labels >= 1
         await page.select_option("#window", "15")
         await _until(page, "window.pinappDashboard.refreshes >= 3", "a refresh for the new window")
-        # Trending now: the traffic is minutes old, so its popular pins rise from nothing.
+        # Trending now: the pin that took off in the last minutes is lit.
         assert await page.locator("#trending-pins tbody tr").count() >= 1
         assert await page.locator("#trending-pins tbody tr.hot").count() >= 1, "a pin past the alert score is lit"
         assert await page.locator("#trending-categories tbody tr").count() >= 1

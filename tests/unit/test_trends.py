@@ -14,24 +14,31 @@ from pinapp.domain.geo import GeoLocator
 from pinapp.domain.trends import trend_score
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator, Trend
 
-# The recent window and the baseline of the defaults: 10 minutes against the hour before.
-WINDOW, BASELINE, PRIOR = 10, 60, 5.0
+# Traffic as a whole unchanged: 1,000 events in the recent window for every 6,000 in the baseline.
+TOTALS, PRIOR = (1000, 6000), 5.0
 
 
-def score(recent: int, baseline: int) -> float:
-    return trend_score(recent, baseline, WINDOW, BASELINE, PRIOR)
+def score(recent: int, baseline: int, totals: tuple[int, int] = TOTALS) -> float:
+    return trend_score(recent, baseline, *totals, PRIOR)
 
 
 def test_a_jump_from_a_real_rate_outranks_a_handful_from_nothing() -> None:
     assert score(3, 0) == pytest.approx(1.34, abs=0.01)
-    assert score(3000, 6000) == pytest.approx(63.1, abs=0.1)  # 3,000 where 1,000 were expected
-    assert score(3000, 6000) > score(60, 6) > score(3, 0)
+    big = score(3000, 6000, totals=(3000, 6000 * 3))  # 3,000 where 1,000 were expected (the example)
+    assert big == pytest.approx(2000 / 1005**0.5, abs=0.01)
+    assert big > score(3, 0)
+    assert score(60, 6) > score(3, 0), "60 where 1 was expected is a trend; 3 from nothing is not yet"
 
 
 def test_a_steady_item_scores_near_zero_however_big() -> None:
     assert score(1000, 6000) == pytest.approx(0.0)
-    assert abs(score(1040, 6000)) < 2, "Poisson noise of a big item is not a trend"
-    assert score(500, 6000) < 0, "a falling item scores below zero"
+    assert abs(score(104, 600)) < 2, "Poisson noise of a big item is not a trend"
+    assert score(50, 600) < 0, "a falling item scores below zero"
+
+
+def test_traffic_that_grew_everywhere_is_no_trend() -> None:
+    assert score(200, 600, totals=(2000, 6000)) == pytest.approx(0.0), "twice the traffic, the same share"
+    assert score(200, 600) > 8, "the same count with unchanged traffic is a trend"
 
 
 def test_every_trend_query_takes_the_parameters_it_is_given() -> None:
