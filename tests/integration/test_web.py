@@ -19,6 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from config import Settings
+from pinapp.adapters.queries import NAMED_QUERIES
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratedRecord
 from tests.integration.harness import Pipeline, WorkerProcess, placeable_repins
@@ -138,15 +139,7 @@ async def test_the_dashboard_queries(cluster: Cluster) -> None:
     w1 = cluster.workers[1]
     status, doc = w1.get("/api/queries")
     assert status == 200
-    assert [q["name"] for q in doc["queries"]] == [
-        "events-per-minute",
-        "top-categories",
-        "top-countries",
-        "most-repinned",
-        "trending-pins",
-        "trending-categories",
-        "trending-countries",
-    ]
+    assert [q["name"] for q in doc["queries"]] == list(NAMED_QUERIES)  # the set: tests/unit/test_rows_and_queries.py
 
     status, doc = w1.get("/api/query/top-categories?minutes=1440&limit=5")
     assert status == 200, doc
