@@ -56,6 +56,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
 from pinapp.adapters.kafka import ensure_topics
+from pinapp.domain.experiments import load_experiments
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.tools.stack.services import ensure_debian_package
@@ -78,11 +79,17 @@ def _pipeline(tmp: str, **kwargs: Any) -> Pipeline:
     return Pipeline(Path(tmp), repo=CODE[_under_test], **kwargs)
 
 
+#: The demo's two experiments, a tenth of the users in each: about one event in five carries
+#: an exposure (docs/benchmarks.md, issue 18, has the cost of more).
+BENCH_EXPERIMENTS = load_experiments(REPO / "config" / "experiments.toml")
+
+
 def _backlog_traffic(seed: int) -> TrafficGenerator:
-    """A backlog's events: 2% resent duplicates, 1% malformed."""
-    return TrafficGenerator(
-        GeneratorConfig(seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01), GeoLocator(), keep_ids=False
+    """A backlog's events: 2% resent duplicates, 1% malformed, experiments as above."""
+    config = GeneratorConfig(
+        seed=seed, duplicate_ratio=0.02, malformed_ratio=0.01, experiments=BENCH_EXPERIMENTS, enrolled=0.1
     )
+    return TrafficGenerator(config, GeoLocator(), keep_ids=False)
 
 
 def _live_traffic(seed: int, rate: float, geo: GeoLocator | None = None, **config: Any) -> TrafficGenerator:

@@ -228,6 +228,16 @@ class TrendSettings(_Section):
     alert_score: float = Field(8.0, gt=0, description="a trend scoring this or more is alerted on")
 
 
+class ExperimentSettings(_Section):
+    """Experiments (pinapp.domain.experiments): where they are defined, and the sample-ratio test."""
+
+    definitions_file: Path | None = Field(None, description="TOML file of the experiments; none: no experiments")
+    srm_p_value: float = Field(
+        0.001, gt=0, lt=1, description="a chi-square p-value below this is a sample ratio mismatch"
+    )
+    min_users: int = Field(100, ge=2, description="no verdict before an experiment has this many users")
+
+
 class AlertSettings(_Section):
     """``pinapp alerter``: what it watches, when it alerts, and where it sends alerts."""
 
@@ -424,6 +434,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     trends: TrendSettings = TrendSettings()
     alerts: AlertSettings = AlertSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
     worker: WorkerSettings = WorkerSettings()
     archive: ArchiveSettings = ArchiveSettings()
     singer: SingerSettings = SingerSettings()

@@ -18,7 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from config import DatabaseSettings
 from pinapp.adapters.sql_values import backslash_escapes, insert_statements
-from pinapp.domain.ddl import TABLES, create_database_sql, create_table_sql
+from pinapp.domain.ddl import ALL_TABLES, EXPOSURES, TABLES, TableSpec, create_database_sql, create_table_sql
 from pinapp.domain.events import EventType
 from pinapp.domain.rows import Row
 from pinapp.domain.table_values import Pin
@@ -97,7 +97,7 @@ async def migrate(db: DatabaseSettings) -> list[str]:
                     statements.append(create_database_sql(db.database))
                     await cur.execute(statements[-1])
                 await cur.execute(f"USE `{db.database}`")
-                for spec in TABLES.values():
+                for spec in ALL_TABLES:
                     if spec.name not in existing:
                         statements.append(create_table_sql(spec, db.dialect))
                         await cur.execute(statements[-1])
@@ -122,8 +122,7 @@ class _Insert:
         return f"{self.prefix} {self.marks} {self.suffix}"
 
 
-def _insert_sql(event_type: EventType, *, own_pin_wins: bool = False) -> _Insert:
-    spec = TABLES[event_type]
+def _insert_sql(spec: TableSpec, *, own_pin_wins: bool = False) -> _Insert:
     cols = ", ".join(f"`{c}`" for c in spec.column_names)
     marks = ", ".join(["%s"] * len(spec.column_names))
     # A no-op update of a non-key column makes a replayed row a no-op on both SingleStore
@@ -139,9 +138,10 @@ def _insert_sql(event_type: EventType, *, own_pin_wins: bool = False) -> _Insert
     return _Insert(f"INSERT INTO `{spec.name}` ({cols}) VALUES", f"ON DUPLICATE KEY UPDATE {update}", f"({marks})")
 
 
-_INSERTS = {t: _insert_sql(t, own_pin_wins=t is EventType.PIN) for t in TABLES}
+_INSERTS = {t: _insert_sql(spec, own_pin_wins=t is EventType.PIN) for t, spec in TABLES.items()}
 #: Pin rows learned from other events: never replace a row that is there.
-_LEARNED_PIN_INSERT = _insert_sql(EventType.PIN)
+_LEARNED_PIN_INSERT = _insert_sql(TABLES[EventType.PIN])
+_EXPOSURE_INSERT = _insert_sql(EXPOSURES)
 
 
 class EngagementStore:
@@ -168,7 +168,9 @@ class EngagementStore:
             reraise=True,
         )
 
-    async def write(self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = ()) -> int:
+    async def write(
+        self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = (), exposures: Sequence[Row] = ()
+    ) -> int:
         """Write every row in one transaction, retrying until it commits.
 
         ``learned_pins`` are ``pins`` rows built from the pin a non-pin event carried: they
@@ -180,6 +182,8 @@ class EngagementStore:
         todo = [(_INSERTS[t], r) for t, r in rows.items() if r]
         if learned_pins:
             todo.append((_LEARNED_PIN_INSERT, learned_pins))
+        if exposures:
+            todo.append((_EXPOSURE_INSERT, exposures))
         if not todo:
             return 0
         async for attempt in self._retrying("write"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from asyncmy.errors import Error as MySQLError
@@ -18,7 +19,18 @@ from config import TrendSettings
 from pinapp.domain.trends import TrendSpec, trend_sql
 from pinapp.errors import DatabaseError, PinappError
 
-__all__ = ["NAMED_QUERIES", "NamedQuery", "ReadOnlyViolation", "check_read_only", "query_params", "run_query"]
+__all__ = [
+    "ALLOCATION_SQL",
+    "EXPERIMENT_ENGAGEMENT_SQL",
+    "NAMED_QUERIES",
+    "NEW_USERS_SQL",
+    "NamedQuery",
+    "ReadOnlyViolation",
+    "allocation",
+    "check_read_only",
+    "query_params",
+    "run_query",
+]
 
 
 @dataclass(frozen=True)
@@ -155,3 +167,31 @@ async def run_query(
     except (MySQLError, OSError) as exc:  # the query, or a connection lost or refused
         raise DatabaseError(f"query failed: {exc}") from exc
     return columns, rows
+
+
+#: Distinct users per group of one experiment since its start (parameters: experiment, start).
+ALLOCATION_SQL: Final = (
+    "SELECT group_name, COUNT(DISTINCT user_id) AS users FROM experiment_exposures "
+    "WHERE experiment = %(experiment)s AND ts >= %(start)s GROUP BY group_name ORDER BY group_name"
+)
+#: Events and users per group and event type of one experiment since its start.
+EXPERIMENT_ENGAGEMENT_SQL: Final = (
+    "SELECT group_name, event_type, COUNT(*) AS events, COUNT(DISTINCT user_id) AS users "
+    "FROM experiment_exposures WHERE experiment = %(experiment)s AND ts >= %(start)s "
+    "GROUP BY group_name, event_type ORDER BY group_name, event_type"
+)
+
+#: Users newly exposed per minute and group of one experiment (a user counts at its first exposure).
+NEW_USERS_SQL: Final = (
+    "SELECT DATE_FORMAT(first_ts, '%%Y-%%m-%%d %%H:%%i') AS minute, group_name, COUNT(*) AS users FROM ("
+    "SELECT user_id, group_name, MIN(ts) AS first_ts FROM experiment_exposures "
+    "WHERE experiment = %(experiment)s AND ts >= %(start)s GROUP BY user_id, group_name) f "
+    "GROUP BY minute, group_name ORDER BY minute, group_name"
+)
+
+
+async def allocation(pool: Any, experiment: str, start: datetime, *, dialect: str = "mysql") -> dict[str, int]:
+    """Users per group of ``experiment`` since ``start`` (UTC)."""
+    params = {"experiment": experiment, "start": start.astimezone(UTC).replace(tzinfo=None)}
+    _, rows = await run_query(pool, ALLOCATION_SQL, params, dialect=dialect)
+    return {str(group): int(users) for group, users in rows}

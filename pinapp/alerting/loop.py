@@ -1,6 +1,7 @@
 """The alerter's loop: every ``alerts.interval_s``, evaluate the rules and send what changed.
 
-Each round reads the trend queries from SingleStore and every worker's ``/metrics``
+Each round reads the trend queries and every running experiment's allocation (the
+sample-ratio test) from SingleStore, and every worker's ``/metrics``
 (:mod:`.rules` decides), books the findings (:class:`.book.AlertBook`: one alert per condition,
 one resolution when it clears) and queues the notifications (:class:`.notifier.Notifier`). A
 source that cannot be read is itself a finding (``worker-down``, ``database``), so an alerter
@@ -22,10 +23,11 @@ from prometheus_client import start_http_server
 
 from config import Settings
 from pinapp.adapters.db import create_pool
-from pinapp.adapters.queries import NAMED_QUERIES, query_params, run_query
+from pinapp.adapters.queries import NAMED_QUERIES, allocation, query_params, run_query
 from pinapp.alerting.book import AlertBook, Notification
 from pinapp.alerting.notifier import DeliveryFailed, Notifier, Post
-from pinapp.alerting.rules import Finding, Scrape, health_findings, parse_scrape, trend_findings
+from pinapp.alerting.rules import Finding, Scrape, health_findings, parse_scrape, srm_findings, trend_findings
+from pinapp.domain.experiments import load_experiments, srm_test
 from pinapp.errors import DatabaseError
 
 __all__ = ["Alerter", "run_alerter", "webhook"]
@@ -69,10 +71,12 @@ class Alerter:
         self.clock = clock
         self.book = AlertBook()
         self._scrapes: dict[str, Scrape] = {}
+        path = settings.experiments.definitions_file
+        self.experiments = load_experiments(path) if path is not None else ()
 
     async def round(self) -> list[Notification]:
         """Evaluate every rule once; queue and return what changed."""
-        findings = [*await self._trends(), *await self._health()]
+        findings = [*await self._trends(), *await self._experiments(), *await self._health()]
         notifications = self.book.update(findings, self.clock())
         for notification in notifications:
             self.notifier.send(notification)
@@ -88,6 +92,20 @@ class Alerter:
             except DatabaseError as exc:
                 return [Finding("health:database", "database", "critical", f"SingleStore cannot be queried: {exc}")]
             found += trend_findings(kind, rows, self.settings.trends, minutes)
+        return found
+
+    async def _experiments(self) -> list[Finding]:
+        cfg = self.settings.experiments
+        found: list[Finding] = []
+        for experiment in self.experiments:
+            if experiment.start.timestamp() > self.clock():
+                continue
+            try:
+                users = await allocation(self.pool, experiment.name, experiment.start, dialect=self.settings.db.dialect)
+            except DatabaseError as exc:
+                return [Finding("health:database", "database", "critical", f"SingleStore cannot be queried: {exc}")]
+            verdict = srm_test(experiment, users, p_threshold=cfg.srm_p_value, min_users=cfg.min_users)
+            found += srm_findings(experiment.name, verdict)
         return found
 
     async def _health(self) -> list[Finding]:

@@ -17,8 +17,9 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import AlertSettings, TrendSettings
+from pinapp.domain.experiments import SrmVerdict
 
-__all__ = ["Finding", "Scrape", "health_findings", "parse_scrape", "trend_findings"]
+__all__ = ["Finding", "Scrape", "health_findings", "parse_scrape", "srm_findings", "trend_findings"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Finding:
     """One condition that holds now."""
 
     key: str  # stable while the condition lasts
-    rule: str  # trend, lag, freshness, dead-letters, commit-guards, sink, worker-down, database
+    rule: str  # trend, srm, lag, freshness, dead-letters, commit-guards, sink, worker-down, database
     severity: str  # warning or critical
     summary: str  # one line for a person
     value: float | None = None
@@ -73,6 +74,15 @@ def trend_findings(kind: str, rows: Iterable[Sequence[Any]], trends: TrendSettin
             )
         )
     return found
+
+
+def srm_findings(experiment: str, verdict: SrmVerdict) -> list[Finding]:
+    """A sample ratio mismatch of ``experiment`` (its allocation is broken: its metrics are suspect)."""
+    if not verdict.mismatch:
+        return []
+    return [
+        Finding(f"srm:{experiment}", "srm", "critical", f"experiment {experiment}: {verdict.reason}", verdict.p_value)
+    ]
 
 
 def health_findings(worker: str, now: Scrape, before: Scrape | None, alerts: AlertSettings) -> list[Finding]:

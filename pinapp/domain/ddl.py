@@ -17,7 +17,9 @@ from typing import Final, Literal
 from pinapp.domain.events import EventType
 
 __all__ = [
+    "ALL_TABLES",
     "COLUMNS",
+    "EXPOSURES",
     "TABLES",
     "Column",
     "Dialect",
@@ -40,7 +42,7 @@ class Column:
 @dataclass(frozen=True, slots=True)
 class TableSpec:
     name: str
-    event_type: EventType
+    event_type: EventType | None  # the event type whose rows it holds; None: experiment_exposures
     columns: tuple[Column, ...]
     shard_key: tuple[str, ...]
     primary_key: tuple[str, ...]
@@ -105,6 +107,27 @@ TABLES: Final[dict[EventType, TableSpec]] = {
 }
 COLUMNS: Final = {t: spec.column_names for t, spec in TABLES.items()}
 
+#: One row per exposure: an event that carried ``experiments``, once per experiment in it.
+#: Sharded by user, so a user's exposures sit in one partition and distinct users per group
+#: count locally; idempotent on (user_id, experiment, event_id), written with its event's row.
+EXPOSURES: Final = TableSpec(
+    "experiment_exposures",
+    None,
+    (
+        Column("experiment", "VARCHAR(64)", nullable=False),
+        Column("group_name", "VARCHAR(64)", nullable=False),
+        Column("event_id", "VARCHAR(64)", nullable=False),
+        Column("event_type", "VARCHAR(16)", nullable=False),
+        Column("user_id", "VARCHAR(64)", nullable=False),
+        Column("ts", "DATETIME(6)", nullable=False),
+        Column("ingested_at", "DATETIME(6)", nullable=False),
+    ),
+    shard_key=("user_id",),
+    primary_key=("user_id", "experiment", "event_id"),
+)
+#: Every table pinapp writes, in a stable order.
+ALL_TABLES: Final = (*TABLES.values(), EXPOSURES)
+
 
 def _ident(name: str) -> str:
     return f"`{name}`"
@@ -137,4 +160,4 @@ def create_table_sql(spec: TableSpec, dialect: Dialect) -> str:
 
 def schema_sql(dialect: Dialect) -> list[str]:
     """Every table's DDL, in a stable order."""
-    return [create_table_sql(spec, dialect) for spec in TABLES.values()]
+    return [create_table_sql(spec, dialect) for spec in ALL_TABLES]

@@ -93,6 +93,7 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     text: str | None  # comment
     carried_pin: PinFields | None  # the full pin the event carries (``pin``), if any
     data: bytes
+    experiments: dict[str, str] | None = None  # experiment name -> group (``experiments``), if any
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -233,6 +234,7 @@ def reference_parse_event(data: bytes, *, max_bytes: int) -> Event:
         text=doc.get("text"),
         carried_pin=_pin_fields(pin) if pin is not None else None,
         data=data,
+        experiments=doc.get("experiments") or None,
     )
 
 
@@ -256,6 +258,9 @@ _Id = Annotated[str, Meta(min_length=1, max_length=64)]
 _AnyId = _Id | Annotated[int, Meta(ge=0)]
 _Ip = Annotated[str, Meta(min_length=2, max_length=45)]
 _Text = Annotated[str, Meta(max_length=4000)]
+_Name = Annotated[str, Meta(min_length=1, max_length=64)]
+#: ``experiments``: experiment name -> group name, at most 16 (MAX_EXPERIMENTS)
+_Experiments = Annotated[dict[_Name, _Name], Meta(max_length=16)]
 
 
 class PinFields(msgspec.Struct, kw_only=True, frozen=True):
@@ -280,6 +285,7 @@ class _Doc(msgspec.Struct, kw_only=True, tag_field="event_type"):
     board_id: _AnyId | UnsetType = UNSET
     text: _Text | UnsetType = UNSET
     pin: PinFields | UnsetType = UNSET
+    experiments: _Experiments | UnsetType = UNSET
 
 
 class _PinEvent(_Doc, tag="pin"):
@@ -379,5 +385,6 @@ def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
         board_id=None if board_id is UNSET else board_id,
         text=None if doc.text is UNSET else doc.text,
         carried_pin=carried,
+        experiments=None if doc.experiments is UNSET or not doc.experiments else doc.experiments,
         data=data,
     )

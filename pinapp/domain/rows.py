@@ -13,7 +13,7 @@ from pinapp.domain.events import Event, EventType
 from pinapp.domain.geo import GeoLocation
 from pinapp.domain.table_values import Pin
 
-__all__ = ["UNKNOWN_CATEGORY", "Row", "build_row", "ms_to_datetime", "pin_row"]
+__all__ = ["UNKNOWN_CATEGORY", "Row", "build_row", "exposure_rows", "ms_to_datetime", "pin_row"]
 
 UNKNOWN_CATEGORY: Final = "unknown"
 _EPOCH: Final = datetime(1970, 1, 1)
@@ -84,3 +84,14 @@ def pin_row(event: Event, geo: GeoLocation, pin: Pin, ingested_at: datetime) -> 
     )
     assert len(row) == len(COLUMNS[EventType.PIN])
     return row
+
+
+def exposure_rows(event: Event, ingested_at: datetime) -> list[Row]:
+    """``experiment_exposures`` rows: one per experiment the event carries (none without)."""
+    if not event.experiments:
+        return []
+    ts = ms_to_datetime(event.ts_ms)
+    kind = event.event_type.value
+    return [
+        (name, group, event.event_id, kind, event.user_id, ts, ingested_at) for name, group in event.experiments.items()
+    ]

@@ -9,7 +9,8 @@ batch by batch:
    pass the seen check: their rows are kept single by primary key);
 3. resolve each pin-related event's pin: the pin cache, then SingleStore, then the pin
    the event carries; else category ``unknown``;
-4. enrich with geo-location and category, and build rows;
+4. enrich with geo-location and category, and build rows (and an ``experiment_exposures``
+   row per experiment an event carries);
 5. write all rows in one idempotent transaction (retried while the database is down);
 6. only then mark the events seen and sweep expired dedup entries.
 
@@ -43,12 +44,13 @@ from cachetools import LRUCache
 
 from config import PipelineSettings
 from pinapp.domain import dead_letters
+from pinapp.domain.ddl import EXPOSURES
 from pinapp.domain.dead_letters import is_replay
 from pinapp.domain.dedup import PartitionSweeper, is_duplicate
 from pinapp.domain.events import Event, EventType, parse_event
 from pinapp.domain.geo import GeoLocation
 from pinapp.domain.repin_points import RepinPoint, encode_points
-from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, pin_row
+from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, exposure_rows, pin_row
 from pinapp.domain.table_values import Pin, SeenEvent
 from pinapp.errors import EnrichmentFault, InvalidEvent, SinkError
 from pinapp.telemetry import metrics
@@ -92,7 +94,9 @@ class PartitionedTable(Protocol):
 class RowStore(Protocol):
     """The SingleStore tables (``EngagementStore`` in the worker)."""
 
-    async def write(self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = ()) -> int:
+    async def write(
+        self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = (), exposures: Sequence[Row] = ()
+    ) -> int:
         """Write in one idempotent transaction; retries outages, raises ``SinkError`` if rows are rejected."""
 
     async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]: ...
@@ -119,6 +123,7 @@ class _Accepted:
     pin: Pin | None
     row: Row | None = None
     geo: GeoLocation | None = None
+    exposures: list[Row] | None = None  # its experiment_exposures rows, if it carries experiments
 
 
 @dataclass(slots=True)
@@ -130,6 +135,7 @@ class _Prepared:
     accepted: list[_Accepted]
     rows: dict[EventType, list[Row]]
     learned_pins: list[Row]
+    exposures: list[Row]
 
 
 class EngagementBatcher:
@@ -187,12 +193,12 @@ class EngagementBatcher:
         now_ms = int(time.time() * 1000)
         accepted = await self._validate_and_dedup(batch, now_ms, in_flight or {})
         await self._resolve_missing_pins(accepted)
-        rows, learned_pins = await self._enrich(accepted)
-        return _Prepared(batch, now_ms, accepted, rows, learned_pins)
+        rows, learned_pins, exposures = await self._enrich(accepted)
+        return _Prepared(batch, now_ms, accepted, rows, learned_pins, exposures)
 
     async def commit(self, prepared: _Prepared) -> None:
         """Steps 5-6, then the changelog records and the live feed."""
-        await self._write(prepared.accepted, prepared.rows, prepared.learned_pins)
+        await self._write(prepared.accepted, prepared.rows, prepared.learned_pins, prepared.exposures)
         self._mark_seen_and_sweep(prepared.accepted, prepared.now_ms)
         await self.seen.flush()
         await self.pins.flush()
@@ -290,9 +296,10 @@ class EngagementBatcher:
         self.pins.set(partition, pin.pin_id.encode(), pin)
         self.recent_pins[pin.pin_id] = pin
 
-    async def _enrich(self, accepted: list[_Accepted]) -> tuple[dict[EventType, list[Row]], list[Row]]:
+    async def _enrich(self, accepted: list[_Accepted]) -> tuple[dict[EventType, list[Row]], list[Row], list[Row]]:
         rows: dict[EventType, list[Row]] = defaultdict(list)
         learned_pins: list[Row] = []
+        exposures: list[Row] = []
         ingested_at = datetime.now(UTC).replace(tzinfo=None)
         poisoned: list[_Accepted] = []
         for item in accepted:
@@ -304,27 +311,31 @@ class EngagementBatcher:
                 item.row = build_row(event, geo, item.pin, ingested_at)
                 if event.event_type is not EventType.PIN and event.carried_pin is not None and item.pin is not None:
                     learned_pins.append(pin_row(event, geo, item.pin, ingested_at))
+                if event.experiments is not None:
+                    item.exposures = exposure_rows(event, ingested_at)
             except Exception as exc:  # a poison event must never stall its partition
                 logger.exception("enrichment failed for event %r", event.event_id)
                 await self.dead_letter(item.source, f"enrichment failed: {exc!r}", kind="poison", stage="enrich")
                 poisoned.append(item)
                 continue
             rows[event.event_type].append(item.row)
+            if item.exposures:
+                exposures += item.exposures
         for item in poisoned:
             accepted.remove(item)
         metrics.STAGE_EVENTS.labels(stage="enrich", outcome="dead_lettered").inc(len(poisoned))
         metrics.STAGE_EVENTS.labels(stage="enrich", outcome="out").inc(len(accepted))
-        return rows, learned_pins
+        return rows, learned_pins, exposures
 
     async def _write(
-        self, accepted: list[_Accepted], rows: dict[EventType, list[Row]], learned_pins: list[Row]
+        self, accepted: list[_Accepted], rows: dict[EventType, list[Row]], learned_pins: list[Row], exposures: list[Row]
     ) -> None:
-        total = sum(len(r) for r in rows.values()) + len(learned_pins)
+        total = sum(len(r) for r in rows.values()) + len(learned_pins) + len(exposures)
         if not total:
             return
         started = time.perf_counter()
         try:
-            await self.store.write(rows, learned_pins)
+            await self.store.write(rows, learned_pins, exposures)
         except SinkError:
             await self._write_one_by_one(accepted, learned_pins)
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -333,6 +344,7 @@ class EngagementBatcher:
         for event_type, batch_rows in rows.items():
             metrics.ROWS_WRITTEN.labels(table=event_type.value).inc(len(batch_rows))
         metrics.ROWS_WRITTEN.labels(table=EventType.PIN.value).inc(len(learned_pins))
+        metrics.ROWS_WRITTEN.labels(table=EXPOSURES.name).inc(len(exposures))
 
     async def _write_one_by_one(self, accepted: list[_Accepted], learned_pins: list[Row]) -> None:
         """The database rejected the batch: find the rows it rejects and dead-letter them."""
@@ -346,7 +358,7 @@ class EngagementBatcher:
         for item in accepted:
             assert item.row is not None
             try:
-                await self.store.write({item.event.event_type: [item.row]})
+                await self.store.write({item.event.event_type: [item.row]}, (), item.exposures or ())
             except SinkError as exc:
                 await self.dead_letter(item.source, str(exc), kind="rejected", stage="sink")
                 rejected.append(item)

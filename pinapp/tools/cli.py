@@ -9,14 +9,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tabulate import tabulate
 
 from config import Settings, load_settings
+from pinapp.domain.experiments import Experiment
 from pinapp.errors import ConfigError, PinappError
 from pinapp.tools.allocator import run_on_chosen_allocator, tune_gc
+
+if TYPE_CHECKING:
+    from pinapp.domain.experiments import Experiment
 
 __all__ = ["main"]
 
@@ -323,6 +327,14 @@ def singer_status(ctx: click.Context) -> None:
 )
 @click.option("--trend-share", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--trend-category", help="With --trend-after: the trend is this category's pins, not one pin.")
+@click.option(
+    "--experiment-leak",
+    "leaks",
+    multiple=True,
+    metavar="NAME=SHARE",
+    help="An allocation bug: SHARE of experiment NAME's last group is logged in its first (experiments come "
+    "from experiments.definitions_file).",
+)
 @click.option("--rotate-bytes", type=click.IntRange(min=1), help="With --to file: rotate (rename-style) at this size.")
 @click.option(
     "--rotate-keep",
@@ -352,6 +364,7 @@ def generate(
     trend_after: float | None,
     trend_share: float,
     trend_category: str | None,
+    leaks: tuple[str, ...],
 ) -> None:
     """Generate synthetic engagement traffic into Kafka or a log file."""
     from pinapp.domain.geo import GeoLocator
@@ -366,6 +379,7 @@ def generate(
     if trend_category is not None and trend_after is None:
         raise click.UsageError("--trend-category needs --trend-after SECONDS")
     trend = Trend(trend_after, trend_share, trend_category) if trend_after is not None else None
+    experiments = _experiments(settings)
     config = GeneratorConfig(
         seed=seed,
         users=users,
@@ -375,6 +389,8 @@ def generate(
         step_ms=1000.0 / rate if rate else 1.0,
         max_event_bytes=settings.pipeline.max_event_bytes,
         trend=trend,
+        experiments=experiments,
+        leaks=_leaks(leaks, {e.name for e in experiments}),
     )
     gen = TrafficGenerator(
         config, GeoLocator(settings.pipeline.geoip_db_path), keep_ids=ids if ids is not None else count is not None
@@ -470,6 +486,75 @@ def db_migrate(ctx: click.Context, print_only: bool) -> None:
         f"{settings.db.database} ({settings.db.dialect}): {created} tables created, "
         f"{len(TABLES) - created} already there"
     )
+
+
+def _experiments(settings: Settings) -> tuple[Experiment, ...]:
+    from pinapp.domain.experiments import load_experiments
+
+    path = settings.experiments.definitions_file
+    return load_experiments(path) if path is not None else ()
+
+
+def _leaks(values: tuple[str, ...], names: set[str]) -> dict[str, float]:
+    leaks = {}
+    for value in values:
+        name, _, share = value.partition("=")
+        try:
+            leaks[name] = float(share)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: NAME=SHARE, e.g. checkout_flow=0.1", param_hint="--experiment-leak"
+            ) from None
+        if name not in names:
+            raise click.BadParameter(
+                f"no experiment {name!r} in experiments.definitions_file", param_hint="--experiment-leak"
+            )
+        if not 0 <= leaks[name] <= 1:
+            raise click.BadParameter(f"{value!r}: SHARE is a fraction 0..1", param_hint="--experiment-leak")
+    return leaks
+
+
+@cli.command()
+@click.pass_context
+def experiments(ctx: click.Context) -> None:
+    """The experiments (experiments.definitions_file) with their live allocation and sample-ratio test."""
+    from pinapp.domain.experiments import srm_test
+
+    settings = _settings(ctx)
+    defined = _experiments(settings)
+    if not defined:
+        click.echo("no experiments: set experiments.definitions_file (PINAPP_EXPERIMENTS__DEFINITIONS_FILE)")
+        return
+    allocations = asyncio.run(_allocations(settings, defined))
+    cfg = settings.experiments
+    rows = []
+    for experiment in defined:
+        verdict = srm_test(
+            experiment, allocations[experiment.name], p_threshold=cfg.srm_p_value, min_users=cfg.min_users
+        )
+        rows.append(
+            (
+                experiment.name,
+                experiment.start.isoformat().replace("+00:00", "Z"),
+                ", ".join(f"{g} {s:.0%}" for g, s in experiment.shares.items()),
+                ", ".join(f"{g} {n:,}" for g, n in verdict.users.items()),
+                "-" if verdict.p_value is None else f"{verdict.p_value:.2g}",
+                "MISMATCH" if verdict.mismatch else ("ok" if verdict.p_value is not None else "too few users"),
+            )
+        )
+    click.echo(tabulate(rows, headers=["experiment", "start", "intended", "users", "srm p", "verdict"]))
+
+
+async def _allocations(settings: Settings, defined: tuple[Experiment, ...]) -> dict[str, dict[str, int]]:
+    from pinapp.adapters.db import create_pool
+    from pinapp.adapters.queries import allocation
+
+    pool = await create_pool(settings.db, size=1)
+    try:
+        return {e.name: await allocation(pool, e.name, e.start, dialect=settings.db.dialect) for e in defined}
+    finally:
+        pool.close()
+        await pool.wait_closed()
 
 
 # -- query -------------------------------------------------------------------------------

@@ -7,6 +7,11 @@ they resolve); a share of inputs are resends of earlier events (duplicates) or m
 The generator knows exactly which events are valid and unique, and reports that as the
 ground truth tests and audits compare against.
 
+Users can be in experiments (``GeneratorConfig.experiments``, as defined for the pipeline):
+a share of users is enrolled in each, split by a hash of the user and the experiment as the
+definition says, and their events carry their groups (``experiments``). ``leaks`` injects the
+classic allocation bug: that fraction of one experiment's last group is logged in its first.
+
 A developing trend can be injected (:class:`Trend`): from a chosen point in event time, a share
 of all pin engagement (repins, comments, likes) goes to one pin (the newest at that moment, so
 it has little history), or to the pins of one category. The ground truth names it.
@@ -14,6 +19,7 @@ it has little history), or to the pins of one category. The ground truth names i
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import random
 from collections import Counter, deque
@@ -28,6 +34,7 @@ import orjson
 
 from pinapp.adapters.files import write_atomically
 from pinapp.domain.events import EventType, routing_key
+from pinapp.domain.experiments import Experiment
 from pinapp.domain.geo import GeoLocator
 
 __all__ = [
@@ -136,6 +143,9 @@ class GeneratorConfig:
     ip_pool_size: int = 2_000
     mix: dict[EventType, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     trend: Trend | None = None
+    experiments: tuple[Experiment, ...] = ()
+    enrolled: float = 0.5  # the share of users in each experiment
+    leaks: dict[str, float] = field(default_factory=dict)  # experiment -> share of its last group logged in its first
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +205,11 @@ class GroundTruth:
         write_atomically(path, orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2))
 
 
+def _unit(text: str) -> float:
+    """A point in [0, 1) from ``text``: the same for the same text, spread evenly."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
+
+
 def sample_ip_pool(geo: GeoLocator, rng: random.Random, size: int) -> list[str]:
     """Client IPs the geo database places in a country with coordinates: many countries.
 
@@ -237,6 +252,7 @@ class TrafficGenerator:
         self._recent: deque[GeneratedRecord] = deque(maxlen=1_000)
         self._n = 0
         self._trend_pins: list[dict[str, Any]] | None = None  # once the trend started: the pins it favours
+        self._groups: dict[str, dict[str, str]] = {}  # user -> experiment -> group
 
     def __iter__(self) -> Iterator[GeneratedRecord]:
         return self
@@ -271,6 +287,23 @@ class TrafficGenerator:
         n = self.rng.randrange(self.config.users)
         ip = self.user_ips[n] if self.rng.random() < 0.9 else self.rng.choice(self.ip_pool)
         return f"u{n}", ip
+
+    def _experiments_of(self, user_id: str) -> dict[str, str]:
+        """The groups ``user_id`` is in: by hashes of the user and each experiment, not the rng."""
+        groups = self._groups.get(user_id)
+        if groups is None:
+            groups = {}
+            for experiment in self.config.experiments:
+                if _unit(f"enrolled:{experiment.name}:{user_id}") >= self.config.enrolled:
+                    continue
+                group = experiment.group_of(_unit(f"group:{experiment.name}:{user_id}"))
+                names = list(experiment.shares)
+                leak = self.config.leaks.get(experiment.name, 0.0)
+                if group == names[-1] and _unit(f"leak:{experiment.name}:{user_id}") < leak:
+                    group = names[0]
+                groups[experiment.name] = group
+            self._groups[user_id] = groups
+        return groups
 
     def _title(self) -> str:
         return " ".join(self.rng.choice(_WORDS) for _ in range(self.rng.randint(2, 5)))
@@ -323,6 +356,8 @@ class TrafficGenerator:
             "user_id": user_id,
             "ip": ip,
         }
+        if self.config.experiments and (groups := self._experiments_of(user_id)):
+            doc["experiments"] = groups
         if event_type is EventType.PIN:
             pin = self._new_pin(user_id, ts_ms)
             doc["pin_id"] = pin["pin_id"]

@@ -2,9 +2,11 @@
 
 Served by every worker of the topology (read-only):
 
-* ``/`` and ``/globe``: the two pages (``frontend/src``);
+* ``/``, ``/globe`` and ``/experiments``: the pages (``frontend/src``);
 * ``/api/queries`` and ``/api/query/{name}?minutes=M&limit=N``: the dashboard's data, the
   same named SingleStore queries as ``pinapp query``;
+* ``/api/experiments``: each experiment's allocation, sample-ratio verdict, engagement per
+  group and new users per minute (the experiments page's data);
 * ``/globe/stream``: Server-Sent Events, every repin of the cluster as it is written
   (:mod:`pinapp.web.live_feed`);
 * ``/static/{file}`` and ``/vendor/{file}``: the pages' scripts, and the front-end packages
@@ -26,8 +28,16 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from pinapp.adapters.db import create_pool
-from pinapp.adapters.queries import NAMED_QUERIES, query_params, run_query
-from pinapp.errors import DatabaseError
+from pinapp.adapters.queries import (
+    EXPERIMENT_ENGAGEMENT_SQL,
+    NAMED_QUERIES,
+    NEW_USERS_SQL,
+    allocation,
+    query_params,
+    run_query,
+)
+from pinapp.domain.experiments import load_experiments, srm_test
+from pinapp.errors import ConfigError, DatabaseError
 from pinapp.telemetry import metrics
 from pinapp.topology.app import app, settings
 from pinapp.web.live_feed import LiveFeed
@@ -83,6 +93,14 @@ class GlobePage(View):
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
         return _file_response(self, frontend_dir() / "src" / "globe.html")
+
+
+@app.page("/experiments")
+class ExperimentsPage(View):
+    """Each experiment: allocation over time, engagement per group, the sample-ratio verdict."""
+
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        return _file_response(self, frontend_dir() / "src" / "experiments.html")
 
 
 @app.page("/static/{name}")
@@ -157,6 +175,48 @@ class QueriesView(View):
 
     async def get(self, request: Request, **kwargs: Any) -> Response:
         return self.json({"queries": [{"name": q.name, "description": q.description} for q in NAMED_QUERIES.values()]})
+
+
+@app.page("/api/experiments")
+class ExperimentsView(View):
+    """Every experiment of ``experiments.definitions_file`` with its live allocation, sample-ratio
+    verdict, engagement per group and users newly exposed per minute; ``503`` while SingleStore
+    does not answer."""
+
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        cfg = settings.experiments
+        try:
+            defined = load_experiments(cfg.definitions_file) if cfg.definitions_file is not None else ()
+        except ConfigError as exc:
+            return self.error(503, str(exc))
+        out = []
+        try:
+            pool = await _read_pool()
+            for experiment in defined:
+                params = {"experiment": experiment.name, "start": experiment.start.replace(tzinfo=None)}
+                dialect = settings.db.dialect
+                users = await allocation(pool, experiment.name, experiment.start, dialect=dialect)
+                _, engagement = await run_query(pool, EXPERIMENT_ENGAGEMENT_SQL, params, dialect=dialect)
+                _, timeline = await run_query(pool, NEW_USERS_SQL, params, dialect=dialect)
+                verdict = srm_test(experiment, users, p_threshold=cfg.srm_p_value, min_users=cfg.min_users)
+                out.append(
+                    {
+                        "name": experiment.name,
+                        "start": experiment.start.isoformat().replace("+00:00", "Z"),
+                        "shares": experiment.shares,
+                        "users": verdict.users,
+                        "expected": verdict.expected,
+                        "p_value": verdict.p_value,
+                        "mismatch": verdict.mismatch,
+                        "verdict": verdict.reason,
+                        "engagement": engagement,
+                        "new_users_per_minute": timeline,
+                    }
+                )
+        except DatabaseError as exc:
+            return self.error(503, str(exc))
+        body = {"experiments": out, "srm_p_value": cfg.srm_p_value}
+        return self.bytes(orjson.dumps(body, default=str), content_type="application/json")
 
 
 @app.page("/api/query/{name}")

@@ -20,6 +20,9 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from pinapp.alerting.loop import run_alerter
+from pinapp.domain.experiments import load_experiments
+from pinapp.domain.geo import GeoLocator
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from tests.integration.harness import REPO, Pipeline, cli_entry, free_port
 from tests.integration.test_trends import _events
 
@@ -154,3 +157,57 @@ async def test_the_alerter_command_serves_its_metrics_and_stops_cleanly(pipeline
             proc.wait()
     assert proc.returncode == 0, out
     assert "alert firing: http://127.0.0.1:1: the worker's /metrics does not answer" in out
+
+
+async def test_a_broken_allocation_raises_one_srm_alert_and_a_sound_one_none(
+    pipeline: Pipeline, receiver: tuple[Receiver, str]
+) -> None:
+    hook, url = receiver
+    hook.failures = 0
+    definitions = pipeline.tmp / "experiments.toml"
+    definitions.write_text(
+        "[[experiment]]\nname = 'search_ranking_v2'\nstart = 2026-01-01T00:00:00Z\n"
+        "groups = { control = 50, treatment = 50 }\n\n"
+        "[[experiment]]\nname = 'checkout_flow'\nstart = 2026-01-01T00:00:00Z\n"
+        "groups = { control = 50, streamlined = 50 }\n"
+    )
+    experiments = load_experiments(definitions)
+    config = GeneratorConfig(seed=31, users=3000, experiments=experiments, leaks={"checkout_flow": 0.15})
+    gen = TrafficGenerator(config, GeoLocator())
+    records = [next(gen) for _ in range(8000)]
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    await pipeline.produce(records)
+    await pipeline.wait_for_rows({t: len(ids) for t, ids in gen.truth.event_ids.items()})
+
+    settings = pipeline.settings.model_copy(
+        update={
+            "alerts": pipeline.settings.alerts.model_copy(
+                update={"webhook_url": url, "interval_s": 1.0, "worker_urls": [], "metrics_port": 0}
+            ),
+            "experiments": pipeline.settings.experiments.model_copy(update={"definitions_file": definitions}),
+        }
+    )
+    stop = asyncio.Event()
+    alerter = asyncio.create_task(run_alerter(settings, stop))
+    try:
+        deadline = time.monotonic() + 60
+        while ("firing", "srm:checkout_flow") not in hook.messages():
+            assert time.monotonic() < deadline, f"no SRM alert in 60 s: {hook.messages()}"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(alerter, 60)
+    srm = [m for m in hook.messages() if m[1].startswith("srm:")]
+    assert srm == [("firing", "srm:checkout_flow")], "one alert, for the broken experiment only"
+    doc = next(d for d in hook.received if d["alert"] == "srm:checkout_flow")
+    assert doc["severity"] == "critical" and "sample ratio mismatch" in doc["text"] and doc["value"] < 0.001
+
+    # `pinapp experiments` gives the same verdicts from the same table.
+    pipeline.env["PINAPP_EXPERIMENTS__DEFINITIONS_FILE"] = str(definitions)
+    listing = pipeline.cli("experiments")
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    verdicts = {line.split()[0]: line.split()[-1] for line in listing.stdout.splitlines()[2:]}
+    assert verdicts == {"search_ranking_v2": "ok", "checkout_flow": "MISMATCH"}, listing.stdout

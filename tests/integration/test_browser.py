@@ -20,6 +20,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from config import Settings
+from pinapp.domain.experiments import load_experiments
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
 from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator, Trend, sample_ip_pool
@@ -28,6 +29,8 @@ from tests.integration.harness import REPO, Pipeline, WorkerProcess
 from tests.integration.test_scale_out import _start, _traffic
 
 SHOTS = REPO / "test-output" / "browser"
+#: The demo's experiments; the served traffic has the demo's allocation bug in checkout_flow.
+DEMO_EXPERIMENTS = REPO / "config" / "experiments.toml"
 # Chromium as the machine's browser tests run it: no background traffic to Google's hosts.
 CHROMIUM_ARGS = [
     "--headless",
@@ -57,7 +60,9 @@ async def browser() -> AsyncIterator[Browser]:
 async def served(
     test_stack: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Pipeline, WorkerProcess]]:
-    pipeline = Pipeline(tmp_path_factory.mktemp("browser"))
+    pipeline = Pipeline(
+        tmp_path_factory.mktemp("browser"), extra_env={"PINAPP_EXPERIMENTS__DEFINITIONS_FILE": str(DEMO_EXPERIMENTS)}
+    )
     try:
         yield pipeline, await _serving(pipeline, seed=81, count=3000, trending=True)
     finally:
@@ -76,6 +81,8 @@ def _trending_traffic(seed: int, count: int) -> tuple[list[GeneratedRecord], dic
         start_ms=int(time.time() * 1000) - span_ms,
         step_ms=span_ms / count,
         trend=Trend(after_s=36 * 60, share=0.3),
+        experiments=load_experiments(DEMO_EXPERIMENTS),
+        leaks={"checkout_flow": 0.2},
     )
     gen = TrafficGenerator(config, GeoLocator())
     return [next(gen) for _ in range(count)], gen.truth.event_ids
@@ -207,6 +214,27 @@ async def test_the_dashboard_charts_engagement_and_follows_new_events(
         assert await page.locator("#trending-pins tbody tr.hot").count() >= 1, "a pin past the alert score is lit"
         assert await page.locator("#trending-categories tbody tr").count() >= 1
         await page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+
+
+async def test_the_experiments_page_shows_allocation_engagement_and_the_srm_verdict(
+    browser: Browser, served: tuple[Pipeline, WorkerProcess]
+) -> None:
+    _, worker = served
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with _page(browser, worker, "/experiments") as (page, _):
+        await _until(page, "window.pinappExperiments.refreshes >= 1", "the first refresh")
+        assert await page.evaluate("window.pinappExperiments.errors") == 0
+        assert await page.locator("section.experiment").count() == 2
+        assert "sample ratio mismatch" in (await page.text_content("#exp-checkout_flow .verdict.mismatch") or "")
+        assert "allocation as intended" in (await page.text_content("#exp-search_ranking_v2 .verdict.ok") or "")
+        assert await page.locator("#exp-checkout_flow .engagement tbody tr").count() >= 4
+        assert (
+            await page.evaluate(
+                "Chart.getChart(document.querySelector('#exp-checkout_flow canvas')).data.labels.length"
+            )
+            >= 2
+        )
+        await page.screenshot(path=str(SHOTS / "experiments.png"), full_page=True)
 
 
 async def test_only_the_pages_files_are_served(served: tuple[Pipeline, WorkerProcess]) -> None:

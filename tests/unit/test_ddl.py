@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pinapp.domain.ddl import TABLES, Column, TableSpec, create_table_sql, schema_sql
+from pinapp.domain.ddl import ALL_TABLES, EXPOSURES, TABLES, Column, TableSpec, create_table_sql, schema_sql
 from pinapp.domain.events import EventType
 
 
@@ -21,7 +21,7 @@ def test_one_table_per_event_type() -> None:
     assert [s.name for s in TABLES.values()] == ["pins", "repins", "comments", "likes", "logins"]
 
 
-@pytest.mark.parametrize("spec", list(TABLES.values()), ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", ALL_TABLES, ids=lambda s: s.name)
 def test_singlestore_ddl_follows_singlestore_rules(spec: TableSpec) -> None:
     sql = create_table_sql(spec, "singlestore")
     assert sql.startswith(f"CREATE TABLE IF NOT EXISTS `{spec.name}` (")
@@ -38,14 +38,20 @@ def test_singlestore_ddl_follows_singlestore_rules(spec: TableSpec) -> None:
 
 
 def test_singlestore_shards_pin_tables_by_pin_and_logins_by_user() -> None:
-    ddl = dict(zip([s.name for s in TABLES.values()], schema_sql("singlestore"), strict=True))
+    ddl = dict(zip([s.name for s in ALL_TABLES], schema_sql("singlestore"), strict=True))
     for name in ("pins", "repins", "comments", "likes"):
         assert _key_cols(ddl[name], "SHARD KEY") == ["pin_id"]
     assert _key_cols(ddl["logins"], "SHARD KEY") == ["user_id"]
     assert _key_cols(ddl["repins"], "PRIMARY KEY") == ["pin_id", "event_id"]
 
 
-@pytest.mark.parametrize("spec", list(TABLES.values()), ids=lambda s: s.name)
+def test_exposures_are_sharded_by_user_and_kept_single_per_event_and_experiment() -> None:
+    sql = create_table_sql(EXPOSURES, "singlestore")
+    assert _key_cols(sql, "SHARD KEY") == ["user_id"]
+    assert _key_cols(sql, "PRIMARY KEY") == ["user_id", "experiment", "event_id"]
+
+
+@pytest.mark.parametrize("spec", ALL_TABLES, ids=lambda s: s.name)
 def test_mysql_ddl_has_no_singlestore_clauses(spec: TableSpec) -> None:
     sql = create_table_sql(spec, "mysql")
     assert "SHARD KEY" not in sql and "SORT KEY" not in sql

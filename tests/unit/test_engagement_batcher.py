@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from config import PipelineSettings
-from pinapp.domain.ddl import COLUMNS
+from pinapp.domain.ddl import COLUMNS, EXPOSURES
 from pinapp.domain.dead_letters import REPLAY_HEADER
 from pinapp.domain.events import EventType
 from pinapp.domain.geo import GeoLocation
@@ -85,8 +85,11 @@ class MemoryStore:
         self.tables: dict[EventType, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.writes = 0
         self.pin_lookups: list[list[str]] = []
+        self.exposures: dict[tuple[str, str], dict[str, Any]] = {}  # (experiment, event_id) -> row
 
-    async def write(self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = ()) -> int:
+    async def write(
+        self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = (), exposures: Sequence[Row] = ()
+    ) -> int:
         named = [(t, dict(zip(COLUMNS[t], row, strict=True))) for t, batch in rows.items() for row in batch]
         refused = [row["event_id"] for _, row in named if row["event_id"] in self.reject]
         if refused:
@@ -94,6 +97,9 @@ class MemoryStore:
         self.writes += 1
         for event_type, row in named:
             self.tables[event_type][row["event_id"]] = row
+        for row in exposures:
+            named_exposure = dict(zip(EXPOSURES.column_names, row, strict=True))
+            self.exposures[(named_exposure["experiment"], named_exposure["event_id"])] = named_exposure
         for row in learned_pins:  # fills a missing pin row, never replaces one
             pin = dict(zip(COLUMNS[EventType.PIN], row, strict=True))
             if all(r["pin_id"] != pin["pin_id"] for r in self.tables[EventType.PIN].values()):
@@ -307,3 +313,20 @@ async def test_written_repins_with_a_location_go_to_the_live_feed_after_the_writ
     [value] = p.live
     [point] = decode_points(value)
     assert (point["event_id"], point["category"], point["country"], point["lat"]) == ("e1", "art", "GB", 51.5)
+
+
+async def test_each_experiment_an_event_carries_is_an_exposure_written_with_it() -> None:
+    p = Pipeline(store=MemoryStore(reject={"e3"}))
+    experiments = {"search_v2": "treatment", "onboarding": "control"}
+    batch = records(
+        event("e1", experiments=experiments),
+        event("e1", experiments=experiments),
+        event("e2"),
+        event("e3", experiments={"search_v2": "control"}),
+    )
+    await p.batcher.process(batch)
+    assert set(p.store.exposures) == {("search_v2", "e1"), ("onboarding", "e1")}, "the duplicate and e2 add none"
+    row = p.store.exposures[("search_v2", "e1")]
+    assert (row["group_name"], row["event_type"], row["user_id"]) == ("treatment", "like", "u1")
+    assert row["ts"] == p.store.row(EventType.LIKE, "e1")["ts"]
+    assert [(d.record.offset, d.stage) for d in p.dead] == [(3, "sink")], "a rejected event's exposures go with it"

@@ -69,7 +69,23 @@ ODD_VALUES: list[Any] = [
     "login",
     "share",
 ]
-FIELDS = ["event_id", "event_type", "ts", "user_id", "ip", "pin_id", "board_id", "text", "pin"]
+FIELDS = ["event_id", "event_type", "ts", "user_id", "ip", "pin_id", "board_id", "text", "pin", "experiments"]
+#: ``experiments`` values at and past each bound: entries, name and group lengths, types.
+EXPERIMENT_VALUES: list[Any] = [
+    {"search_v2": "treatment"},
+    {},
+    {"": "a"},
+    {"e" * 64: "g" * 64},
+    {"e" * 65: "a"},
+    {"exp": "x" * 65},
+    {"exp": ""},
+    {"exp": 1},
+    {"exp": None},
+    {"exp": ["a"]},
+    {f"e{i}": "g" for i in range(16)},
+    {f"e{i}": "g" for i in range(17)},
+    {"é" * 64: "😀" * 64},
+]
 PIN_FIELDS = ["pin_id", "board_id", "user_id", "title", "category", "created_at", "description", "image_url"]
 
 
@@ -95,6 +111,7 @@ def _mutations(doc: dict[str, Any], rng: random.Random) -> list[bytes]:
         out.append(_dumps({k: v for k, v in doc.items() if k != field}))
         for value in rng.sample(ODD_VALUES, 6):
             out.append(_dumps({**doc, field: value}))
+    out += [_dumps({**doc, "experiments": value}) for value in EXPERIMENT_VALUES]
     if isinstance(doc.get("pin"), dict):
         for field in PIN_FIELDS:
             pin = doc["pin"]
