@@ -224,6 +224,9 @@ class TrendSettings(_Section):
         6, ge=1, le=168, description="the baseline is this many times the recent window, just before it"
     )
     min_count: int = Field(10, ge=1, description="an item needs this many recent events to be ranked")
+    min_share: float = Field(
+        0.002, ge=0, lt=1, description="and this share of the recent window's events (0.002: one in 500)"
+    )
     prior: float = Field(5.0, gt=0, description="pseudo-count of variance: items without history need more to rank")
     alert_score: float = Field(8.0, gt=0, description="a trend scoring this or more is alerted on")
 
@@ -249,6 +252,7 @@ class AlertSettings(_Section):
         default_factory=lambda: ["http://127.0.0.1:6066"], description="the workers' web, whose /metrics are read"
     )
     trend_minutes: int = Field(5, ge=1, description="the trend rule's recent window (trends.* score it)")
+    trend_top: int = Field(3, ge=1, description="alert on at most this many trending items of each kind (the best)")
     lag_max_events: int = Field(100_000, ge=1, description="consumer lag of one worker above this is alerted on")
     freshness_max_s: float = Field(
         60.0, gt=0, description="no row written for this long while events wait in Kafka is alerted on"

@@ -115,6 +115,7 @@ def query_params(minutes: int, limit: int, trends: TrendSettings) -> dict[str, A
         "limit": limit,
         "baseline_minutes": minutes * trends.baseline_factor,
         "min_count": trends.min_count,
+        "min_share": trends.min_share,
         "prior": trends.prior,
     }
 

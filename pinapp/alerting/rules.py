@@ -54,11 +54,14 @@ def parse_scrape(text: str, at: float) -> Scrape:
     return Scrape(at, totals, by_label)
 
 
-def trend_findings(kind: str, rows: Iterable[Sequence[Any]], trends: TrendSettings, minutes: int) -> list[Finding]:
-    """Trending ``kind`` (pin, category, country): rows of its trend query past ``trends.alert_score``."""
-    found = []
+def trend_findings(
+    kind: str, rows: Iterable[Sequence[Any]], trends: TrendSettings, minutes: int, *, top: int = 3
+) -> list[Finding]:
+    """Trending ``kind`` (pin, category, country): the ``top`` rows of its trend query (best first)
+    past ``trends.alert_score``."""
+    found: list[Finding] = []
     for item, recent, baseline, score in rows:
-        if score is None or float(score) < trends.alert_score:
+        if score is None or float(score) < trends.alert_score or len(found) >= top:
             continue
         before = minutes * trends.baseline_factor
         found.append(

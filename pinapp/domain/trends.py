@@ -18,7 +18,9 @@ variance (a Poisson floor) that keeps an item without history from ranking on a 
 events: 3 repins from nothing score 3 / sqrt(0 + 5) = 1.3, while 3,000 where 1,000 were
 expected score 2,000 / sqrt(1,005) = 63. A ratio (``recent / expected``) would rank the first
 infinitely high; a plain count would rank a steadily popular pin above one that just took off.
-Items with fewer than ``min_count`` recent events are left out. A steady item's score is noise
+Items with fewer than ``min_count`` recent events, or less than ``min_share`` of the recent
+window's events, are left out: in a large catalogue many new items take off a little every
+minute, and a trend worth a look carries a visible share of the traffic. A steady item's score is noise
 around 0 (|z| > 4 about once in 30,000 items), so a threshold of 6-8 flags a real jump.
 
 The same score is computed in SQL (:func:`trend_sql`: one range scan of each table on its
@@ -51,7 +53,8 @@ class TrendSpec:
 def trend_sql(spec: TrendSpec) -> str:
     """The trend query for ``spec``: item, recent, baseline, score; best first.
 
-    Parameters (pyformat): ``minutes``, ``baseline_minutes``, ``min_count``, ``prior``, ``limit``.
+    Parameters (pyformat): ``minutes``, ``baseline_minutes``, ``min_count``, ``min_share``, ``prior``,
+    ``limit``.
     """
     since_recent = "UTC_TIMESTAMP() - INTERVAL %(minutes)s MINUTE"
     since_baseline = "UTC_TIMESTAMP() - INTERVAL (%(minutes)s + %(baseline_minutes)s) MINUTE"
@@ -72,6 +75,6 @@ def trend_sql(spec: TrendSpec) -> str:
         f"SELECT c.item AS {spec.item}, c.recent, c.baseline, "
         f"ROUND((c.recent - {expected}) / SQRT({expected} + %(prior)s), 2) AS score "  # SQRT: a DOUBLE
         f"FROM ({with_totals}) c "
-        "WHERE c.recent >= %(min_count)s AND c.baseline_total > 0 "
+        "WHERE c.recent >= %(min_count)s AND c.recent >= %(min_share)s * c.recent_total AND c.baseline_total > 0 "
         f"ORDER BY score DESC, c.item LIMIT %(limit)s"
     )
