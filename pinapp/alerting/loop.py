@@ -91,7 +91,9 @@ class Alerter:
                 _, rows = await run_query(self.pool, NAMED_QUERIES[name].sql, params, dialect=self.settings.db.dialect)
             except DatabaseError as exc:
                 return [Finding("health:database", "database", "critical", f"SingleStore cannot be queried: {exc}")]
-            found += trend_findings(kind, rows, self.settings.trends, minutes, top=self.settings.alerts.trend_top)
+            found += trend_findings(
+                kind, rows, self.settings.trends, minutes, top=self.settings.alerts.trend_top, firing=self.book.firing
+            )
         return found
 
     async def _experiments(self) -> list[Finding]:

@@ -10,7 +10,7 @@ counters become rates: dead letters per second, and whether a commit guard fired
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,18 +55,31 @@ def parse_scrape(text: str, at: float) -> Scrape:
 
 
 def trend_findings(
-    kind: str, rows: Iterable[Sequence[Any]], trends: TrendSettings, minutes: int, *, top: int = 3
+    kind: str,
+    rows: Iterable[Sequence[Any]],
+    trends: TrendSettings,
+    minutes: int,
+    *,
+    top: int = 3,
+    firing: Collection[str] = (),
 ) -> list[Finding]:
-    """Trending ``kind`` (pin, category, country): the ``top`` rows of its trend query (best first)
-    past ``trends.alert_score``."""
+    """Trending ``kind`` (pin, category, country) past ``trends.alert_score``: the ``top`` rows of
+    its trend query (best first), and any row still past it whose alert is ``firing`` already, so
+    an item that slips down the ranking stays one alert until its score falls."""
     found: list[Finding] = []
+    new = 0
     for item, recent, baseline, score in rows:
-        if score is None or float(score) < trends.alert_score or len(found) >= top:
+        key = f"trend:{kind}:{item}"
+        if score is None or float(score) < trends.alert_score:
             continue
+        if key not in firing:
+            if new >= top:
+                continue
+            new += 1
         before = minutes * trends.baseline_factor
         found.append(
             Finding(
-                key=f"trend:{kind}:{item}",
+                key=key,
                 rule="trend",
                 severity="warning",
                 summary=(

@@ -52,6 +52,16 @@ def test_trend_rows_past_the_alert_score_are_findings() -> None:
     assert found.summary == "trending pin p1: score 24.0 (80 events in the last 10 min, 6 in the 60 min before)"
 
 
+def test_at_most_top_new_trend_alerts_and_a_firing_one_stays_while_past_the_score() -> None:
+    trends = TrendSettings(alert_score=8)
+    rows = [(f"p{n}", 100, 0, 50.0 - n) for n in range(6)]
+    assert [f.key for f in trend_findings("pin", rows, trends, 5, top=2)] == ["trend:pin:p0", "trend:pin:p1"]
+    kept = trend_findings("pin", rows, trends, 5, top=2, firing={"trend:pin:p4"})
+    assert [f.key for f in kept] == ["trend:pin:p0", "trend:pin:p1", "trend:pin:p4"], "p4 slipped but still trends"
+    fallen = trend_findings("pin", [("p4", 10, 9, 1.0)], trends, 5, top=2, firing={"trend:pin:p4"})
+    assert fallen == [], "below the score it resolves"
+
+
 EXPOSITION = """\
 # TYPE pinapp_consumer_lag gauge
 pinapp_consumer_lag{{topic="events",partition="0"}} {lag0}
