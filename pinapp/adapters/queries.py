@@ -15,7 +15,8 @@ from typing import Any, Final
 
 from asyncmy.errors import Error as MySQLError
 
-from config import TrendSettings
+from config import ExperimentSettings, TrendSettings
+from pinapp.domain.experiments import Experiment, SrmVerdict, srm_test
 from pinapp.domain.trends import TrendSpec, trend_sql
 from pinapp.errors import DatabaseError, PinappError
 
@@ -30,6 +31,7 @@ __all__ = [
     "check_read_only",
     "query_params",
     "run_query",
+    "srm_verdict",
 ]
 
 
@@ -196,3 +198,11 @@ async def allocation(pool: Any, experiment: str, start: datetime, *, dialect: st
     params = {"experiment": experiment, "start": start.astimezone(UTC).replace(tzinfo=None)}
     _, rows = await run_query(pool, ALLOCATION_SQL, params, dialect=dialect)
     return {str(group): int(users) for group, users in rows}
+
+
+async def srm_verdict(
+    pool: Any, experiment: Experiment, cfg: ExperimentSettings, *, dialect: str = "mysql"
+) -> SrmVerdict:
+    """``experiment``'s live allocation (users per group since its start) and its sample-ratio test."""
+    users = await allocation(pool, experiment.name, experiment.start, dialect=dialect)
+    return srm_test(experiment, users, p_threshold=cfg.srm_p_value, min_users=cfg.min_users)

@@ -23,11 +23,11 @@ from prometheus_client import start_http_server
 
 from config import Settings
 from pinapp.adapters.db import create_pool
-from pinapp.adapters.queries import NAMED_QUERIES, allocation, query_params, run_query
+from pinapp.adapters.queries import NAMED_QUERIES, query_params, run_query, srm_verdict
 from pinapp.alerting.book import AlertBook, Notification
 from pinapp.alerting.notifier import DeliveryFailed, Notifier, Post
 from pinapp.alerting.rules import Finding, Scrape, health_findings, parse_scrape, srm_findings, trend_findings
-from pinapp.domain.experiments import load_experiments, srm_test
+from pinapp.domain.experiments import load_experiments
 from pinapp.errors import DatabaseError
 
 __all__ = ["Alerter", "run_alerter", "webhook"]
@@ -50,6 +50,10 @@ def webhook(session: aiohttp.ClientSession, url: str, *, timeout_s: float = 10.0
             raise DeliveryFailed(repr(exc)) from exc
 
     return post
+
+
+def _database_down(exc: DatabaseError) -> Finding:
+    return Finding("health:database", "database", "critical", f"SingleStore cannot be queried: {exc}")
 
 
 class Alerter:
@@ -90,23 +94,23 @@ class Alerter:
             try:
                 _, rows = await run_query(self.pool, NAMED_QUERIES[name].sql, params, dialect=self.settings.db.dialect)
             except DatabaseError as exc:
-                return [Finding("health:database", "database", "critical", f"SingleStore cannot be queried: {exc}")]
+                return [_database_down(exc)]
             found += trend_findings(
                 kind, rows, self.settings.trends, minutes, top=self.settings.alerts.trend_top, firing=self.book.firing
             )
         return found
 
     async def _experiments(self) -> list[Finding]:
-        cfg = self.settings.experiments
         found: list[Finding] = []
         for experiment in self.experiments:
             if experiment.start.timestamp() > self.clock():
                 continue
             try:
-                users = await allocation(self.pool, experiment.name, experiment.start, dialect=self.settings.db.dialect)
+                verdict = await srm_verdict(
+                    self.pool, experiment, self.settings.experiments, dialect=self.settings.db.dialect
+                )
             except DatabaseError as exc:
-                return [Finding("health:database", "database", "critical", f"SingleStore cannot be queried: {exc}")]
-            verdict = srm_test(experiment, users, p_threshold=cfg.srm_p_value, min_users=cfg.min_users)
+                return [_database_down(exc)]
             found += srm_findings(experiment.name, verdict)
         return found
 

@@ -20,7 +20,7 @@ from pinapp.errors import ConfigError, PinappError
 from pinapp.tools.allocator import run_on_chosen_allocator, tune_gc
 
 if TYPE_CHECKING:
-    from pinapp.domain.experiments import Experiment
+    from pinapp.domain.experiments import Experiment, SrmVerdict
 
 __all__ = ["main"]
 
@@ -518,20 +518,14 @@ def _leaks(values: tuple[str, ...], names: set[str]) -> dict[str, float]:
 @click.pass_context
 def experiments(ctx: click.Context) -> None:
     """The experiments (experiments.definitions_file) with their live allocation and sample-ratio test."""
-    from pinapp.domain.experiments import srm_test
-
     settings = _settings(ctx)
     defined = _experiments(settings)
     if not defined:
         click.echo("no experiments: set experiments.definitions_file (PINAPP_EXPERIMENTS__DEFINITIONS_FILE)")
         return
-    allocations = asyncio.run(_allocations(settings, defined))
-    cfg = settings.experiments
+    verdicts = asyncio.run(_verdicts(settings, defined))
     rows = []
-    for experiment in defined:
-        verdict = srm_test(
-            experiment, allocations[experiment.name], p_threshold=cfg.srm_p_value, min_users=cfg.min_users
-        )
+    for experiment, verdict in zip(defined, verdicts, strict=True):
         rows.append(
             (
                 experiment.name,
@@ -545,13 +539,13 @@ def experiments(ctx: click.Context) -> None:
     click.echo(tabulate(rows, headers=["experiment", "start", "intended", "users", "srm p", "verdict"]))
 
 
-async def _allocations(settings: Settings, defined: tuple[Experiment, ...]) -> dict[str, dict[str, int]]:
+async def _verdicts(settings: Settings, defined: tuple[Experiment, ...]) -> list[SrmVerdict]:
     from pinapp.adapters.db import create_pool
-    from pinapp.adapters.queries import allocation
+    from pinapp.adapters.queries import srm_verdict
 
     pool = await create_pool(settings.db, size=1)
     try:
-        return {e.name: await allocation(pool, e.name, e.start, dialect=settings.db.dialect) for e in defined}
+        return [await srm_verdict(pool, e, settings.experiments, dialect=settings.db.dialect) for e in defined]
     finally:
         pool.close()
         await pool.wait_closed()

@@ -32,11 +32,11 @@ from pinapp.adapters.queries import (
     EXPERIMENT_ENGAGEMENT_SQL,
     NAMED_QUERIES,
     NEW_USERS_SQL,
-    allocation,
     query_params,
     run_query,
+    srm_verdict,
 )
-from pinapp.domain.experiments import load_experiments, srm_test
+from pinapp.domain.experiments import load_experiments
 from pinapp.errors import ConfigError, DatabaseError
 from pinapp.telemetry import metrics
 from pinapp.topology.app import app, settings
@@ -195,10 +195,9 @@ class ExperimentsView(View):
             for experiment in defined:
                 params = {"experiment": experiment.name, "start": experiment.start.replace(tzinfo=None)}
                 dialect = settings.db.dialect
-                users = await allocation(pool, experiment.name, experiment.start, dialect=dialect)
+                verdict = await srm_verdict(pool, experiment, cfg, dialect=dialect)
                 _, engagement = await run_query(pool, EXPERIMENT_ENGAGEMENT_SQL, params, dialect=dialect)
                 _, timeline = await run_query(pool, NEW_USERS_SQL, params, dialect=dialect)
-                verdict = srm_test(experiment, users, p_threshold=cfg.srm_p_value, min_users=cfg.min_users)
                 out.append(
                     {
                         "name": experiment.name,
