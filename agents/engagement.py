@@ -13,6 +13,9 @@ and the acknowledgement of each batch once it is committed.
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -21,6 +24,7 @@ from faust.types import Message, StreamT
 
 from pinapp.adapters.db import EngagementStore, create_pool, migrate
 from pinapp.domain.geo import GeoLocator
+from pinapp.domain.positions import Claim
 from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
 from pinapp.telemetry import health
 from pinapp.topology.app import app, settings
@@ -56,14 +60,17 @@ async def process_engagement(stream: StreamT) -> None:
     await migrate(settings.db)  # tables are created by the app; idempotent
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)
+    owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"  # this process, as a writer
     batcher = EngagementBatcher(
-        EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s),
+        EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s, topic=events_topic.get_topic_name()),
         geo,
         seen=BatchedTable(seen_event_ids),
         pins=BatchedTable(pin_by_id),
         dead_letter=dead_letters,
         publish_live=lambda value: live_topic.send(value=value),
         settings=cfg,
+        # The group generation the batch was fetched in: a zombie's is older than its successor's.
+        claim=lambda batch: Claim(owner, min(getattr(m, "generation_id", None) or 0 for m in batch)),
     )
     trace = _processed_log(settings.worker.processed_log)
 

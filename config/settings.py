@@ -41,6 +41,7 @@ __all__ = [
     "DatabaseSettings",
     "KafkaSettings",
     "PipelineSettings",
+    "RollupSettings",
     "S3Settings",
     "Settings",
     "SingerSettings",
@@ -146,6 +147,22 @@ class DatabaseSettings(_Section):
     ssl_key_file: Path | None = Field(None, validate_default=True)
 
     _tls_files = field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")(_tls_file_check("db"))
+
+
+class RollupSettings(_Section):
+    """The rollups the queries read (pinapp.domain.rollups) and how long rows are kept."""
+
+    seal_interval_s: float = Field(5.0, gt=0, description="how often the leader worker seals the pin rollup's minutes")
+    raw_retention_days: int = Field(
+        0, ge=0, description="raw event rows older than this are deleted (0: kept for ever); rollups keep their counts"
+    )
+    minute_retention_days: int = Field(
+        7, ge=1, description="per-minute rollup rows older than this are deleted; per-hour rows are kept"
+    )
+    retention_interval_s: float = Field(60.0, gt=0, description="how often the retention job runs")
+    delete_batch_rows: int = Field(
+        10_000, ge=100, description="rows one DELETE removes at most (SingleStore has no partitions to drop)"
+    )
 
 
 class S3Settings(_Section):
@@ -433,6 +450,7 @@ class Settings(BaseSettings):
     profile: Literal["local", "test", "production"] = "local"
     kafka: KafkaSettings = KafkaSettings()
     db: DatabaseSettings = DatabaseSettings()
+    rollups: RollupSettings = RollupSettings()
     s3: S3Settings = S3Settings()
     stack: StackSettings = StackSettings()
     pipeline: PipelineSettings = PipelineSettings()

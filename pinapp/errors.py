@@ -1,4 +1,14 @@
-"""pinapp's exceptions: one base, each subclass says what the operator should do."""
+"""pinapp's exceptions: one base, each subclass says what the operator should do.
+
+A batch's database write fails in one of three ways, and each has one answer:
+
+- an *outage* (the server down, a lock wait, a deadlock): the sink stalls and retries, the
+  partitions wait, nothing is dead-lettered (:class:`DatabaseError` once it gives up a read);
+- a *row fault* (:class:`SinkError`): the server refuses a row that others like it pass; the
+  batch is written row by row and each refused row is dead-lettered;
+- *lost ownership* (:class:`LostOwnership`): another worker holds the partition now; this
+  worker's records of it are dropped, unwritten, for the new owner to write.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,7 @@ __all__ = [
     "DatabaseError",
     "EnrichmentFault",
     "InvalidEvent",
+    "LostOwnership",
     "PinappError",
     "SinkError",
     "StackError",
@@ -48,6 +59,17 @@ class SinkError(PinappError):
 
     The topology then writes the batch row by row and dead-letters each row still rejected.
     """
+
+
+class LostOwnership(PinappError):
+    """A worker that lost ``partitions`` to another tried to write them (a zombie: cut off, or
+    slower than its rebalance). Its records of them are dropped; the new owner writes them."""
+
+    def __init__(self, partitions: frozenset[int]) -> None:
+        super().__init__(
+            f"partitions {sorted(partitions)} are owned by another worker now; their records are left to it"
+        )
+        self.partitions = partitions
 
 
 class StackError(PinappError):

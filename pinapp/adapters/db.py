@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncmy
@@ -17,10 +17,17 @@ from asyncmy.errors import OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import DatabaseSettings
-from pinapp.adapters.sql_values import backslash_escapes, insert_statements
-from pinapp.domain.ddl import ALL_TABLES, EXPOSURES, TABLES, TableSpec, create_database_sql, create_table_sql
-from pinapp.domain.events import EventType
-from pinapp.domain.rows import Row
+from pinapp.adapters.rollup_sql import (
+    count,
+    insert_events,
+    insert_exposures,
+    insert_learned_pins,
+    move_positions,
+    read_positions,
+)
+from pinapp.adapters.sql_values import backslash_escapes
+from pinapp.domain.ddl import SCHEMA, create_database_sql, create_table_sql
+from pinapp.domain.positions import Claim, PartitionWrite, Stored, WriteOutcome, WrittenEvent, may_write
 from pinapp.domain.table_values import Pin
 from pinapp.errors import DatabaseError, SinkError
 from pinapp.telemetry import health
@@ -97,7 +104,7 @@ async def migrate(db: DatabaseSettings) -> list[str]:
                     statements.append(create_database_sql(db.database))
                     await cur.execute(statements[-1])
                 await cur.execute(f"USE `{db.database}`")
-                for spec in ALL_TABLES:
+                for spec in SCHEMA:
                     if spec.name not in existing:
                         statements.append(create_table_sql(spec, db.dialect))
                         await cur.execute(statements[-1])
@@ -108,48 +115,20 @@ async def migrate(db: DatabaseSettings) -> list[str]:
     return statements
 
 
-@dataclass(frozen=True, slots=True)
-class _Insert:
-    """One table's idempotent insert: as a template (``executemany``) and as the text around
-    pre-encoded rows (:mod:`pinapp.adapters.sql_values`)."""
-
-    prefix: str  # INSERT INTO ... (cols) VALUES
-    suffix: str  # ON DUPLICATE KEY UPDATE ...
-    marks: str  # (%s, ...)
-
-    @property
-    def template(self) -> str:
-        return f"{self.prefix} {self.marks} {self.suffix}"
-
-
-def _insert_sql(spec: TableSpec, *, own_pin_wins: bool = False) -> _Insert:
-    cols = ", ".join(f"`{c}`" for c in spec.column_names)
-    marks = ", ".join(["%s"] * len(spec.column_names))
-    # A no-op update of a non-key column makes a replayed row a no-op on both SingleStore
-    # and MySQL (columnstore may not update unique-key columns), and keeps the first
-    # ingested_at, which freshness measurements rely on.
-    update = "`ingested_at` = `ingested_at`"
-    if own_pin_wins:
-        # `pins` has one row per pin, which a repin carrying its pin may have written first
-        # (a "learned" row, under the repin's event_id) when the pin's own event is late: after
-        # a rebalance replays it, say. The pin's own event then replaces it, whatever the order.
-        keys = set(spec.primary_key) | {"ingested_at"}
-        update = ", ".join(f"`{c}` = VALUES(`{c}`)" for c in spec.column_names if c not in keys)
-    return _Insert(f"INSERT INTO `{spec.name}` ({cols}) VALUES", f"ON DUPLICATE KEY UPDATE {update}", f"({marks})")
-
-
-_INSERTS = {t: _insert_sql(spec, own_pin_wins=t is EventType.PIN) for t, spec in TABLES.items()}
-#: Pin rows learned from other events: never replace a row that is there.
-_LEARNED_PIN_INSERT = _insert_sql(TABLES[EventType.PIN])
-_EXPOSURE_INSERT = _insert_sql(EXPOSURES)
-
-
 class EngagementStore:
-    """Writes engagement rows and reads pins. Safe to retry: every write is idempotent."""
+    """Writes engagement rows with their rollups and positions, exactly once; reads pins.
 
-    def __init__(self, pool: Any, *, retry_max_s: float = 30.0) -> None:
+    :mod:`pinapp.domain.positions` gives the protocol: each write is one transaction that locks
+    its partitions' ``stream_offsets`` rows, drops the partitions another worker owns now and the
+    records already written, inserts the rest, counts what it inserted into the rollups
+    (:mod:`pinapp.domain.rollups`), and moves the positions past the batch. Retried while the
+    database is down; a retry after a lost COMMIT reply finds its records written and writes none.
+    """
+
+    def __init__(self, pool: Any, *, retry_max_s: float = 30.0, topic: str = "events") -> None:
         self._pool = pool
         self._retry_max_s = retry_max_s
+        self.topic = topic
 
     def _retrying(self, what: str) -> AsyncRetrying:
         def log_retry(state: Any) -> None:
@@ -168,41 +147,42 @@ class EngagementStore:
             reraise=True,
         )
 
-    async def write(
-        self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = (), exposures: Sequence[Row] = ()
-    ) -> int:
-        """Write every row in one transaction, retrying until it commits.
+    async def write(self, writes: Sequence[PartitionWrite], claim: Claim) -> WriteOutcome:
+        """Write the batch's rows, rollups and positions in one transaction, retrying until it commits.
 
-        ``learned_pins`` are ``pins`` rows built from the pin a non-pin event carried: they
-        fill a missing pin row but never replace one, while a pin's own event always does.
+        A learned pin row (``WrittenEvent.learned_pin``: the pin a non-pin event carried) fills a
+        missing pin row but never replaces one, while a pin's own event always does. While the
+        database is down this waits (the agent's partitions stop being consumed: backpressure).
 
-        Returns the number of rows sent. While the database is down this waits (the
-        agent's partitions stop being consumed: backpressure, not memory growth).
+        Raises:
+            SinkError: the database refused a row (a row fault): write the batch row by row.
         """
-        todo = [(_INSERTS[t], r) for t, r in rows.items() if r]
-        if learned_pins:
-            todo.append((_LEARNED_PIN_INSERT, learned_pins))
-        if exposures:
-            todo.append((_EXPOSURE_INSERT, exposures))
-        if not todo:
-            return 0
+        if not writes:
+            return WriteOutcome()
+        ingested_at = datetime.now(UTC).replace(tzinfo=None)
         async for attempt in self._retrying("write"):
             with attempt:
-                await self._write_once(todo)
+                outcome = await self._write_once(writes, claim, ingested_at)
         health.sink("singlestore").succeeded()
-        return sum(len(r) for _, r in todo)
+        return outcome
 
-    async def _write_once(self, todo: Iterable[tuple[_Insert, Sequence[Row]]]) -> None:
+    async def positions(self, partitions: Iterable[int] | None = None) -> dict[int, Stored]:
+        """The stored positions of the topic's partitions (all of them without ``partitions``)."""
         async with self._pool.acquire() as conn:
             try:
                 async with conn.cursor() as cur:
-                    if backslash_escapes(conn):  # the servers' default: rows encoded here
-                        for insert, batch in todo:
-                            for statement in insert_statements(insert.prefix, batch, insert.suffix):
-                                await cur.execute(statement)
-                    else:
-                        for insert, batch in todo:
-                            await cur.executemany(insert.template, batch)
+                    found = await read_positions(cur, self.topic, partitions, lock=False)
+                await conn.commit()
+            except OperationalError:
+                conn.close()
+                raise
+        return found
+
+    async def _write_once(self, writes: Sequence[PartitionWrite], claim: Claim, ingested_at: datetime) -> WriteOutcome:
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.cursor() as cur:
+                    outcome = await self._transaction(cur, conn, writes, claim, ingested_at)
                 await conn.commit()
             except OperationalError:
                 conn.close()  # a broken connection must not go back to the pool
@@ -210,6 +190,35 @@ class EngagementStore:
             except MySQLError as exc:
                 await conn.rollback()
                 raise SinkError(f"database rejected a batch: {exc!r}") from exc
+            except BaseException:
+                await conn.rollback()
+                raise
+        return outcome
+
+    async def _transaction(
+        self, cur: Any, conn: Any, writes: Sequence[PartitionWrite], claim: Claim, ingested_at: datetime
+    ) -> WriteOutcome:
+        stored = await read_positions(cur, self.topic, [w.partition for w in writes], lock=True)
+        lost = frozenset(w.partition for w in writes if not may_write(stored.get(w.partition), claim))
+        fresh: list[tuple[int, WrittenEvent]] = []
+        already = 0
+        for w in writes:
+            if w.partition in lost:
+                continue
+            position = stored.get(w.partition)
+            floor = position.next_offset if position is not None else -1
+            for event in w.events:
+                if event.offset < floor:
+                    already += 1
+                else:
+                    fresh.append((w.partition, event))
+        encode = backslash_escapes(conn)
+        inserted = await insert_events(cur, encode, fresh, ingested_at)
+        await insert_learned_pins(cur, encode, [e.learned_pin for _, e in fresh if e.learned_pin is not None])
+        exposures = await insert_exposures(cur, encode, fresh, ingested_at)
+        await count(cur, encode, inserted, exposures, stored, ingested_at)
+        await move_positions(cur, encode, self.topic, [w for w in writes if w.partition not in lost], claim)
+        return WriteOutcome(lost=lost, already_written=already, inserted=len(inserted))
 
     async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]:
         """Pins known to SingleStore, by id (cache misses are looked up here)."""

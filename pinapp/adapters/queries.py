@@ -1,22 +1,25 @@
-"""Named engagement queries, run on SingleStore by ``pinapp query`` and the dashboard.
+"""Named engagement queries, run on SingleStore by ``pinapp query``, the dashboard and the alerter.
 
-Times are UTC; ``minutes`` bounds every query to recent data (the sort key on ``ts``
-makes that a range scan on SingleStore). The ``trending-*`` queries rank what is rising: the
-last ``minutes`` against the ``trends.baseline_factor`` times as long before it, scored as
-:mod:`pinapp.domain.trends` says.
+Every one reads the rollups the stream keeps (:mod:`pinapp.domain.rollups`), never the raw rows,
+so its cost follows the window's length in buckets, not the events in it: ``minutes`` reaches
+back from the current minute (included) over whole minutes, in hours where it covers them
+whole. The ``trending-*`` queries rank what is rising: the window against the
+``trends.baseline_factor`` times as long before it, scored as :mod:`pinapp.domain.trends` says.
+The pin queries read the sealed pin rollup: complete minutes only (``freshness`` says up to when).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from asyncmy.errors import Error as MySQLError
 
 from config import ExperimentSettings, TrendSettings
 from pinapp.domain.experiments import Experiment, SrmVerdict, srm_test
+from pinapp.domain.rollups import ANY_TYPE, MINUTE, floor_minute, sealed_window_sql, window_params, window_sql
 from pinapp.domain.trends import TrendSpec, trend_sql
 from pinapp.errors import DatabaseError, PinappError
 
@@ -29,6 +32,8 @@ __all__ = [
     "ReadOnlyViolation",
     "allocation",
     "check_read_only",
+    "experiment_params",
+    "freshness",
     "query_params",
     "run_query",
     "srm_verdict",
@@ -39,24 +44,15 @@ __all__ = [
 class NamedQuery:
     name: str
     description: str
-    sql: str  # with %(minutes)s and %(limit)s parameters
+    sql: str  # with the parameters of query_params
 
 
-_RECENT = "ts >= UTC_TIMESTAMP() - INTERVAL %(minutes)s MINUTE"
-_PER_TYPE = " UNION ALL ".join(
-    f"SELECT '{t}' AS event_type, ts FROM {table} WHERE {_RECENT}"
-    for t, table in (
-        ("pin", "pins"),
-        ("repin", "repins"),
-        ("comment", "comments"),
-        ("like", "likes"),
-        ("login", "logins"),
+def _top(table: str, column: str, label: str, where: str = "") -> str:
+    return (
+        f"SELECT {label}, CAST(SUM(events) AS SIGNED) AS events FROM {table} "
+        f"WHERE {window_sql('w')}{where} GROUP BY {column} ORDER BY events DESC, {column} LIMIT %(limit)s"
     )
-)
-_PIN_EVENTS = " UNION ALL ".join(
-    f"SELECT category, country, pin_id FROM {table} WHERE {_RECENT}"
-    for table in ("pins", "repins", "comments", "likes")
-)
+
 
 NAMED_QUERIES: Final = {
     q.name: q
@@ -64,58 +60,61 @@ NAMED_QUERIES: Final = {
         NamedQuery(
             "events-per-minute",
             "events per type per minute",
-            f"SELECT DATE_FORMAT(ts, '%%Y-%%m-%%d %%H:%%i') AS minute, event_type, COUNT(*) AS events "
-            f"FROM ({_PER_TYPE}) e GROUP BY minute, event_type ORDER BY minute DESC, event_type "
-            f"LIMIT %(limit)s",
+            "SELECT DATE_FORMAT(bucket, '%%Y-%%m-%%d %%H:%%i') AS minute, event_type, "
+            "CAST(SUM(events) AS SIGNED) AS events FROM rollup_types WHERE bucket >= %(w_start)s "
+            "GROUP BY bucket, event_type ORDER BY bucket DESC, event_type LIMIT %(limit)s",
         ),
         NamedQuery(
             "top-categories",
             "pin engagement (pins, repins, comments, likes) by pin category",
-            f"SELECT category, COUNT(*) AS events FROM ({_PIN_EVENTS}) e "
-            f"GROUP BY category ORDER BY events DESC, category LIMIT %(limit)s",
+            _top("rollup_categories", "category", "category"),
         ),
         NamedQuery(
             "top-countries",
             "engagement of every type by the client's country",
-            "SELECT COALESCE(country, '??') AS country_code, COUNT(*) AS events FROM ("
-            + " UNION ALL ".join(
-                f"SELECT country FROM {t} WHERE {_RECENT}" for t in ("pins", "repins", "comments", "likes", "logins")
-            )
-            + ") e GROUP BY country_code ORDER BY events DESC, country_code LIMIT %(limit)s",
+            _top("rollup_countries", "country", "IF(country = '', '??', country) AS country_code"),
         ),
         NamedQuery(
             "most-repinned",
-            "pins with the most repins",
-            f"SELECT r.pin_id, MAX(p.title) AS title, MAX(r.category) AS category, COUNT(*) AS repins "
-            f"FROM repins r LEFT JOIN pins p ON p.pin_id = r.pin_id WHERE r.{_RECENT} "
-            f"GROUP BY r.pin_id ORDER BY repins DESC, r.pin_id LIMIT %(limit)s",
+            "pins with the most repins (complete minutes)",
+            "SELECT t.pin_id, p.title, p.category, t.repins FROM ("
+            "SELECT pin_id, CAST(SUM(repins) AS SIGNED) AS repins FROM rollup_pins "
+            f"WHERE {sealed_window_sql('w')} GROUP BY pin_id HAVING repins > 0 "
+            "ORDER BY repins DESC, pin_id LIMIT %(limit)s) t "
+            "LEFT JOIN pins p ON p.pin_id = t.pin_id ORDER BY t.repins DESC, t.pin_id",
         ),
         NamedQuery(
             "trending-pins",
             "pins whose engagement (repins, comments, likes) is rising: recent vs baseline, as a z-score",
-            trend_sql(TrendSpec("pin_id", ("repins", "comments", "likes"))),
+            trend_sql(TrendSpec("pin_id", "rollup_pins", "pin_id", "engagement", sealed=True)),
         ),
         NamedQuery(
             "trending-categories",
             "pin categories whose engagement (pins, repins, comments, likes) is rising",
-            trend_sql(TrendSpec("category", ("pins", "repins", "comments", "likes"))),
+            trend_sql(TrendSpec("category", "rollup_categories", "category", "events")),
         ),
         NamedQuery(
             "trending-countries",
             "countries whose engagement of every type is rising",
-            trend_sql(TrendSpec("country", ("pins", "repins", "comments", "likes", "logins"))),
+            trend_sql(TrendSpec("country", "rollup_countries", "country", "events")),
         ),
     )
 }
 
 
-def query_params(minutes: int, limit: int, trends: TrendSettings) -> dict[str, Any]:
-    """A named query's parameters: its window and row limit, and the trend scoring the
-    ``trending-*`` queries use (the others ignore it)."""
+def query_params(minutes: int, limit: int, trends: TrendSettings, *, now: datetime | None = None) -> dict[str, Any]:
+    """A named query's parameters: its window (``w``: the last ``minutes`` and the current one) and
+    row limit, and the baseline (``b``: ``trends.baseline_factor`` times as long before the window)
+    and scoring the ``trending-*`` queries use (the others ignore them)."""
+    end = floor_minute(now or datetime.now(UTC).replace(tzinfo=None)) + MINUTE
+    start = end - timedelta(minutes=minutes + 1)
+    baseline_minutes = minutes * trends.baseline_factor
     return {
+        **window_params("w", start, end),
+        **window_params("b", start - timedelta(minutes=baseline_minutes), start),
         "minutes": minutes,
         "limit": limit,
-        "baseline_minutes": minutes * trends.baseline_factor,
+        "baseline_minutes": baseline_minutes,
         "min_count": trends.min_count,
         "min_share": trends.min_share,
         "prior": trends.prior,
@@ -172,30 +171,59 @@ async def run_query(
     return columns, rows
 
 
-#: Distinct users per group of one experiment since its start (parameters: experiment, start).
+#: Distinct users per group of one experiment since its start (parameters: experiment_params).
 ALLOCATION_SQL: Final = (
-    "SELECT group_name, COUNT(DISTINCT user_id) AS users FROM experiment_exposures "
-    "WHERE experiment = %(experiment)s AND ts >= %(start)s GROUP BY group_name ORDER BY group_name"
+    "SELECT group_name, CAST(SUM(new_users) AS SIGNED) AS users FROM rollup_experiments "
+    f"WHERE experiment = %(experiment)s AND event_type = '{ANY_TYPE}' AND {window_sql('x')} "
+    "GROUP BY group_name HAVING users > 0 ORDER BY group_name"
 )
 #: Events and users per group and event type of one experiment since its start.
 EXPERIMENT_ENGAGEMENT_SQL: Final = (
-    "SELECT group_name, event_type, COUNT(*) AS events, COUNT(DISTINCT user_id) AS users "
-    "FROM experiment_exposures WHERE experiment = %(experiment)s AND ts >= %(start)s "
+    "SELECT group_name, event_type, CAST(SUM(events) AS SIGNED) AS events, CAST(SUM(new_users) AS SIGNED) AS users "
+    f"FROM rollup_experiments WHERE experiment = %(experiment)s AND event_type <> '{ANY_TYPE}' AND {window_sql('x')} "
     "GROUP BY group_name, event_type ORDER BY group_name, event_type"
 )
-
-#: Users newly exposed per minute and group of one experiment (a user counts at its first exposure).
+#: Users newly exposed per minute (per hour, for an experiment older than TIMELINE_MINUTES) and group.
 NEW_USERS_SQL: Final = (
-    "SELECT DATE_FORMAT(first_ts, '%%Y-%%m-%%d %%H:%%i') AS minute, group_name, COUNT(*) AS users FROM ("
-    "SELECT user_id, group_name, MIN(ts) AS first_ts FROM experiment_exposures "
-    "WHERE experiment = %(experiment)s AND ts >= %(start)s GROUP BY user_id, group_name) f "
-    "GROUP BY minute, group_name ORDER BY minute, group_name"
+    "SELECT DATE_FORMAT(bucket, '%%Y-%%m-%%d %%H:%%i') AS minute, group_name, CAST(SUM(new_users) AS SIGNED) AS users "
+    f"FROM rollup_experiments WHERE experiment = %(experiment)s AND event_type = '{ANY_TYPE}' "
+    "AND grain = %(timeline_grain)s AND bucket >= %(x_start)s GROUP BY bucket, group_name HAVING users > 0 "
+    "ORDER BY bucket, group_name"
 )
+#: An experiment running longer than this is drawn by the hour.
+TIMELINE_MINUTES: Final = 6 * 60
+
+
+def experiment_params(experiment: str, start: datetime, *, now: datetime | None = None) -> dict[str, Any]:
+    """The experiment queries' parameters: since the minute of ``start`` (UTC) up to now.
+
+    A user counts in the minute of its first exposure: one exposed before ``start`` as well is
+    not counted since ``start`` (experiments expose users only once running).
+    """
+    start = start.astimezone(UTC).replace(tzinfo=None) if start.tzinfo else start
+    end = floor_minute(now or datetime.now(UTC).replace(tzinfo=None)) + MINUTE
+    long = end - start > timedelta(minutes=TIMELINE_MINUTES)
+    return {**window_params("x", start, end), "experiment": experiment, "timeline_grain": "h" if long else "m"}
+
+
+async def freshness(pool: Any, topic: str, *, dialect: str = "mysql") -> dict[str, Any]:
+    """How far the rollups are complete: ``complete_until``, the slowest active partition's
+    processed event time (a minute at or after it may still change), and ``pins_sealed_until``,
+    the first minute the pin rollup has not sealed."""
+    sql = (
+        "SELECT (SELECT MIN(CASE WHEN updated_at >= UTC_TIMESTAMP(6) - INTERVAL 60 SECOND THEN event_ts END) "
+        "FROM stream_offsets WHERE topic = %(topic)s), "
+        "(SELECT MAX(event_ts) FROM stream_offsets WHERE topic = %(topic)s), "
+        "(SELECT bucket FROM rollup_pin_buckets WHERE grain = 'f')"
+    )
+    _, rows = await run_query(pool, sql, {"topic": topic}, dialect=dialect)
+    active, newest, sealed = rows[0] if rows else (None, None, None)
+    return {"complete_until": active or newest, "pins_sealed_until": sealed}
 
 
 async def allocation(pool: Any, experiment: str, start: datetime, *, dialect: str = "mysql") -> dict[str, int]:
     """Users per group of ``experiment`` since ``start`` (UTC)."""
-    params = {"experiment": experiment, "start": start.astimezone(UTC).replace(tzinfo=None)}
+    params = experiment_params(experiment, start)
     _, rows = await run_query(pool, ALLOCATION_SQL, params, dialect=dialect)
     return {str(group): int(users) for group, users in rows}
 

@@ -1,12 +1,17 @@
 """The SingleStore schema pinapp writes to, as DDL for SingleStore or MySQL/MariaDB.
 
-One table per event type. On SingleStore they are columnstore tables (the default type)
-with ``SORT KEY (ts)`` for time-range scans and a ``SHARD KEY`` on ``pin_id`` (``user_id``
-for logins) so that joins of repins, comments and likes to their pin are local to a
-partition. SingleStore's rules are kept: every unique/primary key contains the shard key,
-one sort key, no foreign keys, no AUTO_INCREMENT. Rows are idempotent on ``event_id``:
-the primary key is (shard key, event_id), and ``event_id`` determines the shard key.
-The ``pins`` table holds one row per pin, keyed by ``pin_id`` alone.
+Raw tables: one per event type, plus ``experiment_exposures``. On SingleStore they are
+columnstore tables (the default type) with ``SORT KEY (ts)`` for time-range scans and a
+``SHARD KEY`` on ``pin_id`` (``user_id`` for logins) so that joins of repins, comments and
+likes to their pin are local to a partition. SingleStore's rules are kept: every unique or
+primary key contains the shard key, one sort key, no foreign keys, no AUTO_INCREMENT. Rows
+are idempotent on ``event_id``: the primary key is (shard key, event_id), and ``event_id``
+determines the shard key. The ``pins`` table holds one row per pin, keyed by ``pin_id`` alone.
+
+Rollups (:data:`ROLLUPS`, what the named queries read, :mod:`pinapp.domain.rollups` says what
+each counts) and the stream's offsets (:data:`OFFSETS`) are rowstore tables on SingleStore:
+updated by every batch, small, and read by key ranges, which is what rowstore (in memory) is for.
+``experiment_users`` grows with the users exposed, so it is columnstore like the raw tables.
 """
 
 from __future__ import annotations
@@ -19,7 +24,18 @@ from pinapp.domain.events import EventType
 __all__ = [
     "ALL_TABLES",
     "COLUMNS",
+    "EXPERIMENT_USERS",
     "EXPOSURES",
+    "OFFSETS",
+    "PIN_BUCKETS",
+    "ROLLUPS",
+    "ROLLUP_CATEGORIES",
+    "ROLLUP_COUNTRIES",
+    "ROLLUP_DIRTY",
+    "ROLLUP_EXPERIMENTS",
+    "ROLLUP_PINS",
+    "ROLLUP_TYPES",
+    "SCHEMA",
     "TABLES",
     "Column",
     "Dialect",
@@ -47,6 +63,7 @@ class TableSpec:
     shard_key: tuple[str, ...]
     primary_key: tuple[str, ...]
     sort_key: tuple[str, ...] = ("ts",)
+    rowstore: bool = False  # SingleStore: in memory, for small tables updated all the time (no sort key)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -125,8 +142,127 @@ EXPOSURES: Final = TableSpec(
     shard_key=("user_id",),
     primary_key=("user_id", "experiment", "event_id"),
 )
-#: Every table pinapp writes, in a stable order.
+#: Every raw table pinapp writes, in a stable order.
 ALL_TABLES: Final = (*TABLES.values(), EXPOSURES)
+
+_BUCKET: Final = Column("bucket", "DATETIME", nullable=False)  # the minute (or hour) a count is of
+_GRAIN: Final = Column("grain", "CHAR(1)", nullable=False)  # 'm': a minute, 'h': an hour
+_PART: Final = Column("part", "SMALLINT", nullable=False)  # the events partition whose owner writes the row
+_EVENTS: Final = Column("events", "BIGINT", nullable=False)
+
+
+def _rollup(name: str, columns: tuple[Column, ...], key: tuple[str, ...], shard: tuple[str, ...]) -> TableSpec:
+    return TableSpec(name, None, columns, shard_key=shard, primary_key=key, sort_key=(), rowstore=True)
+
+
+#: Each events partition's position in the database, written in the transaction of its rows:
+#: the next offset to write, who wrote it (fencing), and the newest event time written.
+OFFSETS: Final = _rollup(
+    "stream_offsets",
+    (
+        Column("topic", "VARCHAR(249)", nullable=False),
+        Column("part", "INT", nullable=False),
+        Column("next_offset", "BIGINT", nullable=False),
+        Column("owner", "VARCHAR(64)", nullable=False),
+        Column("generation", "BIGINT", nullable=False),
+        Column("event_ts", "DATETIME(6)"),
+        Column("updated_at", "DATETIME(6)", nullable=False),
+    ),
+    ("topic", "part"),
+    ("topic", "part"),
+)
+#: Events per minute, type and partition (exact).
+ROLLUP_TYPES: Final = _rollup(
+    "rollup_types",
+    (_BUCKET, Column("event_type", "VARCHAR(16)", nullable=False), _PART, _EVENTS),
+    ("bucket", "event_type", "part"),
+    ("bucket",),
+)
+#: Pin engagement (pins, repins, comments, likes) per minute and hour, category and partition (exact).
+ROLLUP_CATEGORIES: Final = _rollup(
+    "rollup_categories",
+    (_GRAIN, _BUCKET, Column("category", "VARCHAR(64)", nullable=False), _PART, _EVENTS),
+    ("grain", "bucket", "category", "part"),
+    ("bucket",),
+)
+#: Events of every type per minute and hour, country ('' unknown) and partition (exact).
+ROLLUP_COUNTRIES: Final = _rollup(
+    "rollup_countries",
+    (_GRAIN, _BUCKET, Column("country", "CHAR(2)", nullable=False), _PART, _EVENTS),
+    ("grain", "bucket", "country", "part"),
+    ("bucket",),
+)
+#: Per experiment, group and event type ('*': any), minute and hour, partition: exposures and the
+#: users first exposed then (exact; a user counts once per group, as COUNT(DISTINCT user_id) does).
+ROLLUP_EXPERIMENTS: Final = _rollup(
+    "rollup_experiments",
+    (
+        Column("experiment", "VARCHAR(64)", nullable=False),
+        _GRAIN,
+        _BUCKET,
+        Column("group_name", "VARCHAR(64)", nullable=False),
+        Column("event_type", "VARCHAR(16)", nullable=False),
+        _PART,
+        _EVENTS,
+        Column("new_users", "BIGINT", nullable=False),
+    ),
+    ("experiment", "grain", "bucket", "group_name", "event_type", "part"),
+    ("experiment",),
+)
+#: Each (user, experiment, group, event type or '*')'s first exposure: what makes new_users exact.
+EXPERIMENT_USERS: Final = TableSpec(
+    "experiment_users",
+    None,
+    (
+        Column("user_id", "VARCHAR(64)", nullable=False),
+        Column("experiment", "VARCHAR(64)", nullable=False),
+        Column("group_name", "VARCHAR(64)", nullable=False),
+        Column("event_type", "VARCHAR(16)", nullable=False),
+        Column("first_ts", "DATETIME(6)", nullable=False),
+        Column("ingested_at", "DATETIME(6)", nullable=False),
+    ),
+    shard_key=("user_id",),
+    primary_key=("user_id", "experiment", "group_name", "event_type"),
+    sort_key=("first_ts",),
+)
+#: The heaviest pins of each sealed minute and hour (top-K by repins and by engagement; approximate
+#: beyond them: :mod:`pinapp.domain.rollups` bounds the error). Written by the sealer, not by partition.
+ROLLUP_PINS: Final = _rollup(
+    "rollup_pins",
+    (
+        _GRAIN,
+        _BUCKET,
+        Column("pin_id", "VARCHAR(64)", nullable=False),
+        Column("repins", "BIGINT", nullable=False),
+        Column("engagement", "BIGINT", nullable=False),
+    ),
+    ("grain", "bucket", "pin_id"),
+    ("bucket",),
+)
+#: One row per sealed pin bucket: its totals, and what a pin left out of it may have had at most.
+PIN_BUCKETS: Final = _rollup(
+    "rollup_pin_buckets",
+    (
+        _GRAIN,
+        _BUCKET,
+        Column("repins_total", "BIGINT", nullable=False),
+        Column("engagement_total", "BIGINT", nullable=False),
+        Column("repins_bound", "BIGINT", nullable=False),
+        Column("engagement_bound", "BIGINT", nullable=False),
+        Column("pins_kept", "INT", nullable=False),
+        Column("sealed_at", "DATETIME(6)", nullable=False),
+    ),
+    ("grain", "bucket"),
+    ("bucket",),
+)
+#: Minutes that received events after they may have been sealed: the sealer seals them again.
+ROLLUP_DIRTY: Final = _rollup(
+    "rollup_dirty", (_BUCKET, Column("marks", "BIGINT", nullable=False)), ("bucket",), ("bucket",)
+)
+#: The tables the stream keeps for the queries, in a stable order.
+ROLLUPS: Final = (ROLLUP_TYPES, ROLLUP_CATEGORIES, ROLLUP_COUNTRIES, ROLLUP_EXPERIMENTS, ROLLUP_PINS, PIN_BUCKETS)
+#: Everything ``pinapp db migrate`` creates.
+SCHEMA: Final = (*ALL_TABLES, EXPERIMENT_USERS, *ROLLUPS, ROLLUP_DIRTY, OFFSETS)
 
 
 def _ident(name: str) -> str:
@@ -147,17 +283,20 @@ def create_table_sql(spec: TableSpec, dialect: Dialect) -> str:
         raise ValueError(f"{spec.name}: the shard key must be a subset of the primary key")
     lines = [f"  {_ident(c.name)} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in spec.columns]
     lines.append(f"  PRIMARY KEY ({_cols(spec.primary_key)})")
+    kind = "ROWSTORE TABLE" if spec.rowstore and dialect == "singlestore" else "TABLE"
     if dialect == "singlestore":
         lines.append(f"  SHARD KEY ({_cols(spec.shard_key)})")
-        lines.append(f"  SORT KEY ({_cols(spec.sort_key)})")
+        if spec.sort_key:
+            lines.append(f"  SORT KEY ({_cols(spec.sort_key)})")
         tail = ""
     else:
-        lines.append(f"  KEY {_ident(spec.name + '_by_ts')} ({_cols(spec.sort_key)})")
+        if spec.sort_key:
+            lines.append(f"  KEY {_ident(spec.name + '_by_' + spec.sort_key[0])} ({_cols(spec.sort_key)})")
         tail = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     body = ",\n".join(lines)
-    return f"CREATE TABLE IF NOT EXISTS {_ident(spec.name)} (\n{body}\n){tail}"
+    return f"CREATE {kind} IF NOT EXISTS {_ident(spec.name)} (\n{body}\n){tail}"
 
 
 def schema_sql(dialect: Dialect) -> list[str]:
     """Every table's DDL, in a stable order."""
-    return [create_table_sql(spec, dialect) for spec in ALL_TABLES]
+    return [create_table_sql(spec, dialect) for spec in SCHEMA]

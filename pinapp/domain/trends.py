@@ -23,15 +23,18 @@ window's events, are left out: in a large catalogue many new items take off a li
 minute, and a trend worth a look carries a visible share of the traffic. A steady item's score is noise
 around 0 (|z| > 4 about once in 30,000 items), so a threshold of 6-8 flags a real jump.
 
-The same score is computed in SQL (:func:`trend_sql`: one range scan of each table on its
-``SORT KEY (ts)``, the totals by a window function; valid SingleStore and MySQL, so CAST only to
-SIGNED, which both have) and in Python (:func:`trend_score`, for the tests).
+The same score is computed in SQL (:func:`trend_sql`: a range of a rollup's buckets,
+:mod:`pinapp.domain.rollups`, for the window and its baseline; valid SingleStore and MySQL, so
+CAST only to SIGNED, which both have) and in Python (:func:`trend_score`, for the tests). Pins are
+scored on the sealed pin rollup: complete minutes only, with the totals of the same minutes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from pinapp.domain.rollups import sealed_window_sql, window_sql
 
 __all__ = ["TrendSpec", "trend_score", "trend_sql"]
 
@@ -44,30 +47,34 @@ def trend_score(recent: int, baseline: int, recent_total: int, baseline_total: i
 
 @dataclass(frozen=True)
 class TrendSpec:
-    """What trends: ``item`` (a column) over the events of ``tables``."""
+    """What trends: ``item`` (the answer's column) counted by ``value`` in the rollup ``table``."""
 
-    item: str  # the column the rows are grouped by, e.g. pin_id
-    tables: tuple[str, ...]  # the engagement tables counted
+    item: str  # the answer's column, e.g. pin_id
+    table: str  # the rollup read
+    column: str  # its item column
+    value: str  # its counter
+    sealed: bool = False  # the sealed pin rollup: totals from its buckets' (it keeps only the top pins)
 
 
 def trend_sql(spec: TrendSpec) -> str:
     """The trend query for ``spec``: item, recent, baseline, score; best first.
 
-    Parameters (pyformat): ``minutes``, ``baseline_minutes``, ``min_count``, ``min_share``, ``prior``,
-    ``limit``.
+    Parameters (pyformat): the windows ``w`` (recent) and ``b`` (baseline) of
+    :func:`pinapp.domain.rollups.window_params`, ``min_count``, ``min_share``, ``prior``, ``limit``.
     """
-    since_recent = "UTC_TIMESTAMP() - INTERVAL %(minutes)s MINUTE"
-    since_baseline = "UTC_TIMESTAMP() - INTERVAL (%(minutes)s + %(baseline_minutes)s) MINUTE"
-    events = " UNION ALL ".join(
-        f"SELECT {spec.item} AS item, ts FROM {table} WHERE ts >= {since_baseline}" for table in spec.tables
-    )
+    window = sealed_window_sql if spec.sealed else window_sql
+    recent, baseline = window("w"), window("b")
     per_item = (
-        f"SELECT item, CAST(SUM(ts >= {since_recent}) AS SIGNED) AS recent, "
-        f"CAST(SUM(ts < {since_recent}) AS SIGNED) AS baseline "
-        f"FROM ({events}) e WHERE item IS NOT NULL GROUP BY item"
+        f"SELECT {spec.column} AS item, "
+        f"CAST(SUM(CASE WHEN {recent} THEN {spec.value} ELSE 0 END) AS SIGNED) AS recent, "
+        f"CAST(SUM(CASE WHEN {baseline} THEN {spec.value} ELSE 0 END) AS SIGNED) AS baseline "
+        f"FROM {spec.table} WHERE ({recent} OR {baseline}) AND {spec.column} <> '' GROUP BY {spec.column}"
     )
+    totals_table, total = ("rollup_pin_buckets", "engagement_total") if spec.sealed else (spec.table, spec.value)
     with_totals = (
-        "SELECT item, recent, baseline, SUM(recent) OVER () AS recent_total, SUM(baseline) OVER () AS baseline_total "
+        "SELECT g.item, g.recent, g.baseline, "
+        f"(SELECT CAST(COALESCE(SUM({total}), 0) AS SIGNED) FROM {totals_table} WHERE {recent}) AS recent_total, "
+        f"(SELECT CAST(COALESCE(SUM({total}), 0) AS SIGNED) FROM {totals_table} WHERE {baseline}) AS baseline_total "
         f"FROM ({per_item}) g"
     )
     expected = "(c.baseline * c.recent_total / c.baseline_total)"

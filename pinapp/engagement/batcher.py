@@ -11,7 +11,9 @@ batch by batch:
    the event carries; else category ``unknown``;
 4. enrich with geo-location and category, and build rows (and an ``experiment_exposures``
    row per experiment an event carries);
-5. write all rows in one idempotent transaction (retried while the database is down);
+5. write all rows in one transaction with the rollups they add to and each partition's
+   position (:mod:`pinapp.domain.positions`: exactly once, fenced against a zombie; retried
+   while the database is down);
 6. only then mark the events seen and sweep expired dedup entries.
 
 Steps 1-4 *prepare* a batch, 5-6 *commit* it. :class:`OverlappedBatches` prepares batch
@@ -49,10 +51,11 @@ from pinapp.domain.dead_letters import is_replay
 from pinapp.domain.dedup import PartitionSweeper, is_duplicate
 from pinapp.domain.events import Event, EventType, parse_event
 from pinapp.domain.geo import GeoLocation
+from pinapp.domain.positions import Claim, PartitionWrite, WriteOutcome, WrittenEvent
 from pinapp.domain.repin_points import RepinPoint, encode_points
-from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, exposure_rows, pin_row
+from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, exposure_rows, ms_to_datetime, pin_row
 from pinapp.domain.table_values import Pin, SeenEvent
-from pinapp.errors import EnrichmentFault, InvalidEvent, SinkError
+from pinapp.errors import EnrichmentFault, InvalidEvent, LostOwnership, SinkError
 from pinapp.telemetry import metrics
 
 __all__ = [
@@ -94,10 +97,8 @@ class PartitionedTable(Protocol):
 class RowStore(Protocol):
     """The SingleStore tables (``EngagementStore`` in the worker)."""
 
-    async def write(
-        self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = (), exposures: Sequence[Row] = ()
-    ) -> int:
-        """Write in one idempotent transaction; retries outages, raises ``SinkError`` if rows are rejected."""
+    async def write(self, writes: Sequence[PartitionWrite], claim: Claim) -> WriteOutcome:
+        """Write in one transaction, exactly once; retries outages, raises ``SinkError`` if rows are rejected."""
 
     async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]: ...
 
@@ -133,9 +134,8 @@ class _Prepared:
     batch: Sequence[SourceRecord]
     now_ms: int
     accepted: list[_Accepted]
-    rows: dict[EventType, list[Row]]
-    learned_pins: list[Row]
-    exposures: list[Row]
+    learned: dict[int, Row]  # id(accepted item) -> the pin row learned from its event
+    claim: Claim
 
 
 class EngagementBatcher:
@@ -151,6 +151,7 @@ class EngagementBatcher:
         dead_letter: DeadLetter,
         publish_live: Callable[[bytes], Awaitable[Any]],
         settings: PipelineSettings,
+        claim: Callable[[Sequence[SourceRecord]], Claim] = lambda batch: Claim("pinapp", 0),
     ) -> None:
         self.store = store
         self.geo = geo
@@ -158,6 +159,7 @@ class EngagementBatcher:
         self.pins = pins  # pin_id -> Pin
         self.dead_letter = dead_letter
         self.publish_live = publish_live
+        self.claim = claim  # who writes a batch: this worker, in the group generation it was fetched in
         self.max_bytes = settings.max_event_bytes
         self.horizon_ms = int(settings.dedup_horizon_s * 1000)
         self.sweep_per_event = settings.dedup_sweep_per_event
@@ -191,14 +193,15 @@ class EngagementBatcher:
     ) -> _Prepared:
         """Steps 1-4. ``in_flight``: event id -> (partition, offset) of the batch being written."""
         now_ms = int(time.time() * 1000)
+        claim = self.claim(batch)
         accepted = await self._validate_and_dedup(batch, now_ms, in_flight or {})
         await self._resolve_missing_pins(accepted)
-        rows, learned_pins, exposures = await self._enrich(accepted)
-        return _Prepared(batch, now_ms, accepted, rows, learned_pins, exposures)
+        learned = await self._enrich(accepted)
+        return _Prepared(batch, now_ms, accepted, learned, claim)
 
     async def commit(self, prepared: _Prepared) -> None:
         """Steps 5-6, then the changelog records and the live feed."""
-        await self._write(prepared.accepted, prepared.rows, prepared.learned_pins, prepared.exposures)
+        await self._write(prepared)
         self._mark_seen_and_sweep(prepared.accepted, prepared.now_ms)
         await self.seen.flush()
         await self.pins.flush()
@@ -296,10 +299,8 @@ class EngagementBatcher:
         self.pins.set(partition, pin.pin_id.encode(), pin)
         self.recent_pins[pin.pin_id] = pin
 
-    async def _enrich(self, accepted: list[_Accepted]) -> tuple[dict[EventType, list[Row]], list[Row], list[Row]]:
-        rows: dict[EventType, list[Row]] = defaultdict(list)
-        learned_pins: list[Row] = []
-        exposures: list[Row] = []
+    async def _enrich(self, accepted: list[_Accepted]) -> dict[int, Row]:
+        learned_pins: dict[int, Row] = {}
         ingested_at = datetime.now(UTC).replace(tzinfo=None)
         poisoned: list[_Accepted] = []
         for item in accepted:
@@ -310,61 +311,111 @@ class EngagementBatcher:
                 item.geo = geo = self.geo.lookup(event.ip)
                 item.row = build_row(event, geo, item.pin, ingested_at)
                 if event.event_type is not EventType.PIN and event.carried_pin is not None and item.pin is not None:
-                    learned_pins.append(pin_row(event, geo, item.pin, ingested_at))
+                    learned_pins[id(item)] = pin_row(event, geo, item.pin, ingested_at)
                 if event.experiments is not None:
                     item.exposures = exposure_rows(event, ingested_at)
             except Exception as exc:  # a poison event must never stall its partition
                 logger.exception("enrichment failed for event %r", event.event_id)
                 await self.dead_letter(item.source, f"enrichment failed: {exc!r}", kind="poison", stage="enrich")
                 poisoned.append(item)
-                continue
-            rows[event.event_type].append(item.row)
-            if item.exposures:
-                exposures += item.exposures
+                learned_pins.pop(id(item), None)
         for item in poisoned:
             accepted.remove(item)
         metrics.STAGE_EVENTS.labels(stage="enrich", outcome="dead_lettered").inc(len(poisoned))
         metrics.STAGE_EVENTS.labels(stage="enrich", outcome="out").inc(len(accepted))
-        return rows, learned_pins, exposures
+        return learned_pins
 
-    async def _write(
-        self, accepted: list[_Accepted], rows: dict[EventType, list[Row]], learned_pins: list[Row], exposures: list[Row]
-    ) -> None:
-        total = sum(len(r) for r in rows.values()) + len(learned_pins) + len(exposures)
-        if not total:
-            return
+    def _partition_writes(
+        self,
+        prepared: _Prepared,
+        items: Iterable[_Accepted],
+        *,
+        learned: bool = True,
+        records: Iterable[SourceRecord] | None = None,
+    ) -> list[PartitionWrite]:
+        """``items`` by partition: the position moves past ``records`` (the whole batch by default:
+        a dead-lettered record's offset too), the accepted events' rows are written."""
+        writes: dict[int, PartitionWrite] = {}
+        for msg in prepared.batch if records is None else records:
+            w = writes.get(msg.partition)
+            if w is None:
+                writes[msg.partition] = PartitionWrite(msg.partition, msg.offset + 1)
+            elif msg.offset >= w.next_offset:
+                w.next_offset = msg.offset + 1
+        for item in items:
+            assert item.row is not None
+            w = writes[item.source.partition]
+            w.events.append(
+                WrittenEvent(
+                    item.source.offset,
+                    item.event.event_type,
+                    item.row,
+                    prepared.learned.get(id(item)) if learned else None,
+                    tuple(item.exposures or ()),
+                )
+            )
+            ts = ms_to_datetime(item.event.ts_ms)
+            if w.event_ts is None or ts > w.event_ts:
+                w.event_ts = ts
+        return list(writes.values())
+
+    async def _write(self, prepared: _Prepared) -> None:
+        accepted = prepared.accepted
         started = time.perf_counter()
         try:
-            await self.store.write(rows, learned_pins, exposures)
+            outcome = await self.store.write(self._partition_writes(prepared, accepted), prepared.claim)
         except SinkError:
-            await self._write_one_by_one(accepted, learned_pins)
+            outcome = await self._write_one_by_one(prepared)
+        if outcome.lost:
+            # A zombie's records: the new owner writes them; nothing of them is marked or shown here.
+            logger.warning("%s", LostOwnership(outcome.lost))
+            dropped = [a for a in accepted if a.source.partition in outcome.lost]
+            for item in dropped:
+                accepted.remove(item)
+            metrics.STAGE_EVENTS.labels(stage="sink", outcome="lost_ownership").inc(len(dropped))
+        metrics.STAGE_EVENTS.labels(stage="sink", outcome="already_written").inc(outcome.already_written)
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.SINK_BATCH_ROWS.observe(total)
+        metrics.SINK_BATCH_ROWS.observe(len(accepted))
         metrics.STAGE_EVENTS.labels(stage="sink", outcome="out").inc(len(accepted))
-        for event_type, batch_rows in rows.items():
-            metrics.ROWS_WRITTEN.labels(table=event_type.value).inc(len(batch_rows))
-        metrics.ROWS_WRITTEN.labels(table=EventType.PIN.value).inc(len(learned_pins))
-        metrics.ROWS_WRITTEN.labels(table=EXPOSURES.name).inc(len(exposures))
-
-    async def _write_one_by_one(self, accepted: list[_Accepted], learned_pins: list[Row]) -> None:
-        """The database rejected the batch: find the rows it rejects and dead-letter them."""
-        logger.warning("batch rejected by the database; writing %d rows one by one", len(accepted))
-        if learned_pins:
-            try:
-                await self.store.write({}, learned_pins)
-            except SinkError:
-                logger.exception("pins learned from events were rejected; the cache still has them")
-        rejected: list[_Accepted] = []
         for item in accepted:
-            assert item.row is not None
-            try:
-                await self.store.write({item.event.event_type: [item.row]}, (), item.exposures or ())
-            except SinkError as exc:
-                await self.dead_letter(item.source, str(exc), kind="rejected", stage="sink")
-                rejected.append(item)
+            metrics.ROWS_WRITTEN.labels(table=item.event.event_type.value).inc()
+            if item.exposures:
+                metrics.ROWS_WRITTEN.labels(table=EXPOSURES.name).inc(len(item.exposures))
+
+    async def _write_one_by_one(self, prepared: _Prepared) -> WriteOutcome:
+        """The database rejected the batch: find the rows it rejects and dead-letter them.
+
+        Each event is written alone (its learned pin row, if refused, dropped with a log line:
+        the cache still has the pin); then the batch's positions, past the refused records too.
+        """
+        accepted = prepared.accepted
+        logger.warning("batch rejected by the database; writing %d rows one by one", len(accepted))
+        rejected: list[_Accepted] = []
+        lost: set[int] = set()
+        already = 0
+        for item in accepted:
+            outcome = None
+            for learned in (True, False):
+                if not learned and id(item) not in prepared.learned:
+                    break
+                one = self._partition_writes(prepared, [item], learned=learned, records=[item.source])
+                try:
+                    outcome = await self.store.write(one, prepared.claim)
+                    break
+                except SinkError as exc:
+                    if learned and id(item) in prepared.learned:
+                        logger.warning("the pin learned from event %r was rejected: %s", item.event.event_id, exc)
+                        continue
+                    await self.dead_letter(item.source, str(exc), kind="rejected", stage="sink")
+                    rejected.append(item)
+            if outcome is not None:
+                lost |= outcome.lost
+                already += outcome.already_written
         for item in rejected:
             accepted.remove(item)
         metrics.STAGE_EVENTS.labels(stage="sink", outcome="dead_lettered").inc(len(rejected))
+        positions = await self.store.write(self._partition_writes(prepared, ()), prepared.claim)
+        return WriteOutcome(frozenset(lost | positions.lost), already)
 
     async def _publish_live(self, accepted: list[_Accepted]) -> None:
         """The batch's written repins, as one record for every worker's ``/globe`` feed.

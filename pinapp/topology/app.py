@@ -74,7 +74,14 @@ app = _faust_app(
     settings.worker.app_id,
     datadir=settings.worker.data_dir,
     web_port=settings.worker.web_port,
-    autodiscover=["tables", "agents.engagement", "pinapp.web.ops", "pinapp.web.table_views", "pinapp.web.pages"],
+    autodiscover=[
+        "tables",
+        "agents.engagement",
+        "agents.rollups",
+        "pinapp.web.ops",
+        "pinapp.web.table_views",
+        "pinapp.web.pages",
+    ],
 )
 
 archive_app = _faust_app(

@@ -32,6 +32,8 @@ from pinapp.adapters.queries import (
     EXPERIMENT_ENGAGEMENT_SQL,
     NAMED_QUERIES,
     NEW_USERS_SQL,
+    experiment_params,
+    freshness,
     query_params,
     run_query,
     srm_verdict,
@@ -61,7 +63,7 @@ _CONTENT_TYPES: Final = {
     ".svg": "image/svg+xml",
 }
 MAX_MINUTES: Final = 7 * 24 * 60
-MAX_LIMIT: Final = 1000
+MAX_LIMIT: Final = 5 * MAX_MINUTES  # events-per-minute: a row per type and minute
 KEEPALIVE_S: Final = 15.0
 
 
@@ -193,7 +195,7 @@ class ExperimentsView(View):
         try:
             pool = await _read_pool()
             for experiment in defined:
-                params = {"experiment": experiment.name, "start": experiment.start.replace(tzinfo=None)}
+                params = experiment_params(experiment.name, experiment.start)
                 dialect = settings.db.dialect
                 verdict = await srm_verdict(pool, experiment, cfg, dialect=dialect)
                 _, engagement = await run_query(pool, EXPERIMENT_ENGAGEMENT_SQL, params, dialect=dialect)
@@ -238,6 +240,8 @@ class QueryView(View):
             columns, rows = await run_query(
                 pool, query.sql, query_params(minutes, limit, settings.trends), dialect=settings.db.dialect
             )
+            # the minutes that may still change, for the dashboard to draw as provisional
+            edges = await freshness(pool, settings.kafka.events_topic, dialect=settings.db.dialect)
         except DatabaseError as exc:
             return self.error(503, str(exc))
         metrics.WEB_QUERY_SECONDS.labels(query=name).observe(time.perf_counter() - started)
@@ -251,6 +255,7 @@ class QueryView(View):
                     "alert_score": settings.trends.alert_score,  # a trend query's score that is alerted on
                     "columns": columns,
                     "rows": rows,
+                    **edges,
                 },
                 default=str,
             ),

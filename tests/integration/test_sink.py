@@ -10,6 +10,7 @@ from pinapp.adapters.db import EngagementStore, create_pool, migrate
 from pinapp.adapters.sql_values import backslash_escapes
 from pinapp.domain.events import EventType, parse_event
 from pinapp.domain.geo import GeoLocation
+from pinapp.domain.positions import Claim, PartitionWrite, WrittenEvent
 from pinapp.domain.rows import build_row, pin_row
 from pinapp.domain.table_values import Pin
 from tests.integration.harness import Pipeline
@@ -22,6 +23,15 @@ _PIN = {
     "category": "travel",
     "created_at": 1_795_000_000_000,
 }
+
+
+_CLAIM = Claim("test", 1)
+
+
+def _batch(first: int, event_type: EventType, rows: list, learned: tuple | None = None) -> list[PartitionWrite]:  # type: ignore[type-arg]
+    """Rows of one type as the next records of partition 0, from offset ``first``."""
+    events = [WrittenEvent(first + i, event_type, row, learned) for i, row in enumerate(rows)]
+    return [PartitionWrite(0, first + len(rows), events)]
 
 
 def _event(event_id: str, event_type: str, **extra: object) -> bytes:
@@ -52,15 +62,16 @@ async def test_a_pins_own_event_replaces_a_row_learned_from_a_repin_in_either_or
         own_row = build_row(own, geo, pin, now)
 
         # The repin's learned row lands first (the pin's own event is late), then the pin's.
-        await store.write({EventType.REPIN: [build_row(repin, geo, pin, now)]}, [learned])
+        repin_row = build_row(repin, geo, pin, now)
+        await store.write(_batch(0, EventType.REPIN, [repin_row], learned), _CLAIM)
         assert await pipeline.sql("SELECT event_id FROM pins") == [("e-repin",)]
-        await store.write({EventType.PIN: [own_row]})
+        await store.write(_batch(1, EventType.PIN, [own_row]), _CLAIM)
         assert await pipeline.sql("SELECT event_id, user_id, title FROM pins") == [("e-pin", "u-1", "a pin")]
 
         # A later learned row (or a replay of the repin) never replaces the pin's own row,
         # and a replay of the pin's own event leaves it as it is.
-        await store.write({}, [learned])
-        await store.write({EventType.PIN: [own_row]}, [learned])
+        await store.write(_batch(2, EventType.REPIN, [repin_row], learned), _CLAIM)
+        await store.write(_batch(3, EventType.PIN, [own_row]), _CLAIM)
         assert await pipeline.sql("SELECT event_id FROM pins") == [("e-pin",)]
         assert await pipeline.sql("SELECT event_id FROM repins") == [("e-repin",)]
     finally:
@@ -98,7 +109,7 @@ async def test_rows_round_trip_exactly_and_replays_keep_the_first_ingested_at(pi
         ]
         rows = [build_row(e, geo, None, first) for e in comments]
         assert sum(len(str(r)) for r in rows) > 1_000_000  # more than one statement's worth
-        assert await store.write({EventType.COMMENT: rows}) == len(rows)
+        assert (await store.write(_batch(0, EventType.COMMENT, rows), _CLAIM)).inserted == len(rows)
         stored = dict(await pipeline.sql("SELECT event_id, text FROM comments"))
         assert stored == {e.event_id: e.text for e in comments}
         assert await pipeline.sql("SELECT DISTINCT city, longitude, ingested_at FROM comments") == [
@@ -106,7 +117,8 @@ async def test_rows_round_trip_exactly_and_replays_keep_the_first_ingested_at(pi
         ]
 
         later = datetime(2026, 12, 2, 11, 0, 0)
-        await store.write({EventType.COMMENT: [build_row(e, geo, None, later) for e in comments[:5]]})
+        replay = [build_row(e, geo, None, later) for e in comments[:5]]
+        assert (await store.write(_batch(len(rows), EventType.COMMENT, replay), _CLAIM)).inserted == 0
         assert await pipeline.sql("SELECT DISTINCT ingested_at FROM comments") == [(first,)]
     finally:
         pool.close()
@@ -129,7 +141,8 @@ async def test_a_server_without_backslash_escapes_gets_rows_through_the_driver(p
         comments = [
             parse_event(_event(f"e-n{i}", "comment", text=text), max_bytes=16384) for i, text in enumerate(_NASTY)
         ]
-        await store.write({EventType.COMMENT: [build_row(e, geo, None, datetime(2026, 12, 2)) for e in comments]})
+        rows = [build_row(e, geo, None, datetime(2026, 12, 2)) for e in comments]
+        assert (await store.write(_batch(0, EventType.COMMENT, rows), _CLAIM)).inserted == len(rows)
         assert dict(await pipeline.sql("SELECT event_id, text FROM comments")) == {e.event_id: e.text for e in comments}
     finally:
         pool.close()

@@ -6,7 +6,18 @@ import re
 
 import pytest
 
-from pinapp.domain.ddl import ALL_TABLES, EXPOSURES, TABLES, Column, TableSpec, create_table_sql, schema_sql
+from pinapp.domain.ddl import (
+    ALL_TABLES,
+    EXPOSURES,
+    OFFSETS,
+    ROLLUPS,
+    SCHEMA,
+    TABLES,
+    Column,
+    TableSpec,
+    create_table_sql,
+    schema_sql,
+)
 from pinapp.domain.events import EventType
 
 
@@ -38,7 +49,7 @@ def test_singlestore_ddl_follows_singlestore_rules(spec: TableSpec) -> None:
 
 
 def test_singlestore_shards_pin_tables_by_pin_and_logins_by_user() -> None:
-    ddl = dict(zip([s.name for s in ALL_TABLES], schema_sql("singlestore"), strict=True))
+    ddl = dict(zip([s.name for s in SCHEMA], schema_sql("singlestore"), strict=True))
     for name in ("pins", "repins", "comments", "likes"):
         assert _key_cols(ddl[name], "SHARD KEY") == ["pin_id"]
     assert _key_cols(ddl["logins"], "SHARD KEY") == ["user_id"]
@@ -65,3 +76,22 @@ def test_a_shard_key_outside_the_primary_key_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="subset"):
         create_table_sql(bad, "singlestore")
+
+
+@pytest.mark.parametrize("spec", [*ROLLUPS, OFFSETS], ids=lambda s: s.name)
+def test_rollups_and_positions_are_rowstore_tables_whose_keys_hold_the_shard_key(spec: TableSpec) -> None:
+    sql = create_table_sql(spec, "singlestore")
+    assert sql.startswith(f"CREATE ROWSTORE TABLE IF NOT EXISTS `{spec.name}` (")
+    assert set(_key_cols(sql, "SHARD KEY")) <= set(_key_cols(sql, "PRIMARY KEY"))
+    assert "SORT KEY" not in sql, "rowstore tables have no sort key"
+    mysql = create_table_sql(spec, "mysql")
+    assert mysql.startswith(f"CREATE TABLE IF NOT EXISTS `{spec.name}` (") and "ROWSTORE" not in mysql
+
+
+def test_the_stream_keyed_rollups_have_the_partition_in_their_key() -> None:
+    """Each partition's owner writes its own counter rows: workers never wait on each other's locks."""
+    for spec in ROLLUPS:
+        if spec.name.startswith("rollup_pin"):
+            assert "part" not in spec.primary_key, "the pin rollups are written by the sealer alone"
+        else:
+            assert spec.primary_key[-1] == "part", spec.name

@@ -22,8 +22,9 @@ from pinapp.domain.ddl import COLUMNS, EXPOSURES
 from pinapp.domain.dead_letters import REPLAY_HEADER
 from pinapp.domain.events import EventType
 from pinapp.domain.geo import GeoLocation
+from pinapp.domain.positions import Claim, PartitionWrite, Stored, WriteOutcome, may_write
 from pinapp.domain.repin_points import decode_points
-from pinapp.domain.rows import UNKNOWN_CATEGORY, Row
+from pinapp.domain.rows import UNKNOWN_CATEGORY
 from pinapp.domain.table_values import Pin, SeenEvent
 from pinapp.engagement.batcher import EngagementBatcher
 from pinapp.errors import SinkError
@@ -86,25 +87,38 @@ class MemoryStore:
         self.writes = 0
         self.pin_lookups: list[list[str]] = []
         self.exposures: dict[tuple[str, str], dict[str, Any]] = {}  # (experiment, event_id) -> row
+        self.positions: dict[int, Stored] = {}
 
-    async def write(
-        self, rows: Mapping[EventType, Sequence[Row]], learned_pins: Sequence[Row] = (), exposures: Sequence[Row] = ()
-    ) -> int:
-        named = [(t, dict(zip(COLUMNS[t], row, strict=True))) for t, batch in rows.items() for row in batch]
-        refused = [row["event_id"] for _, row in named if row["event_id"] in self.reject]
+    async def write(self, writes: Sequence[PartitionWrite], claim: Claim) -> WriteOutcome:
+        """As the database does: all or nothing, fenced, records below a position passed over."""
+        events = [e for w in writes for e in w.events]
+        refused = [e.row[COLUMNS[e.event_type].index("event_id")] for e in events]
+        refused = [event_id for event_id in refused if event_id in self.reject]
         if refused:
             raise SinkError(f"database rejected a batch: {refused}")
         self.writes += 1
-        for event_type, row in named:
-            self.tables[event_type][row["event_id"]] = row
-        for row in exposures:
-            named_exposure = dict(zip(EXPOSURES.column_names, row, strict=True))
-            self.exposures[(named_exposure["experiment"], named_exposure["event_id"])] = named_exposure
-        for row in learned_pins:  # fills a missing pin row, never replaces one
-            pin = dict(zip(COLUMNS[EventType.PIN], row, strict=True))
-            if all(r["pin_id"] != pin["pin_id"] for r in self.tables[EventType.PIN].values()):
-                self.tables[EventType.PIN][pin["event_id"]] = pin
-        return len(named) + len(learned_pins)
+        lost = frozenset(w.partition for w in writes if not may_write(self.positions.get(w.partition), claim))
+        already = 0
+        for w in writes:
+            if w.partition in lost:
+                continue
+            stored = self.positions.get(w.partition)
+            for e in w.events:
+                if stored is not None and e.offset < stored.next_offset:
+                    already += 1
+                    continue
+                row = dict(zip(COLUMNS[e.event_type], e.row, strict=True))
+                self.tables[e.event_type][row["event_id"]] = row
+                for exposure in e.exposures:
+                    named = dict(zip(EXPOSURES.column_names, exposure, strict=True))
+                    self.exposures[(named["experiment"], named["event_id"])] = named
+                if e.learned_pin is not None:  # fills a missing pin row, never replaces one
+                    pin = dict(zip(COLUMNS[EventType.PIN], e.learned_pin, strict=True))
+                    if all(r["pin_id"] != pin["pin_id"] for r in self.tables[EventType.PIN].values()):
+                        self.tables[EventType.PIN][pin["event_id"]] = pin
+            next_offset = max(w.next_offset, stored.next_offset if stored is not None else 0)
+            self.positions[w.partition] = Stored(next_offset, claim.owner, claim.generation, w.event_ts)
+        return WriteOutcome(lost, already)
 
     async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]:
         ids = list(pin_ids)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import orjson
 import pytest
 
-from pinapp.adapters.queries import NAMED_QUERIES, ReadOnlyViolation, check_read_only
+from config import TrendSettings
+from pinapp.adapters.queries import (
+    ALLOCATION_SQL,
+    EXPERIMENT_ENGAGEMENT_SQL,
+    NAMED_QUERIES,
+    NEW_USERS_SQL,
+    ReadOnlyViolation,
+    check_read_only,
+    query_params,
+)
 from pinapp.domain.ddl import COLUMNS
 from pinapp.domain.events import EventType, parse_event
 from pinapp.domain.geo import GeoLocation
@@ -90,5 +100,18 @@ def test_named_queries_cover_the_analyst_questions() -> None:
         "trending-categories",
         "trending-countries",
     }
+    params = query_params(60, 10, TrendSettings())
     for q in NAMED_QUERIES.values():
-        assert "%(minutes)s" in q.sql and "%(limit)s" in q.sql
+        assert "%(w_" in q.sql and "%(limit)s" in q.sql, "bounded by the window, limited"
+        assert set(re.findall(r"%\((\w+)\)s", q.sql)) <= set(params), q.name
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [*(q.sql for q in NAMED_QUERIES.values()), ALLOCATION_SQL, EXPERIMENT_ENGAGEMENT_SQL, NEW_USERS_SQL],
+)
+def test_what_users_see_reads_rollups_never_the_raw_event_rows(sql: str) -> None:
+    """Their cost follows the window's buckets, not the events in it (``pins`` only names the top pins)."""
+    raw = re.findall(r"\b(?:FROM|JOIN)\s+(repins|comments|likes|logins|experiment_exposures|pins)\b", sql)
+    assert set(raw) <= {"pins"}, raw
+    assert "JOIN pins" in sql or "pins" not in raw

@@ -1,0 +1,293 @@
+"""The statements of one engagement write: rows, what they inserted, rollup increments, positions.
+
+Each function runs inside the transaction :class:`pinapp.adapters.db.EngagementStore` opens.
+Rows are inserted idempotently (a row already there is a no-op), and the rollups count only
+what a statement actually inserted: the server reports a total per statement (1 an insert, 0 a
+no-op, 2 a replacement; asyncmy asks for no CLIENT_FOUND_ROWS), so when the total differs from
+the rows sent, the keys are read back: a row this batch inserted carries its ``ingested_at``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from pinapp.adapters.sql_values import insert_statements
+from pinapp.domain.ddl import (
+    EXPERIMENT_USERS,
+    EXPOSURES,
+    OFFSETS,
+    ROLLUP_CATEGORIES,
+    ROLLUP_COUNTRIES,
+    ROLLUP_DIRTY,
+    ROLLUP_EXPERIMENTS,
+    ROLLUP_TYPES,
+    TABLES,
+    TableSpec,
+)
+from pinapp.domain.events import EventType
+from pinapp.domain.positions import Claim, PartitionWrite, Stored, WrittenEvent
+from pinapp.domain.rollups import ANY_TYPE, MINUTE, SEAL_LATENESS, Counts, floor_hour, floor_minute, rows_counts
+
+__all__ = [
+    "count",
+    "insert_events",
+    "insert_exposures",
+    "insert_learned_pins",
+    "move_positions",
+    "read_positions",
+]
+
+Row = tuple[Any, ...]
+_PIN_ENGAGEMENT: Final = frozenset(("repin", "comment", "like"))  # what rollup_pins counts
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """One table's insert: as a template (``executemany``) and as the text around pre-encoded
+    rows (:mod:`pinapp.adapters.sql_values`)."""
+
+    prefix: str  # INSERT INTO ... (cols) VALUES
+    suffix: str  # ON DUPLICATE KEY UPDATE ...
+    marks: str  # (%s, ...)
+
+    @property
+    def template(self) -> str:
+        return f"{self.prefix} {self.marks} {self.suffix}"
+
+
+def insert_sql(spec: TableSpec, *, update: str | None = None, own_pin_wins: bool = False) -> Insert:
+    cols = ", ".join(f"`{c}`" for c in spec.column_names)
+    marks = ", ".join(["%s"] * len(spec.column_names))
+    # A no-op update of a non-key column makes a replayed row a no-op on both SingleStore
+    # and MySQL (columnstore may not update unique-key columns), and keeps the first
+    # ingested_at, which freshness measurements and the count of inserted rows rely on.
+    update = update or "`ingested_at` = `ingested_at`"
+    if own_pin_wins:
+        # `pins` has one row per pin, which a repin carrying its pin may have written first
+        # (a "learned" row, under the repin's event_id) when the pin's own event is late: after
+        # a rebalance replays it, say. The pin's own event then replaces it, whatever the order.
+        keys = set(spec.primary_key) | {"ingested_at"}
+        update = ", ".join(f"`{c}` = VALUES(`{c}`)" for c in spec.column_names if c not in keys)
+    return Insert(f"INSERT INTO `{spec.name}` ({cols}) VALUES", f"ON DUPLICATE KEY UPDATE {update}", f"({marks})")
+
+
+def _adding(spec: TableSpec, *counters: str) -> Insert:
+    return insert_sql(spec, update=", ".join(f"`{c}` = `{c}` + VALUES(`{c}`)" for c in counters))
+
+
+_INSERTS: Final = {t: insert_sql(spec, own_pin_wins=t is EventType.PIN) for t, spec in TABLES.items()}
+_LEARNED_PIN_INSERT: Final = insert_sql(TABLES[EventType.PIN])  # never replaces a pin row
+_EXPOSURE_INSERT: Final = insert_sql(EXPOSURES)
+_USERS_INSERT: Final = insert_sql(EXPERIMENT_USERS)
+_TYPES_ADD: Final = _adding(ROLLUP_TYPES, "events")
+_CATEGORIES_ADD: Final = _adding(ROLLUP_CATEGORIES, "events")
+_COUNTRIES_ADD: Final = _adding(ROLLUP_COUNTRIES, "events")
+_EXPERIMENTS_ADD: Final = _adding(ROLLUP_EXPERIMENTS, "events", "new_users")
+_DIRTY_ADD: Final = _adding(ROLLUP_DIRTY, "marks")
+_POSITIONS_MOVE: Final = insert_sql(
+    OFFSETS,
+    update="`next_offset` = GREATEST(`next_offset`, VALUES(`next_offset`)), `owner` = VALUES(`owner`), "
+    "`generation` = VALUES(`generation`), "
+    "`event_ts` = GREATEST(COALESCE(`event_ts`, VALUES(`event_ts`)), COALESCE(VALUES(`event_ts`), `event_ts`)), "
+    "`updated_at` = VALUES(`updated_at`)",
+)
+
+
+async def execute(cur: Any, encode: bool, insert: Insert, rows: Sequence[Row]) -> int:
+    """Insert ``rows``; returns what the server reported (see the module's docstring)."""
+    if not rows:
+        return 0
+    affected = 0
+    if encode:  # the servers' default: rows encoded here
+        for statement in insert_statements(insert.prefix, rows, insert.suffix):
+            await cur.execute(statement)
+            affected += cur.rowcount
+    else:
+        await cur.executemany(insert.template, rows)
+        affected += cur.rowcount
+    return affected
+
+
+async def read_positions(cur: Any, topic: str, partitions: Iterable[int] | None, *, lock: bool) -> dict[int, Stored]:
+    """Partitions' rows of ``stream_offsets`` (``lock``: ``FOR UPDATE``, until the transaction ends)."""
+    sql = "SELECT part, next_offset, owner, generation, event_ts FROM stream_offsets WHERE topic = %s"
+    params: list[Any] = [topic]
+    if partitions is not None:
+        parts = sorted(set(partitions))
+        if not parts:
+            return {}
+        sql += f" AND part IN ({', '.join(['%s'] * len(parts))})"
+        params += parts
+    await cur.execute(sql + (" FOR UPDATE" if lock else ""), params)
+    return {int(p): Stored(int(n), owner, int(g), ts) for p, n, owner, g, ts in await cur.fetchall()}
+
+
+async def move_positions(cur: Any, encode: bool, topic: str, writes: Sequence[PartitionWrite], claim: Claim) -> None:
+    now = datetime.now()
+    rows = [
+        (topic, w.partition, w.next_offset, claim.owner, claim.generation, w.event_ts, now)
+        for w in sorted(writes, key=lambda w: w.partition)
+    ]
+    await execute(cur, encode, _POSITIONS_MOVE, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """An event whose own row this transaction inserted."""
+
+    partition: int
+    event: WrittenEvent
+
+
+async def insert_events(
+    cur: Any, encode: bool, fresh: Sequence[tuple[int, WrittenEvent]], ingested_at: datetime
+) -> list[Inserted]:
+    """Insert the events' rows, table by table; returns the events whose row is new.
+
+    A pin's own event is new unless its pin row holds that very event: a row learned from a repin
+    (under the repin's event_id) is no pin event, and the pin's own event replaces it.
+    """
+    by_type: dict[EventType, list[tuple[int, WrittenEvent]]] = defaultdict(list)
+    for item in fresh:
+        by_type[item[1].event_type].append(item)
+    inserted: list[Inserted] = []
+    for event_type, items in by_type.items():
+        rows = [e.row for _, e in items]
+        if event_type is EventType.PIN:
+            existing = await _pin_events(cur, [row[0] for row in rows])
+            await execute(cur, encode, _INSERTS[event_type], rows)
+            inserted += [Inserted(p, e) for p, e in items if existing.get(e.row[0]) != e.row[2]]
+            continue
+        affected = await execute(cur, encode, _INSERTS[event_type], rows)
+        if affected == len(rows):
+            inserted += [Inserted(p, e) for p, e in items]
+        elif affected:
+            new = await _inserted_keys(cur, TABLES[event_type], rows)
+            key = _key_of(TABLES[event_type])
+            inserted += [Inserted(p, e) for p, e in items if key(e.row) in new]
+    return inserted
+
+
+async def _pin_events(cur: Any, pin_ids: Sequence[str]) -> dict[str, str]:
+    ids = sorted(set(pin_ids))
+    await cur.execute(f"SELECT pin_id, event_id FROM pins WHERE pin_id IN ({', '.join(['%s'] * len(ids))})", ids)
+    return {pin_id: event_id for pin_id, event_id in await cur.fetchall()}
+
+
+def _key_of(spec: TableSpec) -> Any:
+    at = [spec.column_names.index(c) for c in spec.primary_key]
+    return lambda row: tuple(row[i] for i in at)
+
+
+async def _inserted_keys(cur: Any, spec: TableSpec, rows: Sequence[Row]) -> set[tuple[Any, ...]]:
+    """The primary keys of ``rows`` whose stored row carries the row's own ``ingested_at`` (the rows
+    this statement inserted: an existing row keeps its first)."""
+    key = _key_of(spec)
+    when = spec.column_names.index("ingested_at")
+    sent = {key(r): r[when] for r in rows}
+    keys = sorted(sent)
+    cols = ", ".join(f"`{c}`" for c in spec.primary_key)
+    one = "(" + ", ".join(["%s"] * len(spec.primary_key)) + ")"
+    sql = f"SELECT {cols}, `ingested_at` FROM `{spec.name}` WHERE ({cols}) IN ({', '.join([one] * len(keys))})"
+    await cur.execute(sql, [v for k in keys for v in k])
+    return {k for *k_, at in await cur.fetchall() if sent.get(k := tuple(k_)) == at}
+
+
+async def insert_learned_pins(cur: Any, encode: bool, rows: Sequence[Row]) -> None:
+    await execute(cur, encode, _LEARNED_PIN_INSERT, rows)
+
+
+async def insert_exposures(
+    cur: Any, encode: bool, fresh: Sequence[tuple[int, WrittenEvent]], ingested_at: datetime
+) -> list[tuple[int, Row]]:
+    """Insert the events' ``experiment_exposures`` rows; returns those it inserted, with their partition."""
+    items = [(p, row) for p, e in fresh for row in e.exposures]
+    if not items:
+        return []
+    rows = [row for _, row in items]
+    affected = await execute(cur, encode, _EXPOSURE_INSERT, rows)
+    if affected == len(rows):
+        return items
+    if not affected:
+        return []
+    new = await _inserted_keys(cur, EXPOSURES, rows)
+    key = _key_of(EXPOSURES)
+    return [(p, row) for p, row in items if key(row) in new]
+
+
+async def count(
+    cur: Any,
+    encode: bool,
+    inserted: Sequence[Inserted],
+    exposures: Sequence[tuple[int, Row]],
+    stored: dict[int, Stored],
+    ingested_at: datetime,
+) -> None:
+    """Add what the transaction inserted to the exact rollups, and mark late minutes for resealing."""
+    by_partition: dict[int, dict[EventType, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    for item in inserted:
+        by_partition[item.partition][item.event.event_type].append(item.event.row)
+    types: list[Row] = []
+    categories: list[Row] = []
+    countries: list[Row] = []
+    late: set[datetime] = set()
+    for part, tables in sorted(by_partition.items()):
+        t, c, k = Counts(), Counts(), Counts()
+        for event_type, rows in tables.items():
+            rows_counts(event_type, rows, t, c, k)
+        types += [(minute, kind, part, n) for (minute, kind), n in sorted(t.items())]
+        categories += [(grain, bucket, name, part, n) for (grain, bucket, name), n in sorted(c.items())]
+        countries += [(grain, bucket, name, part, n) for (grain, bucket, name), n in sorted(k.items())]
+        position = stored.get(part)
+        processed = position.event_ts if position is not None and position.event_ts is not None else None
+        for minute, kind in t:
+            # A minute the partition's processed event time has passed may be sealed already.
+            if kind in _PIN_ENGAGEMENT and processed is not None and minute + MINUTE + SEAL_LATENESS <= processed:
+                late.add(minute)
+    await execute(cur, encode, _TYPES_ADD, types)
+    await execute(cur, encode, _CATEGORIES_ADD, categories)
+    await execute(cur, encode, _COUNTRIES_ADD, countries)
+    await execute(cur, encode, _DIRTY_ADD, [(minute, 1) for minute in sorted(late)])
+    await _count_exposures(cur, encode, exposures, ingested_at)
+
+
+_EXPOSURE_AT: Final = {
+    c: EXPOSURES.column_names.index(c) for c in ("experiment", "group_name", "event_type", "user_id", "ts")
+}
+
+
+async def _count_exposures(cur: Any, encode: bool, exposures: Sequence[tuple[int, Row]], ingested_at: datetime) -> None:
+    """Exposures per group and type (and any type), and the users they expose for the first time."""
+    if not exposures:
+        return
+    x, g, t, u, ts = (_EXPOSURE_AT[c] for c in ("experiment", "group_name", "event_type", "user_id", "ts"))
+    events: Counts = Counts()
+    first: dict[tuple[Any, ...], tuple[datetime, int]] = {}
+    for part, row in exposures:
+        for kind in (row[t], ANY_TYPE):
+            when = row[ts]
+            for grain, bucket in (("m", floor_minute(when)), ("h", floor_hour(when))):
+                events[(row[x], grain, bucket, row[g], kind, part)] += 1
+            user = (row[u], row[x], row[g], kind)
+            if user not in first or when < first[user][0]:
+                first[user] = (when, part)
+    candidates = [(*user, when, ingested_at) for user, (when, _) in sorted(first.items())]
+    affected = await execute(cur, encode, _USERS_INSERT, candidates)
+    if affected == len(candidates):
+        new_users = list(first)
+    elif affected:
+        new_users = list(await _inserted_keys(cur, EXPERIMENT_USERS, candidates))
+    else:
+        new_users = []
+    users: Counts = Counts()
+    for user in new_users:
+        when, part = first[tuple(user)]
+        _, experiment, group, kind = user
+        for grain, bucket in (("m", floor_minute(when)), ("h", floor_hour(when))):
+            users[(experiment, grain, bucket, group, kind, part)] += 1
+    rows = [(*k, events[k], users.get(k, 0)) for k in sorted(events.keys() | users.keys())]
+    await execute(cur, encode, _EXPERIMENTS_ADD, rows)

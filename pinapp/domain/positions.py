@@ -1,0 +1,84 @@
+"""Exactly-once into the database: each partition's position, written with its rows, and who may write it.
+
+A batch's transaction reads each of its partitions' row of ``stream_offsets`` (locked), writes
+only the records at or past the stored ``next_offset`` (a record below it was written by an
+earlier transaction: a batch replayed after a kill between the database commit and the Kafka
+commit, or a retry whose COMMIT reply was lost), counts what it inserted into the rollups, and
+moves ``next_offset`` past the batch, all in one commit. The Kafka offset is committed later and
+may lag: nothing is skipped by seeking, so the commit rule starting from Kafka's offset holds.
+
+Fencing: the row also says who wrote it, as the consumer group generation in which the writer
+held the partition and the writer's token. A writer may write if :func:`may_write` says so: a
+newer generation always may (it holds the partition now); the same generation only if it wrote
+the row (a partition has one owner per generation); an older one never: it is a zombie whose
+partition moved on, and its records of that partition are dropped (``LostOwnership``), left to
+the new owner, who fetches them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pinapp.domain.events import EventType
+
+__all__ = ["Claim", "PartitionWrite", "Stored", "WriteOutcome", "WrittenEvent", "may_write"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who writes: the writer's token (one per worker process) and the generation of the group in
+    which it holds the partitions it writes."""
+
+    owner: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A partition's row of ``stream_offsets``."""
+
+    next_offset: int
+    owner: str
+    generation: int
+    event_ts: datetime | None
+
+
+def may_write(stored: Stored | None, claim: Claim) -> bool:
+    """Whether ``claim`` may write a partition whose row is ``stored`` (``None``: never written)."""
+    if stored is None or stored.generation < claim.generation:
+        return True
+    return stored.generation == claim.generation and stored.owner == claim.owner
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenEvent:
+    """One event's rows, at its offset: its table's row, a pin row learned from it, its exposures."""
+
+    offset: int
+    event_type: EventType
+    row: tuple[Any, ...]
+    learned_pin: tuple[Any, ...] | None = None
+    exposures: tuple[tuple[Any, ...], ...] = ()
+
+
+@dataclass(slots=True)
+class PartitionWrite:
+    """A batch's part of one partition: its events, the offset past its last record (written or
+    not: a dead-lettered record is passed too), and its newest event time."""
+
+    partition: int
+    next_offset: int
+    events: list[WrittenEvent] = field(default_factory=list)
+    event_ts: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What a write did: the partitions it was fenced off (their events dropped), and the events it
+    passed over as already written."""
+
+    lost: frozenset[int] = frozenset()
+    already_written: int = 0
+    inserted: int = 0

@@ -1,0 +1,224 @@
+"""What the rollups count, and how a window of time is read from them. Pure: no I/O.
+
+The stream counts every event it *inserts* (never one the database already had) into the exact
+rollups, in the transaction of the event's row:
+
+- ``rollup_types``: events per minute and type. A ``pins`` event counts as ``pin`` only for
+  the pin's own event: a row learned from a repin's carried pin is no event, and counts nowhere.
+- ``rollup_categories``: pin engagement (pin, repin, comment, like) per category.
+- ``rollup_countries``: events of every type per client country (``''`` when unknown).
+- ``rollup_experiments``: exposures per experiment, group and event type (and ``'*'``, any),
+  with the users first exposed there (a user counts once per group, as ``COUNT(DISTINCT)``).
+
+Each is keyed by the event's minute (``grain`` ``'m'``) and, but for ``rollup_types``, by its
+hour (``'h'``) too, and by the events partition, whose owner alone writes the row: workers never
+wait on each other's locks. A query sums a window from the hours it covers whole and the
+minutes at its edges (:func:`grain_ranges`), so it reads at most ~3 hours' worth of rows.
+
+Pins are too many to count exactly per minute (the demo repins ~15k distinct pins a minute), so
+``rollup_pins`` is approximate: once every partition's events are past a minute (*sealed*), the
+sealer counts that minute's repins and engagement (repins, comments, likes) per pin from the raw
+rows and keeps the pins among the top :data:`MINUTE_TOP_K` by either, with the bound (the next
+pin's count) that any pin left out may have had (:func:`top_k`). An hour is its sixty minutes
+merged (:func:`merge_buckets`), with the sum of their bounds. A pin's count over a window is thus
+a lower bound, and at most the sum of the window's bounds below its true count: the true top N
+is among the rows ranked whenever the N-th count leads the next by more than that (the tests
+check the answer against the raw rows).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from pinapp.domain.ddl import COLUMNS
+from pinapp.domain.events import EventType
+
+__all__ = [
+    "ANY_TYPE",
+    "HOUR",
+    "HOUR_TOP_K",
+    "MINUTE",
+    "MINUTE_TOP_K",
+    "SEAL_LATENESS",
+    "Counts",
+    "PinBucket",
+    "PinCount",
+    "floor_hour",
+    "floor_minute",
+    "grain_ranges",
+    "merge_buckets",
+    "rows_counts",
+    "sealed_window_sql",
+    "top_k",
+    "window_params",
+    "window_sql",
+]
+
+MINUTE: Final = timedelta(minutes=1)
+HOUR: Final = timedelta(hours=1)
+ANY_TYPE: Final = "*"  # rollup_experiments' event type for exposures of any type
+#: A minute is sealed once every active partition's processed event time is this far past its end.
+SEAL_LATENESS: Final = timedelta(seconds=10)
+MINUTE_TOP_K: Final = 200
+HOUR_TOP_K: Final = 1000
+
+
+def floor_minute(ts: datetime) -> datetime:
+    return ts.replace(second=0, microsecond=0)
+
+
+def floor_hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+Counts = Counter[tuple[Any, ...]]  # one rollup's increments by key (its key columns but ``part``)
+_PIN_ENGAGEMENT: Final = frozenset((EventType.PIN, EventType.REPIN, EventType.COMMENT, EventType.LIKE))
+_TS: Final = {t: cols.index("ts") for t, cols in COLUMNS.items()}
+_COUNTRY: Final = {t: cols.index("country") for t, cols in COLUMNS.items()}
+_CATEGORY: Final = {t: cols.index("category") for t, cols in COLUMNS.items() if "category" in cols}
+
+
+def rows_counts(
+    event_type: EventType, rows: Iterable[tuple[Any, ...]], types: Counts, categories: Counts, countries: Counts
+) -> None:
+    """Add the events of ``rows`` (inserted rows of ``event_type``'s table) to the three exact rollups:
+    ``types`` by (minute, type), ``categories`` and ``countries`` by (grain, bucket, category or country)."""
+    ts_at, country_at = _TS[event_type], _COUNTRY[event_type]
+    category_at = _CATEGORY.get(event_type) if event_type in _PIN_ENGAGEMENT else None
+    kind = event_type.value
+    for row in rows:
+        ts = row[ts_at]
+        minute, hour = floor_minute(ts), floor_hour(ts)
+        types[(minute, kind)] += 1
+        country = row[country_at] or ""
+        countries[("m", minute, country)] += 1
+        countries[("h", hour, country)] += 1
+        if category_at is not None:
+            category = row[category_at]
+            categories[("m", minute, category)] += 1
+            categories[("h", hour, category)] += 1
+
+
+def grain_ranges(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """The buckets that cover ``[start, end)`` (both whole minutes) as ``(grain, from, to)``
+    ranges: minutes up to the first whole hour, the whole hours, then minutes."""
+    first_hour = floor_hour(start) + (HOUR if start != floor_hour(start) else timedelta(0))
+    last_hour = floor_hour(end)
+    if first_hour >= last_hour:
+        return [("m", start, end)] if start < end else []
+    ranges = []
+    if start < first_hour:
+        ranges.append(("m", start, first_hour))
+    ranges.append(("h", first_hour, last_hour))
+    if last_hour < end:
+        ranges.append(("m", last_hour, end))
+    return ranges
+
+
+def window_params(prefix: str, start: datetime, end: datetime) -> dict[str, object]:
+    """Parameters for :func:`window_sql` ``prefix``: ``[start, end)`` (rounded down to whole
+    minutes) as three bucket ranges (minutes, hours, minutes), the unused ones empty."""
+    params: dict[str, object] = {}
+    start, end = floor_minute(start), floor_minute(end)
+    ranges = grain_ranges(start, end)
+    minutes = [r for r in ranges if r[0] == "m"]
+    hours = [r for r in ranges if r[0] == "h"]
+    empty = (start, start)
+    m1 = (minutes[0][1], minutes[0][2]) if minutes else empty
+    m2 = (minutes[1][1], minutes[1][2]) if len(minutes) > 1 else empty
+    h = (hours[0][1], hours[0][2]) if hours else empty
+    for name, (lo, hi) in (("m1", m1), ("h", h), ("m2", m2)):
+        params[f"{prefix}_{name}_from"] = lo
+        params[f"{prefix}_{name}_to"] = hi
+    params[f"{prefix}_start"] = start
+    params[f"{prefix}_end"] = end
+    return params
+
+
+def window_sql(prefix: str, alias: str = "") -> str:
+    """The condition that selects :func:`window_params` ``prefix``'s buckets of a grained rollup."""
+    a = f"{alias}." if alias else ""
+    return (
+        f"(({a}grain = 'm' AND {a}bucket >= %({prefix}_m1_from)s AND {a}bucket < %({prefix}_m1_to)s) "
+        f"OR ({a}grain = 'h' AND {a}bucket >= %({prefix}_h_from)s AND {a}bucket < %({prefix}_h_to)s) "
+        f"OR ({a}grain = 'm' AND {a}bucket >= %({prefix}_m2_from)s AND {a}bucket < %({prefix}_m2_to)s))"
+    )
+
+
+_SEALED_HOURS: Final = (
+    "(SELECT COALESCE(MAX(bucket) + INTERVAL 1 HOUR, '1970-01-01') FROM rollup_pin_buckets WHERE grain = 'h')"
+)
+
+
+def sealed_window_sql(prefix: str) -> str:
+    """:func:`window_sql` for the sealed pin rollup: an hour not merged yet is read from its minutes."""
+    hours_to = f"GREATEST(%({prefix}_h_from)s, LEAST(%({prefix}_h_to)s, {_SEALED_HOURS}))"
+    return (
+        f"((grain = 'h' AND bucket >= %({prefix}_h_from)s AND bucket < {hours_to}) "
+        f"OR (grain = 'm' AND ((bucket >= %({prefix}_m1_from)s AND bucket < %({prefix}_m1_to)s) "
+        f"OR (bucket >= {hours_to} AND bucket < %({prefix}_end)s))))"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PinCount:
+    pin_id: str
+    repins: int
+    engagement: int
+
+
+@dataclass(frozen=True, slots=True)
+class PinBucket:
+    """A sealed bucket of ``rollup_pins``: the pins kept, the totals, and the bounds: a pin's true
+    count in the bucket exceeds its kept count (0 if left out) by at most the bound."""
+
+    pins: tuple[PinCount, ...]
+    repins_total: int
+    engagement_total: int
+    repins_bound: int
+    engagement_bound: int
+
+
+def top_k(counts: Iterable[PinCount], k: int, *, bounds: tuple[int, int] = (0, 0)) -> PinBucket:
+    """The pins among the ``k`` most repinned or the ``k`` most engaged; the bounds are the
+    ``bounds`` the counts already carry plus the largest counts left out."""
+    every = list(counts)
+    by_repins = heapq.nlargest(k + 1, every, key=lambda c: (c.repins, c.pin_id))
+    by_engagement = heapq.nlargest(k + 1, every, key=lambda c: (c.engagement, c.pin_id))
+    kept = {c.pin_id: c for c in by_repins[:k] + by_engagement[:k]}
+    left_repins = max((c.repins for c in every if c.pin_id not in kept), default=0)
+    left_engagement = max((c.engagement for c in every if c.pin_id not in kept), default=0)
+    return PinBucket(
+        tuple(sorted(kept.values(), key=lambda c: c.pin_id)),
+        sum(c.repins for c in every),
+        sum(c.engagement for c in every),
+        bounds[0] + left_repins,
+        bounds[1] + left_engagement,
+    )
+
+
+def merge_buckets(buckets: Iterable[PinBucket], k: int) -> PinBucket:
+    """Buckets summed into one (an hour of minutes), kept to ``k``: its bounds add up."""
+    repins: Counter[str] = Counter()
+    engagement: Counter[str] = Counter()
+    totals = [0, 0]
+    bounds = [0, 0]
+    for bucket in buckets:
+        for c in bucket.pins:
+            repins[c.pin_id] += c.repins
+            engagement[c.pin_id] += c.engagement
+        totals[0] += bucket.repins_total
+        totals[1] += bucket.engagement_total
+        bounds[0] += bucket.repins_bound
+        bounds[1] += bucket.engagement_bound
+    merged = top_k(
+        (PinCount(pin, repins[pin], engagement[pin]) for pin in engagement.keys() | repins.keys()),
+        k,
+        bounds=(bounds[0], bounds[1]),
+    )
+    return PinBucket(merged.pins, totals[0], totals[1], merged.repins_bound, merged.engagement_bound)
