@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup lint format demo test unit integration bench profile soak race stack-up stack-down stack-status clean
+.PHONY: help setup lint format demo test unit integration bench bench-queries profile soak race stack-up stack-down stack-status clean
 
 help:
 	@echo "make demo    - run the pipeline locally (stack, worker(s), archiver, singer, generator); WORKERS=2 for two; Ctrl-C stops it"
@@ -17,6 +17,8 @@ help:
 	@echo "make soak    - ten minutes of steady traffic with a worker killed every minute, then an audit (not in CI)"
 	@echo "make bench   - throughput (1 and 2 workers), freshness, recovery, live globe, archive and singer benchmarks (results: docs/benchmarks.md)"
 	@echo "               BASELINE=<commit> runs that commit's code too, alternating, with the ratio of medians; BENCH_ARGS='--only throughput --runs 5'"
+	@echo "make bench-queries - every query users see, timed on the rollups and on the raw rows, at a fill of hours of traffic"
+	@echo "               QUERIES_ARGS='--hours 1 --rate 2000 --windows 15,60 --reuse-fill' (24 h: --hours 24 --rate 200 --windows 360,1440)"
 	@echo "make profile - where one worker's CPU goes while it drains a backlog (py-spy; PROFILE_ARGS='--events 150000 --seconds 20')"
 	@echo "make race    - the recovery-race reproduction (commit guards off) RACE_RUNS times (default 20), with how many passed"
 	@echo "make stack-up | stack-down | stack-status - the local Kafka, MariaDB and S3 server"
@@ -111,6 +113,10 @@ soak: setup
 bench: setup
 	PINAPP_PROFILE=test pinapp stack up
 	PINAPP_PROFILE=test python -m bench.run $(if $(BASELINE),--baseline $(BASELINE)) $(BENCH_ARGS)
+
+bench-queries: setup
+	pinapp stack up
+	PINAPP_PROFILE=test python -m bench.queries $(QUERIES_ARGS)
 
 profile: setup
 	PINAPP_PROFILE=test pinapp stack up

@@ -8,16 +8,19 @@
   const TYPES = ["pin", "repin", "comment", "like", "login"];
   const COLORS = { pin: "#e60023", repin: "#ff8a00", comment: "#3fb950", like: "#58a6ff", login: "#a371f7" };
   const el = (id) => document.getElementById(id);
-  const state = { refreshes: 0, errors: 0, rows: {}, alertScore: Infinity };
+  const state = { refreshes: 0, errors: 0, rows: {}, alertScore: Infinity, provisionalFrom: null };
   window.pinappDashboard = state;  // for the browser tests and the curious
 
   Chart.defaults.color = "#8b949e";
   Chart.defaults.borderColor = "#30363d";
   Chart.defaults.animation = { duration: 300 };
 
+  // A minute at or after the slowest partition's processed event time may still grow: its segment
+  // is dashed, so the partial current minute does not read as a drop.
+  const provisional = (ctx) => (state.provisionalIndex !== undefined && ctx.p1DataIndex >= state.provisionalIndex ? [4, 4] : undefined);
   const perMinute = new Chart(el("per-minute"), {
     type: "line",
-    data: { labels: [], datasets: TYPES.map((t) => ({ label: t, data: [], borderColor: COLORS[t], backgroundColor: COLORS[t], tension: 0.2, pointRadius: 0 })) },
+    data: { labels: [], datasets: TYPES.map((t) => ({ label: t, data: [], borderColor: COLORS[t], backgroundColor: COLORS[t], tension: 0.2, pointRadius: 0, segment: { borderDash: provisional } })) },
     options: { maintainAspectRatio: false, interaction: { mode: "index", intersect: false }, scales: { y: { beginAtZero: true } } },
   });
   const bar = (id, color) => new Chart(el(id), {
@@ -33,6 +36,7 @@
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || `${name}: HTTP ${response.status}`);
     state.rows[name] = body.rows;
+    if (name === "events-per-minute") state.provisionalFrom = body.complete_until ? String(body.complete_until).slice(0, 16) : null;
     if (body.alert_score !== undefined) state.alertScore = body.alert_score;
     return body.rows;
   }
@@ -55,6 +59,8 @@
     const minutes = [...new Set(rows.map((r) => r[0]))].sort();
     const index = new Map(minutes.map((m, i) => [m, i]));
     perMinute.data.labels = minutes.map((m) => m.slice(11));
+    const from = state.provisionalFrom === null ? -1 : minutes.findIndex((m) => m >= state.provisionalFrom);
+    state.provisionalIndex = from < 0 ? (state.provisionalFrom === null ? 0 : undefined) : from;
     perMinute.data.datasets.forEach((ds) => { ds.data = minutes.map(() => 0); });
     for (const [minute, type, events] of rows) {
       const ds = perMinute.data.datasets[TYPES.indexOf(type)];
@@ -85,7 +91,7 @@
     const status = el("status");
     try {
       const [perMin, cats, ctry, most, tPins, tCats, tCtry] = await Promise.all([
-        query("events-per-minute", minutes, Math.min(1000, minutes * TYPES.length)),
+        query("events-per-minute", minutes, (minutes + 2) * TYPES.length),  // every minute of the window
         query("top-categories", minutes, 10),
         query("top-countries", minutes, 10),
         query("most-repinned", minutes, 10),

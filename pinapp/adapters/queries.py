@@ -19,7 +19,15 @@ from asyncmy.errors import Error as MySQLError
 
 from config import ExperimentSettings, TrendSettings
 from pinapp.domain.experiments import Experiment, SrmVerdict, srm_test
-from pinapp.domain.rollups import ANY_TYPE, MINUTE, floor_minute, sealed_window_sql, window_params, window_sql
+from pinapp.domain.rollups import (
+    ANY_TYPE,
+    MINUTE,
+    WATERMARK_SQL,
+    floor_minute,
+    sealed_window_sql,
+    window_params,
+    window_sql,
+)
 from pinapp.domain.trends import TrendSpec, trend_sql
 from pinapp.errors import DatabaseError, PinappError
 
@@ -207,18 +215,13 @@ def experiment_params(experiment: str, start: datetime, *, now: datetime | None 
 
 
 async def freshness(pool: Any, topic: str, *, dialect: str = "mysql") -> dict[str, Any]:
-    """How far the rollups are complete: ``complete_until``, the slowest active partition's
-    processed event time (a minute at or after it may still change), and ``pins_sealed_until``,
-    the first minute the pin rollup has not sealed."""
-    sql = (
-        "SELECT (SELECT MIN(CASE WHEN updated_at >= UTC_TIMESTAMP(6) - INTERVAL 60 SECOND THEN event_ts END) "
-        "FROM stream_offsets WHERE topic = %(topic)s), "
-        "(SELECT MAX(event_ts) FROM stream_offsets WHERE topic = %(topic)s), "
-        "(SELECT bucket FROM rollup_pin_buckets WHERE grain = 'f')"
-    )
+    """How far the rollups are complete: ``complete_until``, the stream's watermark (a minute at
+    or after it may still change), and ``pins_sealed_until``, the first minute the pin rollup has
+    not sealed."""
+    sql = f"SELECT ({WATERMARK_SQL}), (SELECT bucket FROM rollup_pin_buckets WHERE grain = 'f')"
     _, rows = await run_query(pool, sql, {"topic": topic}, dialect=dialect)
-    active, newest, sealed = rows[0] if rows else (None, None, None)
-    return {"complete_until": active or newest, "pins_sealed_until": sealed}
+    complete, sealed = rows[0] if rows else (None, None)
+    return {"complete_until": complete, "pins_sealed_until": sealed}
 
 
 async def allocation(pool: Any, experiment: str, start: datetime, *, dialect: str = "mysql") -> dict[str, int]:

@@ -1,15 +1,16 @@
 """The pin rollup's sealer and the retention job: the leader worker's database chores.
 
-Sealing (:mod:`pinapp.domain.rollups` says what it keeps): the *watermark* is the slowest active
-partition's processed event time (``stream_offsets``); every minute that ends
-``SEAL_LATENESS`` before it is sealed from the raw rows, oldest first, then every hour whose
-minutes are all sealed is merged from them. How far minutes are sealed is the row of grain ``'f'``
+Sealing (:mod:`pinapp.domain.rollups` says what it keeps): the *watermark* is the slowest
+partition's processed event time (``stream_offsets``; an idle one holds nothing back); every
+minute that ends ``SEAL_LATENESS`` before it is sealed from the raw rows, oldest first, then
+every hour whose minutes are all sealed is merged from them. How far minutes are sealed is the row of grain ``'f'``
 (its ``bucket``: the first minute not sealed). A minute sealed too early is sealed again:
 
 1. a worker that writes an event into a minute its partition's event time has passed marks the
    minute in ``rollup_dirty``, in the transaction of the row (a replay of an old day does);
 2. each round compares the recent sealed minutes' totals with ``rollup_types`` (exact), which
-   catches a row committed while its minute was being sealed.
+   catches a row committed while its minute was being sealed, and a backlog that a stopped
+   worker's partition (idle, so not holding the watermark back) brings in late.
 
 Resealing a minute reseals its hour. Every seal replaces its rows in one transaction, so a
 reader sees a bucket whole, before or after.
@@ -31,6 +32,7 @@ from pinapp.domain.rollups import (
     MINUTE,
     MINUTE_TOP_K,
     SEAL_LATENESS,
+    WATERMARK_SQL,
     PinBucket,
     PinCount,
     floor_hour,
@@ -43,8 +45,6 @@ __all__ = ["PinSealer", "Retention", "sealed_through", "watermark"]
 
 logger = logging.getLogger(__name__)
 
-#: A partition that wrote nothing for this long is idle: the watermark does not wait for it.
-ACTIVE: Final = timedelta(seconds=60)
 #: Minutes sealed in one round at most (the next round goes on): a round stays short.
 MINUTES_PER_ROUND: Final = 30
 #: How far back each round checks the sealed minutes against the exact totals.
@@ -62,17 +62,10 @@ _ENGAGEMENT_TYPES: Final = "('repin', 'comment', 'like')"
 
 
 async def watermark(cur: Any, topic: str) -> datetime | None:
-    """The slowest active partition's processed event time (of all, if none wrote lately)."""
-    await cur.execute(
-        "SELECT MIN(CASE WHEN updated_at >= UTC_TIMESTAMP(6) - INTERVAL %s SECOND THEN event_ts END), MAX(event_ts) "
-        "FROM stream_offsets WHERE topic = %s",
-        (int(ACTIVE.total_seconds()), topic),
-    )
+    """The stream's watermark (:data:`~pinapp.domain.rollups.WATERMARK_SQL`); ``None`` before any write."""
+    await cur.execute(WATERMARK_SQL, {"topic": topic})
     row = await cur.fetchone()
-    if row is None:
-        return None
-    active, newest = row
-    return active if active is not None else newest
+    return row[0] if row else None
 
 
 async def sealed_through(cur: Any) -> datetime | None:

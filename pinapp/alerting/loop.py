@@ -23,7 +23,7 @@ from prometheus_client import start_http_server
 
 from config import Settings
 from pinapp.adapters.db import create_pool
-from pinapp.adapters.queries import NAMED_QUERIES, query_params, run_query, srm_verdict
+from pinapp.adapters.queries import NAMED_QUERIES, freshness, query_params, run_query, srm_verdict
 from pinapp.alerting.book import AlertBook, Notification
 from pinapp.alerting.notifier import DeliveryFailed, Notifier, Post
 from pinapp.alerting.rules import Finding, Scrape, health_findings, parse_scrape, srm_findings, trend_findings
@@ -90,13 +90,27 @@ class Alerter:
         minutes = self.settings.alerts.trend_minutes
         params = query_params(minutes, 20, self.settings.trends)
         found: list[Finding] = []
+        try:
+            edges = await freshness(self.pool, self.settings.kafka.events_topic, dialect=self.settings.db.dialect)
+        except DatabaseError as exc:
+            return [_database_down(exc)]
+        sealed = edges["pins_sealed_until"]
         for kind, name in TREND_QUERIES.items():
             try:
                 _, rows = await run_query(self.pool, NAMED_QUERIES[name].sql, params, dialect=self.settings.db.dialect)
             except DatabaseError as exc:
                 return [_database_down(exc)]
+            judged = (
+                f"complete minutes to {sealed:%H:%M}" if kind == "pin" and sealed else "the current minute included"
+            )
             found += trend_findings(
-                kind, rows, self.settings.trends, minutes, top=self.settings.alerts.trend_top, firing=self.book.firing
+                kind,
+                rows,
+                self.settings.trends,
+                minutes,
+                top=self.settings.alerts.trend_top,
+                firing=self.book.firing,
+                judged=judged,
             )
         return found
 

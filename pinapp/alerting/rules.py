@@ -62,10 +62,12 @@ def trend_findings(
     *,
     top: int = 3,
     firing: Collection[str] = (),
+    judged: str = "",
 ) -> list[Finding]:
     """Trending ``kind`` (pin, category, country) past ``trends.alert_score``: the ``top`` rows of
     its trend query (best first), and any row still past it whose alert is ``firing`` already, so
-    an item that slips down the ranking stays one alert until its score falls."""
+    an item that slips down the ranking stays one alert until its score falls. ``judged`` says
+    which minutes the score saw (complete ones only, or the current one too)."""
     found: list[Finding] = []
     new = 0
     for item, recent, baseline, score in rows:
@@ -84,7 +86,7 @@ def trend_findings(
                 severity="warning",
                 summary=(
                     f"trending {kind} {item}: score {float(score):.1f} ({recent} events in the last {minutes} min, "
-                    f"{baseline} in the {before} min before)"
+                    f"{baseline} in the {before} min before{'; ' + judged if judged else ''})"
                 ),
                 value=float(score),
             )

@@ -42,9 +42,11 @@ __all__ = [
     "ANY_TYPE",
     "HOUR",
     "HOUR_TOP_K",
+    "IDLE",
     "MINUTE",
     "MINUTE_TOP_K",
     "SEAL_LATENESS",
+    "WATERMARK_SQL",
     "Counts",
     "PinBucket",
     "PinCount",
@@ -150,6 +152,15 @@ def window_sql(prefix: str, alias: str = "") -> str:
     )
 
 
+#: A partition that wrote nothing for this long has nothing pending: the watermark does not wait for it.
+IDLE: Final = timedelta(seconds=15)
+#: The stream's watermark (parameter: ``topic``): the slowest partition's processed event time, an idle
+#: partition counting as complete up to ``IDLE`` ago. Minutes at or after it may still change.
+WATERMARK_SQL: Final = (
+    "SELECT MIN(CASE WHEN updated_at >= UTC_TIMESTAMP(6) - INTERVAL 15 SECOND THEN event_ts "
+    "ELSE GREATEST(COALESCE(event_ts, '1970-01-01'), UTC_TIMESTAMP(6) - INTERVAL 15 SECOND) END) "
+    "FROM stream_offsets WHERE topic = %(topic)s"
+)
 _SEALED_HOURS: Final = (
     "(SELECT COALESCE(MAX(bucket) + INTERVAL 1 HOUR, '1970-01-01') FROM rollup_pin_buckets WHERE grain = 'h')"
 )

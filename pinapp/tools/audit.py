@@ -7,7 +7,9 @@ rules). They are compared with
 * the SingleStore tables: every expected event_id has exactly one row in its type's table,
   and no table holds a row for an event that was never valid;
 * the S3 archive: every valid event is in an archived record, and every offset of the events
-  topic up to the archiver's committed offset is archived exactly once (``archive verify``).
+  topic up to the archiver's committed offset is archived exactly once (``archive verify``);
+* the rollups: each exact one equals the GROUP BY over the raw rows, and the pin rollup holds
+  the true top pins (:mod:`pinapp.adapters.rollup_check`).
 
 Rows in ``pins`` learned from another event's embedded pin (a repin that arrived before its
 pin) carry that event's id; they are reported as learned, not as unexpected. Rows for events
@@ -29,6 +31,7 @@ import orjson
 from config import Settings
 from pinapp.adapters.db import create_pool
 from pinapp.adapters.kafka import read_topic
+from pinapp.adapters.rollup_check import RollupCheck, check_rollups
 from pinapp.adapters.s3 import s3_client
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import VerifyReport, archiver_group, committed_offsets, verify_topic
@@ -62,6 +65,7 @@ class AuditReport:
     strict: bool  # whether unexpected rows count as failures (the source covers every event)
     types: dict[EventType, TypeAudit]
     archive: VerifyReport | None = None
+    rollups: RollupCheck | None = None
 
     @property
     def discrepancies(self) -> int:
@@ -72,6 +76,8 @@ class AuditReport:
         if self.archive is not None:
             n += sum(b - a + 1 for runs in self.archive.gaps.values() for a, b in runs)
             n += sum(b - a + 1 for runs in self.archive.duplicates.values() for a, b in runs)
+        if self.rollups is not None:
+            n += len(self.rollups.mismatches)
         return n
 
     @property
@@ -93,6 +99,12 @@ class AuditReport:
             }
             for t, a in self.types.items()
         }
+        if self.rollups is not None:
+            doc["rollups"] = {
+                "minutes": self.rollups.minutes,
+                "pins_checked": self.rollups.pins_checked,
+                "mismatches": self.rollups.mismatches,
+            }
         if self.archive is not None:
             doc["archive_offsets"] = {
                 "records": self.archive.records,
@@ -191,6 +203,15 @@ def _reconcile(
     return out
 
 
+async def _rollups(settings: Settings) -> RollupCheck:
+    pool = await create_pool(settings.db, size=1)
+    try:
+        return await check_rollups(pool)
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
 async def audit(
     settings: Settings, *, truth: Path | None = None, archive: bool = True, wait_s: float = 0.0
 ) -> AuditReport:
@@ -209,7 +230,8 @@ async def audit(
         archived: dict[EventType, set[str]] | None = None
         if archive:
             report, archived = await _archive(settings, topic)
-        result = AuditReport(source, strict, _reconcile(expected, tables, archived), report)
+        rollups = await _rollups(settings)
+        result = AuditReport(source, strict, _reconcile(expected, tables, archived), report, rollups)
         if result.clean or time.monotonic() >= deadline:
             return result
         await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))

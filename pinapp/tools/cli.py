@@ -626,7 +626,7 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
 
     Prints per event type: expected, rows, missing ids, duplicate ids, unexpected rows and,
     unless --no-archive, events missing from the archive and archived offsets missing or
-    doubled. Exit 1 on any discrepancy.
+    doubled; then whether every rollup agrees with the raw rows. Exit 1 on any discrepancy.
     """
     import orjson
 
@@ -689,6 +689,15 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
                 click.echo(f"  partition {partition}: offsets not archived {runs}")
             for partition, runs in sorted(arch.duplicates.items()):
                 click.echo(f"  partition {partition}: offsets archived twice {runs}")
+        if report.rollups is not None:
+            check = report.rollups
+            verdict = "exact" if check.clean else f"{len(check.mismatches)} mismatches"
+            click.echo(
+                f"rollups: {verdict} against the raw rows ({check.minutes} minutes; "
+                f"top {check.top_n} pins checked over {check.pins_checked} kept)"
+            )
+            for line in check.mismatches[:show]:
+                click.echo(f"  {line}")
         click.echo(f"audit: {'CLEAN' if report.clean else f'{report.discrepancies} discrepancies'}")
     if not report.clean:
         ctx.exit(1)

@@ -63,7 +63,7 @@ _CONTENT_TYPES: Final = {
     ".svg": "image/svg+xml",
 }
 MAX_MINUTES: Final = 7 * 24 * 60
-MAX_LIMIT: Final = 5 * MAX_MINUTES  # events-per-minute: a row per type and minute
+MAX_LIMIT: Final = 5 * (MAX_MINUTES + 2)  # events-per-minute: a row per type and minute of the window
 KEEPALIVE_S: Final = 15.0
 
 
