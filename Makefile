@@ -115,7 +115,7 @@ bench: setup
 	PINAPP_PROFILE=test python -m bench.run $(if $(BASELINE),--baseline $(BASELINE)) $(BENCH_ARGS)
 
 bench-queries: setup
-	pinapp stack up
+	PINAPP_PROFILE=test pinapp stack up
 	PINAPP_PROFILE=test python -m bench.queries $(QUERIES_ARGS)
 
 profile: setup
