@@ -14,6 +14,7 @@ from typing import Any
 import asyncmy
 from asyncmy.errors import Error as MySQLError
 from asyncmy.errors import OperationalError
+from cachetools import LRUCache
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import DatabaseSettings
@@ -125,10 +126,15 @@ class EngagementStore:
     database is down; a retry after a lost COMMIT reply finds its records written and writes none.
     """
 
-    def __init__(self, pool: Any, *, retry_max_s: float = 30.0, topic: str = "events") -> None:
+    def __init__(
+        self, pool: Any, *, retry_max_s: float = 30.0, topic: str = "events", known_users: int = 200_000
+    ) -> None:
         self._pool = pool
         self._retry_max_s = retry_max_s
         self.topic = topic
+        # experiment_users keys stored (committed), so a returning user's exposure sends nothing
+        self._known_users: LRUCache[tuple[Any, ...], bool] = LRUCache(maxsize=known_users)
+        self._pending_users: list[tuple[Any, ...]] = []
 
     def _retrying(self, what: str) -> AsyncRetrying:
         def log_retry(state: Any) -> None:
@@ -184,6 +190,8 @@ class EngagementStore:
                 async with conn.cursor() as cur:
                     outcome = await self._transaction(cur, conn, writes, claim, ingested_at)
                 await conn.commit()
+                for key in self._pending_users:  # stored now: not sent again
+                    self._known_users[key] = True
             except OperationalError:
                 conn.close()  # a broken connection must not go back to the pool
                 raise
@@ -216,8 +224,9 @@ class EngagementStore:
         inserted = await insert_events(cur, encode, fresh, ingested_at)
         await insert_learned_pins(cur, encode, [e.learned_pin for _, e in fresh if e.learned_pin is not None])
         exposures = await insert_exposures(cur, encode, fresh, ingested_at)
-        await count(cur, encode, inserted, exposures, stored, ingested_at)
+        users = await count(cur, encode, inserted, exposures, stored, ingested_at, self._known_users)
         await move_positions(cur, encode, self.topic, [w for w in writes if w.partition not in lost], claim)
+        self._pending_users = users
         return WriteOutcome(lost=lost, already_written=already, inserted=len(inserted))
 
     async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]:

@@ -10,7 +10,7 @@ the rows sent, the keys are read back: a row this batch inserted carries its ``i
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -226,8 +226,12 @@ async def count(
     exposures: Sequence[tuple[int, Row]],
     stored: dict[int, Stored],
     ingested_at: datetime,
-) -> None:
-    """Add what the transaction inserted to the exact rollups, and mark late minutes for resealing."""
+    known_users: Container[tuple[Any, ...]] = (),
+) -> list[tuple[Any, ...]]:
+    """Add what the transaction inserted to the exact rollups, and mark late minutes for resealing.
+
+    ``known_users``: ``experiment_users`` keys known to be stored (not sent again). Returns the keys
+    that are stored once the transaction commits (for the caller to remember)."""
     by_partition: dict[int, dict[EventType, list[Row]]] = defaultdict(lambda: defaultdict(list))
     for item in inserted:
         by_partition[item.partition][item.event.event_type].append(item.event.row)
@@ -252,7 +256,7 @@ async def count(
     await execute(cur, encode, _CATEGORIES_ADD, categories)
     await execute(cur, encode, _COUNTRIES_ADD, countries)
     await execute(cur, encode, _DIRTY_ADD, [(minute, 1) for minute in sorted(late)])
-    await _count_exposures(cur, encode, exposures, ingested_at)
+    return await _count_exposures(cur, encode, exposures, ingested_at, known_users)
 
 
 _EXPOSURE_AT: Final = {
@@ -260,10 +264,16 @@ _EXPOSURE_AT: Final = {
 }
 
 
-async def _count_exposures(cur: Any, encode: bool, exposures: Sequence[tuple[int, Row]], ingested_at: datetime) -> None:
+async def _count_exposures(
+    cur: Any,
+    encode: bool,
+    exposures: Sequence[tuple[int, Row]],
+    ingested_at: datetime,
+    known: Container[tuple[Any, ...]],
+) -> list[tuple[Any, ...]]:
     """Exposures per group and type (and any type), and the users they expose for the first time."""
     if not exposures:
-        return
+        return []
     x, g, t, u, ts = (_EXPOSURE_AT[c] for c in ("experiment", "group_name", "event_type", "user_id", "ts"))
     events: Counts = Counts()
     first: dict[tuple[Any, ...], tuple[datetime, int]] = {}
@@ -275,10 +285,12 @@ async def _count_exposures(cur: Any, encode: bool, exposures: Sequence[tuple[int
             user = (row[u], row[x], row[g], kind)
             if user not in first or when < first[user][0]:
                 first[user] = (when, part)
-    candidates = [(*user, when, ingested_at) for user, (when, _) in sorted(first.items())]
+    # A user already stored is no new user: most exposures are of returning users, and a key known
+    # from an earlier batch is not sent (an unknown one that is stored is found by the read-back).
+    candidates = [(*user, when, ingested_at) for user, (when, _) in sorted(first.items()) if user not in known]
     affected = await execute(cur, encode, _USERS_INSERT, candidates)
     if affected == len(candidates):
-        new_users = list(first)
+        new_users = [c[:4] for c in candidates]
     elif affected:
         new_users = list(await _inserted_keys(cur, EXPERIMENT_USERS, candidates))
     else:
@@ -291,3 +303,4 @@ async def _count_exposures(cur: Any, encode: bool, exposures: Sequence[tuple[int
             users[(experiment, grain, bucket, group, kind, part)] += 1
     rows = [(*k, events[k], users.get(k, 0)) for k in sorted(events.keys() | users.keys())]
     await execute(cur, encode, _EXPERIMENTS_ADD, rows)
+    return [c[:4] for c in candidates]

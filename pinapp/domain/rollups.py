@@ -93,17 +93,26 @@ def rows_counts(
     ts_at, country_at = _TS[event_type], _COUNTRY[event_type]
     category_at = _CATEGORY.get(event_type) if event_type in _PIN_ENGAGEMENT else None
     kind = event_type.value
+    # Per row only its (minute, country, category) is counted (this runs for every event written);
+    # the rollups' keys are expanded from the few distinct ones.
+    cells: dict[tuple[Any, ...], int] = {}
+    get = cells.get
     for row in rows:
-        ts = row[ts_at]
-        minute, hour = floor_minute(ts), floor_hour(ts)
-        types[(minute, kind)] += 1
-        country = row[country_at] or ""
-        countries[("m", minute, country)] += 1
-        countries[("h", hour, country)] += 1
+        key = (
+            row[ts_at].replace(second=0, microsecond=0),
+            row[country_at],
+            row[category_at] if category_at is not None else None,
+        )
+        cells[key] = get(key, 0) + 1
+    for (minute, country, category), n in cells.items():
+        hour = minute.replace(minute=0)
+        country = country or ""
+        types[(minute, kind)] += n
+        countries[("m", minute, country)] += n
+        countries[("h", hour, country)] += n
         if category_at is not None:
-            category = row[category_at]
-            categories[("m", minute, category)] += 1
-            categories[("h", hour, category)] += 1
+            categories[("m", minute, category)] += n
+            categories[("h", hour, category)] += n
 
 
 def grain_ranges(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -336,6 +336,7 @@ class EngagementBatcher:
         """``items`` by partition: the position moves past ``records`` (the whole batch by default:
         a dead-lettered record's offset too), the accepted events' rows are written."""
         writes: dict[int, PartitionWrite] = {}
+        newest: dict[int, int] = {}  # partition -> its newest event time (ms)
         for msg in prepared.batch if records is None else records:
             w = writes.get(msg.partition)
             if w is None:
@@ -354,9 +355,9 @@ class EngagementBatcher:
                     tuple(item.exposures or ()),
                 )
             )
-            ts = ms_to_datetime(item.event.ts_ms)
-            if w.event_ts is None or ts > w.event_ts:
-                w.event_ts = ts
+            newest[w.partition] = max(newest.get(w.partition, 0), item.event.ts_ms)
+        for partition, ts_ms in newest.items():
+            writes[partition].event_ts = ms_to_datetime(ts_ms)
         return list(writes.values())
 
     async def _write(self, prepared: _Prepared) -> None:
@@ -377,10 +378,13 @@ class EngagementBatcher:
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.SINK_BATCH_ROWS.observe(len(accepted))
         metrics.STAGE_EVENTS.labels(stage="sink", outcome="out").inc(len(accepted))
+        written: Counter[str] = Counter()
         for item in accepted:
-            metrics.ROWS_WRITTEN.labels(table=item.event.event_type.value).inc()
+            written[item.event.event_type.value] += 1
             if item.exposures:
-                metrics.ROWS_WRITTEN.labels(table=EXPOSURES.name).inc(len(item.exposures))
+                written[EXPOSURES.name] += len(item.exposures)
+        for table, n in written.items():
+            metrics.ROWS_WRITTEN.labels(table=table).inc(n)
 
     async def _write_one_by_one(self, prepared: _Prepared) -> WriteOutcome:
         """The database rejected the batch: find the rows it rejects and dead-letter them.

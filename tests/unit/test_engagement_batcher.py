@@ -344,3 +344,20 @@ async def test_each_experiment_an_event_carries_is_an_exposure_written_with_it()
     assert (row["group_name"], row["event_type"], row["user_id"]) == ("treatment", "like", "u1")
     assert row["ts"] == p.store.row(EventType.LIKE, "e1")["ts"]
     assert [(d.record.offset, d.stage) for d in p.dead] == [(3, "sink")], "a rejected event's exposures go with it"
+
+
+async def test_a_replayed_batch_passes_unwritten_and_a_fenced_partition_is_dropped_unmarked() -> None:
+    """Records below a partition's stored position were written before (a kill before the Kafka
+    commit): they are acknowledged without a write. A partition another worker's newer generation
+    holds is dropped: nothing of it is marked seen or shown."""
+    p = Pipeline()
+    batch = records(event("e1"), event("e2"), partition=0)
+    await p.batcher.process(batch)
+    await p.batcher.process(batch)  # the same records again
+    assert p.store.positions[0].next_offset == 2 and set(p.store.tables[EventType.LIKE]) == {"e1", "e2"}
+
+    p.store.positions[1] = Stored(0, "newer-owner", 9, None)
+    await p.batcher.process(records(event("e3"), partition=1) + records(event("e4"), partition=2))
+    assert "e3" not in p.store.tables[EventType.LIKE], "the zombie's partition is not written"
+    assert p.seen_at(1, "e3") is None, "nor marked seen"
+    assert p.seen_at(2, "e4") == (2, 0), "its other partition is"
