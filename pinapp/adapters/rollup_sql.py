@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pinapp.adapters.sql_values import insert_statements
 from pinapp.domain.ddl import (
@@ -135,8 +135,7 @@ async def move_positions(cur: Any, encode: bool, topic: str, writes: Sequence[Pa
     await execute(cur, encode, _POSITIONS_MOVE, rows)
 
 
-@dataclass(frozen=True, slots=True)
-class Inserted:
+class Inserted(NamedTuple):
     """An event whose own row this transaction inserted."""
 
     partition: int
@@ -232,17 +231,17 @@ async def count(
 
     ``known_users``: ``experiment_users`` keys known to be stored (not sent again). Returns the keys
     that are stored once the transaction commits (for the caller to remember)."""
-    by_partition: dict[int, dict[EventType, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    by_partition: dict[int, dict[EventType, list[WrittenEvent]]] = defaultdict(lambda: defaultdict(list))
     for item in inserted:
-        by_partition[item.partition][item.event.event_type].append(item.event.row)
+        by_partition[item.partition][item.event.event_type].append(item.event)
     types: list[Row] = []
     categories: list[Row] = []
     countries: list[Row] = []
     late: set[datetime] = set()
     for part, tables in sorted(by_partition.items()):
         t, c, k = Counts(), Counts(), Counts()
-        for event_type, rows in tables.items():
-            rows_counts(event_type, rows, t, c, k)
+        for event_type, events in tables.items():
+            rows_counts(event_type, [e.row for e in events], t, c, k, [e.ts_ms for e in events])
         types += [(minute, kind, part, n) for (minute, kind), n in sorted(t.items())]
         categories += [(grain, bucket, name, part, n) for (grain, bucket, name), n in sorted(c.items())]
         countries += [(grain, bucket, name, part, n) for (grain, bucket, name), n in sorted(k.items())]

@@ -17,9 +17,10 @@ the new owner, who fetches them again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pinapp.domain.events import EventType
 
@@ -52,15 +53,16 @@ def may_write(stored: Stored | None, claim: Claim) -> bool:
     return stored.generation == claim.generation and stored.owner == claim.owner
 
 
-@dataclass(frozen=True, slots=True)
-class WrittenEvent:
-    """One event's rows, at its offset: its table's row, a pin row learned from it, its exposures."""
+class WrittenEvent(NamedTuple):
+    """One event's rows, at its offset: its table's row, a pin row learned from it, its exposures
+    (a tuple: one is made for every event written)."""
 
     offset: int
     event_type: EventType
     row: tuple[Any, ...]
+    ts_ms: int  # its event time, epoch ms
     learned_pin: tuple[Any, ...] | None = None
-    exposures: tuple[tuple[Any, ...], ...] = ()
+    exposures: Sequence[tuple[Any, ...]] = ()
 
 
 @dataclass(slots=True)

@@ -80,31 +80,39 @@ def floor_hour(ts: datetime) -> datetime:
 
 Counts = Counter[tuple[Any, ...]]  # one rollup's increments by key (its key columns but ``part``)
 _PIN_ENGAGEMENT: Final = frozenset((EventType.PIN, EventType.REPIN, EventType.COMMENT, EventType.LIKE))
-_TS: Final = {t: cols.index("ts") for t, cols in COLUMNS.items()}
+_EPOCH: Final = datetime(1970, 1, 1)
 _COUNTRY: Final = {t: cols.index("country") for t, cols in COLUMNS.items()}
 _CATEGORY: Final = {t: cols.index("category") for t, cols in COLUMNS.items() if "category" in cols}
 
 
 def rows_counts(
-    event_type: EventType, rows: Iterable[tuple[Any, ...]], types: Counts, categories: Counts, countries: Counts
+    event_type: EventType,
+    rows: Iterable[tuple[Any, ...]],
+    types: Counts,
+    categories: Counts,
+    countries: Counts,
+    times_ms: Iterable[int],
 ) -> None:
-    """Add the events of ``rows`` (inserted rows of ``event_type``'s table) to the three exact rollups:
-    ``types`` by (minute, type), ``categories`` and ``countries`` by (grain, bucket, category or country)."""
-    ts_at, country_at = _TS[event_type], _COUNTRY[event_type]
+    """Add the events of ``rows`` (inserted rows of ``event_type``'s table, whose event times are
+    ``times_ms``) to the three exact rollups: ``types`` by (minute, type), ``categories`` and
+    ``countries`` by (grain, bucket, category or country)."""
+    country_at = _COUNTRY[event_type]
     category_at = _CATEGORY.get(event_type) if event_type in _PIN_ENGAGEMENT else None
     kind = event_type.value
     # Per row only its (minute, country, category) is counted (this runs for every event written);
     # the rollups' keys are expanded from the few distinct ones.
     cells: dict[tuple[Any, ...], int] = {}
     get = cells.get
-    for row in rows:
-        key = (
-            row[ts_at].replace(second=0, microsecond=0),
-            row[country_at],
-            row[category_at] if category_at is not None else None,
-        )
-        cells[key] = get(key, 0) + 1
-    for (minute, country, category), n in cells.items():
+    if category_at is None:
+        for row, ts_ms in zip(rows, times_ms, strict=True):
+            key = (ts_ms // 60_000, row[country_at], None)
+            cells[key] = get(key, 0) + 1
+    else:
+        for row, ts_ms in zip(rows, times_ms, strict=True):
+            key = (ts_ms // 60_000, row[country_at], row[category_at])
+            cells[key] = get(key, 0) + 1
+    for (minute_n, country, category), n in cells.items():
+        minute = _EPOCH + timedelta(minutes=minute_n)
         hour = minute.replace(minute=0)
         country = country or ""
         types[(minute, kind)] += n

@@ -346,16 +346,19 @@ class EngagementBatcher:
         for item in items:
             assert item.row is not None
             w = writes[item.source.partition]
+            ts_ms = item.event.ts_ms
             w.events.append(
                 WrittenEvent(
                     item.source.offset,
                     item.event.event_type,
                     item.row,
+                    ts_ms,
                     prepared.learned.get(id(item)) if learned else None,
-                    tuple(item.exposures or ()),
+                    item.exposures or (),
                 )
             )
-            newest[w.partition] = max(newest.get(w.partition, 0), item.event.ts_ms)
+            if ts_ms > newest.get(w.partition, 0):
+                newest[w.partition] = ts_ms
         for partition, ts_ms in newest.items():
             writes[partition].event_ts = ms_to_datetime(ts_ms)
         return list(writes.values())

@@ -62,7 +62,7 @@ def _written(offset: int, event: Event, *, country: str = "GB", learned: bool = 
     now = datetime.now(UTC).replace(tzinfo=None)
     row = build_row(event, geo, pin, now)
     learned_row = pin_row(event, geo, pin, now) if learned and pin is not None else None
-    return WrittenEvent(offset, event.event_type, row, learned_row, tuple(exposure_rows(event, now)))
+    return WrittenEvent(offset, event.event_type, row, event.ts_ms, learned_row, tuple(exposure_rows(event, now)))
 
 
 def _write(partition: int, events: list[WrittenEvent], next_offset: int | None = None) -> list[PartitionWrite]:

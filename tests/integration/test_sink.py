@@ -30,7 +30,7 @@ _CLAIM = Claim("test", 1)
 
 def _batch(first: int, event_type: EventType, rows: list, learned: tuple | None = None) -> list[PartitionWrite]:  # type: ignore[type-arg]
     """Rows of one type as the next records of partition 0, from offset ``first``."""
-    events = [WrittenEvent(first + i, event_type, row, learned) for i, row in enumerate(rows)]
+    events = [WrittenEvent(first + i, event_type, row, 1_795_000_000_500, learned) for i, row in enumerate(rows)]
     return [PartitionWrite(0, first + len(rows), events)]
 
 
