@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 from pinapp.adapters.sql_values import insert_statements
@@ -30,7 +30,7 @@ from pinapp.domain.ddl import (
 )
 from pinapp.domain.events import EventType
 from pinapp.domain.positions import Claim, PartitionWrite, Stored, WrittenEvent
-from pinapp.domain.rollups import ANY_TYPE, MINUTE, SEAL_LATENESS, Counts, floor_hour, floor_minute, rows_counts
+from pinapp.domain.rollups import ANY_TYPE, MINUTE, SEAL_LATENESS, Counts, rows_counts
 
 __all__ = [
     "count",
@@ -43,6 +43,7 @@ __all__ = [
 
 Row = tuple[Any, ...]
 _PIN_ENGAGEMENT: Final = frozenset(("repin", "comment", "like"))  # what rollup_pins counts
+_EPOCH: Final = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,31 +232,35 @@ async def count(
 
     ``known_users``: ``experiment_users`` keys known to be stored (not sent again). Returns the keys
     that are stored once the transaction commits (for the caller to remember)."""
-    by_partition: dict[int, dict[EventType, list[WrittenEvent]]] = defaultdict(lambda: defaultdict(list))
-    for item in inserted:
-        by_partition[item.partition][item.event.event_type].append(item.event)
-    types: list[Row] = []
-    categories: list[Row] = []
-    countries: list[Row] = []
+    # One writer holds every partition of its batch, so the batch's counts go to one row per key,
+    # under the lowest of them: concurrent writers hold disjoint partitions, so never a row in common.
+    writer = min((item.partition for item in inserted), default=None)
+    if writer is None:
+        return await _count_exposures(cur, encode, exposures, ingested_at, known_users)
+    by_type: dict[EventType, list[WrittenEvent]] = defaultdict(list)
     late: set[datetime] = set()
-    for part, tables in sorted(by_partition.items()):
-        t, c, k = Counts(), Counts(), Counts()
-        for event_type, events in tables.items():
-            rows_counts(event_type, [e.row for e in events], t, c, k, [e.ts_ms for e in events])
-        types += [(minute, kind, part, n) for (minute, kind), n in sorted(t.items())]
-        categories += [(grain, bucket, name, part, n) for (grain, bucket, name), n in sorted(c.items())]
-        countries += [(grain, bucket, name, part, n) for (grain, bucket, name), n in sorted(k.items())]
-        position = stored.get(part)
-        processed = position.event_ts if position is not None and position.event_ts is not None else None
-        for minute, kind in t:
-            # A minute the partition's processed event time has passed may be sealed already.
-            if kind in _PIN_ENGAGEMENT and processed is not None and minute + MINUTE + SEAL_LATENESS <= processed:
-                late.add(minute)
-    await execute(cur, encode, _TYPES_ADD, types)
-    await execute(cur, encode, _CATEGORIES_ADD, categories)
-    await execute(cur, encode, _COUNTRIES_ADD, countries)
+    for item in inserted:
+        by_type[item.event.event_type].append(item.event)
+    t, c, k = Counts(), Counts(), Counts()
+    for event_type, events in by_type.items():
+        rows_counts(event_type, [e.row for e in events], t, c, k, [e.ts_ms for e in events])
+    # A minute a partition's processed event time has passed may be sealed already: marked late.
+    for item in inserted:
+        position = stored.get(item.partition)
+        if position is None or position.event_ts is None or item.event.event_type.value not in _PIN_ENGAGEMENT:
+            continue
+        minute = _minute_of(item.event.ts_ms)
+        if minute + MINUTE + SEAL_LATENESS <= position.event_ts:
+            late.add(minute)
+    await execute(cur, encode, _TYPES_ADD, [(minute, kind, writer, n) for (minute, kind), n in sorted(t.items())])
+    await execute(cur, encode, _CATEGORIES_ADD, [(*key, writer, n) for key, n in sorted(c.items())])
+    await execute(cur, encode, _COUNTRIES_ADD, [(*key, writer, n) for key, n in sorted(k.items())])
     await execute(cur, encode, _DIRTY_ADD, [(minute, 1) for minute in sorted(late)])
-    return await _count_exposures(cur, encode, exposures, ingested_at, known_users)
+    return await _count_exposures(cur, encode, exposures, ingested_at, known_users, writer)
+
+
+def _minute_of(ts_ms: int) -> datetime:
+    return _EPOCH + timedelta(minutes=ts_ms // 60_000)
 
 
 _EXPOSURE_AT: Final = {
@@ -269,24 +274,29 @@ async def _count_exposures(
     exposures: Sequence[tuple[int, Row]],
     ingested_at: datetime,
     known: Container[tuple[Any, ...]],
+    writer: int | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Exposures per group and type (and any type), and the users they expose for the first time."""
+    """Exposures per group and type (and any type), and the users they expose for the first time,
+    counted under the ``writer`` partition (the lowest of the exposures' by default)."""
     if not exposures:
         return []
+    part = min(p for p, _ in exposures) if writer is None else writer
     x, g, t, u, ts = (_EXPOSURE_AT[c] for c in ("experiment", "group_name", "event_type", "user_id", "ts"))
     events: Counts = Counts()
-    first: dict[tuple[Any, ...], tuple[datetime, int]] = {}
-    for part, row in exposures:
+    first: dict[tuple[Any, ...], datetime] = {}
+    for _, row in exposures:
+        when = row[ts]
+        minute = when.replace(second=0, microsecond=0)
+        hour = minute.replace(minute=0)
         for kind in (row[t], ANY_TYPE):
-            when = row[ts]
-            for grain, bucket in (("m", floor_minute(when)), ("h", floor_hour(when))):
-                events[(row[x], grain, bucket, row[g], kind, part)] += 1
+            events[(row[x], "m", minute, row[g], kind, part)] += 1
+            events[(row[x], "h", hour, row[g], kind, part)] += 1
             user = (row[u], row[x], row[g], kind)
-            if user not in first or when < first[user][0]:
-                first[user] = (when, part)
+            if user not in first or when < first[user]:
+                first[user] = when
     # A user already stored is no new user: most exposures are of returning users, and a key known
     # from an earlier batch is not sent (an unknown one that is stored is found by the read-back).
-    candidates = [(*user, when, ingested_at) for user, (when, _) in sorted(first.items()) if user not in known]
+    candidates = [(*user, when, ingested_at) for user, when in sorted(first.items()) if user not in known]
     affected = await execute(cur, encode, _USERS_INSERT, candidates)
     if affected == len(candidates):
         new_users = [c[:4] for c in candidates]
@@ -296,10 +306,10 @@ async def _count_exposures(
         new_users = []
     users: Counts = Counts()
     for user in new_users:
-        when, part = first[tuple(user)]
+        minute = first[tuple(user)].replace(second=0, microsecond=0)
         _, experiment, group, kind = user
-        for grain, bucket in (("m", floor_minute(when)), ("h", floor_hour(when))):
-            users[(experiment, grain, bucket, group, kind, part)] += 1
+        users[(experiment, "m", minute, group, kind, part)] += 1
+        users[(experiment, "h", minute.replace(minute=0), group, kind, part)] += 1
     rows = [(*k, events[k], users.get(k, 0)) for k in sorted(events.keys() | users.keys())]
     await execute(cur, encode, _EXPERIMENTS_ADD, rows)
     return [c[:4] for c in candidates]
