@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from pinapp.adapters.sql_values import insert_statements
 from pinapp.domain.ddl import (
@@ -44,6 +44,9 @@ __all__ = [
 Row = tuple[Any, ...]
 _PIN_ENGAGEMENT: Final = frozenset(("repin", "comment", "like"))  # what rollup_pins counts
 _EPOCH: Final = datetime(1970, 1, 1)
+#: An event this much older than its partition's processed event time is in a minute that may be
+#: sealed (its minute ends SEAL_LATENESS before that time; the minute's start is up to 60 s earlier).
+_SEALABLE_MS: Final = int((MINUTE + SEAL_LATENESS).total_seconds() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +139,7 @@ async def move_positions(cur: Any, encode: bool, topic: str, writes: Sequence[Pa
     await execute(cur, encode, _POSITIONS_MOVE, rows)
 
 
-class Inserted(NamedTuple):
-    """An event whose own row this transaction inserted."""
-
-    partition: int
-    event: WrittenEvent
+Inserted = tuple[int, WrittenEvent]  # (partition, event): an event whose own row the transaction inserted
 
 
 async def insert_events(
@@ -154,21 +153,21 @@ async def insert_events(
     by_type: dict[EventType, list[tuple[int, WrittenEvent]]] = defaultdict(list)
     for item in fresh:
         by_type[item[1].event_type].append(item)
-    inserted: list[Inserted] = []
+    inserted: list[tuple[int, WrittenEvent]] = []
     for event_type, items in by_type.items():
         rows = [e.row for _, e in items]
         if event_type is EventType.PIN:
             existing = await _pin_events(cur, [row[0] for row in rows])
             await execute(cur, encode, _INSERTS[event_type], rows)
-            inserted += [Inserted(p, e) for p, e in items if existing.get(e.row[0]) != e.row[2]]
+            inserted += [(p, e) for p, e in items if existing.get(e.row[0]) != e.row[2]]
             continue
         affected = await execute(cur, encode, _INSERTS[event_type], rows)
         if affected == len(rows):
-            inserted += [Inserted(p, e) for p, e in items]
+            inserted += items
         elif affected:
             new = await _inserted_keys(cur, TABLES[event_type], rows)
             key = _key_of(TABLES[event_type])
-            inserted += [Inserted(p, e) for p, e in items if key(e.row) in new]
+            inserted += [(p, e) for p, e in items if key(e.row) in new]
     return inserted
 
 
@@ -234,24 +233,27 @@ async def count(
     that are stored once the transaction commits (for the caller to remember)."""
     # One writer holds every partition of its batch, so the batch's counts go to one row per key,
     # under the lowest of them: concurrent writers hold disjoint partitions, so never a row in common.
-    writer = min((item.partition for item in inserted), default=None)
+    writer = min((partition for partition, _ in inserted), default=None)
     if writer is None:
         return await _count_exposures(cur, encode, exposures, ingested_at, known_users)
     by_type: dict[EventType, list[WrittenEvent]] = defaultdict(list)
     late: set[datetime] = set()
-    for item in inserted:
-        by_type[item.event.event_type].append(item.event)
+    for _, event in inserted:
+        by_type[event.event_type].append(event)
     t, c, k = Counts(), Counts(), Counts()
     for event_type, events in by_type.items():
         rows_counts(event_type, [e.row for e in events], t, c, k, [e.ts_ms for e in events])
     # A minute a partition's processed event time has passed may be sealed already: marked late.
-    for item in inserted:
-        position = stored.get(item.partition)
-        if position is None or position.event_ts is None or item.event.event_type.value not in _PIN_ENGAGEMENT:
-            continue
-        minute = _minute_of(item.event.ts_ms)
-        if minute + MINUTE + SEAL_LATENESS <= position.event_ts:
-            late.add(minute)
+    # (As epoch ms: this looks at every event written.)
+    late_before = {
+        p: int((s.event_ts - _EPOCH).total_seconds() * 1000) - _SEALABLE_MS
+        for p, s in stored.items()
+        if s.event_ts is not None
+    }
+    for partition, event in inserted:
+        before = late_before.get(partition)
+        if before is not None and event.ts_ms < before and event.event_type.value in _PIN_ENGAGEMENT:
+            late.add(_minute_of(event.ts_ms))
     await execute(cur, encode, _TYPES_ADD, [(minute, kind, writer, n) for (minute, kind), n in sorted(t.items())])
     await execute(cur, encode, _CATEGORIES_ADD, [(*key, writer, n) for key, n in sorted(c.items())])
     await execute(cur, encode, _COUNTRIES_ADD, [(*key, writer, n) for key, n in sorted(k.items())])
