@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from config import Settings, load_settings
 from pinapp.adapters.db import create_pool
 from pinapp.adapters.kafka import client_options, ensure_topics, make_producer, read_topic
+from pinapp.adapters.rollup_check import check_rollups
 from pinapp.adapters.s3 import s3_client
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import ArchivedRecord
@@ -526,6 +527,18 @@ class Pipeline:
         finally:
             pool.close()
             await pool.wait_closed()
+
+    async def assert_rollups_exact(self) -> None:
+        """Every rollup equals the GROUP BY over the raw rows, and the pin rollup holds the true top
+        pins (what ``pinapp audit`` checks: pinapp.adapters.rollup_check)."""
+        pool = await create_pool(self.settings.db, size=1)
+        try:
+            check = await check_rollups(pool)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+        assert check.clean, check.mismatches
+        assert check.minutes > 0, "no events to check"
 
     async def ids_by_type(self) -> dict[str, list[str]]:
         """Every event_id in each event table (duplicates would show twice)."""

@@ -20,8 +20,6 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from pinapp.adapters.db import create_pool
-from pinapp.adapters.rollup_check import check_rollups
 from pinapp.adapters.s3 import s3_client
 from pinapp.archive.layout import ObjectKey, hour_folder
 from pinapp.domain.ddl import ROLLUPS
@@ -411,7 +409,7 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     before = await _table_rows(pipeline)
     assert {t: len(rows) for t, rows in before.items()} == {TABLE_OF[k]: n for k, n in expected.items()}
 
-    await _assert_rollups_exact(pipeline)
+    await pipeline.assert_rollups_exact()
     # The database is restored from before that day: its rows are gone, and their counts with them.
     for table in (*TABLE_OF.values(), "experiment_exposures", "experiment_users", *(s.name for s in ROLLUPS)):
         await pipeline.sql(f"DELETE FROM {table}")
@@ -430,7 +428,7 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     await pipeline.wait_for_rows(expected)
     assert await _table_rows(pipeline) == before
     await pipeline.wait_committed(pipeline.settings.kafka.events_topic, pipeline.settings.worker.app_id)
-    await _assert_rollups_exact(pipeline)
+    await pipeline.assert_rollups_exact()
     # Stamped with the replay's time, so the topic's time retention counts from the backfill;
     # the original Kafka timestamp travels in a header.
     originals = {
@@ -450,18 +448,7 @@ async def test_replaying_a_day_from_the_archive_restores_wiped_tables(pipeline: 
     assert replay.returncode == 0, replay.stderr
     await pipeline.wait_committed(pipeline.settings.kafka.events_topic, pipeline.settings.worker.app_id)
     assert await _table_rows(pipeline) == before
-    await _assert_rollups_exact(pipeline)  # the rows it replayed were there: counted nothing
-
-
-async def _assert_rollups_exact(pipeline: Pipeline) -> None:
-    pool = await create_pool(pipeline.settings.db, size=1)
-    try:
-        check = await check_rollups(pool)
-    finally:
-        pool.close()
-        await pool.wait_closed()
-    assert check.clean, check.mismatches
-    assert check.minutes > 0
+    await pipeline.assert_rollups_exact()  # the rows it replayed were there: counted nothing
 
 
 async def test_empty_keys_use_the_aws_credential_chain_and_say_which_source(pipeline: Pipeline) -> None:

@@ -7,8 +7,6 @@ from collections import Counter
 
 import orjson
 
-from pinapp.adapters.db import create_pool
-from pinapp.adapters.rollup_check import check_rollups
 from pinapp.domain.dead_letters import HEADER_PREFIX
 from pinapp.domain.geo import GeoLocator
 from pinapp.singer.shipper import line_key
@@ -144,13 +142,7 @@ async def test_a_worker_killed_and_restarted_mid_stream_loses_and_doubles_nothin
     for event_type, expected_ids in truth["event_ids"].items():
         assert len(ids[event_type]) == len(set(ids[event_type])), f"duplicate rows in {event_type}"
         assert set(ids[event_type]) == set(expected_ids), f"lost or extra rows in {event_type}"
-    pool = await create_pool(pipeline.settings.db, size=1)
-    try:
-        check = await check_rollups(pool)
-    finally:
-        pool.close()
-        await pool.wait_closed()
-    assert check.clean, check.mismatches
+    await pipeline.assert_rollups_exact()
     dlq = await pipeline.read_topic(pipeline.settings.kafka.dlq_topic)
     # Malformed inputs are all dead-lettered; a replay after the kill may repeat some.
     sources = {(dict(r.headers)[HEADER_PREFIX + "partition"], dict(r.headers)[HEADER_PREFIX + "offset"]) for r in dlq}
