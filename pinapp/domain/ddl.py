@@ -147,7 +147,7 @@ ALL_TABLES: Final = (*TABLES.values(), EXPOSURES)
 
 _BUCKET: Final = Column("bucket", "DATETIME", nullable=False)  # the minute (or hour) a count is of
 _GRAIN: Final = Column("grain", "CHAR(1)", nullable=False)  # 'm': a minute, 'h': an hour
-_PART: Final = Column("part", "SMALLINT", nullable=False)  # the events partition whose owner writes the row
+_PART: Final = Column("part", "SMALLINT", nullable=False)  # a partition the row's writer holds: no two share one
 _EVENTS: Final = Column("events", "BIGINT", nullable=False)
 
 
