@@ -11,9 +11,10 @@ rollups, in the transaction of the event's row:
   with the users first exposed there (a user counts once per group, as ``COUNT(DISTINCT)``).
 
 Each is keyed by the event's minute (``grain`` ``'m'``) and, but for ``rollup_types``, by its
-hour (``'h'``) too, and by a partition the writer holds (the lowest of its batch's): workers hold
-disjoint partitions, so they never wait on each other's locks. A query sums a window from the hours it covers whole and the
-minutes at its edges (:func:`grain_ranges`), so it reads at most ~3 hours' worth of rows.
+hour (``'h'``) too, and by a partition the writer holds (the lowest of its batch's): workers
+hold disjoint partitions, so they never wait on each other's locks. A query sums a window from
+the hours it covers whole and the minutes at its edges (:func:`grain_ranges`), so it reads at
+most ~3 hours' worth of rows.
 
 Pins are too many to count exactly per minute (the demo repins ~15k distinct pins a minute), so
 ``rollup_pins`` is approximate: once every partition's events are past a minute (*sealed*), the
