@@ -191,14 +191,14 @@ EXPERIMENT_ENGAGEMENT_SQL: Final = (
     f"FROM rollup_experiments WHERE experiment = %(experiment)s AND event_type <> '{ANY_TYPE}' AND {window_sql('x')} "
     "GROUP BY group_name, event_type ORDER BY group_name, event_type"
 )
-#: Users newly exposed per minute (per hour, for an experiment older than TIMELINE_MINUTES) and group.
+#: Users newly exposed per minute and group, over the experiment's last TIMELINE_MINUTES at most.
 NEW_USERS_SQL: Final = (
     "SELECT DATE_FORMAT(bucket, '%%Y-%%m-%%d %%H:%%i') AS minute, group_name, CAST(SUM(new_users) AS SIGNED) AS users "
     f"FROM rollup_experiments WHERE experiment = %(experiment)s AND event_type = '{ANY_TYPE}' "
-    "AND grain = %(timeline_grain)s AND bucket >= %(x_start)s GROUP BY bucket, group_name HAVING users > 0 "
+    "AND grain = 'm' AND bucket >= %(timeline_from)s GROUP BY bucket, group_name HAVING users > 0 "
     "ORDER BY bucket, group_name"
 )
-#: An experiment running longer than this is drawn by the hour.
+#: How far back the timeline of new users reaches (the totals count from the experiment's start).
 TIMELINE_MINUTES: Final = 6 * 60
 
 
@@ -210,8 +210,8 @@ def experiment_params(experiment: str, start: datetime, *, now: datetime | None 
     """
     start = start.astimezone(UTC).replace(tzinfo=None) if start.tzinfo else start
     end = floor_minute(now or datetime.now(UTC).replace(tzinfo=None)) + MINUTE
-    long = end - start > timedelta(minutes=TIMELINE_MINUTES)
-    return {**window_params("x", start, end), "experiment": experiment, "timeline_grain": "h" if long else "m"}
+    timeline_from = max(floor_minute(start), end - timedelta(minutes=TIMELINE_MINUTES))
+    return {**window_params("x", start, end), "experiment": experiment, "timeline_from": timeline_from}
 
 
 async def freshness(pool: Any, topic: str, *, dialect: str = "mysql") -> dict[str, Any]:
