@@ -167,7 +167,6 @@ async def measure(pipeline: Pipeline, now: datetime, windows: list[int], runs: i
     try:
         for minutes in windows:
             params = query_params(minutes, 10, trends, now=now - MINUTE)
-            params["limit"] = 10
             for name, query in NAMED_QUERIES.items():
                 p = {**params, "limit": (minutes + 2) * 5} if name == "events-per-minute" else params
                 out[f"{name}@{minutes}"] = await _timed(runs, lambda q=query, p=p: run_query(pool, q.sql, p))

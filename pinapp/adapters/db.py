@@ -28,7 +28,7 @@ from pinapp.adapters.rollup_sql import (
 )
 from pinapp.adapters.sql_values import backslash_escapes
 from pinapp.domain.ddl import SCHEMA, create_database_sql, create_table_sql
-from pinapp.domain.positions import Claim, PartitionWrite, Stored, WriteOutcome, WrittenEvent, may_write
+from pinapp.domain.positions import Claim, PartitionWrite, WriteOutcome, WrittenEvent, may_write
 from pinapp.domain.table_values import Pin
 from pinapp.errors import DatabaseError, SinkError
 from pinapp.telemetry import health
@@ -134,7 +134,6 @@ class EngagementStore:
         self.topic = topic
         # experiment_users keys stored (committed), so a returning user's exposure sends nothing
         self._known_users: LRUCache[tuple[Any, ...], bool] = LRUCache(maxsize=known_users)
-        self._pending_users: list[tuple[Any, ...]] = []
 
     def _retrying(self, what: str) -> AsyncRetrying:
         def log_retry(state: Any) -> None:
@@ -172,25 +171,13 @@ class EngagementStore:
         health.sink("singlestore").succeeded()
         return outcome
 
-    async def positions(self, partitions: Iterable[int] | None = None) -> dict[int, Stored]:
-        """The stored positions of the topic's partitions (all of them without ``partitions``)."""
-        async with self._pool.acquire() as conn:
-            try:
-                async with conn.cursor() as cur:
-                    found = await read_positions(cur, self.topic, partitions, lock=False)
-                await conn.commit()
-            except OperationalError:
-                conn.close()
-                raise
-        return found
-
     async def _write_once(self, writes: Sequence[PartitionWrite], claim: Claim, ingested_at: datetime) -> WriteOutcome:
         async with self._pool.acquire() as conn:
             try:
                 async with conn.cursor() as cur:
-                    outcome = await self._transaction(cur, conn, writes, claim, ingested_at)
+                    outcome, users = await self._transaction(cur, conn, writes, claim, ingested_at)
                 await conn.commit()
-                for key in self._pending_users:  # stored now: not sent again
+                for key in users:  # stored now: not sent again
                     self._known_users[key] = True
             except OperationalError:
                 conn.close()  # a broken connection must not go back to the pool
@@ -205,7 +192,8 @@ class EngagementStore:
 
     async def _transaction(
         self, cur: Any, conn: Any, writes: Sequence[PartitionWrite], claim: Claim, ingested_at: datetime
-    ) -> WriteOutcome:
+    ) -> tuple[WriteOutcome, list[tuple[Any, ...]]]:
+        """The write's statements; returns its outcome and the experiment_users keys stored once it commits."""
         stored = await read_positions(cur, self.topic, [w.partition for w in writes], lock=True)
         lost = frozenset(w.partition for w in writes if not may_write(stored.get(w.partition), claim))
         fresh: list[tuple[int, WrittenEvent]] = []
@@ -226,8 +214,7 @@ class EngagementStore:
         exposures = await insert_exposures(cur, encode, fresh, ingested_at)
         users = await count(cur, encode, inserted, exposures, stored, ingested_at, self._known_users)
         await move_positions(cur, encode, self.topic, [w for w in writes if w.partition not in lost], claim)
-        self._pending_users = users
-        return WriteOutcome(lost=lost, already_written=already, inserted=len(inserted))
+        return WriteOutcome(lost=lost, already_written=already, inserted=len(inserted)), users
 
     async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]:
         """Pins known to SingleStore, by id (cache misses are looked up here)."""

@@ -22,6 +22,7 @@ from pinapp.domain.experiments import Experiment, SrmVerdict, srm_test
 from pinapp.domain.rollups import (
     ANY_TYPE,
     MINUTE,
+    SEALED_THROUGH_SQL,
     WATERMARK_SQL,
     floor_minute,
     sealed_window_sql,
@@ -218,7 +219,7 @@ async def freshness(pool: Any, topic: str, *, dialect: str = "mysql") -> dict[st
     """How far the rollups are complete: ``complete_until``, the stream's watermark (a minute at
     or after it may still change), and ``pins_sealed_until``, the first minute the pin rollup has
     not sealed."""
-    sql = f"SELECT ({WATERMARK_SQL}), (SELECT bucket FROM rollup_pin_buckets WHERE grain = 'f')"
+    sql = f"SELECT ({WATERMARK_SQL}), ({SEALED_THROUGH_SQL})"
     _, rows = await run_query(pool, sql, {"topic": topic}, dialect=dialect)
     complete, sealed = rows[0] if rows else (None, None)
     return {"complete_until": complete, "pins_sealed_until": sealed}

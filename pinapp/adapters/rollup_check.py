@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from pinapp.adapters.queries import run_query
+from pinapp.domain.rollups import SEALED_THROUGH_SQL
 
 __all__ = ["RollupCheck", "check_rollups"]
 
@@ -137,7 +138,7 @@ async def _check_pins(pool: Any, check: RollupCheck) -> None:
     top N (the pins above the (N+1)-th raw count) among the rollup's top N."""
     _, rows = await run_query(
         pool,
-        "SELECT MIN(bucket), (SELECT bucket FROM rollup_pin_buckets WHERE grain = 'f'), "
+        f"SELECT MIN(bucket), ({SEALED_THROUGH_SQL}), "
         "CAST(COALESCE(SUM(repins_bound), 0) AS SIGNED) FROM rollup_pin_buckets WHERE grain = 'm'",
     )
     start, end, bound = rows[0] if rows else (None, None, 0)

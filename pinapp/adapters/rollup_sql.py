@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
 from pinapp.adapters.sql_values import insert_statements
@@ -31,6 +31,7 @@ from pinapp.domain.ddl import (
 from pinapp.domain.events import EventType
 from pinapp.domain.positions import Claim, PartitionWrite, Stored, WrittenEvent
 from pinapp.domain.rollups import ANY_TYPE, MINUTE, SEAL_LATENESS, Counts, rows_counts
+from pinapp.domain.rows import ms_to_datetime
 
 __all__ = [
     "count",
@@ -262,7 +263,7 @@ async def count(
 
 
 def _minute_of(ts_ms: int) -> datetime:
-    return _EPOCH + timedelta(minutes=ts_ms // 60_000)
+    return ms_to_datetime(ts_ms - ts_ms % 60_000)
 
 
 _EXPOSURE_AT: Final = {

@@ -32,6 +32,7 @@ from pinapp.domain.rollups import (
     MINUTE,
     MINUTE_TOP_K,
     SEAL_LATENESS,
+    SEALED_THROUGH_SQL,
     WATERMARK_SQL,
     PinBucket,
     PinCount,
@@ -70,7 +71,7 @@ async def watermark(cur: Any, topic: str) -> datetime | None:
 
 async def sealed_through(cur: Any) -> datetime | None:
     """The first minute the pin rollup has not sealed (``None``: nothing sealed yet)."""
-    await cur.execute("SELECT bucket FROM rollup_pin_buckets WHERE grain = 'f'")
+    await cur.execute(SEALED_THROUGH_SQL)
     row = await cur.fetchone()
     return row[0] if row else None
 

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from pinapp.domain.ddl import COLUMNS
 from pinapp.domain.events import EventType
+from pinapp.domain.rows import ms_to_datetime
 
 __all__ = [
     "ANY_TYPE",
@@ -46,6 +47,7 @@ __all__ = [
     "IDLE",
     "MINUTE",
     "MINUTE_TOP_K",
+    "SEALED_THROUGH_SQL",
     "SEAL_LATENESS",
     "WATERMARK_SQL",
     "Counts",
@@ -81,7 +83,6 @@ def floor_hour(ts: datetime) -> datetime:
 
 Counts = Counter[tuple[Any, ...]]  # one rollup's increments by key (its key columns but ``part``)
 _PIN_ENGAGEMENT: Final = frozenset((EventType.PIN, EventType.REPIN, EventType.COMMENT, EventType.LIKE))
-_EPOCH: Final = datetime(1970, 1, 1)
 _COUNTRY: Final = {t: cols.index("country") for t, cols in COLUMNS.items()}
 _CATEGORY: Final = {t: cols.index("category") for t, cols in COLUMNS.items() if "category" in cols}
 
@@ -113,7 +114,7 @@ def rows_counts(
             key = (ts_ms // 60_000, row[country_at], row[category_at])
             cells[key] = get(key, 0) + 1
     for (minute_n, country, category), n in cells.items():
-        minute = _EPOCH + timedelta(minutes=minute_n)
+        minute = ms_to_datetime(minute_n * 60_000)
         hour = minute.replace(minute=0)
         country = country or ""
         types[(minute, kind)] += n
@@ -179,6 +180,8 @@ WATERMARK_SQL: Final = (
     "ELSE GREATEST(COALESCE(event_ts, '1970-01-01'), UTC_TIMESTAMP(6) - INTERVAL 15 SECOND) END) "
     "FROM stream_offsets WHERE topic = %(topic)s"
 )
+#: The first minute the pin rollup has not sealed (its frontier row, of grain 'f').
+SEALED_THROUGH_SQL: Final = "SELECT bucket FROM rollup_pin_buckets WHERE grain = 'f'"
 _SEALED_HOURS: Final = (
     "(SELECT COALESCE(MAX(bucket) + INTERVAL 1 HOUR, '1970-01-01') FROM rollup_pin_buckets WHERE grain = 'h')"
 )
