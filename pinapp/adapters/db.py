@@ -14,11 +14,11 @@ from typing import Any
 import asyncmy
 from asyncmy.errors import Error as MySQLError
 from asyncmy.errors import OperationalError
-from cachetools import LRUCache
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import DatabaseSettings
 from pinapp.adapters.rollup_sql import (
+    StoredKeys,
     count,
     insert_events,
     insert_exposures,
@@ -133,7 +133,7 @@ class EngagementStore:
         self._retry_max_s = retry_max_s
         self.topic = topic
         # experiment_users keys stored (committed), so a returning user's exposure sends nothing
-        self._known_users: LRUCache[tuple[Any, ...], bool] = LRUCache(maxsize=known_users)
+        self._known_users = StoredKeys(known_users)
 
     def _retrying(self, what: str) -> AsyncRetrying:
         def log_retry(state: Any) -> None:
@@ -177,8 +177,7 @@ class EngagementStore:
                 async with conn.cursor() as cur:
                     outcome, users = await self._transaction(cur, conn, writes, claim, ingested_at)
                 await conn.commit()
-                for key in users:  # stored now: not sent again
-                    self._known_users[key] = True
+                self._known_users.update(users)  # stored now: not sent again
             except OperationalError:
                 conn.close()  # a broken connection must not go back to the pool
                 raise
@@ -212,9 +211,14 @@ class EngagementStore:
         inserted = await insert_events(cur, encode, fresh, ingested_at)
         await insert_learned_pins(cur, encode, [e.learned_pin for _, e in fresh if e.learned_pin is not None])
         exposures = await insert_exposures(cur, encode, fresh, ingested_at)
-        users = await count(cur, encode, inserted, exposures, stored, ingested_at, self._known_users)
-        await move_positions(cur, encode, self.topic, [w for w in writes if w.partition not in lost], claim)
-        return WriteOutcome(lost=lost, already_written=already, inserted=len(inserted)), users
+        held = [w for w in writes if w.partition not in lost]
+        users: list[tuple[Any, ...]] = []
+        if held:
+            writer = min(w.partition for w in held)
+            users = await count(cur, encode, writer, inserted, exposures, stored, ingested_at, self._known_users)
+        await move_positions(cur, encode, self.topic, held, claim)
+        written = sum(map(len, inserted.values()))
+        return WriteOutcome(lost=lost, already_written=already, inserted=written), users
 
     async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]:
         """Pins known to SingleStore, by id (cache misses are looked up here)."""

@@ -34,6 +34,7 @@ from pinapp.domain.rollups import ANY_TYPE, MINUTE, SEAL_LATENESS, Counts, rows_
 from pinapp.domain.rows import ms_to_datetime
 
 __all__ = [
+    "StoredKeys",
     "count",
     "insert_events",
     "insert_exposures",
@@ -102,6 +103,37 @@ _POSITIONS_MOVE: Final = insert_sql(
 )
 
 
+class StoredKeys:
+    """A bounded set of the keys stored lately (``experiment_users``'), so they are not sent again.
+
+    Two generations of sets: when the newer holds half of ``maxsize``, the older is dropped. A key
+    forgotten is sent again and found stored (the read-back), so this only saves work; and it
+    costs a set lookup and a bulk update a batch, where an LRU would be a Python call a key.
+    """
+
+    __slots__ = ("_half", "_newer", "_older")
+
+    def __init__(self, maxsize: int) -> None:
+        self._half = max(1, maxsize // 2)
+        self._newer: set[tuple[Any, ...]] = set()
+        self._older: set[tuple[Any, ...]] = set()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._newer or key in self._older
+
+    def __len__(self) -> int:
+        return len(self._newer | self._older)
+
+    def update(self, keys: Iterable[tuple[Any, ...]]) -> None:
+        self._newer.update(keys)
+        if len(self._newer) >= self._half:
+            self._older, self._newer = self._newer, set()
+
+    def clear(self) -> None:
+        self._newer.clear()
+        self._older.clear()
+
+
 async def execute(cur: Any, encode: bool, insert: Insert, rows: Sequence[Row]) -> int:
     """Insert ``rows``; returns what the server reported (see the module's docstring)."""
     if not rows:
@@ -140,35 +172,35 @@ async def move_positions(cur: Any, encode: bool, topic: str, writes: Sequence[Pa
     await execute(cur, encode, _POSITIONS_MOVE, rows)
 
 
-Inserted = tuple[int, WrittenEvent]  # (partition, event): an event whose own row the transaction inserted
+Inserted = dict[EventType, list[tuple[int, WrittenEvent]]]  # by type: the (partition, event)s whose own row is new
 
 
 async def insert_events(
     cur: Any, encode: bool, fresh: Sequence[tuple[int, WrittenEvent]], ingested_at: datetime
-) -> list[Inserted]:
-    """Insert the events' rows, table by table; returns the events whose row is new.
+) -> Inserted:
+    """Insert the events' rows, table by table; returns the events whose row is new, by type.
 
     A pin's own event is new unless its pin row holds that very event: a row learned from a repin
     (under the repin's event_id) is no pin event, and the pin's own event replaces it.
     """
-    by_type: dict[EventType, list[tuple[int, WrittenEvent]]] = defaultdict(list)
+    by_type: Inserted = defaultdict(list)
     for item in fresh:
         by_type[item[1].event_type].append(item)
-    inserted: list[tuple[int, WrittenEvent]] = []
+    inserted: Inserted = {}
     for event_type, items in by_type.items():
         rows = [e.row for _, e in items]
         if event_type is EventType.PIN:
             existing = await _pin_events(cur, [row[0] for row in rows])
             await execute(cur, encode, _INSERTS[event_type], rows)
-            inserted += [(p, e) for p, e in items if existing.get(e.row[0]) != e.row[2]]
+            inserted[event_type] = [(p, e) for p, e in items if existing.get(e.row[0]) != e.row[2]]
             continue
         affected = await execute(cur, encode, _INSERTS[event_type], rows)
         if affected == len(rows):
-            inserted += items
+            inserted[event_type] = items
         elif affected:
             new = await _inserted_keys(cur, TABLES[event_type], rows)
             key = _key_of(TABLES[event_type])
-            inserted += [(p, e) for p, e in items if key(e.row) in new]
+            inserted[event_type] = [(p, e) for p, e in items if key(e.row) in new]
     return inserted
 
 
@@ -222,7 +254,8 @@ async def insert_exposures(
 async def count(
     cur: Any,
     encode: bool,
-    inserted: Sequence[Inserted],
+    writer: int,
+    inserted: Inserted,
     exposures: Sequence[tuple[int, Row]],
     stored: dict[int, Stored],
     ingested_at: datetime,
@@ -230,40 +263,29 @@ async def count(
 ) -> list[tuple[Any, ...]]:
     """Add what the transaction inserted to the exact rollups, and mark late minutes for resealing.
 
-    ``known_users``: ``experiment_users`` keys known to be stored (not sent again). Returns the keys
-    that are stored once the transaction commits (for the caller to remember)."""
-    # One writer holds every partition of its batch, so the batch's counts go to one row per key,
-    # under the lowest of them: concurrent writers hold disjoint partitions, so never a row in common.
-    writer = min((partition for partition, _ in inserted), default=None)
-    if writer is None:
-        return await _count_exposures(cur, encode, exposures, ingested_at, known_users)
-    by_type: dict[EventType, list[WrittenEvent]] = defaultdict(list)
-    late: set[datetime] = set()
-    for _, event in inserted:
-        by_type[event.event_type].append(event)
+    ``writer``: the partition the counts are keyed by, one the writer holds (the lowest of its
+    batch's): the batch's counts go to one row per key, and concurrent writers hold disjoint
+    partitions, so they never have a row in common. ``known_users``: ``experiment_users`` keys
+    known to be stored (not sent again). Returns the keys that are stored once the transaction
+    commits (for the caller to remember)."""
     t, c, k = Counts(), Counts(), Counts()
-    for event_type, events in by_type.items():
-        rows_counts(event_type, [e.row for e in events], t, c, k, [e.ts_ms for e in events])
     # A minute a partition's processed event time has passed may be sealed already: marked late.
-    # (As epoch ms: this looks at every event written.)
+    # (As epoch ms: this looks at every pin engagement written.)
     late_before = {
         p: int((s.event_ts - _EPOCH).total_seconds() * 1000) - _SEALABLE_MS
         for p, s in stored.items()
         if s.event_ts is not None
     }
-    for partition, event in inserted:
-        before = late_before.get(partition)
-        if before is not None and event.ts_ms < before and event.event_type.value in _PIN_ENGAGEMENT:
-            late.add(_minute_of(event.ts_ms))
+    late: set[int] = set()
+    for event_type, items in inserted.items():
+        rows_counts(event_type, [e.row for _, e in items], t, c, k, [e.ts_ms for _, e in items])
+        if late_before and event_type.value in _PIN_ENGAGEMENT:
+            late.update(e.ts_ms // 60_000 for p, e in items if e.ts_ms < late_before.get(p, -1))
     await execute(cur, encode, _TYPES_ADD, [(minute, kind, writer, n) for (minute, kind), n in sorted(t.items())])
     await execute(cur, encode, _CATEGORIES_ADD, [(*key, writer, n) for key, n in sorted(c.items())])
     await execute(cur, encode, _COUNTRIES_ADD, [(*key, writer, n) for key, n in sorted(k.items())])
-    await execute(cur, encode, _DIRTY_ADD, [(minute, 1) for minute in sorted(late)])
-    return await _count_exposures(cur, encode, exposures, ingested_at, known_users, writer)
-
-
-def _minute_of(ts_ms: int) -> datetime:
-    return ms_to_datetime(ts_ms - ts_ms % 60_000)
+    await execute(cur, encode, _DIRTY_ADD, [(ms_to_datetime(minute * 60_000), 1) for minute in sorted(late)])
+    return await _count_exposures(cur, encode, writer, exposures, ingested_at, known_users)
 
 
 _EXPOSURE_AT: Final = {
@@ -274,32 +296,40 @@ _EXPOSURE_AT: Final = {
 async def _count_exposures(
     cur: Any,
     encode: bool,
+    part: int,
     exposures: Sequence[tuple[int, Row]],
     ingested_at: datetime,
     known: Container[tuple[Any, ...]],
-    writer: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """Exposures per group and type (and any type), and the users they expose for the first time,
-    counted under the ``writer`` partition (the lowest of the exposures' by default)."""
+    counted under the ``part`` partition."""
     if not exposures:
         return []
-    part = min(p for p, _ in exposures) if writer is None else writer
     x, g, t, u, ts = (_EXPOSURE_AT[c] for c in ("experiment", "group_name", "event_type", "user_id", "ts"))
-    events: Counts = Counts()
+    # Per exposure only its cell (experiment, group, type, time) and its users' first times are
+    # kept (this runs for every exposure written); the rollups' keys are expanded from the cells.
+    cells: dict[tuple[Any, ...], int] = {}
     first: dict[tuple[Any, ...], datetime] = {}
     for _, row in exposures:
         when = row[ts]
+        cell = (row[x], row[g], row[t], when)
+        cells[cell] = cells.get(cell, 0) + 1
+        for kind in (row[t], ANY_TYPE):
+            user = (row[u], row[x], row[g], kind)
+            earlier = first.get(user)
+            if earlier is None or when < earlier:
+                first[user] = when
+    events: Counts = Counts()
+    for (experiment, group, kind, when), n in cells.items():
         minute = when.replace(second=0, microsecond=0)
         hour = minute.replace(minute=0)
-        for kind in (row[t], ANY_TYPE):
-            events[(row[x], "m", minute, row[g], kind, part)] += 1
-            events[(row[x], "h", hour, row[g], kind, part)] += 1
-            user = (row[u], row[x], row[g], kind)
-            if user not in first or when < first[user]:
-                first[user] = when
+        for k in (kind, ANY_TYPE):
+            events[(experiment, "m", minute, group, k, part)] += n
+            events[(experiment, "h", hour, group, k, part)] += n
     # A user already stored is no new user: most exposures are of returning users, and a key known
     # from an earlier batch is not sent (an unknown one that is stored is found by the read-back).
-    candidates = [(*user, when, ingested_at) for user, when in sorted(first.items()) if user not in known]
+    # Sorted: concurrent writers insert shared keys in one order, so never wait on each other in a cycle.
+    candidates = sorted((*user, when, ingested_at) for user, when in first.items() if user not in known)
     affected = await execute(cur, encode, _USERS_INSERT, candidates)
     if affected == len(candidates):
         new_users = [c[:4] for c in candidates]

@@ -71,8 +71,8 @@ def encode_rows(rows: Sequence[Sequence[Any]]) -> list[str]:
     concatenation), and every row is then formatted in one ``%`` (``str`` of a datetime is
     its ISO form with a space, of a float its ``repr``, as :func:`sql_literal` writes them).
     A column holding one value (a batch's ``ingested_at``) is written into the template
-    once. A column that mixes other types, or holds a character to escape, goes value by
-    value through :func:`sql_literal`.
+    once. A string column holding a character to escape has each distinct value escaped once;
+    a column that mixes other types goes value by value through :func:`sql_literal`.
 
     Raises:
         TypeError: as :func:`sql_literal` does.
@@ -94,6 +94,10 @@ def encode_rows(rows: Sequence[Sequence[Any]]) -> list[str]:
             if nullable:
                 column = tuple(["NULL" if v is None else "'" + v + "'" for v in column])
             mark = "%s" if nullable else "'%s'"
+        elif kind is str:  # a few values need escapes (a city's apostrophe): each distinct one escaped once
+            literals = {v: sql_literal(v) for v in set(column)}
+            column = tuple(map(literals.__getitem__, column))
+            mark = "%s"
         elif kind is int and not nullable:
             mark = "%s"
         elif kind is float and all(map(math.isfinite, filter(_not_none, column))):

@@ -40,7 +40,8 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from operator import attrgetter
+from typing import Any, Final, Protocol
 
 from cachetools import LRUCache
 
@@ -125,6 +126,10 @@ class _Accepted:
     row: Row | None = None
     geo: GeoLocation | None = None
     exposures: list[Row] | None = None  # its experiment_exposures rows, if it carries experiments
+
+
+_EVENT_TYPE: Final = attrgetter("event.event_type")
+_EXPOSURES: Final = attrgetter("exposures")
 
 
 @dataclass(slots=True)
@@ -381,13 +386,9 @@ class EngagementBatcher:
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.SINK_BATCH_ROWS.observe(len(accepted))
         metrics.STAGE_EVENTS.labels(stage="sink", outcome="out").inc(len(accepted))
-        written: Counter[str] = Counter()
-        for item in accepted:
-            written[item.event.event_type.value] += 1
-            if item.exposures:
-                written[EXPOSURES.name] += len(item.exposures)
-        for table, n in written.items():
-            metrics.ROWS_WRITTEN.labels(table=table).inc(n)
+        for event_type, n in Counter(map(_EVENT_TYPE, accepted)).items():
+            metrics.ROWS_WRITTEN.labels(table=event_type.value).inc(n)
+        metrics.ROWS_WRITTEN.labels(table=EXPOSURES.name).inc(sum(map(len, filter(None, map(_EXPOSURES, accepted)))))
 
     async def _write_one_by_one(self, prepared: _Prepared) -> WriteOutcome:
         """The database rejected the batch: find the rows it rejects and dead-letter them.

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from pinapp.adapters.rollup_sql import StoredKeys
 from pinapp.domain.positions import Claim, Stored, may_write
 from pinapp.domain.rollups import PinCount, grain_ranges, merge_buckets, top_k, window_params
 
@@ -87,3 +88,14 @@ def test_a_newer_generation_takes_over_and_an_older_one_is_fenced() -> None:
     taken = Stored(12, "b", 2, None)
     assert not may_write(taken, a1), "a zombie of the older generation"
     assert not may_write(taken, Claim("c", 2)), "one owner per generation"
+
+
+def test_stored_keys_remember_the_latest_and_forget_the_oldest_generation() -> None:
+    keys = StoredKeys(maxsize=4)  # two generations of up to two keys
+    keys.update([("u1",)])
+    assert ("u1",) in keys and ("u2",) not in keys
+    keys.update([("u2",)])  # the newer generation is full: it becomes the older
+    keys.update([("u3",), ("u4",)])  # and again: u1 and u2 are forgotten
+    assert ("u1",) not in keys and ("u2",) not in keys
+    assert ("u3",) in keys and ("u4",) in keys
+    assert len(keys) == 2
