@@ -34,6 +34,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Final
 
 from pinapp.domain.ddl import COLUMNS
@@ -101,18 +103,14 @@ def rows_counts(
     country_at = _COUNTRY[event_type]
     category_at = _CATEGORY.get(event_type) if event_type in _PIN_ENGAGEMENT else None
     kind = event_type.value
-    # Per row only its (minute, country, category) is counted (this runs for every event written);
-    # the rollups' keys are expanded from the few distinct ones.
-    cells: dict[tuple[Any, ...], int] = {}
-    get = cells.get
+    # Per row only its (minute, country, category) is counted, in C (``Counter`` over ``zip``: this
+    # runs for every event written); the rollups' keys are expanded from the few distinct ones.
+    minutes = [ts_ms // 60_000 for ts_ms in times_ms]
+    countries_of = map(itemgetter(country_at), rows)
     if category_at is None:
-        for row, ts_ms in zip(rows, times_ms, strict=True):
-            key = (ts_ms // 60_000, row[country_at], None)
-            cells[key] = get(key, 0) + 1
+        cells = Counter(zip(minutes, countries_of, repeat(None)))
     else:
-        for row, ts_ms in zip(rows, times_ms, strict=True):
-            key = (ts_ms // 60_000, row[country_at], row[category_at])
-            cells[key] = get(key, 0) + 1
+        cells = Counter(zip(minutes, countries_of, map(itemgetter(category_at), rows), strict=True))
     for (minute_n, country, category), n in cells.items():
         minute = ms_to_datetime(minute_n * 60_000)
         hour = minute.replace(minute=0)
