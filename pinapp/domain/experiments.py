@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pinapp.errors import ConfigError
 
@@ -50,6 +50,11 @@ class Experiment:
             if point < edge:
                 return group
         return list(self.shares)[-1]  # the last group takes rounding's remainder
+
+
+#: Bounds on a group's weight and share: the sample-ratio test needs finite, non-vanishing expectations.
+MAX_WEIGHT: Final = 1e9
+MIN_SHARE: Final = 1e-6
 
 
 def _invalid(path: Path, what: str) -> ConfigError:
@@ -75,6 +80,8 @@ def load_experiments(path: Path) -> tuple[Experiment, ...]:
         raise _invalid(path, "`experiment` must be an array of tables ([[experiment]])")
     experiments: dict[str, Experiment] = {}
     for n, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise _invalid(path, f"experiment {n} must be a table ([[experiment]] with name, start and groups)")
         name, groups, start = entry.get("name"), entry.get("groups"), entry.get("start")
         if not isinstance(name, str) or not 1 <= len(name) <= 64:
             raise _invalid(path, f"experiment {n}: name must be a string of 1 to 64 characters")
@@ -84,14 +91,15 @@ def load_experiments(path: Path) -> tuple[Experiment, ...]:
             raise _invalid(path, f"experiment {name!r}: groups must name two or more groups with their weights")
         weights = {}
         for group, weight in groups.items():
-            if (
-                not 1 <= len(group) <= 64
-                or isinstance(weight, bool)
-                or not isinstance(weight, int | float)
-                or weight <= 0
-            ):
+            # ``not 0 < w <= MAX`` also refuses nan; a bool is an int to isinstance
+            if not 1 <= len(group) <= 64 or isinstance(weight, bool) or not isinstance(weight, int | float):
                 raise _invalid(
-                    path, f"experiment {name!r}: group {group!r} needs a positive weight and a 1-64 character name"
+                    path,
+                    f"experiment {name!r}: group {group!r} needs a positive, finite weight and a 1-64 character name",
+                )
+            if not 0 < weight <= MAX_WEIGHT:
+                raise _invalid(
+                    path, f"experiment {name!r}: group {group!r} needs a positive, finite weight up to {MAX_WEIGHT:g}"
                 )
             weights[group] = float(weight)
         if not isinstance(start, datetime) or start.tzinfo is None:
@@ -99,7 +107,10 @@ def load_experiments(path: Path) -> tuple[Experiment, ...]:
                 path, f"experiment {name!r}: start must be a date-time with a zone, e.g. 2026-12-01T00:00:00Z"
             )
         total = sum(weights.values())
-        experiments[name] = Experiment(name, {g: w / total for g, w in weights.items()}, start.astimezone(UTC))
+        shares = {g: w / total for g, w in weights.items()}
+        if min(shares.values()) < MIN_SHARE:
+            raise _invalid(path, f"experiment {name!r}: each group's share must be at least {MIN_SHARE:g} of the total")
+        experiments[name] = Experiment(name, shares, start.astimezone(UTC))
     return tuple(experiments.values())
 
 
