@@ -224,6 +224,12 @@ class PipelineSettings(_Section):
         None, description="MaxMind-format .mmdb; default: the bundled GeoLite2 City (2018)"
     )
     sink_retry_max_s: float = Field(30.0, gt=0, description="cap on the sink's retry backoff")
+    future_skew_s: float = Field(
+        120.0,
+        ge=0,
+        description="an event time up to this far past the worker's clock is on time; a later one is written "
+        "and counted in its own minute, but does not move the processed event time (the rollups' watermark)",
+    )
     pin_lru_size: int = Field(
         100_000, ge=0, description="decoded pins kept in memory in front of the pin cache table (~1-2 KB each)"
     )

@@ -167,6 +167,7 @@ class EngagementBatcher:
         self.claim = claim  # who writes a batch: this worker, in the group generation it was fetched in
         self.max_bytes = settings.max_event_bytes
         self.horizon_ms = int(settings.dedup_horizon_s * 1000)
+        self.future_skew_ms = int(settings.future_skew_s * 1000)
         self.sweep_per_event = settings.dedup_sweep_per_event
         # Decoded pins, in front of the pin cache table: pins do not change, and popular
         # pins are read for most events. Filled on every read and write of the table.
@@ -341,7 +342,9 @@ class EngagementBatcher:
         """``items`` by partition: the position moves past ``records`` (the whole batch by default:
         a dead-lettered record's offset too), the accepted events' rows are written."""
         writes: dict[int, PartitionWrite] = {}
-        newest: dict[int, int] = {}  # partition -> its newest event time (ms)
+        newest: dict[int, int] = {}  # partition -> its newest event time (ms) up to the clock's skew
+        on_time = prepared.now_ms + self.future_skew_ms
+        future = 0
         for msg in prepared.batch if records is None else records:
             w = writes.get(msg.partition)
             if w is None:
@@ -362,8 +365,12 @@ class EngagementBatcher:
                     item.exposures or (),
                 )
             )
-            if ts_ms > newest.get(w.partition, 0):
+            if ts_ms > on_time:  # a client's clock ahead: never "processed up to" the future
+                future += 1
+            elif ts_ms > newest.get(w.partition, 0):
                 newest[w.partition] = ts_ms
+        if future and records is None:
+            metrics.FUTURE_EVENTS.inc(future)
         for partition, ts_ms in newest.items():
             writes[partition].event_ts = ms_to_datetime(ts_ms)
         return list(writes.values())

@@ -63,6 +63,10 @@ FETCH_GAPS = Counter(
 DEAD_LETTERED = Counter("pinapp_dead_lettered", "Inputs sent to the dead-letter topic", ["kind"])
 DUPLICATES_DROPPED = Counter("pinapp_duplicates_dropped", "Events dropped as duplicates of an accepted event_id")
 PIN_CACHE = Counter("pinapp_pin_cache", "Pin resolutions by where the pin came from", ["result"])
+FUTURE_EVENTS = Counter(
+    "pinapp_future_events",
+    "Events dated more than pipeline.future_skew_s past the worker's clock: written, kept out of the watermark",
+)
 ROWS_WRITTEN = Counter("pinapp_rows_written", "Rows written to SingleStore", ["table"])
 SINK_BATCH_ROWS = Histogram(
     "pinapp_sink_batch_rows", "Rows per sink batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000)

@@ -24,10 +24,11 @@ from pinapp.domain.events import EventType
 from pinapp.domain.geo import GeoLocation
 from pinapp.domain.positions import Claim, PartitionWrite, Stored, WriteOutcome, may_write
 from pinapp.domain.repin_points import decode_points
-from pinapp.domain.rows import UNKNOWN_CATEGORY
+from pinapp.domain.rows import UNKNOWN_CATEGORY, ms_to_datetime
 from pinapp.domain.table_values import Pin, SeenEvent
 from pinapp.engagement.batcher import EngagementBatcher
 from pinapp.errors import SinkError
+from pinapp.telemetry import metrics
 from tests.unit.samples import PIN
 
 LONDON = GeoLocation("GB", "England", "London", 51.5, -0.1)
@@ -361,3 +362,14 @@ async def test_a_replayed_batch_passes_unwritten_and_a_fenced_partition_is_dropp
     assert "e3" not in p.store.tables[EventType.LIKE], "the zombie's partition is not written"
     assert p.seen_at(1, "e3") is None, "nor marked seen"
     assert p.seen_at(2, "e4") == (2, 0), "its other partition is"
+
+
+async def test_an_event_dated_past_the_clocks_skew_is_written_but_does_not_move_the_watermark() -> None:
+    """A client whose clock runs an hour fast must not make the rollups' minutes look complete."""
+    p = Pipeline()
+    future_ms = int(time.time() * 1000) + 3600_000
+    before = metrics.FUTURE_EVENTS._value.get()
+    await p.batcher.process(records(event("on-time"), event("fast-clock", ts=future_ms), partition=0))
+    assert set(p.store.tables[EventType.LIKE]) == {"on-time", "fast-clock"}, "both are written"
+    assert p.store.positions[0].event_ts == ms_to_datetime(1_700_000_000_123), "the on-time event's time"
+    assert metrics.FUTURE_EVENTS._value.get() == before + 1

@@ -38,7 +38,7 @@ def test_weights_become_shares_and_start_is_utc(tmp_path: Path) -> None:
     [
         ("[[experiment]]\nname = 'e'\nstart = 2026-01-01T00:00:00Z\ngroups = { a = 1 }\n", "two or more groups"),
         ("[[experiment]]\nname = 'e'\nstart = 2026-01-01T00:00:00\ngroups = { a = 1, b = 1 }\n", "with a zone"),
-        ("[[experiment]]\nname = 'e'\nstart = 2026-01-01T00:00:00Z\ngroups = { a = 1, b = 0 }\n", "positive, finite weight"),
+        ("[[experiment]]\nname = 'e'\nstart = 2026-01-01T00:00:00Z\ngroups = { a = 1, b = 0 }\n", "finite weight"),
         ("[[experiment]]\nstart = 2026-01-01T00:00:00Z\ngroups = { a = 1, b = 1 }\n", "name must be"),
         ("[[experiment]]\nname = 'e'\nstart = 2026-01-01T00:00:00Z\ngroups = { a = 1, b = 1 }\n" * 2, "twice"),
         ("[[experiment]]\nname = 'e'\nstart = 2026-01-01T00:00:00Z\ngroups = { a = 1, b = nan }\n", "finite weight"),
