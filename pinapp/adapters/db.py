@@ -27,7 +27,7 @@ from pinapp.adapters.rollup_sql import (
     read_positions,
 )
 from pinapp.adapters.sql_values import backslash_escapes
-from pinapp.domain.ddl import SCHEMA, create_database_sql, create_table_sql
+from pinapp.domain.ddl import SCHEMA, TableSpec, collation_of, column_sql, create_database_sql, create_table_sql
 from pinapp.domain.positions import Claim, PartitionWrite, WriteOutcome, WrittenEvent, may_write
 from pinapp.domain.table_values import Pin
 from pinapp.errors import DatabaseError, SinkError
@@ -86,10 +86,15 @@ async def _create_pool(db: DatabaseSettings, *, with_database: bool, size: int |
 
 
 async def migrate(db: DatabaseSettings) -> list[str]:
-    """Create the database and every table that does not exist yet. Returns the DDL run.
+    """Create the database and every table that does not exist yet, and bring the collation of an
+    existing table's string columns to the schema's (:func:`pinapp.domain.ddl.collation_of`: ids
+    compare as bytes). Returns the DDL run.
 
-    Only what is missing is created, so a re-run is silent (``IF NOT EXISTS`` on an existing
-    table makes the server send a warning that reads like a problem).
+    Only what is missing or different is run, so a re-run is silent (``IF NOT EXISTS`` on an
+    existing table makes the server send a warning that reads like a problem).
+
+    Raises:
+        DatabaseError: a column's collation could not be changed (naming the table and the fix).
     """
     pool = await create_pool(db, with_database=False, size=1)
     statements: list[str] = []
@@ -109,11 +114,37 @@ async def migrate(db: DatabaseSettings) -> list[str]:
                     if spec.name not in existing:
                         statements.append(create_table_sql(spec, db.dialect))
                         await cur.execute(statements[-1])
+                await cur.execute(
+                    "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+                    "WHERE table_schema = %s AND collation_name IS NOT NULL",
+                    (db.database,),
+                )
+                collations = {(t, c): collation for t, c, collation in await cur.fetchall()}
+                for spec in SCHEMA:
+                    if spec.name in existing and (alter := _collation_alter(spec, collations)):
+                        statements.append(alter)
+                        try:
+                            await cur.execute(alter)
+                        except MySQLError as exc:
+                            raise DatabaseError(
+                                f"`{spec.name}`: its id columns compare case-insensitively and could not be altered "
+                                f"({exc}); copy it into a table made by this version's DDL (pinapp db migrate --print)"
+                            ) from exc
             await conn.commit()
     finally:
         pool.close()
         await pool.wait_closed()
     return statements
+
+
+def _collation_alter(spec: TableSpec, collations: dict[tuple[str, str], str]) -> str | None:
+    """``ALTER TABLE`` for the columns of an existing table whose collation is not the schema's."""
+    changes = [
+        f"MODIFY {column_sql(c)}"
+        for c in spec.columns
+        if (wanted := collation_of(c)) is not None and collations.get((spec.name, c.name), wanted) != wanted
+    ]
+    return f"ALTER TABLE `{spec.name}` {', '.join(changes)}" if changes else None
 
 
 class EngagementStore:

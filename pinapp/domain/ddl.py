@@ -23,9 +23,11 @@ from pinapp.domain.events import EventType
 
 __all__ = [
     "ALL_TABLES",
+    "BINARY_COLLATION",
     "COLUMNS",
     "EXPERIMENT_USERS",
     "EXPOSURES",
+    "FREE_TEXT",
     "OFFSETS",
     "PIN_BUCKETS",
     "ROLLUPS",
@@ -37,9 +39,12 @@ __all__ = [
     "ROLLUP_TYPES",
     "SCHEMA",
     "TABLES",
+    "TEXT_COLLATION",
     "Column",
     "Dialect",
     "TableSpec",
+    "collation_of",
+    "column_sql",
     "create_database_sql",
     "create_table_sql",
     "schema_sql",
@@ -277,11 +282,35 @@ def create_database_sql(database: str) -> str:
     return f"CREATE DATABASE IF NOT EXISTS {_ident(database)}"
 
 
+#: Free text: compared case-insensitively, for analysts' LIKE and GROUP BY.
+FREE_TEXT: Final = frozenset({"title", "text", "region", "city"})
+TEXT_COLLATION: Final = "utf8mb4_general_ci"
+#: Every other string column (ids, names, keys) compares as bytes, as dedup and the pin cache do: a
+#: case-insensitive key would make ``aZ3k`` and ``Az3K`` one row. Both collations are set explicitly
+#: (SingleStore's default for utf8mb4 changed between versions). Both are PAD SPACE (``e1`` equals
+#: ``e1 ``), so ids ending with a space are refused at validation.
+BINARY_COLLATION: Final = "utf8mb4_bin"
+
+
+def collation_of(column: Column) -> str | None:
+    """The collation ``column`` is declared with (``None``: not a string)."""
+    if "CHAR" not in column.sql_type and column.sql_type != "TEXT":
+        return None
+    return TEXT_COLLATION if column.name in FREE_TEXT else BINARY_COLLATION
+
+
+def column_sql(column: Column) -> str:
+    """One column's definition, as CREATE TABLE and ALTER TABLE ... MODIFY take it."""
+    collation = collation_of(column)
+    charset = f" CHARACTER SET utf8mb4 COLLATE {collation}" if collation else ""
+    return f"{_ident(column.name)} {column.sql_type}{charset}{'' if column.nullable else ' NOT NULL'}"
+
+
 def create_table_sql(spec: TableSpec, dialect: Dialect) -> str:
     """``CREATE TABLE IF NOT EXISTS`` for one table in ``dialect``."""
     if not set(spec.shard_key) <= set(spec.primary_key):
         raise ValueError(f"{spec.name}: the shard key must be a subset of the primary key")
-    lines = [f"  {_ident(c.name)} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in spec.columns]
+    lines = [f"  {column_sql(c)}" for c in spec.columns]
     lines.append(f"  PRIMARY KEY ({_cols(spec.primary_key)})")
     kind = "ROWSTORE TABLE" if spec.rowstore and dialect == "singlestore" else "TABLE"
     if dialect == "singlestore":

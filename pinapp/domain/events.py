@@ -204,6 +204,7 @@ def reference_parse_event(data: bytes, *, max_bytes: int) -> Event:
         raise InvalidEvent(f"not JSON: {exc}", kind="not_json") from None
     if not isinstance(doc, dict):
         raise InvalidEvent(f"not a JSON object but {type(doc).__name__}", kind="not_object")
+    _check_padded_ids(doc)
     try:
         _validator()(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -236,6 +237,30 @@ def reference_parse_event(data: bytes, *, max_bytes: int) -> Event:
         data=data,
         experiments=doc.get("experiments") or None,
     )
+
+
+def _check_padded_ids(doc: dict[str, Any]) -> None:
+    """An id (or experiment or group name) may not end with a space: ids compare as bytes, but
+    SingleStore's and MySQL's PAD SPACE collations make ``e1`` and ``e1 `` one key."""
+    pin, experiments = doc.get("pin"), doc.get("experiments")
+    named = [(f, doc.get(f)) for f in ID_FIELDS]
+    if isinstance(pin, dict):
+        named += [(f"pin.{f}", pin.get(f)) for f in (*PIN_ID_FIELDS, "category")]
+    if isinstance(experiments, dict):
+        named += [("experiments", k) for k in experiments]
+        named += [(f"experiments.{k}", v) for k, v in experiments.items()]
+    for field, value in named:
+        if isinstance(value, str) and value.endswith(" "):
+            raise InvalidEvent(
+                f"schema: {field}: {value!r} ends with a space (ids are compared as bytes; a key would not tell it "
+                "from the id without the space)",
+                kind="schema",
+            )
+
+
+def _padded(*ids: object) -> bool:
+    """Whether any of ``ids`` (strings, or UNSET/None) ends with a space (the fast path's check)."""
+    return any(type(i) is str and i[-1:] == " " for i in ids)
 
 
 def _check_integer_ids(doc: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
@@ -370,11 +395,20 @@ def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
         pin_id = pin_id if pin_id is UNSET else normalize_id(pin_id)
         board_id = board_id if board_id is UNSET else normalize_id(board_id)
     pin: str | None = None if pin_id is UNSET else pin_id  # a str by here: normalized above
+    if (  # an id ending with a space: refused (written out, this runs for every event)
+        event_id[-1] == " "
+        or user_id[-1] == " "
+        or (pin is not None and pin[-1] == " ")
+        or (board_id is not UNSET and board_id[-1] == " ")
+    ):
+        return None
     carried = None
     if doc.pin is not UNSET:
         carried = _normalized_pin(doc.pin)
-        if carried is None or carried.pin_id != pin:
+        if carried is None or carried.pin_id != pin or _padded(carried.board_id, carried.user_id, carried.category):
             return None
+    if doc.experiments is not UNSET and doc.experiments and _padded(*doc.experiments, *doc.experiments.values()):
+        return None
     return Event(
         event_id=event_id,
         event_type=_TYPE_OF[type(doc)],

@@ -472,9 +472,9 @@ def db() -> None:
 @click.option("--print", "print_only", is_flag=True, help="Print the DDL for the configured dialect; change nothing.")
 @click.pass_context
 def db_migrate(ctx: click.Context, print_only: bool) -> None:
-    """Create the database and the five event tables if missing."""
+    """Create the database and its tables if missing; bring existing tables' key collations up to date."""
     from pinapp.adapters.db import migrate
-    from pinapp.domain.ddl import TABLES, schema_sql
+    from pinapp.domain.ddl import SCHEMA, schema_sql
 
     settings = _settings(ctx)
     if print_only:
@@ -482,9 +482,10 @@ def db_migrate(ctx: click.Context, print_only: bool) -> None:
         return
     statements = asyncio.run(migrate(settings.db))
     created = sum(s.startswith("CREATE TABLE") for s in statements)
+    altered = sum(s.startswith("ALTER TABLE") for s in statements)
     click.echo(
-        f"{settings.db.database} ({settings.db.dialect}): {created} tables created, "
-        f"{len(TABLES) - created} already there"
+        f"{settings.db.database} ({settings.db.dialect}): {created} tables created, {altered} altered, "
+        f"{len(SCHEMA) - created} already there"
     )
 
 

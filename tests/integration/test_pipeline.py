@@ -209,3 +209,41 @@ async def test_an_integer_id_and_its_decimal_string_are_one_id(pipeline: Pipelin
         ("9000000000000000002", "4242", "77", "18", "travel")
     ]
     assert worker.metrics()["pinapp_duplicates_dropped_total"] == 1
+
+
+async def test_ids_differing_in_case_are_different_ids_and_a_trailing_space_is_refused(pipeline: Pipeline) -> None:
+    """Ids compare as bytes in dedup, so in every key column too: two pins and two likes whose ids
+    differ only in case are four rows, not two (a case-insensitive key would drop one silently, and
+    let one pin overwrite the other). PAD SPACE collations ignore trailing spaces, so an id ending
+    in one is refused at validation, with its reason."""
+
+    def pin_event(event_id: str, pin_id: str, title: str) -> dict[str, object]:
+        pin = {"pin_id": pin_id, "board_id": "b", "user_id": "u", "title": title, "category": "Food",
+               "created_at": 1_700_000_000_000}  # fmt: skip
+        return {"event_id": event_id, "event_type": "pin", "ts": 1_700_000_000_000, "user_id": "u",
+                "ip": "81.2.69.160", "pin_id": pin_id, "pin": pin}  # fmt: skip
+
+    def like(event_id: str, pin_id: str) -> dict[str, object]:
+        return {"event_id": event_id, "event_type": "like", "ts": 1_700_000_001_000, "user_id": "u",
+                "ip": "81.2.69.160", "pin_id": pin_id}  # fmt: skip
+
+    events = [
+        pin_event("aZ3k", "pQ", "upper"),
+        pin_event("Az3K", "Pq", "lower"),
+        like("l-x", "pQ"),
+        like("L-X", "pQ"),
+        like("e1 ", "pQ"),  # refused: "e1 " and "e1" are one key under PAD SPACE
+    ]
+    lines = [orjson.dumps(e) for e in events]
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    await pipeline.produce(list(zip([line_key(line) for line in lines], lines, strict=True)))
+    await pipeline.wait_for_rows({"pin": 2, "like": 2})
+    await asyncio.sleep(2)
+    assert sorted(await pipeline.sql("SELECT pin_id, title FROM pins")) == [("Pq", "lower"), ("pQ", "upper")]
+    assert sorted(r[0] for r in await pipeline.sql("SELECT event_id FROM likes")) == ["L-X", "l-x"]
+    dlq = await pipeline.read_topic(pipeline.settings.kafka.dlq_topic)
+    assert len(dlq) == 1 and b'"e1 "' in dlq[0].value
+    reason = dict(dlq[0].headers)[HEADER_PREFIX + "reason"].decode()
+    assert "space" in reason, reason

@@ -147,3 +147,31 @@ async def test_a_server_without_backslash_escapes_gets_rows_through_the_driver(p
     finally:
         pool.close()
         await pool.wait_closed()
+
+
+async def test_migrate_makes_an_existing_tables_ids_compare_as_bytes(pipeline: Pipeline) -> None:
+    """A table created by an earlier version (the server's case-insensitive default collation)
+    is altered by ``migrate``: then two likes whose ids differ only in case are two rows."""
+    await migrate(pipeline.settings.db)
+    await pipeline.sql("DROP TABLE likes")
+    await pipeline.sql(
+        "CREATE TABLE likes (pin_id VARCHAR(64) NOT NULL, category VARCHAR(64) NOT NULL, event_id VARCHAR(64) "
+        "NOT NULL, user_id VARCHAR(64) NOT NULL, ts DATETIME(6) NOT NULL, ip VARCHAR(45) NOT NULL, country CHAR(2), "
+        "region VARCHAR(128), city VARCHAR(128), latitude DOUBLE, longitude DOUBLE, ingested_at DATETIME(6) NOT NULL, "
+        "PRIMARY KEY (pin_id, event_id)) DEFAULT CHARSET=utf8mb4 COLLATE utf8mb4_general_ci"
+    )
+    statements = await migrate(pipeline.settings.db)
+    assert [s.split(" MODIFY")[0] for s in statements] == ["ALTER TABLE `likes`"]
+    assert await migrate(pipeline.settings.db) == [], "a second run finds nothing to change"
+    pool = await create_pool(pipeline.settings.db, size=1)
+    try:
+        store = EngagementStore(pool)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        geo = GeoLocation(country="GB", city="London", latitude=51.5, longitude=-0.1)
+        likes = [parse_event(_event(event_id, "like"), max_bytes=16384) for event_id in ("l-x", "L-X")]
+        rows = [build_row(e, geo, None, now) for e in likes]
+        assert (await store.write(_batch(0, EventType.LIKE, rows), _CLAIM)).inserted == 2
+        assert sorted(r[0] for r in await pipeline.sql("SELECT event_id FROM likes")) == ["L-X", "l-x"]
+    finally:
+        pool.close()
+        await pool.wait_closed()

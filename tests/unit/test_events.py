@@ -91,6 +91,11 @@ def test_pin_event_carries_its_pin() -> None:
         (orjson.dumps(_doc(ts="yesterday")), "bad_timestamp", "not ISO 8601"),
         (orjson.dumps(_doc(ip="999.1.1.1")), "bad_ip", "not an IPv4 or IPv6"),
         (orjson.dumps(_doc(padding="x" * MAX)), "too_large", "over the 16384-byte limit"),
+        (orjson.dumps(_doc(event_id="e1 ")), "schema", "event_id: 'e1 ' ends with a space"),
+        (orjson.dumps(_doc(user_id="u ")), "schema", "user_id: 'u ' ends with a space"),
+        (orjson.dumps(_doc(pin_id="p ")), "schema", "pin_id: 'p ' ends with a space"),
+        (orjson.dumps(_doc(experiments={"x ": "a"})), "schema", "experiments: 'x ' ends with a space"),
+        (orjson.dumps(_doc(experiments={"x": "a "})), "schema", "experiments.x: 'a ' ends with a space"),
     ],
 )
 def test_malformed_inputs_are_rejected_with_a_reason(data: bytes, kind: str, reason_part: str) -> None:
@@ -98,6 +103,11 @@ def test_malformed_inputs_are_rejected_with_a_reason(data: bytes, kind: str, rea
         parse_event(data, max_bytes=MAX)
     assert info.value.kind == kind
     assert reason_part in info.value.reason
+
+
+def test_ids_differing_in_case_are_different_ids_and_a_space_inside_is_kept() -> None:
+    ids = {parse_event(orjson.dumps(_doc(event_id=e)), max_bytes=MAX).event_id for e in ("aZ3k", "Az3K", "a b")}
+    assert ids == {"aZ3k", "Az3K", "a b"}
 
 
 def test_pin_must_match_the_event_pin_id() -> None:
