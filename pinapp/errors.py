@@ -8,6 +8,9 @@ A batch's database write fails in one of three ways, and each has one answer:
   batch is written row by row and each refused row is dead-lettered;
 - *lost ownership* (:class:`LostOwnership`): another worker holds the partition now; this
   worker's records of it are dropped, unwritten, for the new owner to write.
+
+:mod:`pinapp.adapters.db_errors` sorts the server's error codes into the first two (a missing
+table is an outage: every row would fail alike).
 """
 
 from __future__ import annotations

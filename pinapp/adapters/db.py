@@ -17,6 +17,7 @@ from asyncmy.errors import OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import DatabaseSettings
+from pinapp.adapters.db_errors import classify
 from pinapp.adapters.rollup_sql import (
     StoredKeys,
     count,
@@ -209,12 +210,14 @@ class EngagementStore:
                     outcome, users = await self._transaction(cur, conn, writes, claim, ingested_at)
                 await conn.commit()
                 self._known_users.update(users)  # stored now: not sent again
-            except OperationalError:
-                conn.close()  # a broken connection must not go back to the pool
-                raise
             except MySQLError as exc:
-                await conn.rollback()
-                raise SinkError(f"database rejected a batch: {exc!r}") from exc
+                if isinstance(exc, OperationalError):
+                    conn.close()  # a broken connection must not go back to the pool
+                else:
+                    await conn.rollback()
+                if classify(exc) == "row_fault":
+                    raise SinkError(f"database rejected a batch: {exc!r}") from exc
+                raise  # an outage (a missing table too: every row would fail alike): retried
             except BaseException:
                 await conn.rollback()
                 raise

@@ -1,0 +1,62 @@
+"""Bad days on the real stack: faults that must end in a stall or a clear error, never in loss.
+
+Each test breaks one thing a running worker depends on, checks that nothing is dead-lettered or
+lost while it is broken (the partitions wait, ``/health`` says why), and that everything arrives
+once it is mended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from pinapp.adapters.db import migrate
+from pinapp.singer.shipper import line_key
+from tests.integration.harness import Pipeline
+
+
+def _like(n: int, **extra: object) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": f"e{n}",
+            "event_type": "like",
+            "ts": int(time.time() * 1000),
+            "user_id": f"u{n % 7}",
+            "ip": "81.2.69.160",
+            "pin_id": f"p{n % 5}",
+            **extra,
+        }
+    )
+
+
+async def test_a_missing_table_stalls_the_sink_and_dead_letters_nothing(pipeline: Pipeline) -> None:
+    """A table gone (a failover to a cluster without it, a rename during maintenance) is an outage
+    like a server down: every batch would fail alike, so none is to blame. Only the events that
+    carry experiments touch ``experiment_exposures``, so "refused while others pass" would wrongly
+    dead-letter exactly those; they must wait, and arrive once the table is back."""
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    await pipeline.sql("DROP TABLE experiment_exposures")
+    lines = [_like(n, experiments={"exp": "a"}) if n % 2 else _like(n) for n in range(20)]
+    await pipeline.produce([(line_key(line), line) for line in lines])
+
+    deadline = time.monotonic() + 60
+    while (status := worker.health())[0] != 503 and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert status[0] == 503, f"the sink's outage shows on /health: {status}"
+    assert "experiment_exposures" in worker.log_path.read_text(), "the log names the missing table"
+    assert await pipeline.read_topic(pipeline.settings.kafka.dlq_topic) == [], "nothing is dead-lettered"
+    assert await pipeline.sql("SELECT COUNT(*) FROM likes") == [(0,)], "the batch waits whole"
+
+    await migrate(pipeline.settings.db)  # the table is back
+    await pipeline.wait_for_rows({"like": 20})
+    assert await pipeline.sql("SELECT COUNT(*) FROM experiment_exposures") == [(10,)]
+    assert await pipeline.read_topic(pipeline.settings.kafka.dlq_topic) == []
+    deadline = time.monotonic() + 30
+    while worker.health()[0] != 200 and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert worker.health()[0] == 200
+    await pipeline.assert_rollups_exact()
