@@ -158,7 +158,7 @@ async def _timed(runs: int, call: Callable[[], Awaitable[Any]]) -> dict[str, flo
 
 
 async def measure(pipeline: Pipeline, now: datetime, windows: list[int], runs: int, raw_runs: int) -> dict[str, Any]:
-    pool = await create_pool(pipeline.settings.db, size=4)
+    pool = await create_pool(pipeline.settings.db, size=4, read_timeout=None)  # the raw tables' scans take minutes
     trends = TrendSettings()
     topic = pipeline.settings.kafka.events_topic
     out: dict[str, Any] = {"rows": {}}

@@ -137,6 +137,13 @@ class DatabaseSettings(_Section):
     database: str = "pinapp"
     dialect: Literal["singlestore", "mysql"] = "mysql"
     pool_size: int = Field(4, ge=1)
+    read_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="the longest a statement's reply is awaited (a hung server, or a failover that black-holes "
+        "the old address); keep it above the server's innodb_lock_wait_timeout (50 s) and pinapp's longest "
+        "statement; a timed-out write is an outage, retried (ad-hoc `pinapp query --sql` waits without it)",
+    )
     tls: Literal["DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"] = Field(
         "DISABLED",
         description="the MySQL client's ssl-mode: REQUIRED encrypts, VERIFY_CA also checks the server's "

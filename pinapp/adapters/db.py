@@ -39,14 +39,22 @@ __all__ = ["EngagementStore", "create_pool", "migrate", "ssl_context"]
 logger = logging.getLogger(__name__)
 
 
-async def create_pool(db: DatabaseSettings, *, with_database: bool = True, size: int | None = None) -> Any:
-    """A pool of asyncmy connections (UTC session time zone, autocommit off).
+_DEFAULT: Any = object()
+
+
+async def create_pool(
+    db: DatabaseSettings, *, with_database: bool = True, size: int | None = None, read_timeout: Any = _DEFAULT
+) -> Any:
+    """A pool of asyncmy connections (UTC session time zone, autocommit off), whose statements
+    wait ``read_timeout`` seconds at most for a reply (``db.read_timeout_s`` by default; ``None``:
+    no limit, for an analyst's ad-hoc query).
 
     Raises:
         DatabaseError: naming the server and the settings, when no connection can be made.
     """
+    timeout = db.read_timeout_s if read_timeout is _DEFAULT else read_timeout
     try:
-        return await _create_pool(db, with_database=with_database, size=size)
+        return await _create_pool(db, with_database=with_database, size=size, read_timeout=timeout)
     except (MySQLError, OSError) as exc:
         hint = " (run `pinapp db migrate`, or start a worker, to create it)" if "Unknown database" in str(exc) else ""
         raise DatabaseError(
@@ -70,8 +78,9 @@ def ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
     return context
 
 
-async def _create_pool(db: DatabaseSettings, *, with_database: bool, size: int | None) -> Any:
+async def _create_pool(db: DatabaseSettings, *, with_database: bool, size: int | None, read_timeout: Any) -> Any:
     return await asyncmy.create_pool(
+        read_timeout=read_timeout,
         ssl=ssl_context(db),
         host=db.host,
         port=db.port,

@@ -587,7 +587,7 @@ async def _run_query(settings: Settings, sql: str, params: dict[str, Any] | None
     from pinapp.adapters.db import create_pool
     from pinapp.adapters.queries import run_query
 
-    pool = await create_pool(settings.db, size=1)
+    pool = await create_pool(settings.db, size=1, read_timeout=None if params is None else settings.db.read_timeout_s)
     try:
         return await run_query(pool, sql, params, dialect=settings.db.dialect)
     finally:

@@ -15,6 +15,7 @@ import orjson
 from pinapp.adapters.db import migrate
 from pinapp.singer.shipper import line_key
 from tests.integration.harness import Pipeline
+from tests.integration.proxy import BlackHoleProxy
 
 
 def _like(n: int, **extra: object) -> bytes:
@@ -60,3 +61,33 @@ async def test_a_missing_table_stalls_the_sink_and_dead_letters_nothing(pipeline
         await asyncio.sleep(1)
     assert worker.health()[0] == 200
     await pipeline.assert_rollups_exact()
+
+
+async def test_a_black_holed_database_is_an_outage_within_the_read_timeout(pipeline: Pipeline) -> None:
+    """A server that stops answering (a hung host, a failover that black-holes the old address)
+    keeps the connection open: without a read timeout a write waits for hours with /health at
+    200. With ``db.read_timeout_s`` the write fails, is retried as an outage (503), and
+    everything arrives once the server answers again, nothing dead-lettered or doubled."""
+    async with BlackHoleProxy(pipeline.settings.db.host, pipeline.settings.db.port) as proxy:
+        worker = pipeline.worker(PINAPP_DB__PORT=str(proxy.port), PINAPP_DB__READ_TIMEOUT_S="3")
+        worker.start()
+        await worker.wait_ready()
+        first = [_like(n) for n in range(10)]
+        await pipeline.produce([(line_key(line), line) for line in first])
+        await pipeline.wait_for_rows({"like": 10})
+
+        proxy.pause()
+        more = [_like(n) for n in range(10, 30)]
+        await pipeline.produce([(line_key(line), line) for line in more])
+        deadline = time.monotonic() + 60
+        while (status := worker.health())[0] != 503 and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+        assert status[0] == 503, f"the hung database shows on /health within the timeout: {status}"
+        assert "read timeout" in worker.log_path.read_text()
+
+        proxy.resume()
+        await pipeline.wait_for_rows({"like": 30})
+        await asyncio.sleep(2)
+        assert await pipeline.sql("SELECT COUNT(*) FROM likes") == [(30,)]
+        assert await pipeline.read_topic(pipeline.settings.kafka.dlq_topic) == []
+        await pipeline.assert_rollups_exact()
