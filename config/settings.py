@@ -289,6 +289,11 @@ class AlertSettings(_Section):
     )
     dead_letter_rate_max: float = Field(10.0, ge=0, description="dead letters per second above this are alerted on")
     retry_max_s: float = Field(60.0, gt=0, description="cap on the backoff while the webhook fails")
+    state_file: Path | None = Field(
+        None,
+        description="keep what is firing in this JSON file, so a restarted alerter resolves what cleared while it "
+        "was down and does not announce again what still holds (unset: kept in memory only)",
+    )
     metrics_port: int = Field(6266, ge=0, le=65535, description="the alerter's own /metrics on loopback; 0: off")
 
 

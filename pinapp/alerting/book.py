@@ -1,21 +1,31 @@
 """One alert per condition: firing when it appears, resolved when it clears, nothing in between.
 
-:class:`AlertBook` is the alerter's memory of what is firing (held in the process: a restarted
-alerter announces the conditions still holding once more). :func:`payload` is what a webhook
+:class:`AlertBook` is the alerter's memory of what is firing, kept in ``alerts.state_file`` when
+set: a restarted alerter then resolves what cleared while it was down and does not announce
+again what still holds. The file is replaced whole (written aside, then renamed), so a crash
+leaves the old state or the new, never half of one. :func:`payload` is what a webhook
 receives: Slack's ``text`` (an incoming webhook shows it as it is) beside the fields a generic
 receiver reads (status, alert key, rule, severity, summary, value, start and end).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from pinapp.alerting.rules import Finding
 
 __all__ = ["AlertBook", "Notification", "payload"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,35 @@ class AlertBook:
             if n.status == "firing":
                 self.firing[n.finding.key] = (n.finding, now)
         return out
+
+    @classmethod
+    def load(cls, path: Path | None) -> AlertBook:
+        """The book kept in ``path`` (empty without one; an unreadable file is logged and ignored:
+        its conditions are announced once more)."""
+        if path is None or not path.exists():
+            return cls()
+        try:
+            doc = orjson.loads(path.read_bytes())
+            firing = {e["finding"]["key"]: (Finding(**e["finding"]), float(e["since"])) for e in doc["firing"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("alerts.state_file %s cannot be read (%r): starting with nothing firing", path, exc)
+            return cls()
+        return cls(firing)
+
+    def save(self, path: Path | None) -> None:
+        """Keep what is firing in ``path`` (nothing without one)."""
+        if path is None:
+            return
+        doc = {"firing": [{"finding": asdict(f), "since": since} for f, since in self.firing.values()]}
+        aside = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            aside.write_bytes(orjson.dumps(doc))
+            os.replace(aside, path)
+        except OSError as exc:  # a full disk must not stop the alerting itself
+            logger.warning("alerts.state_file %s cannot be written (%r); firing alerts kept in memory", path, exc)
+            with contextlib.suppress(OSError):
+                aside.unlink()
 
 
 def _iso(ts: float | None) -> str | None:

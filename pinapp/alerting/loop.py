@@ -25,10 +25,11 @@ from config import Settings
 from pinapp.adapters.db import create_pool
 from pinapp.adapters.queries import NAMED_QUERIES, freshness, query_params, run_query, srm_verdict
 from pinapp.alerting.book import AlertBook, Notification
-from pinapp.alerting.notifier import DeliveryFailed, Notifier, Post
+from pinapp.alerting.notifier import DeliveryFailed, DeliveryRejected, Notifier, Post
 from pinapp.alerting.rules import Finding, Scrape, health_findings, parse_scrape, srm_findings, trend_findings
 from pinapp.domain.experiments import load_experiments
 from pinapp.errors import DatabaseError
+from pinapp.telemetry import metrics
 
 __all__ = ["Alerter", "run_alerter", "webhook"]
 
@@ -38,14 +39,22 @@ logger = logging.getLogger(__name__)
 TREND_QUERIES = {"pin": "trending-pins", "category": "trending-categories", "country": "trending-countries"}
 
 
+#: 4xx answers that mean "later", not "never".
+_TRY_AGAIN = frozenset({408, 425, 429})
+
+
 def webhook(session: aiohttp.ClientSession, url: str, *, timeout_s: float = 10.0) -> Post:
-    """POSTs a JSON document to ``url``; a non-2xx answer, a refused connection or a timeout fails it."""
+    """POSTs a JSON document to ``url``; a non-2xx answer, a refused connection or a timeout fails
+    it (:class:`DeliveryRejected`, not tried again, for a 4xx that means "never")."""
 
     async def post(doc: dict[str, Any]) -> None:
         try:
             async with session.post(url, json=doc, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
                 if response.status >= 300:
-                    raise DeliveryFailed(f"HTTP {response.status}: {(await response.text())[:200]}")
+                    said = f"HTTP {response.status}: {(await response.text())[:200]}"
+                    if 400 <= response.status < 500 and response.status not in _TRY_AGAIN:
+                        raise DeliveryRejected(said)
+                    raise DeliveryFailed(said)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DeliveryFailed(repr(exc)) from exc
 
@@ -73,7 +82,7 @@ class Alerter:
         self.session = session
         self.notifier = notifier
         self.clock = clock
-        self.book = AlertBook()
+        self.book = AlertBook.load(settings.alerts.state_file)
         self._scrapes: dict[str, Scrape] = {}
         path = settings.experiments.definitions_file
         self.experiments = load_experiments(path) if path is not None else ()
@@ -84,6 +93,8 @@ class Alerter:
         notifications = self.book.update(findings, self.clock())
         for notification in notifications:
             self.notifier.send(notification)
+        if notifications:
+            self.book.save(self.settings.alerts.state_file)
         return notifications
 
     async def _trends(self) -> list[Finding]:
@@ -139,7 +150,11 @@ class Alerter:
                 ) as response:
                     if response.status != 200:
                         raise DeliveryFailed(f"HTTP {response.status}")
-                    scrape = parse_scrape(await response.text(), self.clock())
+                    text = await response.text()
+                try:
+                    scrape = parse_scrape(text, self.clock())
+                except ValueError as exc:  # a 200 that is not Prometheus text (a proxy's page, say)
+                    raise DeliveryFailed(f"its answer is not Prometheus text ({exc})") from exc
             except (aiohttp.ClientError, TimeoutError, DeliveryFailed) as exc:
                 found.append(
                     Finding(
@@ -174,7 +189,11 @@ async def run_alerter(settings: Settings, stop: asyncio.Event) -> None:
         )
         try:
             while not stop.is_set():
-                await alerter.round()
+                try:
+                    await alerter.round()
+                except Exception:  # the alerter must outlive anything one round meets
+                    metrics.ALERT_ROUND_ERRORS.inc()
+                    logger.exception("alerter round failed; the next runs in %.0f s", alerts.interval_s)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), alerts.interval_s)
             with contextlib.suppress(TimeoutError):

@@ -1,10 +1,13 @@
-"""Delivering alerts to the webhook: in order, each until the receiver takes it.
+"""Delivering alerts to the webhook: in order, each until the receiver takes it or refuses it for good.
 
-A notification is queued; one task sends the queue in order. A receiver that fails (an error
-status, a refused connection, a timeout) is retried with exponential backoff and jitter, up to
+A notification is queued; one task sends the queue in order. A receiver that fails (a 5xx, 408
+or 429, a refused connection, a timeout) is retried with exponential backoff and jitter, up to
 ``alerts.retry_max_s`` between tries, for as long as it takes: an alert is never dropped because
 its receiver was down for a while, and the next one waits behind it, so a resolution never
-arrives before its alert. Every try is counted in ``pinapp_alert_notifications_total``.
+arrives before its alert. A receiver that refuses one for good (another 4xx: a wrong URL, a
+revoked hook) gets no more tries of it: it is logged as an error and counted, and the queue moves
+on, so one bad notification never blocks every later one. Every try is counted in
+``pinapp_alert_notifications_total``.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_exception_type, wait_random_exponential
 
 from pinapp.alerting.book import Notification, payload
+from pinapp.errors import PinappError
 from pinapp.telemetry import metrics
 
-__all__ = ["DeliveryFailed", "Notifier"]
+__all__ = ["DeliveryFailed", "DeliveryRejected", "Notifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +31,13 @@ logger = logging.getLogger(__name__)
 Post = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class DeliveryFailed(Exception):
-    """The webhook did not take a notification (status, connection or timeout)."""
+class DeliveryFailed(PinappError):
+    """The webhook did not take a notification (status, connection or timeout): tried again."""
+
+
+class DeliveryRejected(DeliveryFailed):
+    """The webhook refused a notification for good (a 4xx other than 408 and 429): check
+    ``alerts.webhook_url`` and the receiver's logs; the notification is not tried again."""
 
 
 class Notifier:
@@ -85,11 +94,21 @@ class Notifier:
                 state.outcome.exception(),
             )
 
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(DeliveryFailed),
-            wait=wait_random_exponential(multiplier=0.5, max=self._retry_max_s),
-            before_sleep=retrying,
-        ):
-            with attempt:
-                await self._post(doc)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(DeliveryFailed) & retry_if_not_exception_type(DeliveryRejected),
+                wait=wait_random_exponential(multiplier=0.5, max=self._retry_max_s),
+                before_sleep=retrying,
+            ):
+                with attempt:
+                    await self._post(doc)
+        except DeliveryRejected as exc:
+            metrics.ALERT_NOTIFICATIONS.labels(status=notification.status, outcome="rejected").inc()
+            logger.error(
+                "webhook refused %s %s for good: %s; not sent (check alerts.webhook_url and the receiver)",
+                notification.status,
+                notification.finding.key,
+                exc,
+            )
+            return
         metrics.ALERT_NOTIFICATIONS.labels(status=notification.status, outcome="sent").inc()

@@ -90,6 +90,7 @@ LIVE_DROPPED = Counter("pinapp_live_dropped", "Point batches dropped for browser
 WEB_QUERY_SECONDS = Histogram("pinapp_web_query_seconds", "Time of the dashboard's SingleStore queries", ["query"])
 
 ALERTS_FIRING = Gauge("pinapp_alerts_firing", "Conditions the alerter has alerted on and not yet seen clear", ["rule"])
+ALERT_ROUND_ERRORS = Counter("pinapp_alert_round_errors", "Alerter rounds that failed with an unexpected error")
 ALERT_NOTIFICATIONS = Counter(
     "pinapp_alert_notifications", "Webhook deliveries of alerts and resolutions, by outcome", ["status", "outcome"]
 )

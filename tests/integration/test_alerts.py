@@ -211,3 +211,88 @@ async def test_a_broken_allocation_raises_one_srm_alert_and_a_sound_one_none(
     assert listing.returncode == 0, listing.stdout + listing.stderr
     verdicts = {line.split()[0]: line.split()[-1] for line in listing.stdout.splitlines()[2:]}
     assert verdicts == {"search_ranking_v2": "ok", "checkout_flow": "MISMATCH"}, listing.stdout
+
+
+class _Gone:
+    """A webhook that answers its first request with 410 Gone, then takes everything."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.received: list[tuple[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.answered += 1
+        if self.answered == 1:
+            return web.Response(status=410, text="this hook was removed")
+        doc = await request.json()
+        self.received.append((doc["status"], doc["alert"]))
+        return web.Response(text="ok")
+
+
+async def test_a_refused_alert_a_garbled_scrape_and_a_restart_leave_the_alerter_working(
+    pipeline: Pipeline, tmp_path: Any
+) -> None:
+    """``pinapp alerter`` with a webhook that answers 410 once and a "worker" whose /metrics is
+    not Prometheus text: the refused alert is dropped (counted), the next one is delivered, the
+    garbled scrape is an alert, not a crash. Restarted with its state file after the worker's
+    metrics came right, it resolves that alert once and repeats nothing still holding."""
+    assert pipeline.cli("db", "migrate").returncode == 0
+    hook, metrics_text = _Gone(), ["this is <html> not prometheus {"]
+
+    async def garbled(request: web.Request) -> web.Response:
+        return web.Response(text=metrics_text[0])
+
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    app.router.add_get("/metrics", garbled)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    dead, odd = "http://127.0.0.1:1", f"http://127.0.0.1:{port}"
+    env = {
+        **pipeline.env,
+        "PINAPP_ALERTS__INTERVAL_S": "0.5",
+        "PINAPP_ALERTS__METRICS_PORT": "0",
+        "PINAPP_ALERTS__RETRY_MAX_S": "0.5",
+        "PINAPP_ALERTS__WEBHOOK_URL": f"{odd}/hook",
+        "PINAPP_ALERTS__WORKER_URLS": f'["{dead}", "{odd}"]',
+        "PINAPP_ALERTS__STATE_FILE": str(tmp_path / "alerter-state.json"),
+    }
+
+    async def run_until(done: Any) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", cli_entry(REPO), "--profile", "test", "alerter"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not done():
+                assert proc.poll() is None, proc.communicate()[0].decode()
+                assert time.monotonic() < deadline, f"not done in 60 s: {hook.received}"
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2)  # a repeated alert would come by now
+            proc.send_signal(signal.SIGTERM)
+            return (await asyncio.to_thread(proc.communicate, None, 30))[0].decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    try:
+        out = await run_until(lambda: len(hook.received) >= 1)
+        # The round's two alerts, in order: the dead worker's (refused with 410), the odd one's.
+        assert hook.answered == 2, "the 410 is not tried again"
+        assert hook.received == [("firing", f"health:worker-down:{odd}")], "the next alert still arrives"
+        assert "refused" in out and "410" in out
+        assert "not Prometheus text" in out
+
+        metrics_text[0] = ""  # the odd worker's metrics are fine now; the dead one is still dead
+        hook.received.clear()
+        await run_until(lambda: len(hook.received) >= 1)
+        assert hook.received == [("resolved", f"health:worker-down:{odd}")], "resolved once, nothing repeated"
+    finally:
+        await runner.cleanup()

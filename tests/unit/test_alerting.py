@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 
 from config import AlertSettings, TrendSettings
 from pinapp.alerting.book import AlertBook, payload
-from pinapp.alerting.notifier import DeliveryFailed, Notifier
+from pinapp.alerting.notifier import DeliveryFailed, DeliveryRejected, Notifier
 from pinapp.alerting.rules import Finding, health_findings, parse_scrape, trend_findings
 from pinapp.telemetry import metrics
 
@@ -118,6 +118,45 @@ async def test_a_failing_receiver_gets_every_notification_once_in_order() -> Non
     await asyncio.wait_for(notifier.drain(), 30)
     await notifier.close()
     assert received == [("firing", "a"), ("resolved", "a")]
+
+
+async def test_a_notification_refused_for_good_is_counted_and_the_next_one_sent() -> None:
+    """A 410 (a revoked hook) is not retried forever, blocking every later alert behind it."""
+    received: list[str] = []
+    tries: list[str] = []
+
+    async def post(doc: dict[str, object]) -> None:
+        tries.append(str(doc["alert"]))
+        if doc["alert"] == "gone":
+            raise DeliveryRejected("HTTP 410: gone")
+        received.append(str(doc["alert"]))
+
+    before = metrics.ALERT_NOTIFICATIONS.labels(status="firing", outcome="rejected")._value.get()
+    notifier = Notifier(post, retry_max_s=0.05)
+    for n in AlertBook().update([_finding("gone"), _finding("next")], 1):
+        notifier.send(n)
+    await asyncio.wait_for(notifier.drain(), 30)
+    await notifier.close()
+    assert received == ["next"] and tries == ["gone", "next"]
+    assert metrics.ALERT_NOTIFICATIONS.labels(status="firing", outcome="rejected")._value.get() == before + 1
+
+
+def test_a_restarted_alerter_resolves_what_cleared_and_does_not_repeat_what_holds(tmp_path: Path) -> None:
+    state = tmp_path / "alerter-state.json"
+    book = AlertBook.load(state)
+    assert [n.status for n in book.update([_finding("holds"), _finding("clears")], 100)] == ["firing", "firing"]
+    book.save(state)
+
+    restarted = AlertBook.load(state)
+    [resolved] = restarted.update([_finding("holds")], 200)
+    assert (resolved.status, resolved.finding.key, resolved.started_at) == ("resolved", "clears", 100)
+    assert list(restarted.firing) == ["holds"]
+
+
+def test_an_unreadable_state_file_starts_with_nothing_firing(tmp_path: Path) -> None:
+    state = tmp_path / "alerter-state.json"
+    state.write_text("{not json")
+    assert AlertBook.load(state).firing == {}
 
 
 def test_the_prometheus_rules_name_only_metrics_pinapp_exports() -> None:
