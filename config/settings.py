@@ -137,6 +137,12 @@ class DatabaseSettings(_Section):
     database: str = "pinapp"
     dialect: Literal["singlestore", "mysql"] = "mysql"
     pool_size: int = Field(4, ge=1)
+    query_user: str = Field(
+        "",
+        description="a SELECT-only account for the queries people send (`pinapp query`, the dashboard, the "
+        "alerter, the audit); empty: the writer's (the production profile then refuses ad-hoc SQL)",
+    )
+    query_password: SecretStr = SecretStr("")
     read_timeout_s: float = Field(
         120.0,
         gt=0,
@@ -211,6 +217,9 @@ class StackSettings(_Section):
         "mariadb_tls_user may only connect over it (REQUIRE SSL)",
     )
     mariadb_tls_user: str = "pinapp_tls"
+    mariadb_query_time_s: float = Field(
+        60.0, gt=0, description="MAX_STATEMENT_TIME of db.query_user: an ad-hoc query cannot hold the server longer"
+    )
     mariadb_port: int = 13306
     s3_port: int = 15000
     start_timeout_s: float = Field(90.0, gt=0)

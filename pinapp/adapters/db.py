@@ -43,16 +43,24 @@ _DEFAULT: Any = object()
 
 
 async def create_pool(
-    db: DatabaseSettings, *, with_database: bool = True, size: int | None = None, read_timeout: Any = _DEFAULT
+    db: DatabaseSettings,
+    *,
+    with_database: bool = True,
+    size: int | None = None,
+    read_timeout: Any = _DEFAULT,
+    reader: bool = False,
 ) -> Any:
     """A pool of asyncmy connections (UTC session time zone, autocommit off), whose statements
     wait ``read_timeout`` seconds at most for a reply (``db.read_timeout_s`` by default; ``None``:
-    no limit, for an analyst's ad-hoc query).
+    no limit, for an analyst's ad-hoc query). ``reader``: as ``db.query_user`` when set (the
+    queries people send), else as the writer.
 
     Raises:
         DatabaseError: naming the server and the settings, when no connection can be made.
     """
     timeout = db.read_timeout_s if read_timeout is _DEFAULT else read_timeout
+    if reader and db.query_user:
+        db = db.model_copy(update={"user": db.query_user, "password": db.query_password})
     try:
         return await _create_pool(db, with_database=with_database, size=size, read_timeout=timeout)
     except (MySQLError, OSError) as exc:

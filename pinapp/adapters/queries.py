@@ -136,7 +136,13 @@ class ReadOnlyViolation(PinappError):
 
 _READ_ONLY_START = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN)\b", re.IGNORECASE)
 _WRITE_WORDS = re.compile(
-    r"\b(INSERT|UPDATE|DELETE|REPLACE|DROP|ALTER|CREATE|TRUNCATE|GRANT|REVOKE|LOAD|CALL|SET|INTO\s+OUTFILE)\b",
+    r"\b(INSERT|UPDATE|DELETE|REPLACE|DROP|ALTER|CREATE|TRUNCATE|GRANT|REVOKE|LOAD|CALL|SET|INTO)\b",
+    re.IGNORECASE,
+)
+#: What a SELECT can do besides reading: files, locks, holding the server.
+_SIDE_EFFECTS = re.compile(
+    r"\b(LOAD_FILE|SLEEP|BENCHMARK|GET_LOCK|RELEASE_LOCK|RELEASE_ALL_LOCKS|SYS_EXEC|SYS_EVAL)\s*\("
+    r"|\bFOR\s+UPDATE\b|\bLOCK\s+IN\s+SHARE\s+MODE\b|\bFOR\s+SHARE\b",
     re.IGNORECASE,
 )
 
@@ -144,16 +150,23 @@ _WRITE_WORDS = re.compile(
 def check_read_only(sql: str) -> str:
     """Return ``sql`` without a trailing ``;`` if it is one read-only statement.
 
-    A first line of defence for a friendly error; the session also runs in a read-only
-    transaction on MySQL, and production should use a SELECT-only user.
+    The friendly first check, not the defence: the query runs as ``db.query_user`` (SELECT
+    only, a statement time limit) in a read-only transaction. Refused here: several statements,
+    comments (``/*!50000 ...*/`` runs on MySQL, and ``INTO/**/OUTFILE`` hides a keyword), any
+    ``INTO`` (``SELECT ... INTO OUTFILE/DUMPFILE``, SingleStore's ``INTO S3/KAFKA/FS``), and
+    functions and clauses with effects (files, locks, sleeping).
     """
     statement = sql.strip().rstrip(";").strip()
     if ";" in statement:
         raise ReadOnlyViolation("one statement only: remove the ';' separated statements")
     if not _READ_ONLY_START.match(statement):
         raise ReadOnlyViolation("only SELECT, WITH, SHOW, DESCRIBE and EXPLAIN may be run")
-    if _WRITE_WORDS.search(statement):
-        raise ReadOnlyViolation("the statement contains a write keyword; ad-hoc SQL is read-only")
+    if "/*" in statement:
+        raise ReadOnlyViolation("comments are not allowed in ad-hoc SQL (/*! ... */ would run as SQL)")
+    if match := _WRITE_WORDS.search(statement):
+        raise ReadOnlyViolation(f"{match.group(1).upper()}: ad-hoc SQL is read-only (no writes, no SELECT ... INTO)")
+    if match := _SIDE_EFFECTS.search(statement):
+        raise ReadOnlyViolation(f"{match.group(0).strip(' (').upper()}: ad-hoc SQL may not read files, lock or sleep")
     return statement
 
 

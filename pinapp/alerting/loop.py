@@ -176,7 +176,7 @@ async def run_alerter(settings: Settings, stop: asyncio.Event) -> None:
     alerts = settings.alerts
     if alerts.metrics_port:
         start_http_server(alerts.metrics_port, addr="127.0.0.1")
-    pool = await create_pool(settings.db, size=2)
+    pool = await create_pool(settings.db, size=2, reader=True)
     async with aiohttp.ClientSession() as session:
         post = webhook(session, alerts.webhook_url) if alerts.webhook_url else None
         notifier = Notifier(post, retry_max_s=alerts.retry_max_s)

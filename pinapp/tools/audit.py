@@ -146,7 +146,7 @@ async def expected_from_topic(settings: Settings, topic: str) -> tuple[ExpectedI
 
 
 async def _table_ids(settings: Settings) -> dict[EventType, list[str]]:
-    pool = await create_pool(settings.db, size=1)
+    pool = await create_pool(settings.db, size=1, reader=True)
     try:
         out: dict[EventType, list[str]] = {}
         async with pool.acquire() as conn, conn.cursor() as cur:
@@ -204,7 +204,7 @@ def _reconcile(
 
 
 async def _rollups(settings: Settings) -> RollupCheck:
-    pool = await create_pool(settings.db, size=1)
+    pool = await create_pool(settings.db, size=1, reader=True)
     try:
         return await check_rollups(pool)
     finally:

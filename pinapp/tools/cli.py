@@ -544,7 +544,7 @@ async def _verdicts(settings: Settings, defined: tuple[Experiment, ...]) -> list
     from pinapp.adapters.db import create_pool
     from pinapp.adapters.queries import srm_verdict
 
-    pool = await create_pool(settings.db, size=1)
+    pool = await create_pool(settings.db, size=1, reader=True)
     try:
         return [await srm_verdict(pool, e, settings.experiments, dialect=settings.db.dialect) for e in defined]
     finally:
@@ -574,6 +574,11 @@ def query(ctx: click.Context, name: str | None, sql: str | None, minutes: int, l
         raise click.UsageError("give a query NAME or --sql, not both")
     params: dict[str, Any] | None
     if sql is not None:
+        if settings.profile == "production" and not settings.db.query_user:
+            raise ConfigError(
+                "db.query_user is not set: the production profile runs ad-hoc SQL only as a SELECT-only account "
+                "(set PINAPP_DB__QUERY_USER and PINAPP_DB__QUERY_PASSWORD; docs/operations.md shows how to make one)"
+            )
         statement, params = check_read_only(sql), None
     elif name in NAMED_QUERIES:
         statement, params = NAMED_QUERIES[name].sql, query_params(minutes, limit, settings.trends)
@@ -587,7 +592,8 @@ async def _run_query(settings: Settings, sql: str, params: dict[str, Any] | None
     from pinapp.adapters.db import create_pool
     from pinapp.adapters.queries import run_query
 
-    pool = await create_pool(settings.db, size=1, read_timeout=None if params is None else settings.db.read_timeout_s)
+    timeout = None if params is None else settings.db.read_timeout_s
+    pool = await create_pool(settings.db, size=1, read_timeout=timeout, reader=True)
     try:
         return await run_query(pool, sql, params, dialect=settings.db.dialect)
     finally:

@@ -152,7 +152,7 @@ async def _read_pool() -> Any:
     async with _lock:
         if _query_pool is None:
             service = _QueryPool(loop=app.loop, beacon=app.beacon)
-            service.pool = await create_pool(settings.db, size=2)  # DatabaseError if it cannot
+            service.pool = await create_pool(settings.db, size=2, reader=True)  # DatabaseError if it cannot
             await app.add_runtime_dependency(service)
             _query_pool = service
     return _query_pool.pool

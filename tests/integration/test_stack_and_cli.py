@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from config import Settings
+from pinapp.adapters.db import create_pool
+from pinapp.adapters.queries import run_query
+from pinapp.errors import DatabaseError
 from tests.integration.harness import REPO, free_port
 
 
@@ -64,6 +70,26 @@ def test_query_refuses_writes_and_runs_named_queries(test_stack: Settings) -> No
     assert refused.returncode == 2 and "only SELECT" in refused.stderr
     listed = _pinapp("query", "--list")
     assert listed.returncode == 0 and "most-repinned" in listed.stdout
+
+
+def test_peoples_queries_run_as_a_select_only_account_with_a_time_limit(test_stack: Settings) -> None:
+    """The regex is the friendly first check; the account is the defence: past the check, a
+    DUMPFILE or a CREATE is still refused, and every statement is bounded in time."""
+
+    async def as_reader() -> None:
+        pool = await create_pool(test_stack.db, size=1, reader=True, with_database=False)
+        try:
+            _, [(user, limit)] = await run_query(pool, "SELECT CURRENT_USER(), @@max_statement_time")
+            assert user.startswith(f"{test_stack.db.query_user}@") and float(limit) == 60
+            for statement in ("SELECT 1 INTO DUMPFILE '/tmp/pinapp-reader-test'", "CREATE DATABASE pinapp_reader_x"):
+                with pytest.raises(DatabaseError, match="denied"):
+                    await run_query(pool, statement)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+    asyncio.run(as_reader())
+    assert not Path("/tmp/pinapp-reader-test").exists()
 
 
 def test_database_problems_are_one_clear_line(test_stack: Settings) -> None:

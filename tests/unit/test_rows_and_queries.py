@@ -68,7 +68,15 @@ def test_ms_to_datetime_is_utc() -> None:
 
 
 @pytest.mark.parametrize(
-    "sql", ["SELECT 1", "select * from pins;", "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW TABLES"]
+    "sql",
+    [
+        "SELECT 1",
+        "select * from pins;",
+        "WITH x AS (SELECT 1) SELECT * FROM x",
+        "SHOW TABLES",
+        "SELECT text FROM comments WHERE text LIKE '%#tag -- not a comment%'",
+        "SELECT sleeping_pins FROM x",
+    ],
 )
 def test_read_only_sql_is_accepted(sql: str) -> None:
     assert check_read_only(sql) == sql.strip().rstrip(";")
@@ -83,6 +91,17 @@ def test_read_only_sql_is_accepted(sql: str) -> None:
         "SELECT * INTO OUTFILE '/tmp/x' FROM pins",
         "INSERT INTO pins VALUES (1)",
         "SET GLOBAL x = 1",
+        # what passed before the reader account: files, executable comments, holding the server
+        "SELECT title FROM pins INTO DUMPFILE '/tmp/x'",
+        "SELECT * FROM pins INTO/**/OUTFILE '/tmp/x'",
+        "SELECT * FROM pins /*!50000 INTO*/ /*!50000 OUTFILE '/tmp/x'*/",
+        "SELECT LOAD_FILE('/etc/passwd')",
+        "SELECT SLEEP(600) FROM pins LOCK IN SHARE MODE",
+        "SELECT * FROM pins FOR UPDATE",
+        "SELECT BENCHMARK(100000000, SHA2('x', 512))",
+        "SELECT * FROM repins INTO S3 'bucket/x' CONFIG '{}' CREDENTIALS '{}'",
+        "SELECT * FROM repins INTO KAFKA 'host/topic'",
+        "SELECT * FROM repins INTO FS '/tmp/x'",
     ],
 )
 def test_writes_are_refused(sql: str) -> None:

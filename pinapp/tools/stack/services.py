@@ -472,6 +472,14 @@ class MariaDBService(StackService):
                     f"CREATE USER IF NOT EXISTS '{tls_user}'@'{host}' IDENTIFIED BY '{password}' REQUIRE SSL",
                     f"GRANT ALL PRIVILEGES ON *.* TO '{tls_user}'@'{host}'",
                 ]
+            if db.query_user:  # people's queries: SELECT only (no FILE, no writes), and bounded in time
+                reader = db.query_user.replace("'", "")
+                secret = db.query_password.get_secret_value().replace("'", "''")
+                limit = self.settings.stack.mariadb_query_time_s
+                statements += [
+                    f"CREATE USER IF NOT EXISTS '{reader}'@'{host}' IDENTIFIED BY '{secret}'",
+                    f"GRANT SELECT, SHOW VIEW ON *.* TO '{reader}'@'{host}' WITH MAX_STATEMENT_TIME {limit:g}",
+                ]
         proc = self._sql("; ".join(statements))
         if proc.returncode != 0:
             raise StackError(f"creating the MariaDB user {user!r} failed: {proc.stderr.strip()}")
