@@ -11,7 +11,9 @@ middleware applies it, so faust's routes are covered as pinapp's are. ``/health`
 
 The token is compared in constant time, and never logged, echoed or put in an error page.
 The settings refuse a token over plain HTTP unless the operator says a TLS proxy is in front
-(:class:`config.settings.WorkerSettings`).
+(:class:`config.settings.WorkerSettings`). Behind such a proxy the workers still call each other
+directly, over plain HTTP: :func:`peer_headers` then refuses to send the token to another host
+(:class:`InsecureForward`), so a forwarded read answers 503 with the fix instead.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from config import WorkerSettings
+from pinapp.errors import PinappError
 
-__all__ = ["OPEN_PATHS", "authorized", "middleware", "peer_headers"]
+__all__ = ["OPEN_PATHS", "InsecureForward", "authorized", "middleware", "peer_headers"]
 
 #: what stays open with ``worker.web_open_health``
 OPEN_PATHS = frozenset({"/health", "/metrics"})
@@ -49,12 +54,34 @@ def authorized(header: str, token: bytes) -> bool:
     return False
 
 
-def peer_headers(worker: WorkerSettings) -> dict[str, str]:
-    """What a worker sends another of its deployment (they share the token): a per-key read
-    forwarded to its owner, or the cluster's dedup state gathered."""
+class InsecureForward(PinappError):
+    """The token would cross the network in clear to another worker (``web_behind_tls_proxy``
+    without a certificate of the worker's own): set ``worker.web_tls_cert_file`` and
+    ``web_tls_key_file`` so the workers call each other over TLS."""
+
+
+def peer_headers(worker: WorkerSettings, target: URL) -> dict[str, str]:
+    """What a worker sends another of its deployment at ``target`` (they share the token): a
+    per-key read forwarded to its owner, or the cluster's dedup state gathered.
+
+    Raises:
+        InsecureForward: the token would go to another host over plain HTTP.
+    """
     if not worker.web_auth_required:
         return {}
+    if target.scheme != "https" and not _loopback(target.host or ""):
+        raise InsecureForward(
+            f"not forwarding to {target.host}:{target.port} over plain http with the token; set "
+            "worker.web_tls_cert_file and worker.web_tls_key_file so the workers call each other over TLS"
+        )
     return {"Authorization": f"Bearer {worker.web_token.get_secret_value()}"}
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def middleware(worker: WorkerSettings) -> Any | None:

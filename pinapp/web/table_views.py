@@ -89,12 +89,13 @@ def _describe(table: CollectionT) -> dict[str, Any]:
 
 async def _forward(view: View, request: Request, url: URL) -> Response:
     """The owning worker's answer to the same request; ``503`` if it does not answer."""
-    target = request.url.with_host(url.host or "127.0.0.1").with_port(url.port)
+    target = request.url.with_scheme(url.scheme).with_host(url.host or "127.0.0.1").with_port(url.port)
     try:
-        async with app.http_client.get(
-            target, timeout=_FORWARD_TIMEOUT, headers=web_auth.peer_headers(settings.worker)
-        ) as response:
+        headers = web_auth.peer_headers(settings.worker, target)
+        async with app.http_client.get(target, timeout=_FORWARD_TIMEOUT, headers=headers) as response:
             return view.text(await response.text(), content_type=response.content_type, status=response.status)
+    except web_auth.InsecureForward as exc:
+        return view.error(503, str(exc))
     except (TimeoutError, aiohttp.ClientError) as exc:
         return view.error(503, f"the worker owning this key ({url}) did not answer: {exc!r}; retry shortly")
 
@@ -255,12 +256,14 @@ class DedupClusterView(View):
     async def _one(self, url: URL) -> dict[str, Any] | str:
         if _is_self(url):
             return _dedup_local()
+        target = url / "dedup" / "local"
         try:
-            async with app.http_client.get(
-                url / "dedup" / "local", timeout=_FORWARD_TIMEOUT, headers=web_auth.peer_headers(settings.worker)
-            ) as response:
+            headers = web_auth.peer_headers(settings.worker, target)
+            async with app.http_client.get(target, timeout=_FORWARD_TIMEOUT, headers=headers) as response:
                 response.raise_for_status()
                 doc: dict[str, Any] = await response.json()
                 return doc
+        except web_auth.InsecureForward as exc:
+            return str(exc)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             return repr(exc)
