@@ -23,6 +23,7 @@ from typing import TextIO
 from faust.types import Message, StreamT
 
 from pinapp.adapters.db import EngagementStore, create_pool, migrate
+from pinapp.adapters.kafka import ensure_topic_configs
 from pinapp.domain.geo import GeoLocator
 from pinapp.domain.positions import Claim
 from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
@@ -57,6 +58,9 @@ async def process_engagement(stream: StreamT) -> None:
     # Topics this agent only writes: faust creates the ones it consumes, not these.
     await dead_letter_topic.maybe_declare()
     await live_topic.maybe_declare()
+    # Topics made by an earlier version (or by faust, before the setting) get min.insync.replicas.
+    topics = [events_topic, dead_letter_topic, live_topic, seen_event_ids.changelog_topic, pin_by_id.changelog_topic]
+    await ensure_topic_configs(settings.kafka, [t.get_topic_name() for t in topics])
     await migrate(settings.db)  # tables are created by the app; idempotent
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)

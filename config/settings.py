@@ -95,6 +95,12 @@ class KafkaSettings(_Section):
     live_topic: str = Field("repins-live", description="repins as written, for every worker's /globe feed")
     partitions: int = Field(4, ge=1, description="partitions of events; caps worker parallelism")
     replication_factor: int = Field(1, ge=1)
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of pinapp's topics (default: replication_factor - 1, at least 1): "
+        "how many copies an acks=all write needs; below it, writes stall rather than keep one copy",
+    )
     # How every client pinapp makes connects (pinapp.adapters.kafka.client_options and its siblings).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Confluent Cloud, MSK with SCRAM...)"
@@ -112,6 +118,20 @@ class KafkaSettings(_Section):
     allow_sasl_plaintext: bool = Field(
         False, description="let the production profile send SASL credentials unencrypted (SASL_PLAINTEXT)"
     )
+
+    @property
+    def insync_replicas(self) -> int:
+        """The min.insync.replicas pinapp's topics get."""
+        return self.min_insync_replicas or max(1, self.replication_factor - 1)
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> KafkaSettings:
+        if self.insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"kafka.min_insync_replicas={self.insync_replicas} is above kafka.replication_factor="
+                f"{self.replication_factor}: no write could ever succeed; lower it"
+            )
+        return self
 
     @field_validator("sasl_username", "sasl_password")
     @classmethod

@@ -8,6 +8,7 @@ changelog, so neither local state nor the compacted changelog grows without boun
 
 from __future__ import annotations
 
+from pinapp.adapters.kafka import topic_configs
 from pinapp.topology.app import app, settings
 
 __all__ = ["seen_event_ids"]
@@ -18,5 +19,6 @@ seen_event_ids = app.Table(
     value_type=bytes,  # raw bytes: pinapp.domain.table_values.SeenEvent.to_bytes()
     partitions=settings.kafka.partitions,
     options=settings.worker.rocksdb_options(),
+    extra_topic_configs=topic_configs(settings.kafka),
     help="event_id -> first acceptance (dedup, bounded by pipeline.dedup_horizon_s)",
 )

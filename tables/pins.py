@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pinapp.adapters.kafka import topic_configs
 from pinapp.domain.table_values import Pin
 from pinapp.topology.app import app, settings
 
@@ -15,5 +16,6 @@ pin_by_id = app.Table(
     value_type=Pin,
     partitions=settings.kafka.partitions,
     options=settings.worker.rocksdb_options(),
+    extra_topic_configs=topic_configs(settings.kafka),
     help="pin_id -> full pin (the pin cache)",
 )

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
@@ -27,12 +28,14 @@ from pinapp.errors import PinappError
 
 __all__ = [
     "client_options",
+    "ensure_topic_configs",
     "ensure_topics",
     "librdkafka_options",
     "make_producer",
     "partitions_of",
     "read_topic",
     "ssl_context",
+    "topic_configs",
 ]
 
 
@@ -91,24 +94,87 @@ def librdkafka_options(kafka: KafkaSettings) -> dict[str, str]:
     return options
 
 
+def topic_configs(kafka: KafkaSettings) -> dict[str, str]:
+    """The configuration every topic of pinapp's gets (besides its own, e.g. a changelog's compaction).
+
+    ``min.insync.replicas``: with the broker's default of 1, an ``acks=all`` write is taken with one
+    copy when the others lag, and lost with that broker; with ``replication_factor - 1`` a write
+    needs a second copy, and stalls (retried) while fewer are in sync.
+    """
+    return {"min.insync.replicas": str(kafka.insync_replicas)}
+
+
 async def ensure_topics(kafka: KafkaSettings, names: Iterable[str] | None = None) -> list[str]:
-    """Create pinapp's topics (or ``names``) with the configured layout; returns those created."""
+    """Create pinapp's topics (or ``names``) with the configured layout, and bring the existing
+    ones' :func:`topic_configs` up to date; returns those created."""
     wanted = list(names or (kafka.events_topic, kafka.dlq_topic))
     admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(name, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor)
+            NewTopic(
+                name,
+                num_partitions=kafka.partitions,
+                replication_factor=kafka.replication_factor,
+                topic_configs=topic_configs(kafka),
+            )
             for name in wanted
             if name not in existing
         ]
         if new:
             with suppress(TopicAlreadyExistsError):  # a worker created it meanwhile
                 await admin.create_topics(new)
+        await _configure(admin, kafka, [name for name in wanted if name in existing])
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+async def ensure_topic_configs(kafka: KafkaSettings, names: Iterable[str]) -> list[str]:
+    """Bring the :func:`topic_configs` of the existing topics ``names`` up to date (faust creates
+    its changelogs and its assignor's topic itself); returns those altered."""
+    admin = AIOKafkaAdminClient(**client_options(kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        return await _configure(admin, kafka, [name for name in names if name in existing])
+    finally:
+        await admin.close()
+
+
+_TOPIC_OVERRIDE = 1  # DescribeConfigs' config_source of a topic's own setting (DYNAMIC_TOPIC_CONFIG)
+
+
+async def _configure(admin: AIOKafkaAdminClient, kafka: KafkaSettings, names: list[str]) -> list[str]:
+    """Alter the topics whose configuration differs from :func:`topic_configs`.
+
+    AlterConfigs (aiokafka has no incremental form) replaces a topic's whole set of overrides,
+    so each is sent with the overrides it has (a changelog's ``cleanup.policy=compact``...).
+    """
+    if not names:
+        return []
+    wanted = topic_configs(kafka)
+    described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    changes = []
+    for response in described:
+        for error_code, message, _, name, entries in response.resources:
+            if error_code:
+                raise PinappError(f"cannot read topic {name!r}'s configuration: {message} (error {error_code})")
+            # The topic's own setting, not a broker default that happens to agree today.
+            overrides = {entry[0]: entry[1] for entry in entries if entry[3] == _TOPIC_OVERRIDE}
+            if all(overrides.get(key) == value for key, value in wanted.items()):
+                continue
+            changes.append(ConfigResource(ConfigResourceType.TOPIC, name, configs={**overrides, **wanted}))
+    if changes:
+        for response in await admin.alter_configs(changes):
+            for error_code, message, _, name in response.resources:
+                if error_code:
+                    raise PinappError(
+                        f"cannot set {wanted} on topic {name!r}: {message} (error {error_code}); "
+                        "the client needs ALTER_CONFIGS on the topic"
+                    )
+    return [c.name for c in changes]
 
 
 def make_producer(kafka: KafkaSettings, *, linger_ms: int = 20) -> AIOKafkaProducer:

@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from pinapp.adapters.kafka import topic_configs
 from pinapp.domain.dead_letters import DeadLetters
 from pinapp.telemetry import metrics
 from pinapp.topology.app import app, archive_app, settings
@@ -31,6 +32,7 @@ def _raw_topic(owner: faust.App, *names: str, **options: Any) -> faust.TopicT:
         partitions=settings.kafka.partitions,
         replicas=settings.kafka.replication_factor,
         internal=True,
+        config=topic_configs(settings.kafka),
         **options,
     )
 

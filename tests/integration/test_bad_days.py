@@ -11,8 +11,11 @@ import asyncio
 import time
 
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pinapp.adapters.db import migrate
+from pinapp.adapters.kafka import client_options, ensure_topics
 from pinapp.singer.shipper import line_key
 from tests.integration.harness import Pipeline
 from tests.integration.proxy import BlackHoleProxy
@@ -91,3 +94,45 @@ async def test_a_black_holed_database_is_an_outage_within_the_read_timeout(pipel
         assert await pipeline.sql("SELECT COUNT(*) FROM likes") == [(30,)]
         assert await pipeline.read_topic(pipeline.settings.kafka.dlq_topic) == []
         await pipeline.assert_rollups_exact()
+
+
+async def _topic_configs(pipeline: Pipeline, names: list[str]) -> dict[str, dict[str, tuple[str, int]]]:
+    """Each topic's configuration: name -> (value, source); source 1 is the topic's own setting."""
+    admin = AIOKafkaAdminClient(**client_options(pipeline.settings.kafka))
+    await admin.start()
+    try:
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    finally:
+        await admin.close()
+    return {name: {e[0]: (e[1], e[3]) for e in entries} for r in described for _, _, _, name, entries in r.resources}
+
+
+async def test_topics_get_min_insync_replicas_and_keep_their_own_settings(pipeline: Pipeline) -> None:
+    """With the broker's default of 1, ``acks=all`` can mean one copy. pinapp's topics carry
+    ``min.insync.replicas`` themselves: new ones from creation, faust's changelogs too, and one an
+    earlier version made is altered without losing its own settings (a changelog's compaction)."""
+    kafka = pipeline.settings.kafka
+    old, new = f"{pipeline.settings.worker.app_id}-old", f"{pipeline.settings.worker.app_id}-new"
+    admin = AIOKafkaAdminClient(**client_options(kafka))
+    await admin.start()
+    try:
+        own = {"cleanup.policy": "compact", "retention.ms": "3600000"}
+        await admin.create_topics([NewTopic(old, num_partitions=1, replication_factor=1, topic_configs=own)])
+    finally:
+        await admin.close()
+    assert (await _topic_configs(pipeline, [old]))[old]["min.insync.replicas"][1] != 1, "the broker's default"
+
+    assert await ensure_topics(kafka, [old, new]) == [new]
+    configs = await _topic_configs(pipeline, [old, new])
+    for name in (old, new):
+        assert configs[name]["min.insync.replicas"] == (str(kafka.insync_replicas), 1), name
+    assert configs[old]["cleanup.policy"] == ("compact", 1) and configs[old]["retention.ms"] == ("3600000", 1)
+
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    changelog = f"{pipeline.settings.worker.app_id}-seen_event_ids-changelog"
+    configs = await _topic_configs(pipeline, [changelog, kafka.events_topic])
+    assert configs[changelog]["min.insync.replicas"] == (str(kafka.insync_replicas), 1)
+    assert configs[changelog]["cleanup.policy"] == ("compact", 1)
+    assert configs[kafka.events_topic]["min.insync.replicas"] == (str(kafka.insync_replicas), 1)

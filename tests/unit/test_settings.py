@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config import PROFILES, load_settings
+from config import PROFILES, KafkaSettings, load_settings
 from pinapp.errors import ConfigError
 
 
@@ -66,3 +66,10 @@ def test_secrets_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings("local")
     assert settings.db.password.get_secret_value() == "hunter2-secret"
     assert "hunter2-secret" not in repr(settings) and "hunter2-secret" not in str(settings.model_dump())
+
+
+def test_min_insync_replicas_defaults_below_the_replication_factor_and_never_above_it() -> None:
+    assert KafkaSettings(replication_factor=3).insync_replicas == 2
+    assert KafkaSettings(replication_factor=1).insync_replicas == 1
+    with pytest.raises(ValueError, match="min_insync_replicas=3 is above kafka.replication_factor=2"):
+        KafkaSettings(replication_factor=2, min_insync_replicas=3)
