@@ -248,7 +248,7 @@ class StackSettings(_Section):
 class PipelineSettings(_Section):
     """Knobs of the topology itself."""
 
-    max_event_bytes: int = Field(16_384, ge=256, description="larger inputs are dead-lettered")
+    max_event_bytes: int = Field(16_384, ge=256, le=900_000, description="larger inputs are dead-lettered")
     dedup_horizon_s: float = Field(24 * 3600, gt=0, description="how long an event_id is remembered")
     dedup_sweep_per_event: int = Field(2, ge=1, description="seen-table keys examined for expiry per processed event")
     batch_size: int = Field(2000, ge=1, description="events per sink batch (take)")
@@ -467,7 +467,13 @@ class SingerSettings(_Section):
     batch_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="... or bytes; Singer holds two batches per stream (one read ahead)"
     )
-    max_line_bytes: int = Field(0, ge=0, description="longer lines go to the DLQ; 0 means pipeline.max_event_bytes")
+    max_line_bytes: int = Field(
+        0,
+        ge=0,
+        le=900_000,
+        description="longer lines go to the DLQ; 0 means pipeline.max_event_bytes (at most 900,000: a record "
+        "must stay under the producers' and the broker's limit of about 1 MB)",
+    )
     dlq_max_bytes: int = Field(
         900_000, ge=1024, description="a dead-lettered line longer than this is cut to it (Kafka's 1 MB message cap)"
     )

@@ -18,6 +18,7 @@ its hot path (:func:`is_replay`), so they are declared here rather than in the a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -26,6 +27,8 @@ from typing import Any, Final, Protocol
 
 __all__ = [
     "HEADER_PREFIX",
+    "KEPT_BYTES",
+    "MAX_DEAD_LETTER_BYTES",
     "REPLAY_HEADER",
     "REPLAY_TIMESTAMP_HEADER",
     "DeadLetterLog",
@@ -126,6 +129,13 @@ class SourceRecord(Protocol):
     def value(self) -> bytes | None: ...
 
 
+#: A dead letter's key and value together at most: under faust's producer ``max_request_size``
+#: (1,000,000 bytes, less than a broker's 1 MiB), with room for the headers.
+MAX_DEAD_LETTER_BYTES: Final = 900_000
+#: What is kept of a record too large to dead-letter whole: enough to see what it was.
+KEPT_BYTES: Final = 64 * 1024
+KEPT_KEY_BYTES: Final = 1024
+
 #: Sends one record to the dead-letter topic: ``send(key=, value=, headers=)``.
 Send = Callable[..., Awaitable[Any]]
 
@@ -139,15 +149,36 @@ class DeadLetters:
     """
 
     def __init__(
-        self, send: Send, *, topic: str, logger: logging.Logger, counted: Callable[[str], None] = lambda kind: None
+        self,
+        send: Send,
+        *,
+        topic: str,
+        logger: logging.Logger,
+        counted: Callable[[str], None] = lambda kind: None,
+        max_bytes: int = MAX_DEAD_LETTER_BYTES,
     ) -> None:
         self._send = send
         self._counted = counted
+        self._max_bytes = max_bytes
         self.log = DeadLetterLog(logger, topic=topic)
 
     async def __call__(self, record: SourceRecord, reason: str, *, kind: str, stage: str) -> None:
-        """Route ``record`` to the dead-letter topic with ``reason``; count it, and log it or its burst."""
+        """Route ``record`` to the dead-letter topic with ``reason``; count it, and log it or its burst.
+
+        A record too large to be sent whole (the producer refuses a request over its
+        ``max_request_size``, and would jam the partition: the send fails, the batch is never
+        acked, and the record is fetched again forever) is sent cut to :data:`KEPT_BYTES` (its key
+        to 1 KiB), with the value's size and SHA-256 in headers (``original_bytes``, ``sha256``,
+        ``truncated``).
+        """
         self.log.record(kind, f"{record.topic}[{record.partition}]@{record.offset}", stage, reason)
+        key, value = record.key, record.value
+        cut: dict[str, object] = {}
+        if len(key or b"") + len(value or b"") > self._max_bytes:
+            whole = value or b""
+            cut = {"original_bytes": len(whole), "sha256": hashlib.sha256(whole).hexdigest(), "truncated": "true"}
+            key = None if key is None else key[:KEPT_KEY_BYTES]
+            value = None if value is None else value[:KEPT_BYTES]
         headers = dlq_headers(
             reason,
             kind=kind,
@@ -156,8 +187,9 @@ class DeadLetters:
             partition=record.partition,
             offset=record.offset,
             timestamp=int(record.timestamp * 1000),
+            **cut,
         )
-        await self._send(key=record.key, value=record.value, headers=headers)
+        await self._send(key=key, value=value, headers=headers)
         self._counted(kind)
 
     def flush_log(self) -> None:

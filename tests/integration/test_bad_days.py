@@ -8,6 +8,7 @@ once it is mended.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 import orjson
@@ -16,6 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pinapp.adapters.db import migrate
 from pinapp.adapters.kafka import client_options, ensure_topics
+from pinapp.domain.dead_letters import HEADER_PREFIX, KEPT_BYTES
 from pinapp.singer.shipper import line_key
 from tests.integration.harness import Pipeline
 from tests.integration.proxy import BlackHoleProxy
@@ -136,3 +138,22 @@ async def test_topics_get_min_insync_replicas_and_keep_their_own_settings(pipeli
     assert configs[changelog]["min.insync.replicas"] == (str(kafka.insync_replicas), 1)
     assert configs[changelog]["cleanup.policy"] == ("compact", 1)
     assert configs[kafka.events_topic]["min.insync.replicas"] == (str(kafka.insync_replicas), 1)
+
+
+async def test_a_record_too_large_to_dead_letter_whole_does_not_jam_its_partition(pipeline: Pipeline) -> None:
+    """A 1,000,500-byte record fits the broker's limit but not faust's producer's (1,000,000): sent
+    whole to the dead-letter topic it would fail, the batch stay unacked, and the record be
+    fetched again forever. It goes cut, with its size and hash, and the partition moves on."""
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    huge = b'{"event_id": "' + b"x" * 1_000_480 + b'"}'
+    after = _like(1)
+    await pipeline.produce([(b"p1", huge), (b"p1", after)])
+    await pipeline.wait_for_rows({"like": 1})
+    [letter] = await pipeline.read_topic(pipeline.settings.kafka.dlq_topic)
+    headers = {name.removeprefix(HEADER_PREFIX): value.decode() for name, value in letter.headers}
+    assert headers["kind"] == "too_large" and headers["truncated"] == "true"
+    assert headers["original_bytes"] == str(len(huge)) and headers["sha256"] == hashlib.sha256(huge).hexdigest()
+    assert letter.value == huge[:KEPT_BYTES]
+    assert worker.proc.poll() is None

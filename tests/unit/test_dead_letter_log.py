@@ -1,12 +1,15 @@
-"""The log's account of dead letters: the first few per kind in full, then one line a burst."""
+"""Dead letters: the log's account (the first few per kind in full, then one line a burst), and a
+record too large to send whole."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass
 
 import pytest
 
-from pinapp.domain.dead_letters import DeadLetterLog
+from pinapp.domain.dead_letters import HEADER_PREFIX, KEPT_BYTES, DeadLetterLog, DeadLetters
 
 
 def test_a_burst_logs_the_first_of_each_kind_then_one_summary(caplog: pytest.LogCaptureFixture) -> None:
@@ -43,3 +46,33 @@ def test_an_interval_of_few_dead_letters_needs_no_summary(caplog: pytest.LogCapt
         "dead-lettering events[0]@5",
         "dead-lettering events[0]@9",
     ]  # a new interval logs in full again
+
+
+async def test_a_record_too_large_to_send_whole_is_dead_lettered_cut_with_its_size_and_hash() -> None:
+    """faust's producer refuses a request over 1,000,000 bytes: sending such a record whole would
+    fail, leave its batch unacked and have it fetched again forever."""
+    sent: list[dict[str, object]] = []
+
+    async def send(**record: object) -> None:  # as a producer with max_request_size 1,000,000
+        assert len(record["value"] or b"") + len(record["key"] or b"") < 1_000_000, "MessageSizeTooLargeError"  # type: ignore[arg-type]
+        sent.append(record)
+
+    @dataclass
+    class Record:
+        value: bytes
+        key: bytes = b"k" * 5000
+        topic: str = "events"
+        partition: int = 3
+        offset: int = 42
+        timestamp: float = 1.0
+
+    letters = DeadLetters(send, topic="events-dlq", logger=logging.getLogger("t"))
+    huge = b"x" * 1_000_500
+    await letters(Record(huge), "event is 1000500 bytes", kind="too_large", stage="validate")
+    await letters(Record(b"small", key=b"p1"), "not JSON", kind="not_json", stage="validate")
+    headers = {name.removeprefix(HEADER_PREFIX): value.decode() for name, value in sent[0]["headers"]}  # type: ignore[attr-defined]
+    assert sent[0]["value"] == huge[:KEPT_BYTES] and len(sent[0]["key"]) == 1024  # type: ignore[arg-type]
+    assert headers["original_bytes"] == "1000500" and headers["truncated"] == "true"
+    assert headers["sha256"] == hashlib.sha256(huge).hexdigest()
+    assert (headers["partition"], headers["offset"], headers["kind"]) == ("3", "42", "too_large")
+    assert sent[1]["value"] == b"small" and not any(n.endswith("truncated") for n, _ in sent[1]["headers"])  # type: ignore[attr-defined]
