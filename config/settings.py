@@ -442,6 +442,12 @@ class ArchiveSettings(_Section):
         600.0, ge=0, description="_SUCCESS goes into an hour folder once every partition is this far past it"
     )
     finalize_interval_s: float = Field(30.0, gt=0, description="how often the finalizer runs")
+    future_skew_s: float = Field(
+        120.0,
+        ge=0,
+        description="a record dated further than this past the archiver's clock is archived in its hour but is "
+        "no progress: _SUCCESS never goes into an hour the clock has not passed",
+    )
     web_port: int = Field(6166, ge=1, le=65535, description="the archiver worker's web server (/metrics, /health)")
     crash_at: Literal["", "before_intent", "after_intent", "mid_upload", "after_upload", "after_ack"] = Field(
         "", description="FAULT TESTS ONLY: SIGKILL the archiver at this point of its Nth cut"

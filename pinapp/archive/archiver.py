@@ -40,7 +40,13 @@ from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter, PartitionProgress, Step
 from pinapp.errors import PinappError
 from pinapp.telemetry import health
-from pinapp.telemetry.metrics import ARCHIVE_BYTES, ARCHIVE_CUTS, ARCHIVE_EVENTS, ARCHIVE_S3_ERRORS
+from pinapp.telemetry.metrics import (
+    ARCHIVE_BYTES,
+    ARCHIVE_CUTS,
+    ARCHIVE_EVENTS,
+    ARCHIVE_FUTURE_EVENTS,
+    ARCHIVE_S3_ERRORS,
+)
 
 __all__ = ["Archiver", "CutAbandoned", "PartitionControl"]
 
@@ -194,7 +200,9 @@ class Archiver:
                     cut.partition,
                     f"cut {cut.first}-{cut.last}",
                     epoch,
-                    lambda: self.writer.write_cut(cut.topic, cut.partition, cut.records, cut.fmt, on_step=on_step),
+                    lambda: self.writer.write_cut(
+                        cut.topic, cut.partition, cut.records, cut.fmt, on_step=on_step, horizon_ms=self._horizon_ms()
+                    ),
                 )
                 for delivery in cut.deliveries:
                     delivery.ack()
@@ -204,6 +212,7 @@ class Archiver:
         self._maybe_crash("after_ack", number)
         state.next_offset = cut.last + 1
         state.max_event_ms = max(state.max_event_ms, result.max_event_ms)
+        ARCHIVE_FUTURE_EVENTS.labels(cut.topic).inc(result.future)
         ARCHIVE_EVENTS.labels(cut.topic).inc(len(cut.records))
         ARCHIVE_BYTES.labels(cut.topic).inc(result.bytes_written)
         ARCHIVE_CUTS.labels(cut.topic).inc()
@@ -337,8 +346,16 @@ class Archiver:
                     removed += await self.writer.forget_cuts(topic, partition, committed)
         return removed
 
+    def _horizon_ms(self) -> int:
+        """Event times past this are a fast clock's, not progress (``archive.future_skew_s``)."""
+        return int((time.time() + self.settings.future_skew_s) * 1000)
+
     async def report_and_finalize(self, topics: Iterable[str]) -> list[str]:
         """Record each owned partition's progress, then put ``_SUCCESS`` where every partition is past.
+
+        A partition's progress is the latest event time it archived, up to the archiver's own
+        clock: an hour is complete once every partition has passed it and the clock is past it
+        (plus ``finalize_delay_s``), never because some client's clock runs ahead.
 
         Returns the folders finalized now, as ``TOPIC/dt=.../hr=..``.
         """
@@ -356,7 +373,8 @@ class Archiver:
                     partition, state.next_offset, max(state.max_event_ms, now_ms if idle else 0)
                 )
             if progress is not None and progress.watermark_ms:
-                await self.writer.put_progress(topic, progress)
+                watermark = min(progress.watermark_ms, now_ms)
+                await self.writer.put_progress(topic, PartitionProgress(partition, progress.next_offset, watermark))
         done = []
         for topic in topics:
             progress_by_partition = await self.writer.progress(topic)

@@ -57,7 +57,8 @@ def record_time_ms(record: ArchivedRecord) -> int:
 class CutResult:
     keys: list[ObjectKey]
     bytes_written: int
-    max_event_ms: int
+    max_event_ms: int  # the latest event time up to the cut's horizon (0: none)
+    future: int = 0  # records dated past the horizon: archived in their hour, but no progress
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,13 @@ class ArchiveWriter:
         fmt: str = "jsonl.gz",
         *,
         on_step: Callable[[Step], Awaitable[None]] | None = None,
+        horizon_ms: int | None = None,
     ) -> CutResult:
         """Put the intent, then one object per hour folder. Records must be consecutive offsets.
 
         ``on_step`` is awaited at each point of the cycle (fault tests kill the process there).
+        ``horizon_ms``: records dated later (a client's clock running fast) are archived in their
+        hour but left out of ``max_event_ms``, which drives ``_SUCCESS``.
         """
         if not records:
             return CutResult([], 0, 0)
@@ -132,10 +136,13 @@ class ArchiveWriter:
         )
         await step("after_intent")
         by_folder: dict[str, list[ArchivedRecord]] = defaultdict(list)
-        max_ms = 0
+        max_ms = future = 0
         for record in records:
             ms = record_time_ms(record)
-            max_ms = max(max_ms, ms)
+            if horizon_ms is not None and ms > horizon_ms:
+                future += 1
+            elif ms > max_ms:
+                max_ms = ms
             by_folder[hour_folder(ms)].append(record)
         keys = []
         written = 0
@@ -148,7 +155,7 @@ class ArchiveWriter:
             keys.append(key)
             written += len(body)
         await step("after_upload")
-        return CutResult(keys, written, max_ms)
+        return CutResult(keys, written, max_ms, future)
 
     async def pending_cuts(self, topic: str, partition: int, committed: int) -> list[tuple[int, int, str]]:
         """Cuts ``(first, last, format)`` whose intent exists and that end at or after ``committed``."""

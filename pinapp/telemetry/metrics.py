@@ -11,6 +11,7 @@ __all__ = [
     "ARCHIVE_BYTES",
     "ARCHIVE_CUTS",
     "ARCHIVE_EVENTS",
+    "ARCHIVE_FUTURE_EVENTS",
     "ARCHIVE_S3_ERRORS",
     "COMMIT_HOLES",
     "CONSUMER_LAG",
@@ -80,6 +81,11 @@ SINK_LAST_SUCCESS = Gauge(
 
 ARCHIVE_EVENTS = Counter("pinapp_archive_events", "Records written to the S3 archive", ["topic"])
 ARCHIVE_BYTES = Counter("pinapp_archive_bytes", "Object bytes written to the S3 archive", ["topic"])
+ARCHIVE_FUTURE_EVENTS = Counter(
+    "pinapp_archive_future_events",
+    "Records dated past archive.future_skew_s from the archiver's clock: archived, but no progress for _SUCCESS",
+    ["topic"],
+)
 ARCHIVE_CUTS = Counter("pinapp_archive_cuts", "Cuts (uploads of one offset range) written", ["topic"])
 ARCHIVE_S3_ERRORS = Counter("pinapp_archive_s3_errors", "Failed S3 calls of the archiver (each is retried)")
 ARCHIVE_BUFFERED = Gauge("pinapp_archive_buffered", "Records held in memory, not yet in S3")

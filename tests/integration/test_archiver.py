@@ -473,3 +473,28 @@ async def test_empty_keys_use_the_aws_credential_chain_and_say_which_source(pipe
     log = archiver.log_tail(400)
     assert "S3 credentials from AWS credential chain: env" in log, log[-2000:]
     assert secret not in log
+
+
+async def test_a_client_clock_hours_ahead_does_not_finalize_the_hour_being_written(pipeline: Pipeline) -> None:
+    """Events from a client 3 hours fast reach every partition: if progress followed the event
+    times seen, ``_SUCCESS`` would go into the hour still being written, and batch jobs would read
+    it incomplete. Progress is bounded by the archiver's clock; the fast events are counted."""
+    now_ms = int(time.time() * 1000)
+    fast_ms = now_ms + 3 * 3600_000
+    records = [
+        (f"u{i}".encode(), orjson.dumps({"event_id": f"e{i}", "ts": fast_ms if i % 2 else now_ms}), now_ms)
+        for i in range(200)
+    ]
+    await pipeline.create_bucket()
+    await pipeline.produce(records)
+    archiver = pipeline.archiver(PINAPP_ARCHIVE__MAX_EVENTS="20", PINAPP_ARCHIVE__FINALIZE_INTERVAL_S="0.5")
+    archiver.start()
+    topic = pipeline.settings.kafka.events_topic
+    await pipeline.wait_archived(topic)
+    folders = {hour_folder(now_ms), hour_folder(fast_ms)}
+    keys = await pipeline.archive_keys(topic)
+    assert {k.rsplit("/", 1)[0].split(f"{topic}/", 1)[1] for k in keys if "/dt=" in k} >= folders
+    await asyncio.sleep(5)  # ten rounds of the finalizer
+    finalized = [k for k in await pipeline.archive_keys(topic) if k.endswith("/_SUCCESS")]
+    assert finalized == [], "no hour the archiver's clock has not passed is complete"
+    assert archiver.metrics()[f"pinapp_archive_future_events_total{{topic={topic}}}"] == 100

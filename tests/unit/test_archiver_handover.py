@@ -30,7 +30,13 @@ class _Writer:
         self.pending = pending or []
 
     async def write_cut(
-        self, topic: str, partition: int, records: list[ArchivedRecord], fmt: str, on_step: Any = None
+        self,
+        topic: str,
+        partition: int,
+        records: list[ArchivedRecord],
+        fmt: str,
+        on_step: Any = None,
+        horizon_ms: int | None = None,
     ) -> CutResult:
         if self.failing:
             raise EndpointConnectionError(endpoint_url="http://s3.invalid")

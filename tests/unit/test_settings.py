@@ -71,5 +71,5 @@ def test_secrets_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_min_insync_replicas_defaults_below_the_replication_factor_and_never_above_it() -> None:
     assert KafkaSettings(replication_factor=3).insync_replicas == 2
     assert KafkaSettings(replication_factor=1).insync_replicas == 1
-    with pytest.raises(ValueError, match="min_insync_replicas=3 is above kafka.replication_factor=2"):
+    with pytest.raises(ValueError, match=r"min_insync_replicas=3 is above kafka\.replication_factor=2"):
         KafkaSettings(replication_factor=2, min_insync_replicas=3)
