@@ -26,7 +26,7 @@ from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, cast
 
 import fastjsonschema
 import msgspec
@@ -258,9 +258,12 @@ def _check_padded_ids(doc: dict[str, Any]) -> None:
             )
 
 
-def _padded(*ids: object) -> bool:
-    """Whether any of ``ids`` (strings, or UNSET/None) ends with a space (the fast path's check)."""
-    return any(type(i) is str and i[-1:] == " " for i in ids)
+def _padded(experiments: dict[str, str]) -> bool:
+    """Whether an experiment or group name ends with a space (the fast path's check)."""
+    for name, group in experiments.items():  # noqa: SIM110 - a loop: any() over a generator costs more here
+        if name[-1:] == " " or group[-1:] == " ":
+            return True
+    return False
 
 
 def _check_integer_ids(doc: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
@@ -405,9 +408,15 @@ def _event_from_struct(doc: _Doc, data: bytes) -> Event | None:
     carried = None
     if doc.pin is not UNSET:
         carried = _normalized_pin(doc.pin)
-        if carried is None or carried.pin_id != pin or _padded(carried.board_id, carried.user_id, carried.category):
+        if (
+            carried is None
+            or carried.pin_id != pin
+            or cast(str, carried.board_id)[-1] == " "  # ids are strings once normalized
+            or cast(str, carried.user_id)[-1] == " "
+            or carried.category[-1] == " "
+        ):
             return None
-    if doc.experiments is not UNSET and doc.experiments and _padded(*doc.experiments, *doc.experiments.values()):
+    if doc.experiments is not UNSET and doc.experiments and _padded(doc.experiments):
         return None
     return Event(
         event_id=event_id,

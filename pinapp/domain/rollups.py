@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import repeat
 from operator import itemgetter
 from typing import Any, Final
 
@@ -91,7 +90,7 @@ _CATEGORY: Final = {t: cols.index("category") for t, cols in COLUMNS.items() if 
 
 def rows_counts(
     event_type: EventType,
-    rows: Iterable[tuple[Any, ...]],
+    rows: Sequence[tuple[Any, ...]],
     types: Counts,
     categories: Counts,
     countries: Counts,
@@ -103,24 +102,22 @@ def rows_counts(
     country_at = _COUNTRY[event_type]
     category_at = _CATEGORY.get(event_type) if event_type in _PIN_ENGAGEMENT else None
     kind = event_type.value
-    # Per row only its (minute, country, category) is counted, in C (``Counter`` over ``zip``: this
-    # runs for every event written); the rollups' keys are expanded from the few distinct ones.
+    # Counted in C (``Counter`` over ``zip``: this runs for every event written), each rollup on
+    # its own key, so the Python below runs once per distinct key, not per event: a batch's
+    # (country, category) pairs are nearly as many as its events.
     minutes = [ts_ms // 60_000 for ts_ms in times_ms]
-    countries_of = map(itemgetter(country_at), rows)
-    if category_at is None:
-        cells = Counter(zip(minutes, countries_of, repeat(None)))
-    else:
-        cells = Counter(zip(minutes, countries_of, map(itemgetter(category_at), rows), strict=True))
-    for (minute_n, country, category), n in cells.items():
-        minute = ms_to_datetime(minute_n * 60_000)
-        hour = minute.replace(minute=0)
-        country = country or ""
-        types[(minute, kind)] += n
-        countries[("m", minute, country)] += n
-        countries[("h", hour, country)] += n
-        if category_at is not None:
-            categories[("m", minute, category)] += n
-            categories[("h", hour, category)] += n
+    per_minute = Counter(minutes)
+    at = {m: ms_to_datetime(m * 60_000) for m in per_minute}
+    hour_of = {m: when.replace(minute=0) for m, when in at.items()}
+    for minute_n, n in per_minute.items():
+        types[(at[minute_n], kind)] += n
+    for (minute_n, country), n in Counter(zip(minutes, map(itemgetter(country_at), rows), strict=True)).items():
+        countries[("m", at[minute_n], country or "")] += n
+        countries[("h", hour_of[minute_n], country or "")] += n
+    if category_at is not None:
+        for (minute_n, category), n in Counter(zip(minutes, map(itemgetter(category_at), rows), strict=True)).items():
+            categories[("m", at[minute_n], category)] += n
+            categories[("h", hour_of[minute_n], category)] += n
 
 
 def grain_ranges(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
