@@ -13,6 +13,7 @@ and the acknowledgement of each batch once it is committed.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -27,11 +28,14 @@ from pinapp.adapters.kafka import ensure_topic_configs
 from pinapp.domain.geo import GeoLocator
 from pinapp.domain.positions import Claim
 from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
+from pinapp.errors import StateStoreLost
 from pinapp.telemetry import health
 from pinapp.topology.app import app, settings
 from pinapp.topology.faust_ext import BatchedTable, FetchedBatches
 from pinapp.topology.topics import dead_letter_topic, dead_letters, events_topic, live_topic
 from tables import pin_by_id, seen_event_ids
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["process_engagement"]
 
@@ -86,10 +90,19 @@ async def process_engagement(stream: StreamT) -> None:
     batches = FetchedBatches(
         stream, max_events=cfg.batch_size, within=cfg.batch_within_s, buffer_events=cfg.stream_buffer_events
     )
-    overlapped = OverlappedBatches(batcher, batches.ack, done)
+    overlapped = OverlappedBatches(
+        batcher,
+        batches.ack,
+        done,
+        state_retry_max_s=cfg.state_retry_max_s,
+        data_dir=str(settings.worker.data_dir),
+    )
     try:
         async for batch in batches:
             await overlapped.submit(batch)
+    except StateStoreLost as exc:  # the local tables cannot be written: stop, saying where
+        logger.critical("%s", exc)
+        await app.crash(exc)
     finally:
         await overlapped.cancel()
         if trace is not None:

@@ -260,6 +260,12 @@ class PipelineSettings(_Section):
         None, description="MaxMind-format .mmdb; default: the bundled GeoLite2 City (2018)"
     )
     sink_retry_max_s: float = Field(30.0, gt=0, description="cap on the sink's retry backoff")
+    state_retry_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="how long a batch is retried while the worker's local table store fails (a full disk, an "
+        "unreadable file) before the worker stops, naming worker.data_dir",
+    )
     future_skew_s: float = Field(
         120.0,
         ge=0,

@@ -24,6 +24,8 @@ __all__ = [
     "PinappError",
     "SinkError",
     "StackError",
+    "StateStoreError",
+    "StateStoreLost",
 ]
 
 
@@ -77,3 +79,15 @@ class LostOwnership(PinappError):
 
 class StackError(PinappError):
     """A local stack service (Kafka, MariaDB, S3 server) failed to start or stop; see its log."""
+
+
+class StateStoreError(PinappError):
+    """The worker's local table store (RocksDB under ``worker.data_dir``) failed a read or a
+    write: a full disk, an unreadable file. An outage, like the database's: the partitions wait
+    and the batch is tried again (``/health`` 503, sink ``state``); nothing is dead-lettered."""
+
+
+class StateStoreLost(PinappError):
+    """The local table store kept failing for ``pipeline.state_retry_max_s``: the worker stops.
+    Free space or replace the disk under ``worker.data_dir`` (or delete that folder: the tables
+    are rebuilt from their changelogs), then start the worker again."""

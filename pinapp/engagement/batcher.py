@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from cachetools import LRUCache
 
@@ -56,8 +56,8 @@ from pinapp.domain.positions import Claim, PartitionWrite, WriteOutcome, Written
 from pinapp.domain.repin_points import RepinPoint, encode_points
 from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, exposure_rows, ms_to_datetime, pin_row
 from pinapp.domain.table_values import Pin, SeenEvent
-from pinapp.errors import EnrichmentFault, InvalidEvent, LostOwnership, SinkError
-from pinapp.telemetry import metrics
+from pinapp.errors import EnrichmentFault, InvalidEvent, LostOwnership, SinkError, StateStoreError, StateStoreLost
+from pinapp.telemetry import health, metrics
 
 __all__ = [
     "DeadLetter",
@@ -128,6 +128,7 @@ class _Accepted:
     exposures: list[Row] | None = None  # its experiment_exposures rows, if it carries experiments
 
 
+_T = TypeVar("_T")
 _EVENT_TYPE: Final = attrgetter("event.event_type")
 _EXPOSURES: Final = attrgetter("exposures")
 
@@ -186,6 +187,8 @@ class EngagementBatcher:
         for source in batch:
             try:
                 await self.process([source])
+            except StateStoreError:
+                raise  # an outage, not this event's fault: the batch waits (OverlappedBatches)
             except Exception as exc:
                 logger.exception("event %s[%d]@%d failed on its own", source.topic, source.partition, source.offset)
                 await self.dead_letter(source, f"processing failed: {exc!r}", kind="poison", stage="process")
@@ -495,22 +498,55 @@ class OverlappedBatches:
         batcher: EngagementBatcher,
         ack: Callable[[Sequence[Any]], None],
         done: Callable[[Sequence[Any]], None] | None = None,
+        *,
+        state_retry_max_s: float = 300.0,
+        data_dir: str = "worker.data_dir",
     ) -> None:
         self.batcher = batcher
         self._ack = ack
         self._done = done
         self._committing: asyncio.Future[None] | None = None
         self._committing_ids: dict[str, tuple[int, int]] = {}
+        self._state_retry_max_s = state_retry_max_s
+        self._data_dir = data_dir
+
+    async def _store_retrying(self, what: Callable[[], Awaitable[_T]]) -> _T:
+        """``what()``, tried again while the local table store fails (an outage: the partitions
+        wait, ``/health`` says so); :class:`StateStoreLost` once it has failed for
+        ``state_retry_max_s``. Trying again is safe: the database write is exactly once."""
+        state = health.sink("state")
+        started = time.monotonic()
+        delay = 0.2
+        while True:
+            try:
+                result = await what()
+            except StateStoreError as exc:
+                state.failed(exc)
+                if time.monotonic() - started > self._state_retry_max_s:
+                    raise StateStoreLost(
+                        f"the local table store under {self._data_dir} failed for "
+                        f"{self._state_retry_max_s:.0f} s ({exc}); free space or replace the disk, or delete the "
+                        "folder (the tables are rebuilt from their changelogs), then restart the worker"
+                    ) from exc
+                logger.warning("%s; the batch waits and is tried again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if not state.ok:
+                state.succeeded()
+            return result
 
     async def submit(self, batch: Sequence[SourceRecord]) -> None:
         """Prepare ``batch`` (while the previous one commits), then start its commit."""
         metrics.EVENTS_IN.inc(len(batch))
         try:
-            prepared = await self.batcher.prepare(batch, in_flight=self._committing_ids)
+            prepared = await self._store_retrying(lambda: self.batcher.prepare(batch, in_flight=self._committing_ids))
+        except StateStoreLost:
+            raise
         except Exception:
             logger.exception("a batch of %d events failed; retrying its events one by one", len(batch))
             await self.drain()
-            await self.batcher.process_one_by_one(batch)
+            await self._store_retrying(lambda: self.batcher.process_one_by_one(batch))
             self._committed(batch)
             return
         await self.drain()
@@ -532,15 +568,20 @@ class OverlappedBatches:
             await asyncio.gather(committing, return_exceptions=True)
 
     async def _commit(self, prepared: _Prepared) -> None:
-        try:
-            await self.batcher.commit(prepared)
-        except Exception:
-            logger.exception("a batch of %d events failed; retrying its events one by one", len(prepared.batch))
-            await self.batcher.process_one_by_one(prepared.batch)
+        await self._store_retrying(lambda: self._commit_or_isolate(prepared))
         # Its ids are marked seen now, and the dedup table decides from here on: kept in
         # flight, they would make a resend look like a duplicate past the horizon.
         self._committing_ids = {}
         self._committed(prepared.batch)
+
+    async def _commit_or_isolate(self, prepared: _Prepared) -> None:
+        try:
+            await self.batcher.commit(prepared)
+        except StateStoreError:
+            raise
+        except Exception:
+            logger.exception("a batch of %d events failed; retrying its events one by one", len(prepared.batch))
+            await self.batcher.process_one_by_one(prepared.batch)
 
     def _committed(self, batch: Sequence[SourceRecord]) -> None:
         if self._done is not None:

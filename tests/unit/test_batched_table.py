@@ -7,6 +7,7 @@ from pathlib import Path
 import faust
 import pytest
 
+from pinapp.errors import StateStoreError
 from pinapp.topology.faust_ext import BatchedTable
 
 
@@ -37,3 +38,18 @@ def test_bytes_keys_and_values_are_stored_as_faust_itself_encodes_them(table: Ba
     assert store._encode_value(b"v\x00\xff") == b"v\x00\xff"
     table.set_many(3, [(b"k\x00\xff", b"v\x00\xff")])
     assert store._db_for_partition(3).get(store._encode_key(b"k\x00\xff")) == b"v\x00\xff"
+
+
+def test_a_failing_local_store_is_a_state_store_error_naming_the_table(table: BatchedTable) -> None:
+    """A full disk or an unreadable file: an outage the batch waits on, not a poison event."""
+    table.set_many(1, [(b"a", b"1")])
+    table.store._db_for_partition(1).close()  # every read and write of it fails from here
+    for operation in (
+        lambda: table.set_many(1, [(b"b", b"2")]),
+        lambda: table.set(1, b"c", b"3"),
+        lambda: table.get(1, b"a"),
+        lambda: table.delete_many(1, [b"a"]),
+        lambda: list(table.partition_items(1)(None)),
+    ):
+        with pytest.raises(StateStoreError, match="table t, partition 1: the local store failed"):
+            operation()

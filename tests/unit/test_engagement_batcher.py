@@ -26,9 +26,9 @@ from pinapp.domain.positions import Claim, PartitionWrite, Stored, WriteOutcome,
 from pinapp.domain.repin_points import decode_points
 from pinapp.domain.rows import UNKNOWN_CATEGORY, ms_to_datetime
 from pinapp.domain.table_values import Pin, SeenEvent
-from pinapp.engagement.batcher import EngagementBatcher
-from pinapp.errors import SinkError
-from pinapp.telemetry import metrics
+from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
+from pinapp.errors import SinkError, StateStoreError, StateStoreLost
+from pinapp.telemetry import health, metrics
 from tests.unit.samples import PIN
 
 LONDON = GeoLocation("GB", "England", "London", 51.5, -0.1)
@@ -373,3 +373,44 @@ async def test_an_event_dated_past_the_clocks_skew_is_written_but_does_not_move_
     assert set(p.store.tables[EventType.LIKE]) == {"on-time", "fast-clock"}, "both are written"
     assert p.store.positions[0].event_ts == ms_to_datetime(1_700_000_000_123), "the on-time event's time"
     assert metrics.FUTURE_EVENTS._value.get() == before + 1
+
+
+class FailingTable(MemoryTable):
+    """A table whose local store fails its first ``failures`` writes (a full disk, say)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def set_many(self, partition: int, items: Iterable[tuple[bytes, Any]]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StateStoreError(f"table seen, partition {partition}: the local store failed a write: No space left")
+        super().set_many(partition, items)
+
+
+async def test_a_local_store_failure_makes_the_batch_wait_and_dead_letters_nothing() -> None:
+    """Before, each event failed alone and was dead-lettered as poison, and the batch acked."""
+    p = Pipeline(seen=FailingTable(failures=3))
+    acked: list[Any] = []
+    overlap = OverlappedBatches(p.batcher, acked.extend, state_retry_max_s=30)
+    batch = records(event("e1"), event("e2"), partition=0)
+    await overlap.submit(batch)
+    await overlap.drain()
+    assert p.dead == [], "an outage dead-letters nothing"
+    assert set(p.store.tables[EventType.LIKE]) == {"e1", "e2"} and p.seen_at(0, "e1") == (0, 0)
+    assert acked == batch
+    assert health.sink("state").ok and health.sink("state").last_success is not None
+
+
+async def test_a_local_store_that_never_recovers_stops_the_worker_naming_the_data_dir() -> None:
+    p = Pipeline(seen=FailingTable(failures=10**6))
+    acked: list[Any] = []
+    overlap = OverlappedBatches(p.batcher, acked.extend, state_retry_max_s=0.5, data_dir="/var/lib/pinapp")
+    await overlap.submit(records(event("e1"), partition=0))
+    with pytest.raises(StateStoreLost, match="under /var/lib/pinapp failed for") as info:
+        await overlap.drain()
+    assert "\n" not in str(info.value)
+    assert p.dead == [] and acked == []
+    assert not health.sink("state").ok
+    health.sink("state").succeeded()  # the process-wide record, for the tests after this one

@@ -28,6 +28,8 @@ from typing import Any
 from faust.types import TP
 from rocksdict import WriteBatch
 
+from pinapp.errors import StateStoreError
+
 __all__ = ["BatchedTable"]
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,10 @@ class BatchedTable:
         db = self._db(partition)
 
         def items(from_key: bytes | None) -> Iterator[tuple[bytes, bytes]]:
-            yield from db.items(from_key=from_key)
+            try:
+                yield from db.items(from_key=from_key)
+            except Exception as exc:
+                raise self._failed("read", partition, exc) from exc
 
         return items
 
@@ -73,7 +78,10 @@ class BatchedTable:
         A stored value that cannot be decoded (corrupt, or written by an older format) is
         logged and read as absent: a cache or dedup entry is never worth a crash.
         """
-        raw = self._db(partition).get(self._key(key))
+        try:
+            raw = self._db(partition).get(self._key(key))
+        except Exception as exc:
+            raise self._failed("read", partition, exc) from exc
         if raw is None:
             return None
         try:
@@ -85,7 +93,10 @@ class BatchedTable:
     def set(self, partition: int, key: Any, value: Any) -> None:
         """Write ``key`` in ``partition``; the changelog record waits for flush."""
         raw_key, raw_value = self._key(key), self._value(value)
-        self._db(partition).put(raw_key, raw_value)
+        try:
+            self._db(partition).put(raw_key, raw_value)
+        except Exception as exc:
+            raise self._failed("write", partition, exc) from exc
         self._pending.append((partition, raw_key, raw_value))
 
     def set_many(self, partition: int, items: Iterable[tuple[Any, Any]]) -> None:
@@ -97,13 +108,7 @@ class BatchedTable:
             raw_key, raw_value = key_of(key), value_of(value)
             batch.put(raw_key, raw_value)
             pending.append((partition, raw_key, raw_value))
-        self._db(partition).write(batch)
-
-    def delete(self, partition: int, key: Any) -> None:
-        """Delete ``key`` from ``partition``; a tombstone goes to its changelog on flush."""
-        raw_key = self._key(key)
-        self._db(partition).delete(raw_key)
-        self._pending.append((partition, raw_key, None))
+        self._write(partition, batch)
 
     def delete_many(self, partition: int, keys: Iterable[Any]) -> None:
         """Delete ``keys`` from ``partition`` in one write batch; tombstones on flush."""
@@ -112,7 +117,18 @@ class BatchedTable:
             raw_key = self._key(key)
             batch.delete(raw_key)
             pending.append((partition, raw_key, None))
-        self._db(partition).write(batch)
+        self._write(partition, batch)
+
+    def _write(self, partition: int, batch: WriteBatch) -> None:
+        try:
+            self._db(partition).write(batch)
+        except Exception as exc:
+            raise self._failed("write", partition, exc) from exc
+
+    def _failed(self, what: str, partition: int, exc: Exception) -> StateStoreError:
+        """A store failure as an outage (a full disk, an unreadable file): the batch waits and is tried again."""
+        name = self.table.name
+        return StateStoreError(f"table {name}, partition {partition}: the local store failed a {what}: {exc}")
 
     # faust's serializers pass bytes through untouched (``dumps_key`` and ``dumps_value``
     # skip ``bytes``), so a bytes key or value is its own encoding: no registry call for it.
