@@ -18,7 +18,9 @@ its hot path (:func:`is_replay`), so they are declared here rather than in the a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import inspect
 import logging
 import time
 from collections import Counter
@@ -161,6 +163,8 @@ class DeadLetters:
         self._counted = counted
         self._max_bytes = max_bytes
         self.log = DeadLetterLog(logger, topic=topic)
+        # Dead letters handed to the producer, not yet confirmed: (what was sent, its delivery).
+        self._sent: list[tuple[dict[str, Any], Any]] = []
 
     async def __call__(self, record: SourceRecord, reason: str, *, kind: str, stage: str) -> None:
         """Route ``record`` to the dead-letter topic with ``reason``; count it, and log it or its burst.
@@ -189,8 +193,26 @@ class DeadLetters:
             timestamp=int(record.timestamp * 1000),
             **cut,
         )
-        await self._send(key=key, value=value, headers=headers)
+        letter = {"key": key, "value": value, "headers": headers}
+        self._sent.append((letter, await self._send(**letter)))
         self._counted(kind)
+
+    async def unconfirmed(self) -> list[BaseException]:
+        """Wait for Kafka's answer to every dead letter sent so far, and send again those it did
+        not take; returns their errors (empty: every dead letter is in Kafka). The batcher acks
+        a batch only once this returns empty: a dead letter lost after its hand-off would be an
+        input lost."""
+        sent, self._sent = [(letter, d) for letter, d in self._sent if _awaitable(d)], []
+        answers = await asyncio.gather(*(delivery for _, delivery in sent), return_exceptions=True)
+        failed = [(letter, a) for (letter, _), a in zip(sent, answers, strict=True) if isinstance(a, BaseException)]
+        for letter, _ in failed:
+            self._sent.append((letter, await self._send(**letter)))
+        return [error for _, error in failed]
 
     def flush_log(self) -> None:
         self.log.flush_due()
+
+
+def _awaitable(delivery: object) -> bool:
+    """A send's answer that can be waited for (faust's ``FutureMessage``; a test's ``None`` is not)."""
+    return inspect.isawaitable(delivery)

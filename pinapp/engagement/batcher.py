@@ -93,6 +93,8 @@ class PartitionedTable(Protocol):
         """``items(from_key)``: the partition's raw pairs in key order (what the dedup sweeper walks)."""
 
     async def flush(self) -> None: ...
+    async def unconfirmed(self) -> list[BaseException]:
+        """Wait for the changelog records flushed so far; send again what Kafka did not take."""
 
 
 class RowStore(Protocol):
@@ -114,6 +116,8 @@ class DeadLetter(Protocol):
     """Sends an input to the dead-letter topic (``pinapp.topology.topics.dead_letters``)."""
 
     async def __call__(self, record: Any, reason: str, *, kind: str, stage: str) -> None: ...
+    async def unconfirmed(self) -> list[BaseException]:
+        """Wait for the dead letters sent so far; send again what Kafka did not take."""
 
 
 @dataclass(slots=True)
@@ -209,12 +213,43 @@ class EngagementBatcher:
         return _Prepared(batch, now_ms, accepted, learned, claim)
 
     async def commit(self, prepared: _Prepared) -> None:
-        """Steps 5-6, then the changelog records and the live feed."""
+        """Steps 5-6, then the changelog records and the live feed; returns once Kafka has every
+        changelog record and dead letter of the batch (only then may it be acked)."""
         await self._write(prepared)
         self._mark_seen_and_sweep(prepared.accepted, prepared.now_ms)
         await self.seen.flush()
         await self.pins.flush()
         await self._publish_live(prepared.accepted)
+        await self._confirm_sends()
+
+    async def _confirm_sends(self) -> None:
+        """Wait until Kafka has taken every changelog record and dead letter sent so far,
+        sending again what it refused (a broker outage: the batch waits, ``/health`` says so).
+
+        faust's commit flushes the producer but does not fail on a send that failed after its
+        hand-off, so without this a batch's offsets could be committed past a lost dead letter
+        or a changelog record a restarted worker would miss.
+        """
+        kafka = health.sink("kafka")
+        delay = 0.2
+        while True:
+            errors = [
+                *await self.seen.unconfirmed(),
+                *await self.pins.unconfirmed(),
+                *await self.dead_letter.unconfirmed(),
+            ]
+            if not errors:
+                if not kafka.ok:
+                    kafka.succeeded()
+                return
+            kafka.failed(errors[0])
+            logger.warning(
+                "Kafka did not take %d changelog or dead-letter batch(es): %r; sent again, the batch waits",
+                len(errors),
+                errors[0],
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def _validate_and_dedup(
         self, batch: Sequence[SourceRecord], now_ms: int, in_flight: Mapping[str, tuple[int, int]]

@@ -3,9 +3,11 @@ record too large to send whole."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -76,3 +78,32 @@ async def test_a_record_too_large_to_send_whole_is_dead_lettered_cut_with_its_si
     assert headers["sha256"] == hashlib.sha256(huge).hexdigest()
     assert (headers["partition"], headers["offset"], headers["kind"]) == ("3", "42", "too_large")
     assert sent[1]["value"] == b"small" and not any(n.endswith("truncated") for n, _ in sent[1]["headers"])  # type: ignore[attr-defined]
+
+
+async def test_a_dead_letter_kafka_did_not_take_is_sent_again_before_the_batch_is_acked() -> None:
+    """faust's flush does not fail on a send that failed after its hand-off: unconfirmed() waits
+    for each dead letter's answer and sends again the ones that failed."""
+    sent: list[bytes] = []
+    answers: list[asyncio.Future[object]] = []
+
+    async def send(**record: Any) -> asyncio.Future[object]:
+        sent.append(record["value"])
+        answers.append(asyncio.get_running_loop().create_future())
+        return answers[-1]
+
+    @dataclass
+    class Record:
+        value: bytes
+        key: bytes = b"k"
+        topic: str = "events"
+        partition: int = 0
+        offset: int = 1
+        timestamp: float = 1.0
+
+    letters = DeadLetters(send, topic="events-dlq", logger=logging.getLogger("t"))
+    await letters(Record(b"bad"), "not JSON", kind="not_json", stage="validate")
+    answers[0].set_exception(ConnectionError("broker went away"))
+    [error] = await letters.unconfirmed()
+    assert isinstance(error, ConnectionError) and sent == [b"bad", b"bad"], "sent again"
+    answers[1].set_result("taken")
+    assert await letters.unconfirmed() == []

@@ -77,6 +77,9 @@ class MemoryTable:
     async def flush(self) -> None:
         self.flushes += 1
 
+    async def unconfirmed(self) -> list[BaseException]:
+        return []  # Kafka took everything
+
 
 class MemoryStore:
     """The SingleStore tables: rows by table and event_id; ``reject`` holds event_ids it refuses."""
@@ -144,6 +147,19 @@ class Sent:
 
 
 @dataclass
+class DeadLetterBox:
+    """The dead-letter topic: what was sent, each taken at once."""
+
+    dead: list[Sent]
+
+    async def __call__(self, record: Any, reason: str, *, kind: str, stage: str) -> None:
+        self.dead.append(Sent(record, reason, kind, stage))
+
+    async def unconfirmed(self) -> list[BaseException]:
+        return []
+
+
+@dataclass
 class Pipeline:
     store: MemoryStore = field(default_factory=MemoryStore)
     seen: MemoryTable = field(default_factory=MemoryTable)
@@ -153,9 +169,6 @@ class Pipeline:
     settings: PipelineSettings = field(default_factory=lambda: PipelineSettings(poison_user_id="u-poison"))
 
     def __post_init__(self) -> None:
-        async def dead_letter(record: Any, reason: str, *, kind: str, stage: str) -> None:
-            self.dead.append(Sent(record, reason, kind, stage))
-
         async def publish(value: bytes) -> None:
             self.live.append(value)
 
@@ -164,7 +177,7 @@ class Pipeline:
             Here(),
             seen=self.seen,
             pins=self.pins,
-            dead_letter=dead_letter,
+            dead_letter=DeadLetterBox(self.dead),
             publish_live=publish,
             settings=self.settings,
         )
@@ -414,3 +427,29 @@ async def test_a_local_store_that_never_recovers_stops_the_worker_naming_the_dat
     assert p.dead == [] and acked == []
     assert not health.sink("state").ok
     health.sink("state").succeeded()  # the process-wide record, for the tests after this one
+
+
+class UnconfirmedTable(MemoryTable):
+    """A table whose changelog Kafka refuses ``failures`` times (a broker outage)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def unconfirmed(self) -> list[BaseException]:
+        if self.failures:
+            self.failures -= 1
+            return [ConnectionError("NotEnoughReplicas")]
+        return []
+
+
+async def test_a_batch_is_acked_only_once_kafka_has_its_changelog_records() -> None:
+    p = Pipeline(seen=UnconfirmedTable(failures=2))
+    acked: list[Any] = []
+    overlap = OverlappedBatches(p.batcher, acked.extend)
+    batch = records(event("e1"), partition=0)
+    await overlap.submit(batch)
+    await overlap.drain()
+    assert p.seen.failures == 0, "asked until Kafka took them"  # type: ignore[attr-defined]
+    assert acked == batch and p.dead == []
+    assert health.sink("kafka").ok and health.sink("kafka").last_success is not None

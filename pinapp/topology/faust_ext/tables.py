@@ -19,6 +19,7 @@ work per record at ~130 µs.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections import defaultdict
@@ -59,6 +60,8 @@ class BatchedTable:
         self._encode_value = self.store._encode_value
         self._decode_value = self.store._decode_value
         self._pending: list[tuple[int, bytes, bytes | None]] = []
+        # Changelog batches handed to the producer and not yet confirmed: (partition, records, future).
+        self._sent: list[tuple[int, list[tuple[bytes, bytes | None]], Any]] = []
 
     def partition_items(self, partition: int) -> Callable[[bytes | None], Iterator[tuple[bytes, bytes]]]:
         """Raw (key, value) iteration of one partition's RocksDB store, from a given key."""
@@ -155,25 +158,56 @@ class BatchedTable:
             by_partition[partition].append((raw_key, raw_value))
         self._pending.clear()
         for partition, records in by_partition.items():
-            future, count = await self._send(producer, topic, partition, records)
-            future.add_done_callback(functools.partial(self._persisted, TP(topic, partition), count))
+            await self._send_partition(producer, topic, partition, records)
+
+    async def unconfirmed(self) -> list[BaseException]:
+        """Wait for Kafka's answer to every changelog batch flushed so far, and send again the
+        batches it did not take; returns their errors (empty: every record is in Kafka).
+
+        faust's commit flushes the producer but does not fail on a batch that failed after it
+        was handed over: the batch's source offsets would be committed past records the
+        changelog never got. The batcher acks a batch only once this returns empty.
+        """
+        sent, self._sent = self._sent, []
+        if not sent:
+            return []
+        answers = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
+        failed = [
+            (p, records, a) for (p, records, _), a in zip(sent, answers, strict=True) if isinstance(a, BaseException)
+        ]
+        if failed:
+            producer = self.table.app.producer._ensure_producer()
+            topic = self.table.changelog_topic.get_topic_name()
+            for partition, records, _ in failed:
+                await self._send_partition(producer, topic, partition, records)
+        return [error for _, _, error in failed]
+
+    async def _send_partition(
+        self, producer: Any, topic: str, partition: int, records: list[tuple[bytes, bytes | None]]
+    ) -> None:
+        for future, chunk in await self._send(producer, topic, partition, records):
+            future.add_done_callback(functools.partial(self._persisted, TP(topic, partition), len(chunk)))
+            self._sent.append((partition, chunk, future))
 
     async def _send(
         self, producer: Any, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
-    ) -> tuple[Any, int]:
-        """Send ``records`` (at least one) in full batches; the last batch's future and size."""
-        batch, n = producer.create_batch(), 0
+    ) -> list[tuple[Any, list[tuple[bytes, bytes | None]]]]:
+        """Send ``records`` (at least one) in full batches; each batch's future and records."""
+        sent = []
+        chunk: list[tuple[bytes, bytes | None]] = []
+        batch = producer.create_batch()
         for raw_key, raw_value in records:
             while batch.append(key=raw_key, value=raw_value, timestamp=None) is None:  # full
-                if not n:  # even an empty batch refuses it
+                if not chunk:  # even an empty batch refuses it
                     raise ValueError(
                         f"table {self.table.name}: a {len(raw_value or b'')}-byte value does "
                         "not fit in a producer batch (producer_max_batch_size)"
                     )
-                await producer.send_batch(batch, topic, partition=partition)
-                batch, n = producer.create_batch(), 0
-            n += 1
-        return await producer.send_batch(batch, topic, partition=partition), n
+                sent.append((await producer.send_batch(batch, topic, partition=partition), chunk))
+                batch, chunk = producer.create_batch(), []
+            chunk.append((raw_key, raw_value))
+        sent.append((await producer.send_batch(batch, topic, partition=partition), chunk))
+        return sent
 
     def _persisted(self, tp: TP, count: int, future: Any) -> None:
         # What faust's own changelog callback does: remember the newest offset the local
