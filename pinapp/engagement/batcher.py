@@ -14,12 +14,15 @@ batch by batch:
 5. write all rows in one transaction with the rollups they add to and each partition's
    position (:mod:`pinapp.domain.positions`: exactly once, fenced against a zombie; retried
    while the database is down);
-6. only then mark the events seen and sweep expired dedup entries.
+6. only then mark the events seen and sweep expired dedup entries;
+7. wait until Kafka has the batch's changelog records and dead letters.
 
-Steps 1-4 *prepare* a batch, 5-6 *commit* it. :class:`OverlappedBatches` prepares batch
+Steps 1-4 *prepare* a batch, 5-7 *commit* it. :class:`OverlappedBatches` prepares batch
 N+1 while batch N's transaction runs in the database; commits begin in order, one at a
 time, and a batch is acknowledged only once its commit is done, so offsets are committed
-only for events whose rows are in SingleStore (at-least-once; the sink is idempotent).
+only for events whose rows are in SingleStore (exactly once there, by the positions) and
+whose dead letters and changelog records are in Kafka. A failing local store or Kafka
+refusing a send is an outage: the batch waits and is tried again, nothing is dead-lettered.
 The events of the batch being written count as already in the batch for dedup, so a
 duplicate that straddles two batches is dropped as one within a batch is.
 

@@ -43,9 +43,11 @@ class BatchedTable:
     (a buffered send through the topic machinery, a callback and a RocksDB bookkeeping put
     per record): more than all of pinapp's stages together. This writes the local RocksDB
     partition at once (so reads within the batch see it) and queues the changelog record;
-    :meth:`flush` hands the batch to the producer, records the persisted changelog offset
-    once per partition, and faust flushes the producer before it commits source offsets,
-    so the changelog is in Kafka before the events that caused it are acknowledged. The
+    :meth:`flush` hands the batch to the producer and records the persisted changelog offset
+    once per partition; :meth:`unconfirmed` waits for Kafka's answers and sends again what it
+    refused, and the batcher acks the events that caused them only after, so the changelog is
+    in Kafka before the events are acknowledged (faust's flush before its commit does not
+    fail on a send that failed after the hand-off). The
     records are the ones faust would write (same serializers, same partitions), so
     recovery and standby replicas work unchanged.
     """
