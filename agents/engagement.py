@@ -64,7 +64,10 @@ async def process_engagement(stream: StreamT) -> None:
     await live_topic.maybe_declare()
     # Topics made by an earlier version (or by faust, before the setting) get min.insync.replicas.
     topics = [events_topic, dead_letter_topic, live_topic, seen_event_ids.changelog_topic, pin_by_id.changelog_topic]
-    await ensure_topic_configs(settings.kafka, [t.get_topic_name() for t in topics])
+    try:
+        await ensure_topic_configs(settings.kafka, [t.get_topic_name() for t in topics])
+    except Exception as exc:  # noqa: BLE001 - a topic's settings are the operator's: say so, go on
+        logger.warning("could not set min.insync.replicas on pinapp's topics: %s; set it with kafka-configs.sh", exc)
     await migrate(settings.db)  # tables are created by the app; idempotent
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)

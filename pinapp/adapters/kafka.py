@@ -11,6 +11,7 @@ other way is a bug.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -37,6 +38,8 @@ __all__ = [
     "ssl_context",
     "topic_configs",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -159,8 +162,11 @@ async def _configure(admin: AIOKafkaAdminClient, kafka: KafkaSettings, names: li
     changes = []
     for response in described:
         for error_code, message, _, name, entries in response.resources:
-            if error_code:
-                raise PinappError(f"cannot read topic {name!r}'s configuration: {message} (error {error_code})")
+            if error_code:  # a topic still being created, say: its creator gave it the configuration
+                logger.warning(
+                    "topic %r's configuration cannot be read (%s, error %d); left as is", name, message, error_code
+                )
+                continue
             # The topic's own setting, not a broker default that happens to agree today.
             overrides = {entry[0]: entry[1] for entry in entries if entry[3] == _TOPIC_OVERRIDE}
             if all(overrides.get(key) == value for key, value in wanted.items()):

@@ -78,10 +78,13 @@ def peer_headers(worker: WorkerSettings, target: URL) -> dict[str, str]:
 
 
 def _loopback(host: str) -> bool:
+    """Whether a call to ``host`` stays on this machine (0.0.0.0, a worker's canonical URL when it
+    binds every address, is reached as this host)."""
     try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return host == "localhost"
+    return address.is_loopback or address.is_unspecified
 
 
 def middleware(worker: WorkerSettings) -> Any | None:

@@ -8,8 +8,11 @@ once it is mended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import subprocess
 import time
+from typing import Any
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -157,3 +160,55 @@ async def test_a_record_too_large_to_dead_letter_whole_does_not_jam_its_partitio
     assert headers["original_bytes"] == str(len(huge)) and headers["sha256"] == hashlib.sha256(huge).hexdigest()
     assert letter.value == huge[:KEPT_BYTES]
     assert worker.proc.poll() is None
+
+
+async def test_a_full_disk_under_the_tables_stalls_and_loses_nothing(pipeline: Pipeline, tmp_path: Any) -> None:
+    """The worker's data dir fills up (a small tmpfs): RocksDB refuses the tables' writes. That is
+    an outage like the database's: the partitions wait (503), nothing is dead-lettered as poison.
+    If the store does not come back within ``pipeline.state_retry_max_s`` the worker stops, saying
+    where; started again once there is room, it writes every event once."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    try:
+        env = {
+            "PINAPP_WORKER__DATA_DIR": str(disk / "worker"),
+            "PINAPP_PIPELINE__STATE_RETRY_MAX_S": "20",
+            "PINAPP_WORKER__ROCKSDB_WRITE_BUFFER_MB": "1",  # RocksDB preallocates a memtable's WAL: fill it soon
+        }
+        worker = pipeline.worker(**env)
+        worker.start()
+        await worker.wait_ready()
+        await pipeline.produce([(line_key(line), line) for line in (_like(n) for n in range(20))])
+        await pipeline.wait_for_rows({"like": 20})
+
+        filler = disk / "filler"
+        with filler.open("wb") as f, contextlib.suppress(OSError):  # every byte left
+            while True:
+                f.write(b"\0" * 1_048_576)
+                f.flush()
+        total = 100_020  # enough dedup entries to fill the preallocated WAL and flush a memtable
+        await pipeline.produce([(line_key(line), line) for line in (_like(n) for n in range(20, total))])
+        deadline = time.monotonic() + 60
+        while (status := worker.health())[0] != 503 and worker.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert status[0] == 503 or worker.proc.poll() is not None, f"the full disk shows: {status}"
+        assert await pipeline.read_topic(pipeline.settings.kafka.dlq_topic) == [], "nothing is dead-lettered"
+
+        filler.unlink()  # room again
+        deadline = time.monotonic() + 60
+        while worker.proc.poll() is None and len((await pipeline.ids_by_type())["like"]) < total:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        if worker.proc.poll() is not None:  # it stopped: say where, then start again
+            assert "the local table store under" in worker.log_path.read_text()
+            worker.start()
+            await worker.wait_ready()
+        await pipeline.wait_for_rows({"like": total}, timeout=300)
+        assert await pipeline.sql("SELECT COUNT(*) FROM likes") == [(total,)]
+        assert await pipeline.read_topic(pipeline.settings.kafka.dlq_topic) == []
+        await pipeline.assert_rollups_exact()
+    finally:
+        pipeline.stop_all()
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -45,6 +45,7 @@ def secured_env(settings: Settings, **changes: str) -> dict[str, str]:
         "PINAPP_DB__TLS": "VERIFY_IDENTITY",
         "PINAPP_DB__SSL_CA_FILE": str(stack_ca_file(settings)),
         "PINAPP_DB__USER": stack.mariadb_tls_user,
+        "PINAPP_DB__QUERY_USER": "",  # people's queries too as the REQUIRE SSL user, over the same TLS
     }
     return {**env, **{f"PINAPP_KAFKA__{k.upper()}": v for k, v in changes.items()}}
 
