@@ -52,6 +52,17 @@ def _failed_tries() -> float:
     return REGISTRY.get_sample_value("pinapp_alert_notifications_total", labels) or 0.0
 
 
+def _alerter(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``pinapp alerter`` as a child process, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-c", cli_entry(REPO), "--profile", "test", "alerter"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     hook = Receiver(failures=3)
@@ -130,13 +141,7 @@ async def test_the_alerter_command_serves_its_metrics_and_stops_cleanly(pipeline
         "PINAPP_ALERTS__METRICS_PORT": str(port),
         "PINAPP_ALERTS__WORKER_URLS": '["http://127.0.0.1:1"]',
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", cli_entry(REPO), "--profile", "test", "alerter"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = _alerter(env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -261,13 +266,7 @@ async def test_a_refused_alert_a_garbled_scrape_and_a_restart_leave_the_alerter_
     }
 
     async def run_until(done: Any) -> str:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", cli_entry(REPO), "--profile", "test", "alerter"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        proc = _alerter(env)
         try:
             deadline = time.monotonic() + 60
             while not done():
