@@ -76,7 +76,9 @@ async def _get_archiver() -> Archiver:
     global _archiver  # noqa: PLW0603 - made once, in the worker's event loop
     if _archiver is None:
         s3 = await _exit_stack.enter_async_context(s3_client(settings.s3, max_attempts=1))
-        writer = ArchiveWriter(s3, settings.s3.bucket, settings.archive.prefix)
+        writer = ArchiveWriter(
+            s3, settings.s3.bucket, settings.archive.prefix, conditional_writes=settings.archive.conditional_writes
+        )
         _archiver = Archiver(writer, settings.archive, FaustPartitions())
         ARCHIVE_BUFFERED.set_function(lambda: _archiver.buffered if _archiver else 0)
     return _archiver

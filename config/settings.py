@@ -454,6 +454,11 @@ class ArchiveSettings(_Section):
         description="a record dated further than this past the archiver's clock is archived in its hour but is "
         "no progress: _SUCCESS never goes into an hour the clock has not passed",
     )
+    conditional_writes: bool = Field(
+        True,
+        description="put intents and objects only where none is (S3 If-None-Match): an archiver that lost its "
+        "partitions cannot double the new owner's cuts; false only for an S3 API without conditional writes",
+    )
     web_port: int = Field(6166, ge=1, le=65535, description="the archiver worker's web server (/metrics, /health)")
     crash_at: Literal["", "before_intent", "after_intent", "mid_upload", "after_upload", "after_ack"] = Field(
         "", description="FAULT TESTS ONLY: SIGKILL the archiver at this point of its Nth cut"

@@ -9,6 +9,10 @@ the timers; this class decides cuts, writes them, and keeps four promises:
   makes the archiver adopt that partition's intents (see :mod:`pinapp.archive.buffer`).
 * **S3 trouble pauses, never crashes.** A failing write is retried with capped exponential
   backoff (tenacity) while the partition's fetching is paused; nothing is acked meanwhile.
+* **A zombie doubles nothing.** A cut refused because another archiver's intent starts at its
+  first offset (:class:`~pinapp.archive.writer.CutConflict`) goes back to its buffer and is cut
+  exactly where that intent says, as after a crash; an archiver that lost the partition never
+  gets the records to finish it, and writes nothing.
 * **Revocation and shutdown flush.** :meth:`flush_all` writes every complete run before
   faust commits and hands partitions over, and gives up after a deadline (the next owner
   re-reads from the committed offset and re-cuts at the intents already written).
@@ -34,14 +38,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import ArchiveSettings
-from pinapp.archive.buffer import Cut, CutLimits, Delivery, PartitionBuffer
+from pinapp.archive.buffer import Cut, CutLimits, Delivery, ForcedCut, PartitionBuffer
 from pinapp.archive.layout import hour_folder
 from pinapp.archive.records import ArchivedRecord
-from pinapp.archive.writer import ArchiveWriter, PartitionProgress, Step
+from pinapp.archive.writer import ArchiveWriter, CutConflict, PartitionProgress, Step
 from pinapp.errors import PinappError
 from pinapp.telemetry import health
 from pinapp.telemetry.metrics import (
     ARCHIVE_BYTES,
+    ARCHIVE_CUT_CONFLICTS,
     ARCHIVE_CUTS,
     ARCHIVE_EVENTS,
     ARCHIVE_FUTURE_EVENTS,
@@ -185,8 +190,10 @@ class Archiver:
     # -- writing -----------------------------------------------------------------------------
 
     async def _write(self, state: _Partition, cut: Cut) -> None:
-        """Write ``cut`` (retrying), then ack its deliveries; on giving up, release them."""
+        """Write ``cut`` (retrying), then ack its deliveries; on giving up, release them; refused
+        (another archiver's intent at its first offset), cut again where that intent says."""
         epoch = self._epoch
+        conflict: CutConflict | None = None
         try:
             async with state.lock:
                 self._cuts_written += 1
@@ -195,20 +202,37 @@ class Archiver:
                 async def on_step(step: Step) -> None:
                     self._maybe_crash(step, number)
 
-                result = await self._retrying(
-                    cut.topic,
-                    cut.partition,
-                    f"cut {cut.first}-{cut.last}",
-                    epoch,
-                    lambda: self.writer.write_cut(
-                        cut.topic, cut.partition, cut.records, cut.fmt, on_step=on_step, horizon_ms=self._horizon_ms()
-                    ),
-                )
-                for delivery in cut.deliveries:
-                    delivery.ack()
-                cut.acked = True
+                try:
+                    result = await self._retrying(
+                        cut.topic,
+                        cut.partition,
+                        f"cut {cut.first}-{cut.last}",
+                        epoch,
+                        lambda: self.writer.write_cut(
+                            cut.topic,
+                            cut.partition,
+                            cut.records,
+                            cut.fmt,
+                            on_step=on_step,
+                            horizon_ms=self._horizon_ms(),
+                            intent_last=cut.intent_last,
+                        ),
+                    )
+                except CutConflict as exc:
+                    conflict = exc
+                    cut.settled = True  # its records and deliveries go back to the buffer
+                else:
+                    for delivery in cut.deliveries:
+                        delivery.ack()
+                    cut.acked = True
         finally:
             self._settle(cut)
+        if conflict is not None:
+            ARCHIVE_CUT_CONFLICTS.labels(cut.topic).inc()
+            logger.warning("archive %s", conflict)
+            for again in state.buffer.yield_to(cut, ForcedCut(conflict.first, conflict.last, conflict.fmt)):
+                await self._write(state, again)
+            return
         self._maybe_crash("after_ack", number)
         state.next_offset = cut.last + 1
         state.max_event_ms = max(state.max_event_ms, result.max_event_ms)

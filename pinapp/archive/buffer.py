@@ -53,7 +53,8 @@ class Cut:
     deliveries: list[Delivery]
     nbytes: int
     acked: bool = False
-    settled: bool = False  # acked, or given up and released
+    settled: bool = False  # acked, or given up and released, or handed back to its buffer
+    intent_last: int | None = None  # a forced cut closed short: the last offset its intent names
 
     @property
     def first(self) -> int:
@@ -89,10 +90,23 @@ class PartitionBuffer:
     def __len__(self) -> int:
         return len(self.records)
 
-    def _take(self, fmt: str | None = None) -> Cut:
+    def _take(self, fmt: str | None = None, intent_last: int | None = None) -> Cut:
         cut = Cut(self.topic, self.partition, fmt or self.fmt, self.records, self.deliveries, self.nbytes)
+        cut.intent_last = intent_last
         self.records, self.deliveries, self.nbytes = [], [], 0
         return cut
+
+    def yield_to(self, cut: Cut, theirs: ForcedCut) -> list[Cut]:
+        """``cut`` was refused: another writer's intent names ``theirs`` at its first offset. Its
+        records go back in front of the buffer, to be cut exactly there; returns the cuts complete
+        now (none while ``theirs`` ends past what is buffered)."""
+        records, deliveries = cut.records + self.records, cut.deliveries + self.deliveries
+        self.records, self.deliveries, self.nbytes = [], [], 0
+        self.forced = deque(sorted({theirs, *(f for f in self.forced if f.first != theirs.first)}))
+        out: list[Cut] = []
+        for record, delivery in zip(records, deliveries, strict=True):
+            out += self.add(record, delivery)
+        return out
 
     def add(self, record: ArchivedRecord, delivery: Delivery) -> list[Cut]:
         """Buffer ``record``; returns the cuts that are complete (usually none, at most two)."""
@@ -101,7 +115,7 @@ class PartitionBuffer:
         # A forced cut whose last offset never came (compaction): close it at what it has.
         while self.forced and offset > self.forced[0].last:
             if self.records and self.records[0].offset >= self.forced[0].first:
-                out.append(self._take(self.forced[0].fmt))
+                out.append(self._take(self.forced[0].fmt, self.forced[0].last))
             self.forced.popleft()
         forced = self.forced[0] if self.forced else None
         if forced is not None and offset >= forced.first and self.records and self.records[0].offset < forced.first:

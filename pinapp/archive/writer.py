@@ -1,16 +1,25 @@
-"""Writing cuts to S3 so that a crash at any moment leaves nothing doubled.
+"""Writing cuts to S3 so that a crash or a zombie at any moment leaves nothing doubled.
 
 One *cut* is a run of consecutive offsets ``[first, last]`` of one partition. Writing a cut:
 
-1. put its *intent*, ``PREFIX/_cuts/TOPIC/pPPPP/<first>-<last>`` (its body names the format);
-2. put one object per hour folder its records fall in (deterministic names and bytes);
+1. put its *intent*, ``PREFIX/_cuts/TOPIC/pPPPP/<first>`` (its body names the last offset and
+   the format), only if no intent starts there yet (S3's conditional write, ``If-None-Match``);
+2. put one object per hour folder its records fall in (deterministic names and bytes), only if
+   it is not there yet;
 3. the caller then acks the offsets, and faust commits them.
 
 A crash before 1 leaves nothing. A crash after 1 leaves an intent and some of the objects: the
 next owner of the partition reads the intents at or after the committed offset
 (:meth:`ArchiveWriter.pending_cuts`) and re-cuts exactly there, in the intent's format, so
-every re-upload overwrites an object with identical bytes. Intents below the committed
-offset are housekeeping (:meth:`ArchiveWriter.forget_cuts`).
+every object it finds already there holds the same records (checked, then accepted). Intents
+below the committed offset are housekeeping (:meth:`ArchiveWriter.forget_cuts`).
+
+*Fencing.* Cuts chain: each starts one past the last, from a committed offset. So an archiver
+that lost its partitions but still reaches S3 (a zombie) and the partition's new owner meet at
+the same first offset, and the intent is the fence: whichever puts it first names the cut, and
+the other gets :class:`CutConflict` with that range, re-cuts exactly there (writing identical
+objects, accepted) or, lacking the records, writes nothing. No generation is needed: the
+conflict is on the offset itself.
 
 Beside the cuts, each partition's *progress* (``PREFIX/_progress/TOPIC/pPPPP``: next offset
 and event-time watermark) is what the ``_SUCCESS`` finalizer reads, so any worker can
@@ -29,10 +38,18 @@ import orjson
 from botocore.exceptions import ClientError
 
 from pinapp.archive.layout import ObjectKey, event_time_ms, hour_folder
-from pinapp.archive.records import FORMATS, ArchivedRecord, encode
-from pinapp.errors import ConfigError
+from pinapp.archive.records import FORMATS, ArchivedRecord, decode, encode
+from pinapp.errors import ConfigError, PinappError
 
-__all__ = ["ArchiveWriter", "CutResult", "PartitionProgress", "Step", "record_time_ms"]
+__all__ = [
+    "ArchiveConflict",
+    "ArchiveWriter",
+    "CutConflict",
+    "CutResult",
+    "PartitionProgress",
+    "Step",
+    "record_time_ms",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +68,21 @@ def record_time_ms(record: ArchivedRecord) -> int:
         if isinstance(doc, dict):
             ts = doc.get("ts")
     return event_time_ms(ts, record.timestamp_ms)
+
+
+class CutConflict(PinappError):
+    """Another writer's intent names a different cut at this first offset: cut exactly there."""
+
+    def __init__(self, topic: str, partition: int, first: int, last: int, fmt: str) -> None:
+        super().__init__(
+            f"{topic}[{partition}]: an intent for offsets {first}-{last} ({fmt}) is in S3 already "
+            "(another archiver's: the partition's new owner, or one that lost it); re-cutting there"
+        )
+        self.first, self.last, self.fmt = first, last, fmt
+
+
+class ArchiveConflict(PinappError):
+    """An object in S3 holds other records than a re-cut of its offsets: nothing is overwritten."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +107,12 @@ class PartitionProgress:
 class ArchiveWriter:
     """Puts cuts, their intents and partition progress into one bucket under one prefix."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str = "") -> None:
+    def __init__(self, s3: Any, bucket: str, prefix: str = "", *, conditional_writes: bool = True) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        #: put intents and objects only where none is yet (the zombie fence; see the module)
+        self.conditional_writes = conditional_writes
 
     def _path(self, *parts: str) -> str:
         head = f"{self.prefix}/" if self.prefix else ""
@@ -103,6 +137,27 @@ class ArchiveWriter:
                     "PINAPP_S3__ACCESS_KEY_ID and PINAPP_S3__SECRET_ACCESS_KEY"
                 ) from None
             raise
+        if self.conditional_writes:
+            await self._check_conditional_writes()
+
+    async def _check_conditional_writes(self) -> None:
+        """Put a probe twice with ``If-None-Match``: a server that takes the second cannot fence."""
+        key = self._path("_probe", "conditional-writes")
+        await self.s3.delete_object(Bucket=self.bucket, Key=key)
+        await self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*")
+        try:
+            await self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"2", IfNoneMatch="*")
+        except ClientError as exc:
+            if not _precondition_failed(exc):
+                raise
+        else:
+            raise ConfigError(
+                f"s3: the server at bucket {self.bucket!r} ignores conditional writes (If-None-Match), so an "
+                "archiver that lost its partitions could double the new owner's cuts; use an S3 API with "
+                "them, or set PINAPP_ARCHIVE__CONDITIONAL_WRITES=false to run unfenced"
+            )
+        finally:
+            await self.s3.delete_object(Bucket=self.bucket, Key=key)
 
     async def write_cut(
         self,
@@ -113,12 +168,18 @@ class ArchiveWriter:
         *,
         on_step: Callable[[Step], Awaitable[None]] | None = None,
         horizon_ms: int | None = None,
+        intent_last: int | None = None,
     ) -> CutResult:
         """Put the intent, then one object per hour folder. Records must be consecutive offsets.
 
         ``on_step`` is awaited at each point of the cycle (fault tests kill the process there).
         ``horizon_ms``: records dated later (a client's clock running fast) are archived in their
-        hour but left out of ``max_event_ms``, which drives ``_SUCCESS``.
+        hour but left out of ``max_event_ms``, which drives ``_SUCCESS``. ``intent_last``: the
+        last offset the cut's intent names, when it is a re-cut closed short (offsets compacted).
+
+        Raises:
+            CutConflict: an intent at the first offset names another cut; nothing was written.
+            ArchiveConflict: an object already there holds other records (nothing overwritten).
         """
         if not records:
             return CutResult([], 0, 0)
@@ -131,9 +192,7 @@ class ArchiveWriter:
 
         first, last = records[0].offset, records[-1].offset
         await step("before_intent")
-        await self.s3.put_object(
-            Bucket=self.bucket, Key=f"{self._intent_dir(topic, partition)}{first:020d}-{last:020d}", Body=fmt.encode()
-        )
+        await self._put_intent(topic, partition, first, last if intent_last is None else intent_last, fmt)
         await step("after_intent")
         by_folder: dict[str, list[ArchivedRecord]] = defaultdict(list)
         max_ms = future = 0
@@ -151,25 +210,67 @@ class ArchiveWriter:
                 await step("mid_upload")
             key = ObjectKey(topic, partition, first, last, folder, fmt=fmt, prefix=self.prefix)
             body = encode(folder_records, fmt)
-            await self.s3.put_object(Bucket=self.bucket, Key=str(key), Body=body)
+            await self._put_object(key, body, folder_records)
             keys.append(key)
             written += len(body)
         await step("after_upload")
         return CutResult(keys, written, max_ms, future)
 
+    async def _put_intent(self, topic: str, partition: int, first: int, last: int, fmt: str) -> None:
+        key = f"{self._intent_dir(topic, partition)}{first:020d}"
+        body = orjson.dumps({"last": last, "format": fmt})
+        if not self.conditional_writes:
+            await self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+            return
+        try:
+            await self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+        except ClientError as exc:
+            if not _precondition_failed(exc):
+                raise
+            theirs = _intent_body(await self._read(key), last=None)
+            if theirs != (last, fmt):  # the same cut (a re-cut after a crash) goes on
+                raise CutConflict(topic, partition, first, *theirs) from None
+
+    async def _put_object(self, key: ObjectKey, body: bytes, records: Sequence[ArchivedRecord]) -> None:
+        """Put an object where none is; one already there must hold the same records (a re-cut's)."""
+        if not self.conditional_writes:
+            await self.s3.put_object(Bucket=self.bucket, Key=str(key), Body=body)
+            return
+        try:
+            await self.s3.put_object(Bucket=self.bucket, Key=str(key), Body=body, IfNoneMatch="*")
+        except ClientError as exc:
+            if not _precondition_failed(exc):
+                raise
+            there = await self._read(str(key))
+            # The same bytes, or the same records encoded otherwise (a version with another encoder).
+            if there != body and not _holds(there, key.fmt, records):
+                raise ArchiveConflict(
+                    f"s3://{self.bucket}/{key} holds other records than a re-cut of offsets {key.first}-{key.last}; "
+                    "nothing was overwritten: run `pinapp archive verify` and inspect the object"
+                ) from None
+
+    async def _read(self, key: str) -> bytes:
+        data: bytes = await (await self.s3.get_object(Bucket=self.bucket, Key=key))["Body"].read()
+        return data
+
     async def pending_cuts(self, topic: str, partition: int, committed: int) -> list[tuple[int, int, str]]:
         """Cuts ``(first, last, format)`` whose intent exists and that end at or after ``committed``."""
         cuts = []
         async for first, last, key in self._intents(topic, partition):
-            if last >= committed:
-                body = await (await self.s3.get_object(Bucket=self.bucket, Key=key))["Body"].read()
-                fmt = body.decode() if body.decode() in FORMATS else "jsonl.gz"  # empty: written before formats
-                cuts.append((first, last, fmt))
+            if last is None or last >= committed:
+                last, fmt = _intent_body(await self._read(key), last=last)
+                if last >= committed:
+                    cuts.append((first, last, fmt))
         return sorted(cuts)
 
     async def forget_cuts(self, topic: str, partition: int, committed: int) -> int:
         """Delete intents wholly below ``committed`` (their offsets are safely committed)."""
-        doomed = [key async for _, last, key in self._intents(topic, partition) if last < committed]
+        doomed = []
+        async for first, last, key in self._intents(topic, partition):
+            if last is None and first < committed:
+                last, _ = _intent_body(await self._read(key), last=None)
+            if last is not None and last < committed:
+                doomed.append(key)
         for start in range(0, len(doomed), 1000):
             chunk = doomed[start : start + 1000]
             await self.s3.delete_objects(
@@ -177,13 +278,15 @@ class ArchiveWriter:
             )
         return len(doomed)
 
-    async def _intents(self, topic: str, partition: int) -> AsyncIterator[tuple[int, int, str]]:
+    async def _intents(self, topic: str, partition: int) -> AsyncIterator[tuple[int, int | None, str]]:
+        """``(first, last, key)`` of each intent; ``last`` is ``None`` where only the body names it
+        (intents named ``<first>-<last>`` were written before the fence)."""
         directory = self._intent_dir(topic, partition)
         paginator = self.s3.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=directory):
             for obj in page.get("Contents", []):
                 first, _, last = obj["Key"].removeprefix(directory).partition("-")
-                yield int(first), int(last), obj["Key"]
+                yield int(first), int(last) if last else None, obj["Key"]
 
     # -- progress and _SUCCESS ----------------------------------------------------------------
 
@@ -224,3 +327,29 @@ class ArchiveWriter:
 
     async def finalize(self, topic: str, folder: str) -> None:
         await self.s3.put_object(Bucket=self.bucket, Key=self._path(topic, folder, "_SUCCESS"), Body=b"")
+
+
+def _precondition_failed(exc: ClientError) -> bool:
+    """S3 refused a conditional write: the key exists (412 PreconditionFailed)."""
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error.get("Code") == "PreconditionFailed" or status == 412
+
+
+def _holds(data: bytes, fmt: str, records: Sequence[ArchivedRecord]) -> bool:
+    try:
+        return list(decode(data, fmt)) == list(records)
+    except Exception:  # noqa: BLE001 - unreadable: not these records, whatever the decoder raised
+        return False
+
+
+def _intent_body(body: bytes, *, last: int | None) -> tuple[int, str]:
+    """``(last, format)`` from an intent's body: JSON, or (before the fence) the bare format with
+    ``last`` from the name (an empty body: written before formats, JSON lines)."""
+    if body.startswith(b"{"):
+        doc = orjson.loads(body)
+        return int(doc["last"]), str(doc["format"])
+    if last is None:
+        raise ValueError(f"an intent without its last offset: {body[:80]!r}")
+    text = body.decode()
+    return last, text if text in FORMATS else "jsonl.gz"

@@ -10,6 +10,7 @@ __all__ = [
     "ARCHIVE_BUFFERED",
     "ARCHIVE_BYTES",
     "ARCHIVE_CUTS",
+    "ARCHIVE_CUT_CONFLICTS",
     "ARCHIVE_EVENTS",
     "ARCHIVE_FUTURE_EVENTS",
     "ARCHIVE_S3_ERRORS",
@@ -87,6 +88,11 @@ ARCHIVE_FUTURE_EVENTS = Counter(
     ["topic"],
 )
 ARCHIVE_CUTS = Counter("pinapp_archive_cuts", "Cuts (uploads of one offset range) written", ["topic"])
+ARCHIVE_CUT_CONFLICTS = Counter(
+    "pinapp_archive_cut_conflicts",
+    "Cuts refused because another archiver's intent starts at their first offset (re-cut there)",
+    ["topic"],
+)
 ARCHIVE_S3_ERRORS = Counter("pinapp_archive_s3_errors", "Failed S3 calls of the archiver (each is retried)")
 ARCHIVE_BUFFERED = Gauge("pinapp_archive_buffered", "Records held in memory, not yet in S3")
 

@@ -115,7 +115,10 @@ async def _check_bucket(settings: Settings) -> None:
 
     logging.getLogger("pinapp.archive").info("archive: S3 credentials from %s", await credential_source(settings.s3))
     async with s3_client(settings.s3) as s3:
-        await ArchiveWriter(s3, settings.s3.bucket).check_bucket()
+        archive = settings.archive
+        await ArchiveWriter(
+            s3, settings.s3.bucket, archive.prefix, conditional_writes=archive.conditional_writes
+        ).check_bucket()
 
 
 @cli.command()

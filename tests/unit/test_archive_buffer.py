@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pinapp.archive.buffer import Cut, CutLimits, PartitionBuffer
+from pinapp.archive.buffer import Cut, CutLimits, ForcedCut, PartitionBuffer
 from pinapp.archive.records import ArchivedRecord, decode, encode
 from pinapp.domain.dead_letters import REPLAY_HEADER, is_replay
 
@@ -55,6 +55,24 @@ def test_deliveries_travel_with_their_records() -> None:
     for delivery in cuts[0].deliveries:
         delivery.ack()
     assert acked == [0, 1, 2, 3, 4]
+
+
+def test_a_refused_cut_is_cut_again_where_the_other_writers_intent_says() -> None:
+    buffer = PartitionBuffer("events", 0, "jsonl.gz", LIMITS)
+    (refused,) = [c for o in range(5) for c in buffer.add(_rec(o), _Delivery(offset=o))]  # 0..4
+    for o in (5, 6):  # buffered behind it
+        assert buffer.add(_rec(o), _Delivery(offset=o)) == []
+    # Another writer's intent at 0 names 0..2: that cut is complete now, then 3..6 is a run again.
+    again = buffer.yield_to(refused, ForcedCut(0, 2, "parquet"))
+    assert [(c.first, c.last, c.fmt) for c in again] == [(0, 2, "parquet")]
+    assert [r.offset for r in buffer.records] == [3, 4, 5, 6]
+    assert [d.offset for d in buffer.deliveries] == [3, 4, 5, 6]  # type: ignore[attr-defined]
+    # Their cut ends past what is buffered: nothing is cut until its last offset comes.
+    longer = PartitionBuffer("events", 0, "jsonl.gz", LIMITS)
+    (refused,) = [c for o in range(5) for c in longer.add(_rec(o), _Delivery())]
+    assert longer.yield_to(refused, ForcedCut(0, 8, "jsonl.gz")) == []
+    assert longer.due() is None and longer.take_all() == []  # never cut short of the intent
+    assert _feed(longer, range(5, 10)) == [(0, 8)]
 
 
 def test_forced_cuts_win_over_thresholds_and_age() -> None:

@@ -37,6 +37,7 @@ class _Writer:
         fmt: str,
         on_step: Any = None,
         horizon_ms: int | None = None,
+        intent_last: int | None = None,
     ) -> CutResult:
         if self.failing:
             raise EndpointConnectionError(endpoint_url="http://s3.invalid")
