@@ -71,7 +71,9 @@ async def process_engagement(stream: StreamT) -> None:
     await migrate(settings.db)  # tables are created by the app; idempotent
     pool = await create_pool(settings.db)
     geo = GeoLocator(cfg.geoip_db_path)
-    owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"  # this process, as a writer
+    # This writer: the static member (whose generation outlives a restart: Kafka fences a second
+    # process under its id), else this process.
+    owner = settings.worker.group_instance_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
     batcher = EngagementBatcher(
         EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s, topic=events_topic.get_topic_name()),
         geo,

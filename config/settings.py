@@ -360,6 +360,13 @@ class WorkerSettings(_Section):
     session_timeout_s: float = Field(
         10.0, gt=0, description="a worker silent this long (e.g. killed) loses its partitions"
     )
+    group_instance_id: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._-]{0,200}$",
+        description="static group membership (KIP-345): a stable id per worker host (a StatefulSet's pod "
+        "name), unique in the group; a worker restarted within session_timeout_s takes its partitions back "
+        "without a rebalance. Empty: dynamic membership",
+    )
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
     # faust opens one RocksDB per table partition, each with its own memtables and block
     # cache (faust's defaults: 3 x 64 MiB memtables and a 2 GiB cache, per partition). A

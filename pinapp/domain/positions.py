@@ -8,7 +8,8 @@ moves ``next_offset`` past the batch, all in one commit. The Kafka offset is com
 may lag: nothing is skipped by seeking, so the commit rule starting from Kafka's offset holds.
 
 Fencing: the row also says who wrote it, as the consumer group generation in which the writer
-held the partition and the writer's token. A writer may write if :func:`may_write` says so: a
+held the partition and the writer's token (its static group member id, ``worker.group_instance_id``,
+whose generation outlives a restart; else one per process). A writer may write if :func:`may_write` says so: a
 newer generation always may (it holds the partition now); the same generation only if it wrote
 the row (a partition has one owner per generation); an older one never: it is a zombie whose
 partition moved on, and its records of that partition are dropped (``LostOwnership``), left to

@@ -38,7 +38,10 @@ def _web_security(web_port: int) -> dict[str, Any]:
     return options
 
 
-def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[str]) -> PinApp:
+def _faust_app(
+    app_id: str, *, datadir: Path, web_port: int, autodiscover: list[str], instance_suffix: str = ""
+) -> PinApp:
+    instance = settings.worker.group_instance_id
     return PinApp(
         app_id,
         # Every faust setting pinapp cares about is passed from the one settings object.
@@ -54,6 +57,8 @@ def _faust_app(app_id: str, *, datadir: Path, web_port: int, autodiscover: list[
         topic_replication_factor=settings.kafka.replication_factor,
         table_standby_replicas=settings.worker.table_standby_replicas,
         broker_session_timeout=settings.worker.session_timeout_s,
+        # the worker and the archiver are members of different groups, each under its own id
+        consumer_group_instance_id=f"{instance}{instance_suffix}" if instance else None,
         broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -89,6 +94,7 @@ archive_app = _faust_app(
     datadir=settings.worker.data_dir / "archiver",
     web_port=settings.archive.web_port,
     autodiscover=["agents.archive", "pinapp.web.ops"],
+    instance_suffix="-archiver",
 )
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -62,7 +65,10 @@ async def _wait_for(check: object, what: str, timeout: float = 90.0) -> None:
 
 
 def _source_partitions(worker: WorkerProcess, topic: str) -> set[str]:
-    status, doc = worker.health()
+    try:
+        status, doc = worker.health()
+    except OSError:  # not listening (yet, or any more)
+        return set()
     return {p for p in doc["partitions"] if p.startswith(f"{topic}:")} if status in (200, 503) else set()
 
 
@@ -226,6 +232,60 @@ async def test_a_poison_event_is_dead_lettered_with_its_reason_and_never_stalls_
             assert b"poison_user_id" in headers[HEADER_PREFIX + "reason"]
             assert headers[HEADER_PREFIX + "topic"] == pipeline.settings.kafka.events_topic.encode()
             assert int(headers[HEADER_PREFIX + "offset"]) >= 0
+    finally:
+        pipeline.stop_all()
+        await pipeline.drop()
+
+
+def _generations(*workers: WorkerProcess) -> list[int]:
+    """The group generations each worker's log says it joined, in order."""
+    return [
+        int(g)
+        for w in workers
+        for g in re.findall(r"Joined group '[^']+' \(generation (\d+)\)", w.log_path.read_text(errors="replace"))
+    ]
+
+
+async def test_a_rolling_restart_with_static_membership_moves_no_partition(
+    test_stack: Settings, tmp_path: Path
+) -> None:
+    """Workers with ``worker.group_instance_id`` restarted one by one under load: the group's
+    generation never changes (no revocation anywhere), rows never stop for a session timeout,
+    and the audit is clean. With dynamic membership each restart is two rebalances."""
+    session_timeout = 20.0
+    pipeline = Pipeline(tmp_path, extra_env={"PINAPP_WORKER__SESSION_TIMEOUT_S": str(session_timeout)})
+    try:
+        records, truth, _ = _traffic(pipeline, seed=57, count=14_000)
+        topic = pipeline.settings.kafka.events_topic
+        await pipeline.create_bucket()
+        workers = [pipeline.worker(i, PINAPP_WORKER__GROUP_INSTANCE_ID=f"pinapp-worker-{i}") for i in range(2)]
+        archiver = pipeline.archiver()
+        await _start(*workers, archiver)
+        async with _producing(pipeline, records):
+            await _wait_for(lambda: all(_source_partitions(w, topic) for w in workers), "both own partitions")
+            await asyncio.sleep(2)
+            settled = max(_generations(*workers))
+            owned = [_source_partitions(w, topic) for w in workers]
+            restarted_at = datetime.now(UTC).replace(tzinfo=None)
+            for w in workers:
+                w.stop()
+                w.start()
+                await w.wait_ready(180)
+                await _wait_for(lambda w=w: _source_partitions(w, topic), "the restarted worker to own partitions")
+        _assert_clean(pipeline, truth, *workers, archiver)
+        assert max(_generations(*workers)) == settled, "a restart made the group rebalance"
+        assert [_source_partitions(w, topic) for w in workers] == owned
+        times = []
+        for table in ("pins", "repins", "likes", "comments", "logins"):
+            times += [
+                t
+                for (t,) in await pipeline.sql(
+                    f"SELECT ingested_at FROM {table} WHERE ingested_at >= %s", (restarted_at,)
+                )
+            ]
+        times.sort()
+        stall = max((b - a).total_seconds() for a, b in itertools.pairwise(times))
+        assert stall < session_timeout, f"rows stopped for {stall:.1f}s during the rolling restart"
     finally:
         pipeline.stop_all()
         await pipeline.drop()
