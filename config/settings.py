@@ -101,6 +101,14 @@ class KafkaSettings(_Section):
         description="min.insync.replicas of pinapp's topics (default: replication_factor - 1, at least 1): "
         "how many copies an acks=all write needs; below it, writes stall rather than keep one copy",
     )
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="how long the workers' producers and consumers wait for a broker's answer before they "
+        "give up on it and find the partition's new leader (faust's defaults, 1,200 s for a producer, let a "
+        "hung broker stall the pipeline for as long as it hangs); at least worker.session_timeout_s is used "
+        "for the consumer",
+    )
     # How every client pinapp makes connects (pinapp.adapters.kafka.client_options and its siblings).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Confluent Cloud, MSK with SCRAM...)"

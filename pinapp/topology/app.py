@@ -57,6 +57,10 @@ def _faust_app(
         topic_replication_factor=settings.kafka.replication_factor,
         table_standby_replicas=settings.worker.table_standby_replicas,
         broker_session_timeout=settings.worker.session_timeout_s,
+        # A hung broker: requests to it fail after this, and the clients move to the new leader
+        # (faust refuses a consumer request timeout below the session timeout).
+        producer_request_timeout=settings.kafka.request_timeout_s,
+        broker_request_timeout=max(settings.kafka.request_timeout_s, settings.worker.session_timeout_s),
         # the worker and the archiver are members of different groups, each under its own id
         consumer_group_instance_id=f"{instance}{instance_suffix}" if instance else None,
         broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from config import Settings
 from pinapp.errors import StackError
+from pinapp.tools.stack.cluster import KafkaCluster
 from pinapp.tools.stack.process import port_open
 from pinapp.tools.stack.services import KafkaService, MariaDBService, S3Service, StackService
 
@@ -73,8 +74,12 @@ class Stack:
         return report
 
     def down(self) -> list[str]:
-        """Stop what ``up`` started, in reverse order."""
+        """Stop what ``up`` started, in reverse order, and a fault tests' cluster left behind."""
         report = []
+        cluster = KafkaCluster.of(self.settings)
+        if cluster.left_behind():
+            cluster.down()
+            report.append("kafka cluster (fault tests): stopped, its namespaces and links removed")
         for svc in reversed(self.services):
             stopped = svc.process.stop()
             report.append(f"{svc.name}: {'stopped' if stopped else 'was not running'}")

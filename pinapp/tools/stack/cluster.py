@@ -1,0 +1,256 @@
+"""A three-node Kafka cluster whose nodes are hosts of their own, for the fault tests.
+
+Each node runs in its own network namespace (``pinapp-kN``) with its own address on one bridge
+(``pinapp-br0``, 10.77.0.0/24; the host side is 10.77.0.1), so a fault can kill a broker
+(SIGKILL), hang it (SIGSTOP), or cut its host off the network (its link down) while it keeps
+running. KRaft with three controllers, replication factor 3, ``min.insync.replicas`` 2, unclean
+leader election off: what Kafka's own ``replication_test.py`` runs against. Needs root.
+MariaDB and the S3 server stay on the host's loopback; workers run on the host and reach the
+brokers over the bridge. :meth:`KafkaCluster.down` removes every process, namespace and link.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config import Settings
+from pinapp.errors import StackError
+from pinapp.tools.stack.process import ManagedProcess, port_open
+from pinapp.tools.stack.services import KafkaService, _run
+
+__all__ = ["BRIDGE", "KafkaCluster", "Node"]
+
+BRIDGE = "pinapp-br0"
+_HOST_ADDRESS = "10.77.0.1"
+_PORT = 9092
+_CONTROLLER_PORT = 9093
+
+
+def _ip(*args: str, namespace: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = ["ip", *(("netns", "exec", namespace, "ip") if namespace else ()), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
+    if check and done.returncode != 0:
+        raise StackError(f"`{' '.join(argv)}` failed: {done.stderr.strip()} (the cluster stack needs root)")
+    return done
+
+
+@dataclass
+class Node:
+    """One broker and controller, on a host (namespace) of its own."""
+
+    node_id: int
+    home: Path
+    process: ManagedProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.process = ManagedProcess(self.namespace, self.home.parent / "run", marker=str(self.home / "server."))
+
+    @property
+    def namespace(self) -> str:
+        return f"pinapp-k{self.node_id}"
+
+    @property
+    def address(self) -> str:
+        return f"10.77.0.{10 + self.node_id}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.address}:{_PORT}"
+
+    @property
+    def link(self) -> str:
+        """The host end of its veth pair: down cuts the node off, up heals it."""
+        return f"{self.namespace}h"
+
+
+class KafkaCluster:
+    """Three KRaft nodes on the bridge; start, stop and break them one at a time."""
+
+    def __init__(self, settings: Settings, home: Path, *, nodes: int = 3, heap: str = "512m") -> None:
+        self.settings = settings
+        self.home = home
+        self.heap = heap
+        self.nodes = [Node(i, home / f"node{i}") for i in range(1, nodes + 1)]
+        self._libs = KafkaService(settings)  # its jars, resolved from Maven Central once
+
+    @classmethod
+    def of(cls, settings: Settings) -> KafkaCluster:
+        """The cluster of ``settings``' stack (its data under ``stack.data_dir/cluster``)."""
+        return cls(settings, settings.stack.data_dir.resolve() / "cluster")
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    def left_behind(self) -> bool:
+        """Whether a node runs or the bridge exists (a run that could not tear down)."""
+        bridge = shutil.which("ip") is not None and _ip("link", "show", BRIDGE, check=False).returncode == 0
+        return bridge or any(n.process.pid() is not None for n in self.nodes)
+
+    def node(self, node_id: int) -> Node:
+        return self.nodes[node_id - 1]
+
+    # -- network --------------------------------------------------------------------------
+
+    def _network_up(self) -> None:
+        if os.geteuid() != 0:
+            raise StackError("the cluster stack puts each broker in a network namespace: run it as root")
+        if _ip("link", "show", BRIDGE, check=False).returncode != 0:
+            _ip("link", "add", BRIDGE, "type", "bridge")
+            _ip("addr", "add", f"{_HOST_ADDRESS}/24", "dev", BRIDGE)
+        _ip("link", "set", BRIDGE, "up")
+        for node in self.nodes:
+            if _ip("netns", "list", check=False).stdout.find(node.namespace) < 0:
+                _ip("netns", "add", node.namespace)
+            inner = f"{node.namespace}n"
+            if _ip("link", "show", node.link, check=False).returncode != 0:
+                _ip("link", "add", node.link, "type", "veth", "peer", "name", inner)
+                _ip("link", "set", inner, "netns", node.namespace)
+                _ip("addr", "add", f"{node.address}/24", "dev", inner, namespace=node.namespace)
+            _ip("link", "set", node.link, "master", BRIDGE, "up")
+            _ip("link", "set", "lo", "up", namespace=node.namespace)
+            _ip("link", "set", inner, "up", namespace=node.namespace)
+
+    def _network_down(self) -> None:
+        for node in self.nodes:
+            _ip("link", "del", node.link, check=False)
+            _ip("netns", "del", node.namespace, check=False)
+        _ip("link", "del", BRIDGE, check=False)
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def _properties(self, node: Node) -> str:
+        voters = ",".join(f"{n.node_id}@{n.address}:{_CONTROLLER_PORT}" for n in self.nodes)
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={node.node_id}",
+                f"controller.quorum.voters={voters}",
+                f"listeners=PLAINTEXT://{node.address}:{_PORT},CONTROLLER://{node.address}:{_CONTROLLER_PORT}",
+                f"advertised.listeners=PLAINTEXT://{node.bootstrap}",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                "controller.listener.names=CONTROLLER",
+                f"log.dirs={node.home / 'data'}",
+                "auto.create.topics.enable=false",
+                "default.replication.factor=3",
+                "min.insync.replicas=2",
+                "unclean.leader.election.enable=false",
+                "offsets.topic.replication.factor=3",
+                "offsets.topic.num.partitions=8",
+                "transaction.state.log.replication.factor=3",
+                "transaction.state.log.min.isr=2",
+                "share.coordinator.state.topic.replication.factor=3",
+                "group.initial.rebalance.delay.ms=0",
+                "file.delete.delay.ms=1000",
+                "",
+            ]
+        )
+
+    def _format(self) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        for node in self.nodes:
+            shutil.rmtree(node.home, ignore_errors=True)
+            (node.home / "data").mkdir(parents=True)
+            (node.home / "server.properties").write_text(self._properties(node))
+            (node.home / "log4j2.properties").write_text(
+                "status = warn\nappender.console.type = Console\nappender.console.name = STDOUT\n"
+                "appender.console.layout.type = PatternLayout\n"
+                "appender.console.layout.pattern = [%d] %p %m (%c)%n\n"
+                "rootLogger.level = WARN\nrootLogger.appenderRef.stdout.ref = STDOUT\n"
+                "logger.server.name = kafka.server.KafkaRaftServer\nlogger.server.level = INFO\n"
+            )
+            _run(
+                [
+                    "java",
+                    "-cp",
+                    f"{self._libs.libs}/*",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(node.home / "server.properties"),
+                ],
+                f"formatting node {node.node_id}'s KRaft storage",
+            )
+
+    def start(self, node: Node) -> None:
+        """Start ``node``'s broker in its namespace (its storage kept)."""
+        node.process.start(
+            [
+                "ip",
+                "netns",
+                "exec",
+                node.namespace,
+                "java",
+                f"-Xmx{self.heap}",
+                "-Xms128m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={node.home / 'log4j2.properties'}",
+                "-cp",
+                f"{self._libs.libs}/*",
+                "kafka.Kafka",
+                str(node.home / "server.properties"),
+            ]
+        )
+
+    def wait_healthy(self, node: Node, timeout_s: float | None = None) -> None:
+        timeout = timeout_s or self.settings.stack.start_timeout_s
+
+        def started() -> bool:
+            return port_open(_PORT, node.address) and "started (kafka.server.KafkaRaftServer)" in node.process.log_tail(
+                400
+            )
+
+        node.process.wait_healthy(started, timeout)
+
+    def up(self) -> None:
+        """Network, fresh storage, three started nodes (a cluster left running is stopped first)."""
+        self._libs.install()
+        self.down()
+        self._network_up()
+        self._format()
+        for node in self.nodes:
+            self.start(node)
+        for node in self.nodes:
+            self.wait_healthy(node)
+
+    def down(self) -> None:
+        """Kill every node (the next :meth:`up` formats fresh storage) and remove the network."""
+        for node in self.nodes:
+            self.kill(node)
+        self._network_down()
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def kill(self, node: Node) -> None:
+        """SIGKILL: no shutdown, no handover."""
+        pid = node.process.pid()
+        if pid is not None:
+            os.killpg(pid, signal.SIGKILL)
+            node.process.pidfile.unlink(missing_ok=True)
+
+    def hang(self, node: Node) -> None:
+        pid = node.process.pid()
+        if pid is not None:
+            os.killpg(pid, signal.SIGSTOP)
+
+    def resume(self, node: Node) -> None:
+        pid = node.process.pid()
+        if pid is not None:
+            os.killpg(pid, signal.SIGCONT)
+
+    def cut_off(self, node: Node) -> None:
+        """The node's host loses the network; it keeps running."""
+        _ip("link", "set", node.link, "down")
+
+    def heal(self, node: Node) -> None:
+        _ip("link", "set", node.link, "up")

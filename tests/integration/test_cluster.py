@@ -1,0 +1,159 @@
+"""pinapp on a three-node Kafka cluster whose brokers are hosts of their own (the short suite).
+
+Replication factor 3, ``min.insync.replicas`` 2, each broker in its own network namespace
+(:mod:`pinapp.tools.stack.cluster`). Two workers and an archiver run under load while a broker
+fails; then ``pinapp audit`` compares every table and the archive with the generator's truth:
+nothing lost, nothing doubled. Needs root (CI runs as root); a cluster that cannot start fails
+the tests with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from config import Settings
+from pinapp.domain.geo import GeoLocator
+from pinapp.errors import PinappError
+from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.tools.stack.cluster import KafkaCluster, Node
+from tests.integration.harness import Pipeline, WorkerProcess
+
+RATE = 600  # events/s offered: three brokers, two workers and the database share 2 cores
+
+
+@pytest.fixture(scope="module")
+def cluster(test_stack: Settings) -> Iterator[KafkaCluster]:
+    kafka = KafkaCluster.of(test_stack)
+    try:
+        kafka.up()
+    except PinappError as exc:
+        kafka.down()
+        pytest.fail(f"the three-node Kafka cluster could not start:\n{exc}", pytrace=False)
+    try:
+        yield kafka
+    finally:
+        kafka.down()
+
+
+@pytest.fixture
+async def on_cluster(cluster: KafkaCluster, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    pipeline = Pipeline(
+        tmp_path,
+        extra_env={"PINAPP_KAFKA__BOOTSTRAP": cluster.bootstrap, "PINAPP_KAFKA__REPLICATION_FACTOR": "3"},
+    )
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop_all()
+        for node in cluster.nodes:  # whatever a failed test left broken
+            cluster.resume(node)
+            cluster.heal(node)
+            if node.process.pid() is None:
+                cluster.start(node)
+                cluster.wait_healthy(node)
+        await pipeline.drop()
+
+
+async def _leader_of(pipeline: Pipeline, cluster: KafkaCluster, partition: int = 0) -> Node:
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([pipeline.settings.kafka.events_topic])
+    finally:
+        await admin.close()
+    leader = next(p["leader"] for p in described["partitions"] if p["partition"] == partition)
+    return cluster.node(leader)
+
+
+async def _longest_stall(pipeline: Pipeline, since: datetime) -> float:
+    """The longest time with no new row in any table, from ``since`` to the last row."""
+    times = [since]
+    for table in ("pins", "repins", "likes", "comments", "logins"):
+        times += [
+            t for (t,) in await pipeline.sql(f"SELECT ingested_at FROM {table} WHERE ingested_at >= %s", (since,))
+        ]
+    times.sort()
+    return max((b - a).total_seconds() for a, b in itertools.pairwise(times))
+
+
+async def _wait_for_partitions(workers: list[WorkerProcess], topic: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if all(any(p.startswith(f"{topic}:") for p in w.health()[1]["partitions"]) for w in workers):
+                return
+        await asyncio.sleep(0.5)
+    raise AssertionError("the workers never both owned partitions:\n" + "\n".join(w.log_tail(20) for w in workers))
+
+
+async def _under_load(pipeline: Pipeline, fault: object, seed: int, count: int = 15_000) -> tuple[float, str]:
+    """Two workers and an archiver take ``count`` events at :data:`RATE` while ``await fault()``
+    runs (after both workers own partitions); returns the longest time with no new row from the
+    fault's start, and the audit's output (asserted clean)."""
+    gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.03, malformed_ratio=0.01), GeoLocator())
+    records = [next(gen) for _ in range(count)]
+    truth = pipeline.tmp / "truth.json"
+    gen.truth.write(truth)
+    topic = pipeline.settings.kafka.events_topic
+    await pipeline.create_bucket()
+    workers = [pipeline.worker(0), pipeline.worker(1)]
+    archiver = pipeline.archiver()
+    for w in (*workers, archiver):
+        w.start()
+    for w in (*workers, archiver):
+        await w.wait_ready(180)
+    producing = asyncio.create_task(pipeline.produce(records, rate=RATE))
+    try:
+        await _wait_for_partitions(workers, topic)
+        await asyncio.sleep(4)
+        started = datetime.now(UTC).replace(tzinfo=None)
+        await fault()  # type: ignore[operator]
+    finally:
+        await producing
+    audit = pipeline.audit(truth)
+    logs = "\n".join(w.log_tail(30) for w in (*workers, archiver))
+    assert audit.returncode == 0, f"{audit.stdout}{audit.stderr}\n{logs}"
+    assert "audit: CLEAN" in audit.stdout
+    return await _longest_stall(pipeline, started), audit.stdout
+
+
+async def test_the_leader_killed_mid_stream_and_restarted_loses_and_doubles_nothing(
+    cluster: KafkaCluster, on_cluster: Pipeline
+) -> None:
+    leaders: list[Node] = []
+
+    async def kill_and_restart() -> None:
+        leaders.append(leader := await _leader_of(on_cluster, cluster))
+        cluster.kill(leader)
+        await asyncio.sleep(10)
+        cluster.start(leader)
+        cluster.wait_healthy(leader)
+
+    stall, _ = await _under_load(on_cluster, kill_and_restart, seed=71)
+    print(f"leader node {leaders[0].node_id} SIGKILLed: longest time with no new row {stall:.1f} s")
+    assert stall < 60, f"rows stopped for {stall:.1f}s after the leader was killed"
+
+
+async def test_a_leader_hung_for_two_minutes_stalls_the_pipeline_at_most_30_s(
+    cluster: KafkaCluster, on_cluster: Pipeline
+) -> None:
+    leaders: list[Node] = []
+
+    async def hang() -> None:
+        leaders.append(leader := await _leader_of(on_cluster, cluster))
+        cluster.hang(leader)  # SIGSTOP: its sockets stay open, nothing answers
+        await asyncio.sleep(120)
+        cluster.resume(leader)
+
+    stall, _ = await _under_load(on_cluster, hang, seed=72, count=RATE * 150)
+    print(f"leader node {leaders[0].node_id} hung 120 s: longest time with no new row {stall:.1f} s")
+    assert stall <= 30, f"rows stopped for {stall:.1f}s while the leader hung (Kafka fences it in ~9 s)"
