@@ -85,13 +85,15 @@ class WorkerProcess:
     command: str = "worker"
     ready_marker: str = "Worker ready"
     repo: Path = REPO  # the checkout whose code runs (bench: a baseline commit's worktree)
+    netns: str | None = None  # run on this network namespace's host (the cluster tests)
     proc: subprocess.Popen[bytes] | None = None
     _ready_seen: int = 0  # "Worker ready" lines already waited for (restarts append to the log)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
+            on_host = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", cli_entry(self.repo), "--profile", "test", self.command],
+                [*on_host, sys.executable, "-c", cli_entry(self.repo), "--profile", "test", self.command],
                 cwd=self.repo,
                 env=self.env,
                 stdout=log,

@@ -12,8 +12,9 @@ import contextlib
 
 
 class BlackHoleProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, listen: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.listen = listen
         self.forwarding = asyncio.Event()
         self.forwarding.set()
         self._server: asyncio.Server | None = None
@@ -21,7 +22,7 @@ class BlackHoleProxy:
         self.port = 0
 
     async def __aenter__(self) -> BlackHoleProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, self.listen, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -24,8 +24,9 @@ from config import Settings
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
-from pinapp.tools.stack.cluster import KafkaCluster, Node
+from pinapp.tools.stack.cluster import HOST_SIDE, KafkaCluster, Node
 from tests.integration.harness import Pipeline, WorkerProcess
+from tests.integration.proxy import BlackHoleProxy
 
 RATE = 600  # events/s offered: three brokers, two workers and the database share 2 cores
 
@@ -85,27 +86,42 @@ async def _longest_stall(pipeline: Pipeline, since: datetime) -> float:
     return max((b - a).total_seconds() for a, b in itertools.pairwise(times))
 
 
+def _owned(worker: WorkerProcess, topic: str) -> set[str]:
+    with contextlib.suppress(OSError):
+        return {p for p in worker.health()[1]["partitions"] if p.startswith(f"{topic}:")}
+    return set()
+
+
 async def _wait_for_partitions(workers: list[WorkerProcess], topic: str, timeout: float = 120) -> None:
+    """Until each worker owns partitions (one on a host of its own is judged by the others)."""
+    partitions = {f"{topic}:{p}" for p in range(4)}
+    here = [w for w in workers if w.netns is None]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if all(any(p.startswith(f"{topic}:") for p in w.health()[1]["partitions"]) for w in workers):
-                return
+        owned = [_owned(w, topic) for w in here]
+        if all(owned) and (len(here) == len(workers) or set().union(*owned) < partitions):
+            return
         await asyncio.sleep(0.5)
     raise AssertionError("the workers never both owned partitions:\n" + "\n".join(w.log_tail(20) for w in workers))
 
 
-async def _under_load(pipeline: Pipeline, fault: object, seed: int, count: int = 15_000) -> tuple[float, str]:
-    """Two workers and an archiver take ``count`` events at :data:`RATE` while ``await fault()``
-    runs (after both workers own partitions); returns the longest time with no new row from the
-    fault's start, and the audit's output (asserted clean)."""
+async def _under_load(
+    pipeline: Pipeline,
+    fault: object,
+    seed: int,
+    count: int = 15_000,
+    workers: list[WorkerProcess] | None = None,
+) -> tuple[float, str]:
+    """Two workers (``workers``, else two on this host) and an archiver take ``count`` events at
+    :data:`RATE` while ``await fault()`` runs (after both workers own partitions); returns the
+    longest time with no new row from the fault's start, and the audit's output (asserted clean)."""
     gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.03, malformed_ratio=0.01), GeoLocator())
     records = [next(gen) for _ in range(count)]
     truth = pipeline.tmp / "truth.json"
     gen.truth.write(truth)
     topic = pipeline.settings.kafka.events_topic
     await pipeline.create_bucket()
-    workers = [pipeline.worker(0), pipeline.worker(1)]
+    workers = workers or [pipeline.worker(0), pipeline.worker(1)]
     archiver = pipeline.archiver()
     for w in (*workers, archiver):
         w.start()
@@ -119,7 +135,7 @@ async def _under_load(pipeline: Pipeline, fault: object, seed: int, count: int =
         await fault()  # type: ignore[operator]
     finally:
         await producing
-    audit = pipeline.audit(truth)
+    audit = await asyncio.to_thread(pipeline.audit, truth)  # the loop keeps serving any proxy meanwhile
     logs = "\n".join(w.log_tail(30) for w in (*workers, archiver))
     assert audit.returncode == 0, f"{audit.stdout}{audit.stderr}\n{logs}"
     assert "audit: CLEAN" in audit.stdout
@@ -157,3 +173,42 @@ async def test_a_leader_hung_for_two_minutes_stalls_the_pipeline_at_most_30_s(
     stall, _ = await _under_load(on_cluster, hang, seed=72, count=RATE * 150)
     print(f"leader node {leaders[0].node_id} hung 120 s: longest time with no new row {stall:.1f} s")
     assert stall <= 30, f"rows stopped for {stall:.1f}s while the leader hung (Kafka fences it in ~9 s)"
+
+
+async def test_a_worker_host_cut_off_from_the_brokers_past_its_session_loses_and_doubles_nothing(
+    cluster: KafkaCluster, on_cluster: Pipeline
+) -> None:
+    """A worker on a host of its own stops hearing the brokers for 30 s (three session timeouts)
+    while it still reaches the database and S3: a zombie. Its partitions move to the other worker;
+    whatever it writes late is fenced (its generation is older) or already written; healed, it
+    rejoins."""
+    pipeline = on_cluster
+    namespace = cluster.host(1)
+    stack = pipeline.settings
+    s3_port = int(stack.s3.endpoint_url.rsplit(":", 1)[1]) if stack.s3.endpoint_url else 0
+    async with (
+        BlackHoleProxy("127.0.0.1", stack.db.port, listen=HOST_SIDE) as db,
+        BlackHoleProxy("127.0.0.1", s3_port, listen=HOST_SIDE) as s3,
+    ):
+        here = pipeline.worker(0)
+        there = pipeline.worker(
+            1,
+            PINAPP_DB__HOST=HOST_SIDE,
+            PINAPP_DB__PORT=str(db.port),
+            PINAPP_S3__ENDPOINT_URL=f"http://{HOST_SIDE}:{s3.port}",
+        )
+        there.netns = namespace
+        topic = pipeline.settings.kafka.events_topic
+        every = {f"{topic}:{p}" for p in range(pipeline.settings.kafka.partitions)}
+        took_over: list[set[str]] = []
+
+        async def cut_off_and_heal() -> None:
+            cluster.cut_from_brokers(1)
+            await asyncio.sleep(30)
+            took_over.append(_owned(here, topic))
+            cluster.reconnect_to_brokers(1)
+
+        stall, _ = await _under_load(pipeline, cut_off_and_heal, seed=73, count=RATE * 60, workers=[here, there])
+    print(f"a worker host cut off from the brokers for 30 s: longest time with no new row {stall:.1f} s")
+    assert took_over == [every], f"the other worker did not take every partition over: {took_over}"
+    assert stall < 30, f"rows stopped for {stall:.1f}s while a worker was cut off"

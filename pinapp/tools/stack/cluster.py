@@ -25,10 +25,10 @@ from pinapp.errors import StackError
 from pinapp.tools.stack.process import ManagedProcess, port_open
 from pinapp.tools.stack.services import KafkaService, _run
 
-__all__ = ["BRIDGE", "KafkaCluster", "Node"]
+__all__ = ["BRIDGE", "HOST_SIDE", "KafkaCluster", "Node", "host_address"]
 
 BRIDGE = "pinapp-br0"
-_HOST_ADDRESS = "10.77.0.1"
+HOST_SIDE = "10.77.0.1"  # the host namespace on the bridge
 _PORT = 9092
 _CONTROLLER_PORT = 9093
 
@@ -39,6 +39,25 @@ def _ip(*args: str, namespace: str | None = None, check: bool = True) -> subproc
     if check and done.returncode != 0:
         raise StackError(f"`{' '.join(argv)}` failed: {done.stderr.strip()} (the cluster stack needs root)")
     return done
+
+
+def host_address(index: int) -> str:
+    """The address of client host ``index`` (:meth:`KafkaCluster.host`)."""
+    return f"10.77.0.{20 + index}"
+
+
+def _attach(namespace: str, link: str, address: str) -> None:
+    """``namespace`` (made if missing) on the bridge through a veth pair, at ``address``."""
+    if namespace not in _ip("netns", "list", check=False).stdout.split():
+        _ip("netns", "add", namespace)
+    inner = f"{namespace}n"
+    if _ip("link", "show", link, check=False).returncode != 0:
+        _ip("link", "add", link, "type", "veth", "peer", "name", inner)
+        _ip("link", "set", inner, "netns", namespace)
+        _ip("addr", "add", f"{address}/24", "dev", inner, namespace=namespace)
+    _ip("link", "set", link, "master", BRIDGE, "up")
+    _ip("link", "set", "lo", "up", namespace=namespace)
+    _ip("link", "set", inner, "up", namespace=namespace)
 
 
 @dataclass
@@ -104,25 +123,36 @@ class KafkaCluster:
             raise StackError("the cluster stack puts each broker in a network namespace: run it as root")
         if _ip("link", "show", BRIDGE, check=False).returncode != 0:
             _ip("link", "add", BRIDGE, "type", "bridge")
-            _ip("addr", "add", f"{_HOST_ADDRESS}/24", "dev", BRIDGE)
+            _ip("addr", "add", f"{HOST_SIDE}/24", "dev", BRIDGE)
         _ip("link", "set", BRIDGE, "up")
         for node in self.nodes:
-            if _ip("netns", "list", check=False).stdout.find(node.namespace) < 0:
-                _ip("netns", "add", node.namespace)
-            inner = f"{node.namespace}n"
-            if _ip("link", "show", node.link, check=False).returncode != 0:
-                _ip("link", "add", node.link, "type", "veth", "peer", "name", inner)
-                _ip("link", "set", inner, "netns", node.namespace)
-                _ip("addr", "add", f"{node.address}/24", "dev", inner, namespace=node.namespace)
-            _ip("link", "set", node.link, "master", BRIDGE, "up")
-            _ip("link", "set", "lo", "up", namespace=node.namespace)
-            _ip("link", "set", inner, "up", namespace=node.namespace)
+            _attach(node.namespace, node.link, node.address)
 
     def _network_down(self) -> None:
-        for node in self.nodes:
-            _ip("link", "del", node.link, check=False)
-            _ip("netns", "del", node.namespace, check=False)
+        listed = _ip("netns", "list", check=False).stdout.split()
+        for namespace in {n.namespace for n in self.nodes} | {n for n in listed if n.startswith("pinapp-")}:
+            _ip("link", "del", f"{namespace}h", check=False)
+            _ip("netns", "del", namespace, check=False)
         _ip("link", "del", BRIDGE, check=False)
+
+    def host(self, index: int) -> str:
+        """A client host of its own on the bridge (``pinapp-wN``, 10.77.0.(20+N)): its namespace.
+
+        It reaches the brokers and the bridge's host side (10.77.0.1), nothing on the host's loopback.
+        """
+        namespace = f"pinapp-w{index}"
+        _attach(namespace, f"{namespace}h", host_address(index))
+        return namespace
+
+    def cut_from_brokers(self, index: int) -> None:
+        """Host ``index`` hears nothing from any broker (their answers to it are dropped), while it
+        still reaches everything else: a zombie's view of a partition."""
+        for node in self.nodes:
+            _ip("route", "replace", "blackhole", f"{host_address(index)}/32", namespace=node.namespace)
+
+    def reconnect_to_brokers(self, index: int) -> None:
+        for node in self.nodes:
+            _ip("route", "del", "blackhole", f"{host_address(index)}/32", namespace=node.namespace, check=False)
 
     # -- nodes ------------------------------------------------------------------------------
 
