@@ -110,6 +110,12 @@ soak: setup
 	PINAPP_PROFILE=test pinapp stack up
 	PINAPP_PROFILE=test pytest -m slow --timeout 2400 tests/integration/test_soak.py; rc=$$?; PINAPP_PROFILE=test pinapp stack down; exit $$rc
 
+# The cluster fault scenarios (tests/integration/test_cluster.py, docs/reliability.md): a
+# three-node Kafka cluster in network namespaces, so root. make test runs the short ones.
+chaos: setup
+	PINAPP_PROFILE=test pinapp stack up
+	PINAPP_PROFILE=test pytest -m 'not slow' -s tests/integration/test_cluster.py; rc=$$?; PINAPP_PROFILE=test pinapp stack down; exit $$rc
+
 bench: setup
 	PINAPP_PROFILE=test pinapp stack up
 	PINAPP_PROFILE=test python -m bench.run $(if $(BASELINE),--baseline $(BASELINE)) $(BENCH_ARGS)

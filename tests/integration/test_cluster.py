@@ -21,6 +21,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from config import Settings
+from pinapp.adapters.kafka import ensure_topics
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
@@ -121,6 +122,8 @@ async def _under_load(
     gen.truth.write(truth)
     topic = pipeline.settings.kafka.events_topic
     await pipeline.create_bucket()
+    # The topics first: a group that joins before its topic exists waits for a metadata refresh.
+    await ensure_topics(pipeline.settings.kafka)
     workers = workers or [pipeline.worker(0), pipeline.worker(1)]
     archiver = pipeline.archiver()
     for w in (*workers, archiver):
@@ -159,6 +162,7 @@ async def test_the_leader_killed_mid_stream_and_restarted_loses_and_doubles_noth
     assert stall < 60, f"rows stopped for {stall:.1f}s after the leader was killed"
 
 
+@pytest.mark.chaos
 async def test_a_leader_hung_for_two_minutes_stalls_the_pipeline_at_most_30_s(
     cluster: KafkaCluster, on_cluster: Pipeline
 ) -> None:
@@ -212,3 +216,34 @@ async def test_a_worker_host_cut_off_from_the_brokers_past_its_session_loses_and
     print(f"a worker host cut off from the brokers for 30 s: longest time with no new row {stall:.1f} s")
     assert took_over == [every], f"the other worker did not take every partition over: {took_over}"
     assert stall < 30, f"rows stopped for {stall:.1f}s while a worker was cut off"
+
+
+@pytest.mark.chaos
+async def test_the_leaders_host_cut_off_for_a_minute_loses_and_doubles_nothing(
+    cluster: KafkaCluster, on_cluster: Pipeline
+) -> None:
+    leaders: list[Node] = []
+
+    async def cut_off() -> None:
+        leaders.append(leader := await _leader_of(on_cluster, cluster))
+        cluster.cut_off(leader)  # its link down: it runs on, alone
+        await asyncio.sleep(60)
+        cluster.heal(leader)
+
+    stall, _ = await _under_load(on_cluster, cut_off, seed=74, count=RATE * 90)
+    print(f"leader node {leaders[0].node_id} cut off 60 s: longest time with no new row {stall:.1f} s")
+    assert stall <= 30, f"rows stopped for {stall:.1f}s while the leader was cut off"
+
+
+@pytest.mark.chaos
+async def test_a_rolling_restart_of_the_brokers_loses_and_doubles_nothing(
+    cluster: KafkaCluster, on_cluster: Pipeline
+) -> None:
+    async def bounce_each() -> None:
+        for node in cluster.nodes:
+            await asyncio.to_thread(cluster.restart, node)
+            await asyncio.sleep(5)  # its replicas catch up before the next goes
+
+    stall, _ = await _under_load(on_cluster, bounce_each, seed=75, count=RATE * 90)
+    print(f"rolling restart of the three brokers: longest time with no new row {stall:.1f} s")
+    assert stall <= 30, f"rows stopped for {stall:.1f}s during the brokers' rolling restart"

@@ -261,6 +261,12 @@ class KafkaCluster:
 
     # -- faults ------------------------------------------------------------------------------
 
+    def restart(self, node: Node) -> None:
+        """A clean bounce: SIGTERM (controlled shutdown, leadership handed over), start, healthy."""
+        node.process.stop(timeout_s=60)
+        self.start(node)
+        self.wait_healthy(node)
+
     def kill(self, node: Node) -> None:
         """SIGKILL: no shutdown, no handover."""
         pid = node.process.pid()
