@@ -215,6 +215,11 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def generations(self) -> list[int]:
+        """The consumer group generations this process's log says it joined, in order."""
+        log = self.log_path.read_text(errors="replace")
+        return [int(g) for g in re.findall(r"Joined group '[^']+' \(generation (\d+)\)", log)]
+
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 

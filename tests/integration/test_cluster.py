@@ -247,3 +247,39 @@ async def test_a_rolling_restart_of_the_brokers_loses_and_doubles_nothing(
     stall, _ = await _under_load(on_cluster, bounce_each, seed=75, count=RATE * 90)
     print(f"rolling restart of the three brokers: longest time with no new row {stall:.1f} s")
     assert stall <= 30, f"rows stopped for {stall:.1f}s during the brokers' rolling restart"
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("membership", ["static", "dynamic"])
+async def test_a_rolling_restart_of_the_workers_loses_and_doubles_nothing(
+    cluster: KafkaCluster, on_cluster: Pipeline, membership: str
+) -> None:
+    """Each worker stopped and started in turn; with static membership the group never rebalances."""
+    pipeline = on_cluster
+    static = membership == "static"
+    workers = [
+        pipeline.worker(i, **({"PINAPP_WORKER__GROUP_INSTANCE_ID": f"pinapp-worker-{i}"} if static else {}))
+        for i in range(2)
+    ]
+    generations: list[int] = []
+
+    async def restart_each() -> None:
+        generations.append(_generation(workers))
+        for w in workers:
+            w.stop()
+            w.start()
+            await w.wait_ready(180)
+            await asyncio.sleep(5)
+        generations.append(_generation(workers))
+
+    stall, _ = await _under_load(pipeline, restart_each, seed=76, count=RATE * 90, workers=workers)
+    rebalances = generations[1] - generations[0]
+    print(f"rolling restart of the workers, {membership} membership: {rebalances} rebalances, stall {stall:.1f} s")
+    if static:
+        assert rebalances == 0, "a static member's restart made the group rebalance"
+    assert stall < pipeline.settings.worker.session_timeout_s + 20, f"rows stopped for {stall:.1f}s"
+
+
+def _generation(workers: list[WorkerProcess]) -> int:
+    """The newest group generation any worker joined."""
+    return max((g for w in workers for g in w.generations()), default=0)

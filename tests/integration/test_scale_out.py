@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -238,12 +237,8 @@ async def test_a_poison_event_is_dead_lettered_with_its_reason_and_never_stalls_
 
 
 def _generations(*workers: WorkerProcess) -> list[int]:
-    """The group generations each worker's log says it joined, in order."""
-    return [
-        int(g)
-        for w in workers
-        for g in re.findall(r"Joined group '[^']+' \(generation (\d+)\)", w.log_path.read_text(errors="replace"))
-    ]
+    """The group generations the workers' logs say they joined."""
+    return [g for w in workers for g in w.generations()]
 
 
 async def test_a_rolling_restart_with_static_membership_moves_no_partition(
