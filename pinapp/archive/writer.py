@@ -29,6 +29,7 @@ finalize an hour folder for partitions that other workers own.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -142,8 +143,7 @@ class ArchiveWriter:
 
     async def _check_conditional_writes(self) -> None:
         """Put a probe twice with ``If-None-Match``: a server that takes the second cannot fence."""
-        key = self._path("_probe", "conditional-writes")
-        await self.s3.delete_object(Bucket=self.bucket, Key=key)
+        key = self._path("_probe", f"conditional-writes-{uuid.uuid4().hex}")  # one per process: they start at once
         await self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*")
         try:
             await self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"2", IfNoneMatch="*")

@@ -8,6 +8,7 @@ re-cut beside a stale object) and any gap.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterable
 
@@ -252,3 +253,10 @@ async def test_a_server_without_conditional_writes_is_a_clear_error(s3_bucket: t
         await ArchiveWriter(s3, bucket, "raw", conditional_writes=False).check_bucket()
     finally:
         s3.put_object = real_put
+
+
+async def test_archivers_starting_together_each_check_conditional_writes(s3_bucket: tuple) -> None:
+    s3, bucket = s3_bucket
+    await asyncio.gather(*(ArchiveWriter(s3, bucket, "raw").check_bucket() for _ in range(4)))
+    page = await s3.list_objects_v2(Bucket=bucket, Prefix="raw/_probe/")
+    assert page.get("KeyCount", 0) == 0  # each removed its own probe
