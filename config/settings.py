@@ -469,6 +469,13 @@ class ArchiveSettings(_Section):
         description="a record dated further than this past the archiver's clock is archived in its hour but is "
         "no progress: _SUCCESS never goes into an hour the clock has not passed",
     )
+    intent_retention_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="a committed cut's intent is kept this long: it fences an archiver that lost the partition "
+        "out of those offsets; one held up longer (a host frozen for a day) could double them, which "
+        "`pinapp archive verify` reports",
+    )
     conditional_writes: bool = Field(
         True,
         description="put intents and objects only where none is (S3 If-None-Match): an archiver that lost its "

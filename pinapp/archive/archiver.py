@@ -361,13 +361,16 @@ class Archiver:
         return self._buffered
 
     async def collect_intents(self) -> int:
-        """Delete intents below each owned partition's committed offset (housekeeping)."""
+        """Delete intents below each owned partition's committed offset once older than
+        ``archive.intent_retention_s`` (housekeeping; until then they fence zombies)."""
         removed = 0
         for topic, partition in list(self._partitions):
             committed = self.control.committed(topic, partition)
             if committed:
                 with contextlib.suppress(BotoCoreError, ClientError, OSError):
-                    removed += await self.writer.forget_cuts(topic, partition, committed)
+                    removed += await self.writer.forget_cuts(
+                        topic, partition, committed, older_than_s=self.settings.intent_retention_s
+                    )
         return removed
 
     def _horizon_ms(self) -> int:

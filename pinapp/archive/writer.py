@@ -33,6 +33,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -254,23 +255,44 @@ class ArchiveWriter:
         return data
 
     async def pending_cuts(self, topic: str, partition: int, committed: int) -> list[tuple[int, int, str]]:
-        """Cuts ``(first, last, format)`` whose intent exists and that end at or after ``committed``."""
+        """Cuts ``(first, last, format)`` whose intent exists and that end at or after ``committed``.
+
+        Cuts chain and commits fall between them, so of the intents that start below
+        ``committed`` only the latest can reach past it: the others are not read.
+        """
         cuts = []
-        async for first, last, key in self._intents(topic, partition):
-            if last is None or last >= committed:
-                last, fmt = _intent_body(await self._read(key), last=last)
-                if last >= committed:
-                    cuts.append((first, last, fmt))
+        below: tuple[int, int | None, str] | None = None
+        async for first, last, key, _ in self._intents(topic, partition):
+            if first >= committed:
+                cuts.append((first, *_intent_body(await self._read(key), last=last)))
+            elif below is None or first > below[0]:
+                below = (first, last, key)
+        if below is not None and (below[1] is None or below[1] >= committed):
+            last, fmt = _intent_body(await self._read(below[2]), last=below[1])
+            if last >= committed:
+                cuts.append((below[0], last, fmt))
         return sorted(cuts)
 
-    async def forget_cuts(self, topic: str, partition: int, committed: int) -> int:
-        """Delete intents wholly below ``committed`` (their offsets are safely committed)."""
+    async def forget_cuts(self, topic: str, partition: int, committed: int, *, older_than_s: float = 0) -> int:
+        """Delete intents wholly below ``committed`` (their offsets are safely committed) that are
+        older than ``older_than_s``: until then an intent fences a zombie out of its offsets."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        below = sorted(
+            [
+                (first, last, key, written)
+                async for first, last, key, written in self._intents(topic, partition)
+                if first < committed
+            ]
+        )
         doomed = []
-        async for first, last, key in self._intents(topic, partition):
-            if last is None and first < committed:
-                last, _ = _intent_body(await self._read(key), last=None)
-            if last is not None and last < committed:
-                doomed.append(key)
+        for i, (_, last, key, written) in enumerate(below):
+            if written >= cutoff:
+                continue
+            if i + 1 == len(below):  # the latest may reach past ``committed``; the others end before the next
+                last, _ = _intent_body(await self._read(key), last=last)
+                if last >= committed:
+                    continue
+            doomed.append(key)
         for start in range(0, len(doomed), 1000):
             chunk = doomed[start : start + 1000]
             await self.s3.delete_objects(
@@ -278,15 +300,15 @@ class ArchiveWriter:
             )
         return len(doomed)
 
-    async def _intents(self, topic: str, partition: int) -> AsyncIterator[tuple[int, int | None, str]]:
-        """``(first, last, key)`` of each intent; ``last`` is ``None`` where only the body names it
-        (intents named ``<first>-<last>`` were written before the fence)."""
+    async def _intents(self, topic: str, partition: int) -> AsyncIterator[tuple[int, int | None, str, datetime]]:
+        """``(first, last, key, written)`` of each intent; ``last`` is ``None`` where only the body
+        names it (intents named ``<first>-<last>`` were written before the fence)."""
         directory = self._intent_dir(topic, partition)
         paginator = self.s3.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=directory):
             for obj in page.get("Contents", []):
                 first, _, last = obj["Key"].removeprefix(directory).partition("-")
-                yield int(first), int(last) if last else None, obj["Key"]
+                yield int(first), int(last) if last else None, obj["Key"], obj["LastModified"]
 
     # -- progress and _SUCCESS ----------------------------------------------------------------
 

@@ -260,3 +260,20 @@ async def test_archivers_starting_together_each_check_conditional_writes(s3_buck
     await asyncio.gather(*(ArchiveWriter(s3, bucket, "raw").check_bucket() for _ in range(4)))
     page = await s3.list_objects_v2(Bucket=bucket, Prefix="raw/_probe/")
     assert page.get("KeyCount", 0) == 0  # each removed its own probe
+
+
+async def test_a_committed_cuts_intent_fences_a_zombie_until_it_is_forgotten(s3_bucket: tuple) -> None:
+    """The hole the cluster test found: housekeeping deleted the new owner's intent once its cut
+    was committed, and a zombie's upload held up until then landed beside it."""
+    s3, bucket = s3_bucket
+    owner, zombie = ArchiveWriter(s3, bucket, "raw"), ArchiveWriter(s3, bucket, "raw")
+    await owner.write_cut("events", 0, _records(0, 0, 50))
+    await owner.write_cut("events", 0, _records(0, 50, 50))
+    assert await owner.forget_cuts("events", 0, committed=100, older_than_s=3600) == 0  # kept: fences
+    with pytest.raises(CutConflict):
+        await zombie.write_cut("events", 0, _records(0, 0, 30))
+    assert await owner.pending_cuts("events", 0, committed=100) == []
+    assert await owner.pending_cuts("events", 0, committed=50) == [(50, 99, "jsonl.gz")]
+    assert await owner.forget_cuts("events", 0, committed=100) == 2  # past the retention: gone
+    report = await verify_topic(s3, bucket, "raw", "events", start={0: 0}, committed={0: 100})
+    assert report.ok, (report.gaps, report.duplicates)

@@ -112,10 +112,12 @@ async def _under_load(
     seed: int,
     count: int = 15_000,
     workers: list[WorkerProcess] | None = None,
+    archivers: list[WorkerProcess] | None = None,
 ) -> tuple[float, str]:
-    """Two workers (``workers``, else two on this host) and an archiver take ``count`` events at
-    :data:`RATE` while ``await fault()`` runs (after both workers own partitions); returns the
-    longest time with no new row from the fault's start, and the audit's output (asserted clean)."""
+    """Two workers (``workers``, else two on this host) and archivers (else one) take ``count``
+    events at :data:`RATE` while ``await fault()`` runs (after both workers own partitions);
+    returns the longest time with no new row from the fault's start, and the audit's output
+    (asserted clean: every table, every rollup, and the archive with every offset once)."""
     gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.03, malformed_ratio=0.01), GeoLocator())
     records = [next(gen) for _ in range(count)]
     truth = pipeline.tmp / "truth.json"
@@ -125,10 +127,10 @@ async def _under_load(
     # The topics first: a group that joins before its topic exists waits for a metadata refresh.
     await ensure_topics(pipeline.settings.kafka)
     workers = workers or [pipeline.worker(0), pipeline.worker(1)]
-    archiver = pipeline.archiver()
-    for w in (*workers, archiver):
+    archivers = archivers or [pipeline.archiver()]
+    for w in (*workers, *archivers):
         w.start()
-    for w in (*workers, archiver):
+    for w in (*workers, *archivers):
         await w.wait_ready(180)
     producing = asyncio.create_task(pipeline.produce(records, rate=RATE))
     try:
@@ -139,7 +141,7 @@ async def _under_load(
     finally:
         await producing
     audit = await asyncio.to_thread(pipeline.audit, truth)  # the loop keeps serving any proxy meanwhile
-    logs = "\n".join(w.log_tail(30) for w in (*workers, archiver))
+    logs = "\n".join(w.log_tail(30) for w in (*workers, *archivers))
     assert audit.returncode == 0, f"{audit.stdout}{audit.stderr}\n{logs}"
     assert "audit: CLEAN" in audit.stdout
     return await _longest_stall(pipeline, started), audit.stdout
@@ -283,3 +285,34 @@ async def test_a_rolling_restart_of_the_workers_loses_and_doubles_nothing(
 def _generation(workers: list[WorkerProcess]) -> int:
     """The newest group generation any worker joined."""
     return max((g for w in workers for g in w.generations()), default=0)
+
+
+@pytest.mark.chaos
+async def test_an_archiver_cut_off_while_it_still_reaches_s3_is_fenced_by_the_next_owner(
+    cluster: KafkaCluster, on_cluster: Pipeline
+) -> None:
+    """Two archivers, one on a host of its own. That host stops hearing the brokers while its
+    upload to S3 hangs; the other archiver takes its partitions over and cuts them. Then the
+    upload goes through, late: its intent is refused (an S3 conditional write), and the archive
+    still has every offset once."""
+    pipeline = on_cluster
+    namespace = cluster.host(2)
+    stack = pipeline.settings
+    s3_port = int(stack.s3.endpoint_url.rsplit(":", 1)[1]) if stack.s3.endpoint_url else 0
+    async with BlackHoleProxy("127.0.0.1", s3_port, listen=HOST_SIDE) as s3:
+        here = pipeline.archiver(0)
+        there = pipeline.archiver(1, PINAPP_S3__ENDPOINT_URL=f"http://{HOST_SIDE}:{s3.port}")
+        there.netns = namespace
+
+        async def cut_off_mid_upload() -> None:
+            s3.pause()  # its next upload hangs, unanswered
+            cluster.cut_from_brokers(2)
+            await asyncio.sleep(3 * pipeline.settings.worker.session_timeout_s)  # taken over, re-cut
+            s3.resume()  # the zombie's upload goes through now
+            await asyncio.sleep(10)
+            cluster.reconnect_to_brokers(2)
+
+        await _under_load(pipeline, cut_off_mid_upload, seed=77, count=RATE * 60, archivers=[here, there])
+    refused = there.log_path.read_text(errors="replace").count("is in S3 already")
+    print(f"an archiver cut off mid-upload: {refused} late cut(s) refused by the new owner's intents")
+    assert refused, "the cut-off archiver's late upload was never refused:\n" + there.log_tail(40)
