@@ -95,7 +95,10 @@ async def test_every_record_lands_once_in_its_event_hour(pipeline: Pipeline, fmt
     records, folders = _records(3000)
     await pipeline.create_bucket()
     await pipeline.produce(records)
-    archiver = pipeline.archiver(PINAPP_ARCHIVE__FORMAT=fmt, PINAPP_ARCHIVE__MAX_EVENTS="400")
+    # Intents of committed cuts are kept a while (they fence zombies): a second here.
+    archiver = pipeline.archiver(
+        PINAPP_ARCHIVE__FORMAT=fmt, PINAPP_ARCHIVE__MAX_EVENTS="400", PINAPP_ARCHIVE__INTENT_RETENTION_S="1"
+    )
     archiver.start()
     topic = pipeline.settings.kafka.events_topic
     await pipeline.wait_archived(topic)
@@ -145,7 +148,7 @@ async def test_every_record_lands_once_in_its_event_hour(pipeline: Pipeline, fmt
         row[0] for row in rows if f"/dt={day}/" in row[0]
     ]
 
-    # Intents of committed cuts are housekeeping: the archiver deletes them.
+    # Intents of committed cuts are housekeeping: the archiver deletes them once past their retention.
     async def intents() -> list[str]:
         async with s3_client(pipeline.settings.s3) as s3:
             page = await s3.list_objects_v2(Bucket=pipeline.settings.s3.bucket, Prefix=f"raw/_cuts/{topic}/")
