@@ -456,6 +456,12 @@ class ArchiveSettings(_Section):
     )
     check_interval_s: float = Field(1.0, gt=0, description="how often buffer ages are checked")
     retry_max_s: float = Field(30.0, gt=0, description="cap on the backoff between S3 retries")
+    request_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="a cut's upload (its intent and objects), or a read of intents, not finished in this long is "
+        "given up and retried: a server that takes the request and never answers must not hold the archive",
+    )
     revoke_flush_timeout_s: float = Field(
         5.0, gt=0, description="on revocation, give up flushing after this long (the next owner re-reads)"
     )

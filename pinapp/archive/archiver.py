@@ -8,7 +8,9 @@ the timers; this class decides cuts, writes them, and keeps four promises:
 * **Nothing is doubled after a crash.** The first record of a partition after an assignment
   makes the archiver adopt that partition's intents (see :mod:`pinapp.archive.buffer`).
 * **S3 trouble pauses, never crashes.** A failing write is retried with capped exponential
-  backoff (tenacity) while the partition's fetching is paused; nothing is acked meanwhile.
+  backoff (tenacity) while the partition's fetching is paused; nothing is acked meanwhile. A
+  write that hangs (a server that takes the bytes and never answers) fails after
+  ``archive.request_timeout_s`` and is retried the same way.
 * **A zombie doubles nothing.** A cut refused because another archiver's intent starts at its
   first offset (:class:`~pinapp.archive.writer.CutConflict`) goes back to its buffer and is cut
   exactly where that intent says, as after a crash; an archiver that lost the partition never
@@ -302,7 +304,8 @@ class Archiver:
                 reraise=True,
             ):
                 with attempt:
-                    result = await call()
+                    # The client's read timeout does not cover a body the server stopped reading.
+                    result = await asyncio.wait_for(call(), self.settings.request_timeout_s)
                     health.sink("s3").succeeded()
                     return result
         finally:

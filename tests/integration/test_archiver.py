@@ -194,14 +194,16 @@ _SLOW_DOWN = (
 
 
 class _Outage:
-    """A TCP proxy in front of the S3 server that can fail: refuse connections (S3 unreachable)
-    or answer every request with 503 SlowDown (S3 throttling), then come back."""
+    """A TCP proxy in front of the S3 server that can fail: refuse connections (S3 unreachable),
+    answer every request with 503 SlowDown (S3 throttling), or take the bytes and never answer
+    (S3 hung), then come back."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
         self.server: asyncio.Server | None = None
         self.throttling = False
+        self.hanging = False
         self.links: set[asyncio.StreamWriter] = set()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -226,7 +228,17 @@ class _Outage:
             await writer.drain()
         writer.close()
 
+    async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.links.add(writer)
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            while self.hanging and await reader.read(65536):
+                pass
+        writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.hanging:
+            await self._swallow(reader, writer)
+            return
         if self.throttling:
             await self._slow_down(reader, writer)
             return
@@ -240,13 +252,15 @@ class _Outage:
         self.links.clear()
 
     async def up(self) -> None:
-        self.throttling = False
+        self.throttling = self.hanging = False
         if self.server is None:
             self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def fail(self, how: str) -> None:
         if how == "throttled":
             self.throttling = True
+        elif how == "hung":
+            self.hanging = True
         else:
             assert self.server is not None
             self.server.close()
@@ -255,7 +269,7 @@ class _Outage:
         self._cut_links()
 
 
-@pytest.mark.parametrize("how", ["unreachable", "throttled"])
+@pytest.mark.parametrize("how", ["unreachable", "throttled", "hung"])
 async def test_s3_failing_for_a_while_pauses_then_catches_up_without_loss_or_duplicates(
     pipeline: Pipeline, how: str
 ) -> None:
@@ -264,7 +278,9 @@ async def test_s3_failing_for_a_while_pauses_then_catches_up_without_loss_or_dup
     await outage.up()
     topic = pipeline.settings.kafka.events_topic
     archiver = pipeline.archiver(
-        PINAPP_S3__ENDPOINT_URL=f"http://127.0.0.1:{outage.port}", PINAPP_ARCHIVE__MAX_EVENTS="200"
+        PINAPP_S3__ENDPOINT_URL=f"http://127.0.0.1:{outage.port}",
+        PINAPP_ARCHIVE__MAX_EVENTS="200",
+        PINAPP_ARCHIVE__REQUEST_TIMEOUT_S="2",  # a hung upload is given up after this (the client's own never fires)
     )
     archiver.start()
     await archiver.wait_ready()
