@@ -60,6 +60,7 @@ def worker(ctx: click.Context) -> None:
     settings = _settings(ctx)
     run_on_chosen_allocator(settings)  # may re-execute this process on jemalloc
     _make_data_dir(settings.worker.data_dir)
+    asyncio.run(_ensure_topics(settings, [settings.kafka.events_topic, settings.kafka.dlq_topic]))
     options = _faust_options(settings, settings.worker.data_dir)
     from pinapp.topology.app import app
 
@@ -75,6 +76,7 @@ def archiver(ctx: click.Context) -> None:
     settings = _settings(ctx)
     run_on_chosen_allocator(settings)  # may re-execute this process on jemalloc
     asyncio.run(_check_bucket(settings))  # a missing bucket or bad credentials: one clear line, now
+    asyncio.run(_ensure_topics(settings, list(settings.archive_topics)))
     _make_data_dir(settings.worker.data_dir / "archiver")
     options = _faust_options(settings, settings.worker.data_dir / "archiver")
     from pinapp.topology.app import archive_app
@@ -107,6 +109,18 @@ def _faust_options(settings: Settings, data_dir: Path) -> list[str]:
         logger.warning("ignoring %s: pinapp's settings configure the worker (see docs/operations.md)", name)
         del os.environ[name]
     return ["--no-debug", "--datadir", str(data_dir), "worker", "--loglevel", settings.worker.log_level]
+
+
+async def _ensure_topics(settings: Settings, topics: list[str]) -> None:
+    """The topics a worker consumes, made before it joins its group: a topic the group's leader
+    does not know when it assigns stays unassigned until the next metadata refresh (5 minutes).
+    Brokers not reachable yet: the worker goes on, and connects (and faust creates them) later."""
+    from pinapp.adapters.kafka import ensure_topics
+
+    try:
+        await asyncio.wait_for(ensure_topics(settings.kafka, topics), settings.kafka.request_timeout_s * 3)
+    except Exception as exc:  # noqa: BLE001 - anything: faust creates the topics itself later
+        logging.getLogger("pinapp").warning("could not make sure topics %s exist now (%r); going on", topics, exc)
 
 
 async def _check_bucket(settings: Settings) -> None:
@@ -636,7 +650,8 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
 
     Prints per event type: expected, rows, missing ids, duplicate ids, unexpected rows and,
     unless --no-archive, events missing from the archive and archived offsets missing or
-    doubled; then whether every rollup agrees with the raw rows. Exit 1 on any discrepancy.
+    doubled; then whether every rollup agrees with the raw rows, and every bad input has a
+    dead letter. Exit 1 on any discrepancy.
     """
     import orjson
 
@@ -708,6 +723,13 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
             )
             for line in check.mismatches[:show]:
                 click.echo(f"  {line}")
+        if report.dead_letters is not None:
+            dl = report.dead_letters
+            click.echo(
+                f"dead letters: {dl.inputs} bad inputs of {dl.expected} expected, {dl.missing} missing; "
+                f"{dl.resent} resent (a batch processed again; one per source offset counts)"
+            )
+            ids("without a dead letter", "input", dl.missing_ids)
         click.echo(f"audit: {'CLEAN' if report.clean else f'{report.discrepancies} discrepancies'}")
     if not report.clean:
         ctx.exit(1)
