@@ -27,6 +27,7 @@ from pinapp.archive.writer import ArchiveWriter
 from pinapp.telemetry import health
 from pinapp.telemetry.metrics import ARCHIVE_BUFFERED
 from pinapp.topology.app import archive_app, settings
+from pinapp.topology.broker import watch_brokers
 from pinapp.topology.faust_ext import FetchedBatches, pin_consumer
 from pinapp.topology.topics import archive_source
 
@@ -142,6 +143,12 @@ async def archive_records(stream: StreamT[bytes]) -> None:
     ack = pin_consumer(archive_app).ack
     async for batch in batches:
         await archiver.add_all(_records(batch, ack), current=_no_rebalance_since(archive_app.consumer_generation_id))
+
+
+@archive_app.task
+async def report_brokers() -> None:
+    """``/health``'s ``brokers``: whether the archiver reaches Kafka at all."""
+    await watch_brokers(archive_app)
 
 
 # Loops rather than faust timers: an upload may wait out an S3 outage, and a timer would then

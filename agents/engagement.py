@@ -31,6 +31,7 @@ from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
 from pinapp.errors import StateStoreLost
 from pinapp.telemetry import health
 from pinapp.topology.app import app, settings
+from pinapp.topology.broker import watch_brokers
 from pinapp.topology.faust_ext import BatchedTable, FetchedBatches
 from pinapp.topology.topics import dead_letter_topic, dead_letters, events_topic, live_topic
 from tables import pin_by_id, seen_event_ids
@@ -52,6 +53,12 @@ def _processed_log(path: Path | None) -> TextIO | None:
 async def summarize_dead_letters() -> None:
     """A burst of bad input that stopped is still summarized in the log (pinapp.domain.dead_letters)."""
     dead_letters.flush_log()
+
+
+@app.task
+async def report_brokers() -> None:
+    """``/health``'s ``brokers``: whether this worker reaches Kafka at all."""
+    await watch_brokers(app)
 
 
 @app.agent(events_topic, name="process_engagement", concurrency=1)

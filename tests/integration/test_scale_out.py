@@ -63,6 +63,14 @@ async def _wait_for(check: object, what: str, timeout: float = 90.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _sink_state(worker: WorkerProcess, sink: str) -> str | None:
+    """``/health``'s state of one sink (``None``: not listed, or the worker not answering)."""
+    try:
+        return worker.health()[1].get("sinks", {}).get(sink, {}).get("state")
+    except OSError:
+        return None
+
+
 def _source_partitions(worker: WorkerProcess, topic: str) -> set[str]:
     try:
         status, doc = worker.health()
@@ -166,6 +174,7 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
                 status, doc = w.health()
                 assert w.alive and status == 503, doc
                 assert doc["sinks"]["singlestore"]["state"] == "retrying" and doc["sinks"]["singlestore"]["last_error"]
+                assert doc["sinks"]["brokers"]["state"] == "ok", f"a database outage reported as the brokers': {doc}"
             # The dashboard's data says the database is down; it is not a server error.
             status, doc = w0.get("/api/query/top-countries")
             assert status == 503 and ("query failed" in doc["error"] or "cannot connect" in doc["error"]), (status, doc)
@@ -178,10 +187,16 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
     )
     await _wait_for(lambda: all(w.health()[0] == 200 for w in (w0, w1)), "the sinks to recover", timeout=120)
 
-    # The broker restarted while the workers still drain the outage's backlog.
+    # The broker restarted while the workers still drain the outage's backlog; /health names it.
     assert kafka.process.stop(), "the test broker should have been running"
     try:
-        await asyncio.sleep(5)
+        await _wait_for(
+            lambda: all(_sink_state(w, "brokers") == "retrying" for w in (w0, w1, archiver)),
+            "/health to report that no broker answers",
+            timeout=60,
+        )
+        states = [_sink_state(w, "singlestore") for w in (w0, w1)]
+        assert states == ["ok", "ok"], f"a broker outage reported as the database's: {states}"
     finally:
         await asyncio.to_thread(stack.up)
     await pipeline.produce(rest)

@@ -15,7 +15,9 @@ does not pass; the worker command passes its command-line counterparts, see
 :mod:`pinapp.tools.cli`.)
 
 Private names used: ``App._consumer_wait_empty`` (extended), ``App._new_transport``
-(overridden to choose the consumer class; faust has no setting for it).
+(overridden to choose the consumer class; faust has no setting for it), and the consumer
+thread's aiokafka consumer's ``_coordinator.coordinator_id`` (read for ``/health``, which
+neither faust nor aiokafka reports otherwise).
 """
 
 from __future__ import annotations
@@ -52,6 +54,18 @@ class PinConsumer(HandoffConsumer, CommitGuards, PartitionControl, aiokafka_driv
         if committed:
             self.last_commit_at = time.time()
         return bool(committed)
+
+    def group_coordinator_known(self) -> bool | None:
+        """Whether aiokafka knows the consumer group's coordinator now (``None``: no consumer yet).
+
+        aiokafka forgets it on any failed request to it and looks it up again at once: unknown
+        for more than a moment means no broker answers (:func:`pinapp.topology.broker.watch_brokers`).
+        """
+        consumer = getattr(self._thread, "_consumer", None)
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is None:
+            return None
+        return getattr(coordinator, "coordinator_id", None) is not None
 
     def committed_offsets(self) -> dict[TP, int | None]:
         """The next offset this worker committed, per partition (``None``: nothing, or 0)."""
