@@ -9,7 +9,11 @@ rules). They are compared with
 * the S3 archive: every valid event is in an archived record, and every offset of the events
   topic up to the archiver's committed offset is archived exactly once (``archive verify``);
 * the rollups: each exact one equals the GROUP BY over the raw rows, and the pin rollup holds
-  the true top pins (:mod:`pinapp.adapters.rollup_check`).
+  the true top pins (:mod:`pinapp.adapters.rollup_check`);
+* the dead-letter topic: every bad input is there, counted once per *source*, the id a
+  consumer of the dead letters dedups on (``pinapp.dlq.topic``/``partition``/``offset``, or
+  Singer's ``host``/``file``/``offset``): a batch processed twice resends its dead letters, and
+  those are reported as resent, not as more bad input.
 
 Rows in ``pins`` learned from another event's embedded pin (a repin that arrived before its
 pin) carry that event's id; they are reported as learned, not as unexpected. Rows for events
@@ -30,16 +34,25 @@ import orjson
 
 from config import Settings
 from pinapp.adapters.db import create_pool
-from pinapp.adapters.kafka import read_topic
+from pinapp.adapters.kafka import partitions_of, read_topic
 from pinapp.adapters.rollup_check import RollupCheck, check_rollups
 from pinapp.adapters.s3 import s3_client
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import VerifyReport, archiver_group, committed_offsets, verify_topic
 from pinapp.domain.ddl import TABLES
+from pinapp.domain.dead_letters import HEADER_PREFIX
 from pinapp.domain.events import EventType, parse_event
 from pinapp.errors import InvalidEvent, PinappError
 
-__all__ = ["AuditReport", "TypeAudit", "audit", "expected_from_topic", "expected_from_truth"]
+__all__ = [
+    "AuditReport",
+    "DeadLetterAudit",
+    "TypeAudit",
+    "audit",
+    "dead_letter_source",
+    "expected_from_topic",
+    "expected_from_truth",
+]
 
 ExpectedIds = dict[EventType, set[str]]
 
@@ -60,12 +73,29 @@ class TypeAudit:
 
 
 @dataclass
+class DeadLetterAudit:
+    """Bad inputs against the dead-letter topic, each source counted once."""
+
+    expected: int  # bad inputs: the truth's malformed count, or the invalid records in the topic
+    inputs: int = 0  # distinct sources with a dead letter
+    resent: int = 0  # dead letters beyond the first of their source (a batch processed again)
+    #: bad inputs without a dead letter: ``partition:offset`` when the topic is the source, else
+    #: only their number (the truth does not know offsets)
+    missing_ids: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> int:
+        return len(self.missing_ids) if self.missing_ids else max(0, self.expected - self.inputs)
+
+
+@dataclass
 class AuditReport:
     source: str
     strict: bool  # whether unexpected rows count as failures (the source covers every event)
     types: dict[EventType, TypeAudit]
     archive: VerifyReport | None = None
     rollups: RollupCheck | None = None
+    dead_letters: DeadLetterAudit | None = None
 
     @property
     def discrepancies(self) -> int:
@@ -78,6 +108,8 @@ class AuditReport:
             n += sum(b - a + 1 for runs in self.archive.duplicates.values() for a, b in runs)
         if self.rollups is not None:
             n += len(self.rollups.mismatches)
+        if self.dead_letters is not None:
+            n += self.dead_letters.missing
         return n
 
     @property
@@ -105,6 +137,14 @@ class AuditReport:
                 "pins_checked": self.rollups.pins_checked,
                 "mismatches": self.rollups.mismatches,
             }
+        if self.dead_letters is not None:
+            doc["dead_letters"] = {
+                "expected": self.dead_letters.expected,
+                "inputs": self.dead_letters.inputs,
+                "resent": self.dead_letters.resent,
+                "missing": self.dead_letters.missing,
+                "missing_ids": self.dead_letters.missing_ids,
+            }
         if self.archive is not None:
             doc["archive_offsets"] = {
                 "records": self.archive.records,
@@ -117,6 +157,11 @@ class AuditReport:
 
 def expected_from_truth(path: Path) -> ExpectedIds:
     """The valid unique event ids the generator wrote to its ground-truth file."""
+    return _truth(path)[0]
+
+
+def _truth(path: Path) -> tuple[ExpectedIds, int]:
+    """The ground truth's valid unique event ids, and how many malformed inputs it wrote."""
     try:
         doc = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
@@ -127,12 +172,15 @@ def expected_from_truth(path: Path) -> ExpectedIds:
             f"{path} has no event ids: it was written by `pinapp generate --truth` with ids off "
             "(too many events); audit against the topic instead (no --truth)"
         )
-    return {t: set(ids.get(t.value, ())) for t in EventType}
+    return {t: set(ids.get(t.value, ())) for t in EventType}, int(doc.get("malformed", 0))
 
 
-async def expected_from_topic(settings: Settings, topic: str) -> tuple[ExpectedIds, bool]:
+async def expected_from_topic(
+    settings: Settings, topic: str, invalid: set[str] | None = None
+) -> tuple[ExpectedIds, bool]:
     """Valid unique event ids in ``topic`` (validated by the topology's own rules), and whether
-    the topic still holds every record ever written (log start 0 in every partition)."""
+    the topic still holds every record ever written (log start 0 in every partition).
+    ``invalid``, when given, gets the ``partition:offset`` of every record the rules reject."""
     starts: dict[int, int] = {}
     expected: ExpectedIds = {t: set() for t in EventType}
     max_bytes = settings.pipeline.max_event_bytes
@@ -140,9 +188,44 @@ async def expected_from_topic(settings: Settings, topic: str) -> tuple[ExpectedI
         try:
             event = parse_event(rec.value or b"", max_bytes=max_bytes)
         except InvalidEvent:
+            if invalid is not None:
+                invalid.add(f"{rec.partition}:{rec.offset}")
             continue
         expected[event.event_type].add(event.event_id)
     return expected, all(offset == 0 for offset in starts.values())
+
+
+def dead_letter_source(headers: Any) -> tuple[str, ...] | None:
+    """The bad input a dead letter stands for, from its headers: ``("topic", topic, partition,
+    offset)`` from the topology, ``("file", host, path, offset)`` from Singer; the id to dedup on."""
+    h = {name: value.decode(errors="replace") for name, value in headers or ()}
+
+    def field_(name: str) -> str:
+        return h.get(HEADER_PREFIX + name, "")
+
+    if field_("topic"):
+        return ("topic", field_("topic"), field_("partition"), field_("offset"))
+    if field_("file"):
+        return ("file", field_("host"), field_("file"), field_("offset"))
+    return None
+
+
+async def _dead_letters(settings: Settings, topic: str, expected: int, invalid: set[str] | None) -> DeadLetterAudit:
+    """The dead letters of ``topic``'s inputs and of Singer's lines, by source (see the module).
+
+    ``invalid``: the topic's rejected records (``partition:offset``), when the topic is the
+    source of expectations; otherwise only ``expected``, a count, is checked."""
+    seen: Counter[tuple[str, ...]] = Counter()
+    if (expected or invalid) and await partitions_of(settings.kafka, settings.kafka.dlq_topic):
+        async for rec in read_topic(settings.kafka, settings.kafka.dlq_topic):
+            source = dead_letter_source(rec.headers)
+            if source is not None and (source[0] == "file" or source[1] == topic):
+                seen[source] += 1
+    report = DeadLetterAudit(expected, inputs=len(seen), resent=sum(seen.values()) - len(seen))
+    if invalid is not None:
+        lettered = {f"{s[2]}:{s[3]}" for s in seen if s[0] == "topic"}
+        report.missing_ids = sorted(invalid - lettered)
+    return report
 
 
 async def _table_ids(settings: Settings) -> dict[EventType, list[str]]:
@@ -218,11 +301,13 @@ async def audit(
     """Reconcile (see the module docstring); while not clean, again every few seconds until
     ``wait_s`` has passed (a pipeline still catching up). The expected events are read once."""
     topic = settings.kafka.events_topic
+    invalid: set[str] | None = None
     if truth is not None:
-        expected, source, strict = expected_from_truth(truth), f"ground truth {truth}", True
+        (expected, malformed), source, strict = _truth(truth), f"ground truth {truth}", True
     else:
-        expected, strict = await expected_from_topic(settings, topic)
-        source = f"topic {topic}"
+        invalid = set()
+        expected, strict = await expected_from_topic(settings, topic, invalid)
+        malformed, source = len(invalid), f"topic {topic}"
     deadline = time.monotonic() + wait_s
     while True:
         tables = await _table_ids(settings)
@@ -231,7 +316,8 @@ async def audit(
         if archive:
             report, archived = await _archive(settings, topic)
         rollups = await _rollups(settings)
-        result = AuditReport(source, strict, _reconcile(expected, tables, archived), report, rollups)
+        dead_letters = await _dead_letters(settings, topic, malformed, invalid)
+        result = AuditReport(source, strict, _reconcile(expected, tables, archived), report, rollups, dead_letters)
         if result.clean or time.monotonic() >= deadline:
             return result
         await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))

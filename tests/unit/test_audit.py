@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pinapp.archive.verify import VerifyReport
+from pinapp.domain.dead_letters import dlq_headers
 from pinapp.domain.events import EventType
-from pinapp.tools.audit import AuditReport, _reconcile
+from pinapp.tools.audit import AuditReport, DeadLetterAudit, _reconcile, dead_letter_source
 
 
 def _expected(**ids: list[str]) -> dict[EventType, set[str]]:
@@ -47,3 +48,24 @@ def test_archive_offset_gaps_and_duplicates_count_per_offset() -> None:
     types = _reconcile(_expected(), {}, archived=None)
     report = VerifyReport("events", gaps={0: [(5, 7)]}, duplicates={1: [(3, 3)]})
     assert AuditReport("truth", strict=True, types=types, archive=report).discrepancies == 4
+
+
+def test_a_dead_letter_names_its_source_the_id_a_replayed_batch_repeats() -> None:
+    topology = dlq_headers("not JSON", kind="not_json", stage="parse", topic="events", partition=2, offset=41)
+    singer = dlq_headers("too long", kind="oversized", stage="singer", file="/var/log/a.log", offset=9, host="h1")
+    assert dead_letter_source(topology) == ("topic", "events", "2", "41")
+    assert dead_letter_source(singer) == ("file", "h1", "/var/log/a.log", "9")
+    assert dead_letter_source([("other", b"x")]) is None
+
+
+def test_bad_inputs_without_a_dead_letter_are_discrepancies_and_resent_ones_are_not() -> None:
+    by_count = DeadLetterAudit(expected=5, inputs=4, resent=3)
+    assert by_count.missing == 1
+    by_offset = DeadLetterAudit(expected=2, inputs=1, missing_ids=["0:7"])
+    assert by_offset.missing == 1
+    report = AuditReport("t", True, _reconcile(_expected(), {}, archived=None), dead_letters=by_count)
+    assert report.discrepancies == 1 and not report.clean
+    resent_only = AuditReport(
+        "t", True, _reconcile(_expected(), {}, archived=None), dead_letters=DeadLetterAudit(3, inputs=3, resent=7)
+    )
+    assert resent_only.clean
