@@ -26,6 +26,8 @@ from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.tools.stack.cluster import HOST_SIDE, KafkaCluster, Node
+from pinapp.tools.stack.services import MariaDBService
+from pinapp.tools.stack.stack import Stack
 from tests.integration.harness import Pipeline, WorkerProcess
 from tests.integration.proxy import BlackHoleProxy
 
@@ -280,6 +282,88 @@ async def test_a_rolling_restart_of_the_workers_loses_and_doubles_nothing(
     if static:
         assert rebalances == 0, "a static member's restart made the group rebalance"
     assert stall < pipeline.settings.worker.session_timeout_s + 20, f"rows stopped for {stall:.1f}s"
+
+
+async def _until(check: object, what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if check():  # type: ignore[operator]
+                return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _sink_states(worker: WorkerProcess) -> tuple[int, dict[str, str]]:
+    """``/health``'s status and each sink's state."""
+    status, doc = worker.health()
+    return status, {name: sink["state"] for name, sink in doc.get("sinks", {}).items()}
+
+
+@pytest.mark.chaos
+async def test_a_database_restart_under_load_loses_and_doubles_nothing(
+    cluster: KafkaCluster, on_cluster: Pipeline
+) -> None:
+    """MariaDB stopped for 20 s, then started again: the workers stall and retry, their
+    ``/health`` names the database (not Kafka) as the sink that is down, and they catch up."""
+    pipeline = on_cluster
+    workers = [pipeline.worker(0), pipeline.worker(1)]
+    mariadb = MariaDBService(pipeline.settings)
+    during: list[tuple[int, dict[str, str]]] = []
+
+    async def restart_the_database() -> None:
+        assert mariadb.process.stop(), "the test database should have been running"
+        try:
+            await _until(lambda: all(_sink_states(w)[0] == 503 for w in workers), "/health to report the outage")
+            await asyncio.sleep(20)
+            during.extend(_sink_states(w) for w in workers)
+        finally:
+            await asyncio.to_thread(Stack(pipeline.settings).up)  # the database; the rest is running
+        await _until(lambda: all(_sink_states(w)[0] == 200 for w in workers), "the sinks to recover", 120)
+
+    stall, _ = await _under_load(pipeline, restart_the_database, seed=78, count=RATE * 60, workers=workers)
+    print(f"the database restarted (down 20 s): longest time with no new row {stall:.1f} s")
+    for status, sinks in during:
+        assert status == 503 and sinks.get("singlestore") == "retrying", sinks
+        assert sinks.get("kafka") != "retrying" and sinks.get("brokers") == "ok", f"reported as Kafka's: {sinks}"
+    assert stall < 20 + 60, f"rows stopped for {stall:.1f}s after the database came back"
+
+
+@pytest.mark.chaos
+async def test_s3_hanging_under_load_pauses_the_archive_and_loses_nothing(
+    cluster: KafkaCluster, on_cluster: Pipeline
+) -> None:
+    """The S3 server stops answering (connections open, nothing back: the hardest case) until the
+    archiver has reported it for 20 s:
+    the archiver pauses and retries, ``/health`` names S3, the workers' rows flow on, and the
+    archive catches up with every offset once."""
+    pipeline = on_cluster
+    stack = pipeline.settings
+    s3_port = int(stack.s3.endpoint_url.rsplit(":", 1)[1]) if stack.s3.endpoint_url else 0
+    async with BlackHoleProxy("127.0.0.1", s3_port) as s3:
+        # Cuts every 5 s, so an upload meets the hang at once, and gives up on it after 15 s.
+        archiver = pipeline.archiver(
+            0,
+            PINAPP_S3__ENDPOINT_URL=f"http://127.0.0.1:{s3.port}",
+            PINAPP_ARCHIVE__MAX_AGE_S="5",
+            PINAPP_ARCHIVE__REQUEST_TIMEOUT_S="15",
+        )
+        during: list[tuple[int, dict[str, str]]] = []
+
+        async def hang_s3() -> None:
+            s3.pause()
+            try:
+                await _until(lambda: _sink_states(archiver)[0] == 503, "the archiver's /health to report S3", 90)
+                await asyncio.sleep(20)
+                during.append(_sink_states(archiver))
+            finally:
+                s3.resume()
+            await _until(lambda: _sink_states(archiver)[0] == 200, "the archive to recover", 120)
+
+        stall, _ = await _under_load(pipeline, hang_s3, seed=79, count=RATE * 60, archivers=[archiver])
+    print(f"S3 hung (reported for 20 s): longest time with no new row {stall:.1f} s")
+    assert during and during[0][1].get("s3") == "retrying" and during[0][1].get("brokers") == "ok", during
+    assert stall < 30, f"rows stopped for {stall:.1f}s though only S3 was down"
 
 
 def _generation(workers: list[WorkerProcess]) -> int:
