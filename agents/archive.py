@@ -67,6 +67,14 @@ class FaustPartitions:
         # a record given up must leave that set without an ack, so it is never committed.
         pin_consumer(archive_app).release(delivery.message for delivery in deliveries)  # type: ignore[attr-defined]  # MessageDelivery's
 
+    async def refetch(self, topic: str, partition: int, offset: int) -> int:
+        consumer = pin_consumer(archive_app)
+        tp = TP(topic, partition)
+        log_start = (await consumer.earliest_offsets(tp)).get(tp) or 0
+        start = max(offset, log_start)
+        await consumer.refetch(tp, start)
+        return start
+
 
 _exit_stack = AsyncExitStack()
 _archiver: Archiver | None = None
@@ -95,7 +103,10 @@ class MessageDelivery:
         self._ack = ack
 
     def ack(self) -> Any:
-        return self._ack(self.message)
+        if not self._ack(self.message):
+            # Below the committed offset (a hole's refetch, a rewind): faust books no ack, and
+            # would otherwise wait for this one at the next hand-over.
+            pin_consumer(archive_app).release([self.message])
 
 
 #: records taken per batch, and how long a batch waits to fill (the cuts decide the rest)

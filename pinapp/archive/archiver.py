@@ -7,6 +7,11 @@ the timers; this class decides cuts, writes them, and keeps four promises:
   returned, so faust commits an offset only once the objects holding it are durable.
 * **Nothing is doubled after a crash.** The first record of a partition after an assignment
   makes the archiver adopt that partition's intents (see :mod:`pinapp.archive.buffer`).
+* **A committed offset past the archive's end is read again.** At adoption the committed
+  offset is checked against where the latest cut before it ends. Offsets committed but never
+  archived (a hole: a commit this design should never make, guarded like the consumer's commit
+  holes) are fetched again from Kafka and archived; what retention already deleted is logged
+  as lost from the archive. Either way ``pinapp_archive_holes_total`` counts it.
 * **S3 trouble pauses, never crashes.** A failing write is retried with capped exponential
   backoff (tenacity) while the partition's fetching is paused; nothing is acked meanwhile. A
   write that hangs (a server that takes the bytes and never answers) fails after
@@ -52,6 +57,7 @@ from pinapp.telemetry.metrics import (
     ARCHIVE_CUTS,
     ARCHIVE_EVENTS,
     ARCHIVE_FUTURE_EVENTS,
+    ARCHIVE_HOLES,
     ARCHIVE_S3_ERRORS,
 )
 
@@ -80,6 +86,10 @@ class PartitionControl(Protocol):
     def release(self, deliveries: Iterable[Delivery]) -> None:
         """Stop waiting for these deliveries' acks; they stay uncommitted (read again later)."""
 
+    async def refetch(self, topic: str, partition: int, offset: int) -> int:
+        """Deliver the partition again from ``offset``, or from its log start if that is later
+        (returned); its commit stays where it is."""
+
 
 @dataclass
 class _Partition:
@@ -105,12 +115,22 @@ class Archiver:
         self._buffered = 0  # records in buffers and in cuts not yet acked or released
         self._cuts_written = 0
         self._finalized: set[tuple[str, str]] = set()
+        #: partition -> the offset a hole's re-read ends before: until one below it comes, what the
+        #: consumer still delivers from before the refetch is released
+        self._refilling: dict[tuple[str, int], int] = {}
+        self._refilled: set[tuple[str, int]] = set()  # refetched for a hole: not checked again
 
     # -- records in --------------------------------------------------------------------------
 
     async def add(self, record: ArchivedRecord, delivery: Delivery) -> None:
         """Buffer one record; write whatever cuts it completes (blocking while S3 is down)."""
         tp = (record.topic, record.partition)
+        refill_end = self._refilling.get(tp)
+        if refill_end is not None:
+            if record.offset >= refill_end:  # fetched before the hole's refetch
+                self.control.release([delivery])
+                return
+            del self._refilling[tp]
         state = self._partitions.get(tp)
         if state is not None and record.offset <= state.last_seen:
             # The consumer went back (a seek to the committed offset): start over from here.
@@ -123,6 +143,9 @@ class Archiver:
             except CutAbandoned:
                 self.control.release([delivery])
                 raise
+            if state is None:  # a hole is fetched again first
+                self.control.release([delivery])
+                return
         state.last_seen = record.offset
         self._buffered += 1
         for cut in state.buffer.add(record, delivery):
@@ -153,22 +176,28 @@ class Archiver:
             except CutAbandoned as exc:
                 logger.warning("archive: %s", exc)
 
-    async def _adopt(self, topic: str, partition: int, first_offset: int) -> _Partition:
-        """First record of a partition since it was assigned: learn the cuts already begun."""
+    async def _adopt(self, topic: str, partition: int, first_offset: int) -> _Partition | None:
+        """First record of a partition since it was assigned: learn the cuts already begun.
+
+        ``None``: the committed offset is past the archive's end, and the hole is fetched again
+        (see the module docstring); the records until it comes are released."""
         epoch = self._epoch
         async with self._adopting:
             existing = self._partitions.get((topic, partition))
             if existing is not None:
                 return existing
-            pending = await self._retrying(
+            adoption = await self._retrying(
                 topic,
                 partition,
                 "list intents",
                 epoch,
-                lambda: self.writer.pending_cuts(topic, partition, first_offset),
+                lambda: self.writer.adoption(topic, partition, first_offset),
             )
             if epoch != self._epoch:
                 raise CutAbandoned(f"{topic}[{partition}]: revoked while reading its intents")
+            if await self._refill_hole(topic, partition, first_offset, adoption.archived_to):
+                return None
+            pending = adoption.pending
             if pending:
                 logger.info(
                     "archive %s[%d]: re-cutting at %d intent(s) from offset %d (a previous owner "
@@ -182,6 +211,45 @@ class Archiver:
             state = _Partition(buffer, asyncio.Lock(), first_offset)
             self._partitions[(topic, partition)] = state
             return state
+
+    async def _refill_hole(self, topic: str, partition: int, first_offset: int, archived_to: int | None) -> bool:
+        """Whether offsets below ``first_offset`` were committed but never archived (the latest
+        cut before them ends at ``archived_to``) and are being fetched again."""
+        if (topic, partition) in self._refilled:  # this is the refetch: what it could not get is logged
+            self._refilled.discard((topic, partition))
+            return False
+        committed = self.control.committed(topic, partition)
+        if archived_to is None or not committed or archived_to >= min(first_offset, committed):
+            return False
+        end = min(first_offset, committed)
+        ARCHIVE_HOLES.labels(topic).inc()
+        start = await self.control.refetch(topic, partition, archived_to)
+        if start > archived_to:
+            logger.error(
+                "archive %s[%d]: offsets %d-%d were committed but never archived, and Kafka no longer has %d-%d "
+                "(retention): they are missing from the archive (`pinapp archive verify` lists them)",
+                topic,
+                partition,
+                archived_to,
+                end - 1,
+                archived_to,
+                min(start, end) - 1,
+            )
+        if start >= end:
+            return False
+        logger.warning(
+            "archive %s[%d]: offsets %d-%d were committed but never archived (the archive ends at %d); "
+            "fetching them again from %d",
+            topic,
+            partition,
+            archived_to,
+            end - 1,
+            archived_to - 1,
+            start,
+        )
+        self._refilling[(topic, partition)] = end
+        self._refilled.add((topic, partition))
+        return True
 
     def _forget(self, tp: tuple[str, int]) -> None:
         state = self._partitions.pop(tp, None)
@@ -357,6 +425,8 @@ class Archiver:
                 self._settle(cut)
             for tp in list(self._partitions):
                 self._forget(tp)
+            self._refilling.clear()
+            self._refilled.clear()
 
     @property
     def buffered(self) -> int:

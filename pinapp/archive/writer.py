@@ -44,6 +44,7 @@ from pinapp.archive.records import FORMATS, ArchivedRecord, decode, encode
 from pinapp.errors import ConfigError, PinappError
 
 __all__ = [
+    "Adoption",
     "ArchiveConflict",
     "ArchiveWriter",
     "CutConflict",
@@ -93,6 +94,16 @@ class CutResult:
     bytes_written: int
     max_event_ms: int  # the latest event time up to the cut's horizon (0: none)
     future: int = 0  # records dated past the horizon: archived in their hour, but no progress
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What a partition's next owner finds in S3 at the committed offset."""
+
+    pending: list[tuple[int, int, str]]  # cuts ``(first, last, format)`` to re-cut exactly
+    #: one past the last offset of the latest cut starting below the committed offset (``None``:
+    #: no intent there). Below the committed offset means a hole: offsets committed, never archived.
+    archived_to: int | None
 
 
 @dataclass(frozen=True)
@@ -255,7 +266,12 @@ class ArchiveWriter:
         return data
 
     async def pending_cuts(self, topic: str, partition: int, committed: int) -> list[tuple[int, int, str]]:
-        """Cuts ``(first, last, format)`` whose intent exists and that end at or after ``committed``.
+        """Cuts ``(first, last, format)`` whose intent exists and that end at or after ``committed``."""
+        return (await self.adoption(topic, partition, committed)).pending
+
+    async def adoption(self, topic: str, partition: int, committed: int) -> Adoption:
+        """What the next owner of a partition finds at ``committed``: the cuts to re-cut, and
+        where the cuts before it end.
 
         Cuts chain and commits fall between them, so of the intents that start below
         ``committed`` only the latest can reach past it: the others are not read.
@@ -267,15 +283,18 @@ class ArchiveWriter:
                 cuts.append((first, *_intent_body(await self._read(key), last=last)))
             elif below is None or first > below[0]:
                 below = (first, last, key)
-        if below is not None and (below[1] is None or below[1] >= committed):
+        archived_to = None
+        if below is not None:
             last, fmt = _intent_body(await self._read(below[2]), last=below[1])
+            archived_to = last + 1
             if last >= committed:
                 cuts.append((below[0], last, fmt))
-        return sorted(cuts)
+        return Adoption(sorted(cuts), archived_to)
 
     async def forget_cuts(self, topic: str, partition: int, committed: int, *, older_than_s: float = 0) -> int:
-        """Delete intents wholly below ``committed`` (their offsets are safely committed) that are
-        older than ``older_than_s``: until then an intent fences a zombie out of its offsets."""
+        """Delete intents below ``committed`` (their offsets are safely committed) that are older
+        than ``older_than_s`` (until then an intent fences a zombie out of its offsets), but the
+        latest of them."""
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
         below = sorted(
             [
@@ -284,15 +303,9 @@ class ArchiveWriter:
                 if first < committed
             ]
         )
-        doomed = []
-        for i, (_, last, key, written) in enumerate(below):
-            if written >= cutoff:
-                continue
-            if i + 1 == len(below):  # the latest may reach past ``committed``; the others end before the next
-                last, _ = _intent_body(await self._read(key), last=last)
-                if last >= committed:
-                    continue
-            doomed.append(key)
+        # The latest is kept: it may reach past ``committed``, and where it ends is where the
+        # archive ends, which the next owner checks the committed offset against (:class:`Adoption`).
+        doomed = [key for _, _, key, written in below[:-1] if written < cutoff]
         for start in range(0, len(doomed), 1000):
             chunk = doomed[start : start + 1000]
             await self.s3.delete_objects(

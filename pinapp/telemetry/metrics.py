@@ -13,6 +13,7 @@ __all__ = [
     "ARCHIVE_CUT_CONFLICTS",
     "ARCHIVE_EVENTS",
     "ARCHIVE_FUTURE_EVENTS",
+    "ARCHIVE_HOLES",
     "ARCHIVE_S3_ERRORS",
     "COMMIT_HOLES",
     "CONSUMER_LAG",
@@ -88,6 +89,12 @@ ARCHIVE_FUTURE_EVENTS = Counter(
     ["topic"],
 )
 ARCHIVE_CUTS = Counter("pinapp_archive_cuts", "Cuts (uploads of one offset range) written", ["topic"])
+ARCHIVE_HOLES = Counter(
+    "pinapp_archive_holes",
+    "Partitions adopted with a committed offset past the archive's end (offsets committed, never "
+    "archived): fetched again, or logged as lost where retention deleted them",
+    ["topic"],
+)
 ARCHIVE_CUT_CONFLICTS = Counter(
     "pinapp_archive_cut_conflicts",
     "Cuts refused because another archiver's intent starts at their first offset (re-cut there)",

@@ -22,7 +22,7 @@ from pinapp.archive.buffer import Delivery
 from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import verify_topic
-from pinapp.archive.writer import ArchiveConflict, ArchiveWriter, CutConflict
+from pinapp.archive.writer import Adoption, ArchiveConflict, ArchiveWriter, CutConflict
 from pinapp.errors import ConfigError
 
 HOUR_MS = 3_600_000
@@ -80,8 +80,8 @@ async def test_a_cut_interrupted_anywhere_is_adopted_and_rewritten_without_dupli
     report = await verify_topic(s3, bucket, "raw", "events", start={0: 0}, committed={0: 200})
     assert report.ok, (report.gaps, report.duplicates)
     assert report.records == 200
-    assert await writer.forget_cuts("events", 0, committed=200) == 3
-    assert await writer.pending_cuts("events", 0, committed=0) == []
+    assert await writer.forget_cuts("events", 0, committed=200) == 2  # the latest stays: the archive's end
+    assert await writer.adoption("events", 0, committed=200) == Adoption([], archived_to=200)
 
 
 async def test_verify_reports_a_secor_600_re_cut_and_a_gap(s3_bucket: tuple) -> None:
@@ -274,6 +274,6 @@ async def test_a_committed_cuts_intent_fences_a_zombie_until_it_is_forgotten(s3_
         await zombie.write_cut("events", 0, _records(0, 0, 30))
     assert await owner.pending_cuts("events", 0, committed=100) == []
     assert await owner.pending_cuts("events", 0, committed=50) == [(50, 99, "jsonl.gz")]
-    assert await owner.forget_cuts("events", 0, committed=100) == 2  # past the retention: gone
+    assert await owner.forget_cuts("events", 0, committed=100) == 1  # past the retention: gone, but the latest
     report = await verify_topic(s3, bucket, "raw", "events", start={0: 0}, committed={0: 100})
     assert report.ok, (report.gaps, report.duplicates)

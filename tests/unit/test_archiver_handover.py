@@ -18,16 +18,17 @@ from config import ArchiveSettings
 from pinapp.archive.archiver import Archiver
 from pinapp.archive.buffer import Delivery
 from pinapp.archive.records import ArchivedRecord
-from pinapp.archive.writer import CutResult
+from pinapp.archive.writer import Adoption, CutResult
 
 
 class _Writer:
     """Keeps cuts in memory; can be made to fail like an unreachable endpoint."""
 
-    def __init__(self, pending: list[tuple[int, int, str]] | None = None) -> None:
+    def __init__(self, pending: list[tuple[int, int, str]] | None = None, archived_to: int | None = None) -> None:
         self.cuts: list[tuple[int, int]] = []
         self.failing = False
         self.pending = pending or []
+        self.archived_to = archived_to  # where the cuts before the committed offset end
 
     async def write_cut(
         self,
@@ -44,14 +45,23 @@ class _Writer:
         self.cuts.append((records[0].offset, records[-1].offset))
         return CutResult([], 1, 0)
 
-    async def pending_cuts(self, topic: str, partition: int, committed: int) -> list[tuple[int, int, str]]:
-        return [p for p in self.pending if p[1] >= committed]
+    async def adoption(self, topic: str, partition: int, committed: int) -> Adoption:
+        return Adoption([p for p in self.pending if p[1] >= committed], self.archived_to)
 
 
 class _Control:
-    def __init__(self) -> None:
+    def __init__(self, committed: int | None = None, log_start: int = 0) -> None:
         self.paused: set[int] = set()
         self.released: list[int] = []
+        self.committed_offset, self.log_start = committed, log_start
+        self.refetched: list[int] = []
+
+    def committed(self, topic: str, partition: int) -> int | None:
+        return self.committed_offset
+
+    async def refetch(self, topic: str, partition: int, offset: int) -> int:
+        self.refetched.append(offset)
+        return max(offset, self.log_start)
 
     async def pause(self, topic: str, partition: int) -> None:
         self.paused.add(partition)
@@ -163,3 +173,34 @@ async def test_a_whole_batch_is_added_in_order_while_no_rebalance_begins() -> No
     await archiver.add_all(((_rec(o), _Delivery(o, acked)) for o in range(6)), current=lambda: True)
     assert writer.cuts == [(0, 3)] and acked == [0, 1, 2, 3] and archiver.buffered == 2
     assert control.released == []
+
+
+async def test_a_committed_offset_past_the_archives_end_fetches_the_hole_again() -> None:
+    """The archive's cuts end at 99, the commit says 500: 100..499 were never archived."""
+    writer, control, acked = _Writer(archived_to=100), _Control(committed=500), []
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    for o in (500, 501):  # what the consumer delivered from the commit, before the refetch
+        await archiver.add(_rec(o), _Delivery(o, acked))
+    assert control.refetched == [100]
+    assert control.released == [500, 501] and writer.cuts == []
+    for o in range(100, 108):  # the refetch
+        await archiver.add(_rec(o), _Delivery(o, acked))
+    assert writer.cuts == [(100, 103), (104, 107)] and acked == list(range(100, 108))
+
+
+async def test_a_hole_retention_deleted_in_part_is_fetched_from_the_log_start_once() -> None:
+    writer, control, acked = _Writer(archived_to=100), _Control(committed=500, log_start=300), []
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    await archiver.add(_rec(500), _Delivery(500, acked))
+    for o in range(300, 304):
+        await archiver.add(_rec(o), _Delivery(o, acked))
+    assert control.refetched == [100], "the refetch from the log start is not taken for another hole"
+    assert writer.cuts == [(300, 303)]
+
+
+async def test_an_archive_that_ends_at_the_committed_offset_is_adopted_as_it_is() -> None:
+    writer, control, acked = _Writer(archived_to=500), _Control(committed=500), []
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    for o in range(500, 504):
+        await archiver.add(_rec(o), _Delivery(o, acked))
+    assert control.refetched == [] and writer.cuts == [(500, 503)]
