@@ -212,3 +212,59 @@ async def test_a_full_disk_under_the_tables_stalls_and_loses_nothing(pipeline: P
     finally:
         pipeline.stop_all()
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+async def _own_configs(pipeline: Pipeline, topic: str) -> dict[str, str]:
+    """``topic``'s own settings (not the broker's defaults)."""
+    return {k: v for k, (v, source) in (await _topic_configs(pipeline, [topic]))[topic].items() if source == 1}
+
+
+async def _set_topic_configs(pipeline: Pipeline, topic: str, configs: dict[str, str]) -> None:
+    """Replace ``topic``'s own settings with ``configs`` (AlterConfigs replaces them all)."""
+    admin = AIOKafkaAdminClient(**client_options(pipeline.settings.kafka))
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+    finally:
+        await admin.close()
+
+
+async def test_kafka_refusing_the_changelog_holds_the_commit_until_it_takes_every_record(pipeline: Pipeline) -> None:
+    """A changelog send that fails after it was handed to the producer (here: the topic takes no
+    record over 64 bytes, so Kafka refuses every batch) must hold the batch's commit, with
+    ``/health`` naming Kafka; faust's own commit would go ahead, and a worker restarted then
+    would miss those table entries. Once Kafka takes them, everything is there."""
+    settings = pipeline.settings
+    changelog = f"{settings.worker.app_id}-seen_event_ids-changelog"
+    topic, group = settings.kafka.events_topic, settings.worker.app_id
+    worker = pipeline.worker()
+    worker.start()
+    await worker.wait_ready()
+    first = [_like(n) for n in range(200)]
+    await pipeline.produce([(line_key(line), line) for line in first])
+    await pipeline.wait_committed(topic, group)
+
+    own = await _own_configs(pipeline, changelog)
+    await _set_topic_configs(pipeline, changelog, own | {"max.message.bytes": "64"})
+    try:
+        more = [_like(n) for n in range(200, 400)]
+        await pipeline.produce([(line_key(line), line) for line in more])
+        deadline = time.monotonic() + 90
+        while (health := worker.health())[1].get("sinks", {}).get("kafka", {}).get("state") != "retrying":
+            assert time.monotonic() < deadline, f"/health never named Kafka: {health}"
+            await asyncio.sleep(1)
+        held, ends = await pipeline.group_position(topic, group)
+        await asyncio.sleep(5)
+        assert (await pipeline.group_position(topic, group))[0] == held != ends, "the commit must wait for Kafka"
+        assert health[0] == 503 and "Kafka did not take" in worker.log_path.read_text()
+    finally:
+        await _set_topic_configs(pipeline, changelog, own)
+    await pipeline.wait_committed(topic, group)
+    await pipeline.wait_for_rows({"like": 400})
+    deadline = time.monotonic() + 30
+    while worker.health()[0] != 200:
+        assert time.monotonic() < deadline, worker.health()
+        await asyncio.sleep(1)
+    assert await pipeline.read_topic(settings.kafka.dlq_topic) == []
+    entries = {rec.key for rec in await pipeline.read_topic(changelog)}
+    assert len(entries) >= 400, f"every event's dedup entry reached the changelog: {len(entries)}"
