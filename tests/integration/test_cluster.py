@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -24,7 +25,7 @@ from config import Settings
 from pinapp.adapters.kafka import ensure_topics
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
-from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
 from pinapp.tools.stack.cluster import HOST_SIDE, KafkaCluster, Node
 from pinapp.tools.stack.services import MariaDBService
 from pinapp.tools.stack.stack import Stack
@@ -108,6 +109,44 @@ async def _wait_for_partitions(workers: list[WorkerProcess], topic: str, timeout
     raise AssertionError("the workers never both owned partitions:\n" + "\n".join(w.log_tail(20) for w in workers))
 
 
+class Outcome(NamedTuple):
+    stall: float  # the longest time with no new row, from the fault's start (s)
+    recovery: float  # from the fault's start until the worker group's lag stayed under 5 s (s)
+    audit: str  # the audit's output (asserted clean)
+
+
+async def _write_log(path: Path, records: list[GeneratedRecord], rate: float) -> None:
+    """Append ``records`` to the application's log file at ``rate`` lines a second: Singer ships them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    written = 0
+    with path.open("ab") as out:
+        while written < len(records):
+            due = min(len(records), int((time.monotonic() - started) * rate) + 1)
+            if due > written:
+                out.write(b"".join(r.value + b"\n" for r in records[written:due]))
+                out.flush()
+                written = due
+            await asyncio.sleep(0.05)
+
+
+async def _sample_lag(pipeline: Pipeline, samples: list[tuple[float, int]], stop: asyncio.Event) -> None:
+    """The worker group's lag (records past its committed offsets), about every second, read
+    from Kafka (the committed offsets trail processing by up to a commit interval)."""
+    topic, group = pipeline.settings.kafka.events_topic, pipeline.settings.worker.app_id
+    while not stop.is_set():
+        with contextlib.suppress(Exception):  # a broker down: no sample this time
+            committed, ends = await asyncio.wait_for(pipeline.group_position(topic, group), 5)
+            samples.append((time.monotonic(), sum(ends[p] - committed.get(p, 0) for p in ends)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1)
+
+
+def _report(what: str, outcome: Outcome) -> None:
+    """One line of results per scenario (``make chaos`` prints them; docs/reliability.md keeps them)."""
+    print(f"{what}: longest time with no new row {outcome.stall:.1f} s; lag under 5 s after {outcome.recovery:.1f} s")
+
+
 async def _under_load(
     pipeline: Pipeline,
     fault: object,
@@ -115,11 +154,13 @@ async def _under_load(
     count: int = 15_000,
     workers: list[WorkerProcess] | None = None,
     archivers: list[WorkerProcess] | None = None,
-) -> tuple[float, str]:
-    """Two workers (``workers``, else two on this host) and archivers (else one) take ``count``
-    events at :data:`RATE` while ``await fault()`` runs (after both workers own partitions);
-    returns the longest time with no new row from the fault's start, and the audit's output
-    (asserted clean: every table, every rollup, and the archive with every offset once)."""
+) -> Outcome:
+    """Singer ships ``count`` events that the test appends to a log file at :data:`RATE`, two
+    workers (``workers``, else two on this host) and archivers (else one) take them, while
+    ``await fault()`` runs (after both workers own partitions). Returns the longest time with no
+    new row and the time until the lag stayed under 5 s, both from the fault's start, and the
+    audit's output (asserted clean: every table, every rollup, every bad input dead-lettered,
+    and the archive with every offset once)."""
     gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.03, malformed_ratio=0.01), GeoLocator())
     records = [next(gen) for _ in range(count)]
     truth = pipeline.tmp / "truth.json"
@@ -130,23 +171,34 @@ async def _under_load(
     await ensure_topics(pipeline.settings.kafka)
     workers = workers or [pipeline.worker(0), pipeline.worker(1)]
     archivers = archivers or [pipeline.archiver()]
-    for w in (*workers, *archivers):
+    singer = pipeline.singer()
+    for w in (*workers, *archivers, singer):
         w.start()
-    for w in (*workers, *archivers):
+    for w in (*workers, *archivers, singer):
         await w.wait_ready(180)
-    producing = asyncio.create_task(pipeline.produce(records, rate=RATE))
+    writing = asyncio.create_task(_write_log(pipeline.logs / "app.log", records, RATE))
+    samples: list[tuple[float, int]] = []
+    sampled = asyncio.Event()
+    sampling = asyncio.create_task(_sample_lag(pipeline, samples, sampled))
     try:
-        await _wait_for_partitions(workers, topic)
-        await asyncio.sleep(4)
-        started = datetime.now(UTC).replace(tzinfo=None)
-        await fault()  # type: ignore[operator]
+        try:
+            await _wait_for_partitions(workers, topic)
+            await asyncio.sleep(4)
+            started = datetime.now(UTC).replace(tzinfo=None)
+            fault_at = time.monotonic()
+            await fault()  # type: ignore[operator]
+        finally:
+            await writing
+        audit = await asyncio.to_thread(pipeline.audit, truth)  # the loop keeps serving any proxy meanwhile
     finally:
-        await producing
-    audit = await asyncio.to_thread(pipeline.audit, truth)  # the loop keeps serving any proxy meanwhile
-    logs = "\n".join(w.log_tail(30) for w in (*workers, *archivers))
+        sampled.set()
+        await sampling
+    logs = "\n".join(w.log_tail(30) for w in (*workers, *archivers, singer))
     assert audit.returncode == 0, f"{audit.stdout}{audit.stderr}\n{logs}"
     assert "audit: CLEAN" in audit.stdout
-    return await _longest_stall(pipeline, started), audit.stdout
+    behind = [t for t, lag in samples if t >= fault_at and lag >= 5 * RATE]
+    recovery = max(behind) - fault_at if behind else 0.0
+    return Outcome(await _longest_stall(pipeline, started), recovery, audit.stdout)
 
 
 async def test_the_leader_killed_mid_stream_and_restarted_loses_and_doubles_nothing(
@@ -161,9 +213,9 @@ async def test_the_leader_killed_mid_stream_and_restarted_loses_and_doubles_noth
         cluster.start(leader)
         cluster.wait_healthy(leader)
 
-    stall, _ = await _under_load(on_cluster, kill_and_restart, seed=71)
-    print(f"leader node {leaders[0].node_id} SIGKILLed: longest time with no new row {stall:.1f} s")
-    assert stall < 60, f"rows stopped for {stall:.1f}s after the leader was killed"
+    outcome = await _under_load(on_cluster, kill_and_restart, seed=71)
+    _report(f"leader node {leaders[0].node_id} SIGKILLed", outcome)
+    assert outcome.stall < 60, f"rows stopped for {outcome.stall:.1f}s after the leader was killed"
 
 
 @pytest.mark.chaos
@@ -178,9 +230,9 @@ async def test_a_leader_hung_for_two_minutes_stalls_the_pipeline_at_most_30_s(
         await asyncio.sleep(120)
         cluster.resume(leader)
 
-    stall, _ = await _under_load(on_cluster, hang, seed=72, count=RATE * 150)
-    print(f"leader node {leaders[0].node_id} hung 120 s: longest time with no new row {stall:.1f} s")
-    assert stall <= 30, f"rows stopped for {stall:.1f}s while the leader hung (Kafka fences it in ~9 s)"
+    outcome = await _under_load(on_cluster, hang, seed=72, count=RATE * 150)
+    _report(f"leader node {leaders[0].node_id} hung 120 s", outcome)
+    assert outcome.stall <= 30, f"rows stopped for {outcome.stall:.1f}s while the leader hung (Kafka fences it in ~9 s)"
 
 
 async def test_a_worker_host_cut_off_from_the_brokers_past_its_session_loses_and_doubles_nothing(
@@ -216,10 +268,10 @@ async def test_a_worker_host_cut_off_from_the_brokers_past_its_session_loses_and
             took_over.append(_owned(here, topic))
             cluster.reconnect_to_brokers(1)
 
-        stall, _ = await _under_load(pipeline, cut_off_and_heal, seed=73, count=RATE * 60, workers=[here, there])
-    print(f"a worker host cut off from the brokers for 30 s: longest time with no new row {stall:.1f} s")
+        outcome = await _under_load(pipeline, cut_off_and_heal, seed=73, count=RATE * 60, workers=[here, there])
+    _report("a worker host cut off from the brokers for 30 s", outcome)
     assert took_over == [every], f"the other worker did not take every partition over: {took_over}"
-    assert stall < 30, f"rows stopped for {stall:.1f}s while a worker was cut off"
+    assert outcome.stall < 30, f"rows stopped for {outcome.stall:.1f}s while a worker was cut off"
 
 
 @pytest.mark.chaos
@@ -234,9 +286,9 @@ async def test_the_leaders_host_cut_off_for_a_minute_loses_and_doubles_nothing(
         await asyncio.sleep(60)
         cluster.heal(leader)
 
-    stall, _ = await _under_load(on_cluster, cut_off, seed=74, count=RATE * 90)
-    print(f"leader node {leaders[0].node_id} cut off 60 s: longest time with no new row {stall:.1f} s")
-    assert stall <= 30, f"rows stopped for {stall:.1f}s while the leader was cut off"
+    outcome = await _under_load(on_cluster, cut_off, seed=74, count=RATE * 90)
+    _report(f"leader node {leaders[0].node_id} cut off 60 s", outcome)
+    assert outcome.stall <= 30, f"rows stopped for {outcome.stall:.1f}s while the leader was cut off"
 
 
 @pytest.mark.chaos
@@ -248,9 +300,9 @@ async def test_a_rolling_restart_of_the_brokers_loses_and_doubles_nothing(
             await asyncio.to_thread(cluster.restart, node)
             await asyncio.sleep(5)  # its replicas catch up before the next goes
 
-    stall, _ = await _under_load(on_cluster, bounce_each, seed=75, count=RATE * 90)
-    print(f"rolling restart of the three brokers: longest time with no new row {stall:.1f} s")
-    assert stall <= 30, f"rows stopped for {stall:.1f}s during the brokers' rolling restart"
+    outcome = await _under_load(on_cluster, bounce_each, seed=75, count=RATE * 90)
+    _report("rolling restart of the three brokers", outcome)
+    assert outcome.stall <= 30, f"rows stopped for {outcome.stall:.1f}s during the brokers' rolling restart"
 
 
 @pytest.mark.chaos
@@ -276,12 +328,12 @@ async def test_a_rolling_restart_of_the_workers_loses_and_doubles_nothing(
             await asyncio.sleep(5)
         generations.append(_generation(workers))
 
-    stall, _ = await _under_load(pipeline, restart_each, seed=76, count=RATE * 90, workers=workers)
+    outcome = await _under_load(pipeline, restart_each, seed=76, count=RATE * 90, workers=workers)
     rebalances = generations[1] - generations[0]
-    print(f"rolling restart of the workers, {membership} membership: {rebalances} rebalances, stall {stall:.1f} s")
+    _report(f"rolling restart of the workers, {membership} membership ({rebalances} rebalances)", outcome)
     if static:
         assert rebalances == 0, "a static member's restart made the group rebalance"
-    assert stall < pipeline.settings.worker.session_timeout_s + 20, f"rows stopped for {stall:.1f}s"
+    assert outcome.stall < pipeline.settings.worker.session_timeout_s + 20, f"rows stopped for {outcome.stall:.1f}s"
 
 
 async def _until(check: object, what: str, timeout: float = 90.0) -> None:
@@ -321,12 +373,12 @@ async def test_a_database_restart_under_load_loses_and_doubles_nothing(
             await asyncio.to_thread(Stack(pipeline.settings).up)  # the database; the rest is running
         await _until(lambda: all(_sink_states(w)[0] == 200 for w in workers), "the sinks to recover", 120)
 
-    stall, _ = await _under_load(pipeline, restart_the_database, seed=78, count=RATE * 60, workers=workers)
-    print(f"the database restarted (down 20 s): longest time with no new row {stall:.1f} s")
+    outcome = await _under_load(pipeline, restart_the_database, seed=78, count=RATE * 60, workers=workers)
+    _report("the database restarted (down 20 s)", outcome)
     for status, sinks in during:
         assert status == 503 and sinks.get("singlestore") == "retrying", sinks
         assert sinks.get("kafka") != "retrying" and sinks.get("brokers") == "ok", f"reported as Kafka's: {sinks}"
-    assert stall < 20 + 60, f"rows stopped for {stall:.1f}s after the database came back"
+    assert outcome.stall < 20 + 60, f"rows stopped for {outcome.stall:.1f}s after the database came back"
 
 
 @pytest.mark.chaos
@@ -360,10 +412,10 @@ async def test_s3_hanging_under_load_pauses_the_archive_and_loses_nothing(
                 s3.resume()
             await _until(lambda: _sink_states(archiver)[0] == 200, "the archive to recover", 120)
 
-        stall, _ = await _under_load(pipeline, hang_s3, seed=79, count=RATE * 60, archivers=[archiver])
-    print(f"S3 hung (reported for 20 s): longest time with no new row {stall:.1f} s")
+        outcome = await _under_load(pipeline, hang_s3, seed=79, count=RATE * 60, archivers=[archiver])
+    _report("S3 hung (reported for 20 s)", outcome)
     assert during and during[0][1].get("s3") == "retrying" and during[0][1].get("brokers") == "ok", during
-    assert stall < 30, f"rows stopped for {stall:.1f}s though only S3 was down"
+    assert outcome.stall < 30, f"rows stopped for {outcome.stall:.1f}s though only S3 was down"
 
 
 def _generation(workers: list[WorkerProcess]) -> int:
@@ -396,7 +448,8 @@ async def test_an_archiver_cut_off_while_it_still_reaches_s3_is_fenced_by_the_ne
             await asyncio.sleep(10)
             cluster.reconnect_to_brokers(2)
 
-        await _under_load(pipeline, cut_off_mid_upload, seed=77, count=RATE * 60, archivers=[here, there])
+        outcome = await _under_load(pipeline, cut_off_mid_upload, seed=77, count=RATE * 60, archivers=[here, there])
+    _report("an archiver cut off mid-upload", outcome)
     refused = there.log_path.read_text(errors="replace").count("is in S3 already")
     print(f"an archiver cut off mid-upload: {refused} late cut(s) refused by the new owner's intents")
     assert refused, "the cut-off archiver's late upload was never refused:\n" + there.log_tail(40)
