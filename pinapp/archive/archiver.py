@@ -195,7 +195,7 @@ class Archiver:
             )
             if epoch != self._epoch:
                 raise CutAbandoned(f"{topic}[{partition}]: revoked while reading its intents")
-            if await self._refill_hole(topic, partition, first_offset, adoption.archived_to):
+            if await self._refill_hole(topic, partition, first_offset, adoption.archived_to, epoch):
                 return None
             pending = adoption.pending
             if pending:
@@ -212,7 +212,9 @@ class Archiver:
             self._partitions[(topic, partition)] = state
             return state
 
-    async def _refill_hole(self, topic: str, partition: int, first_offset: int, archived_to: int | None) -> bool:
+    async def _refill_hole(
+        self, topic: str, partition: int, first_offset: int, archived_to: int | None, epoch: int
+    ) -> bool:
         """Whether offsets below ``first_offset`` were committed but never archived (the latest
         cut before them ends at ``archived_to``) and are being fetched again."""
         if (topic, partition) in self._refilled:  # this is the refetch: what it could not get is logged
@@ -224,6 +226,8 @@ class Archiver:
         end = min(first_offset, committed)
         ARCHIVE_HOLES.labels(topic).inc()
         start = await self.control.refetch(topic, partition, archived_to)
+        if epoch != self._epoch:  # revoked meanwhile: the next owner finds the hole itself
+            raise CutAbandoned(f"{topic}[{partition}]: revoked while fetching a hole again")
         if start > archived_to:
             logger.error(
                 "archive %s[%d]: offsets %d-%d were committed but never archived, and Kafka no longer has %d-%d "

@@ -9,13 +9,14 @@ tests/integration/test_archiver.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
 from botocore.exceptions import EndpointConnectionError
 
 from config import ArchiveSettings
-from pinapp.archive.archiver import Archiver
+from pinapp.archive.archiver import Archiver, CutAbandoned
 from pinapp.archive.buffer import Delivery
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import Adoption, CutResult
@@ -204,3 +205,25 @@ async def test_an_archive_that_ends_at_the_committed_offset_is_adopted_as_it_is(
     for o in range(500, 504):
         await archiver.add(_rec(o), _Delivery(o, acked))
     assert control.refetched == [] and writer.cuts == [(500, 503)]
+
+
+async def test_a_hole_found_as_the_partition_is_revoked_leaves_no_refetch_pending() -> None:
+    writer, acked = _Writer(archived_to=100), []
+    control = _Control(committed=500)
+    archiver = Archiver(writer, SETTINGS, control)  # type: ignore[arg-type]
+    refetch = control.refetch
+
+    async def revoked_meanwhile(topic: str, partition: int, offset: int) -> int:
+        await archiver.flush_all()  # the rebalance, while the refetch is under way
+        return await refetch(topic, partition, offset)
+
+    control.refetch = revoked_meanwhile  # type: ignore[method-assign]
+    with contextlib.suppress(CutAbandoned):
+        await archiver.add(_rec(500), _Delivery(500, acked))
+    assert control.released == [500]
+    control.refetch = refetch  # type: ignore[method-assign]
+    control.committed_offset = 500
+    writer.archived_to = 500  # the next assignment: the new owner archived the hole meanwhile
+    for o in range(500, 504):
+        await archiver.add(_rec(o), _Delivery(o, acked))
+    assert writer.cuts == [(500, 503)], "nothing of the new assignment is held back"
