@@ -118,7 +118,6 @@ class Archiver:
         #: partition -> the offset a hole's re-read ends before: until one below it comes, what the
         #: consumer still delivers from before the refetch is released
         self._refilling: dict[tuple[str, int], int] = {}
-        self._refilled: set[tuple[str, int]] = set()  # refetched for a hole: not checked again
 
     # -- records in --------------------------------------------------------------------------
 
@@ -126,11 +125,10 @@ class Archiver:
         """Buffer one record; write whatever cuts it completes (blocking while S3 is down)."""
         tp = (record.topic, record.partition)
         refill_end = self._refilling.get(tp)
-        if refill_end is not None:
-            if record.offset >= refill_end:  # fetched before the hole's refetch
-                self.control.release([delivery])
-                return
-            del self._refilling[tp]
+        if refill_end is not None and record.offset >= refill_end:  # fetched before the hole's refetch
+            self.control.release([delivery])
+            return
+        refetched = self._refilling.pop(tp, None) is not None  # the refetch: what it could not get is logged
         state = self._partitions.get(tp)
         if state is not None and record.offset <= state.last_seen:
             # The consumer went back (a seek to the committed offset): start over from here.
@@ -139,7 +137,7 @@ class Archiver:
             state = None
         if state is None:
             try:
-                state = await self._adopt(record.topic, record.partition, record.offset)
+                state = await self._adopt(record.topic, record.partition, record.offset, check_hole=not refetched)
             except CutAbandoned:
                 self.control.release([delivery])
                 raise
@@ -176,7 +174,9 @@ class Archiver:
             except CutAbandoned as exc:
                 logger.warning("archive: %s", exc)
 
-    async def _adopt(self, topic: str, partition: int, first_offset: int) -> _Partition | None:
+    async def _adopt(
+        self, topic: str, partition: int, first_offset: int, *, check_hole: bool = True
+    ) -> _Partition | None:
         """First record of a partition since it was assigned: learn the cuts already begun.
 
         ``None``: the committed offset is past the archive's end, and the hole is fetched again
@@ -195,7 +195,7 @@ class Archiver:
             )
             if epoch != self._epoch:
                 raise CutAbandoned(f"{topic}[{partition}]: revoked while reading its intents")
-            if await self._refill_hole(topic, partition, first_offset, adoption.archived_to, epoch):
+            if check_hole and await self._refill_hole(topic, partition, first_offset, adoption.archived_to, epoch):
                 return None
             pending = adoption.pending
             if pending:
@@ -217,9 +217,6 @@ class Archiver:
     ) -> bool:
         """Whether offsets below ``first_offset`` were committed but never archived (the latest
         cut before them ends at ``archived_to``) and are being fetched again."""
-        if (topic, partition) in self._refilled:  # this is the refetch: what it could not get is logged
-            self._refilled.discard((topic, partition))
-            return False
         committed = self.control.committed(topic, partition)
         if archived_to is None or not committed or archived_to >= min(first_offset, committed):
             return False
@@ -252,7 +249,6 @@ class Archiver:
             start,
         )
         self._refilling[(topic, partition)] = end
-        self._refilled.add((topic, partition))
         return True
 
     def _forget(self, tp: tuple[str, int]) -> None:
@@ -430,7 +426,6 @@ class Archiver:
             for tp in list(self._partitions):
                 self._forget(tp)
             self._refilling.clear()
-            self._refilled.clear()
 
     @property
     def buffered(self) -> int:

@@ -10,7 +10,7 @@ One *cut* is a run of consecutive offsets ``[first, last]`` of one partition. Wr
 
 A crash before 1 leaves nothing. A crash after 1 leaves an intent and some of the objects: the
 next owner of the partition reads the intents at or after the committed offset
-(:meth:`ArchiveWriter.pending_cuts`) and re-cuts exactly there, in the intent's format, so
+(:meth:`ArchiveWriter.adoption`) and re-cuts exactly there, in the intent's format, so
 every object it finds already there holds the same records (checked, then accepted). Intents
 below the committed offset are housekeeping (:meth:`ArchiveWriter.forget_cuts`).
 
@@ -264,10 +264,6 @@ class ArchiveWriter:
     async def _read(self, key: str) -> bytes:
         data: bytes = await (await self.s3.get_object(Bucket=self.bucket, Key=key))["Body"].read()
         return data
-
-    async def pending_cuts(self, topic: str, partition: int, committed: int) -> list[tuple[int, int, str]]:
-        """Cuts ``(first, last, format)`` whose intent exists and that end at or after ``committed``."""
-        return (await self.adoption(topic, partition, committed)).pending
 
     async def adoption(self, topic: str, partition: int, committed: int) -> Adoption:
         """What the next owner of a partition finds at ``committed``: the cuts to re-cut, and

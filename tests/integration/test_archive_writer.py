@@ -74,7 +74,7 @@ async def test_a_cut_interrupted_anywhere_is_adopted_and_rewritten_without_dupli
     s3.put_object = real_put
 
     # The next owner starts at the committed offset, adopts the cut and re-cuts exactly there.
-    assert await writer.pending_cuts("events", 0, committed=100) == [(100, 179, "jsonl.gz")]
+    assert (await writer.adoption("events", 0, committed=100)).pending == [(100, 179, "jsonl.gz")]
     await writer.write_cut("events", 0, interrupted)
     await writer.write_cut("events", 0, _records(0, 180, 20))
     report = await verify_topic(s3, bucket, "raw", "events", start={0: 0}, committed={0: 200})
@@ -272,8 +272,8 @@ async def test_a_committed_cuts_intent_fences_a_zombie_until_it_is_forgotten(s3_
     assert await owner.forget_cuts("events", 0, committed=100, older_than_s=3600) == 0  # kept: fences
     with pytest.raises(CutConflict):
         await zombie.write_cut("events", 0, _records(0, 0, 30))
-    assert await owner.pending_cuts("events", 0, committed=100) == []
-    assert await owner.pending_cuts("events", 0, committed=50) == [(50, 99, "jsonl.gz")]
+    assert (await owner.adoption("events", 0, committed=100)).pending == []
+    assert (await owner.adoption("events", 0, committed=50)).pending == [(50, 99, "jsonl.gz")]
     assert await owner.forget_cuts("events", 0, committed=100) == 1  # past the retention: gone, but the latest
     report = await verify_topic(s3, bucket, "raw", "events", start={0: 0}, committed={0: 100})
     assert report.ok, (report.gaps, report.duplicates)
