@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -15,14 +16,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -44,6 +46,41 @@ from pinapp.tools.generator import GeneratedRecord
 __all__ = ["Pipeline", "WorkerProcess", "free_port"]
 
 REPO = Path(__file__).resolve().parents[2]
+_T = TypeVar("_T")
+_CLONE_NEWNET = 0x40000000
+
+
+def in_netns(namespace: str | None, call: Callable[[], _T]) -> _T:
+    """``call()`` with its sockets in network namespace ``namespace`` (``None``: this one).
+
+    setns(2) moves only the calling thread, so ``call`` runs on a thread of its own that ends
+    with it: a worker on a host of its own serves ``/health`` on that host's loopback.
+    """
+    if namespace is None:
+        return call()
+    outcome: list[Any] = []
+
+    def enter_and_call() -> None:
+        try:
+            fd = os.open(f"/var/run/netns/{namespace}", os.O_RDONLY)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns({namespace}) failed")
+            finally:
+                os.close(fd)
+            outcome.append((True, call()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=enter_and_call, name=f"netns-{namespace}")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 TABLE_OF = {"pin": "pins", "repin": "repins", "comment": "comments", "like": "likes", "login": "logins"}
 
 
@@ -131,8 +168,8 @@ class WorkerProcess:
 
     def metrics(self) -> dict[str, float]:
         """This worker's Prometheus samples, by name plus labels."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        _, _, body = self.fetch("/metrics")
+        text = body.decode()
         samples: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -142,26 +179,30 @@ class WorkerProcess:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """``GET /health``: the status code and the JSON document."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=5) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+        status, _, body = self.fetch("/health", timeout=5)
+        return status, json.loads(body)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         """``GET path`` on this worker's web server: status code and JSON body."""
         status, _, body = self.fetch(path, headers)
         return status, json.loads(body)
 
-    def fetch(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        """``GET path``: status, headers and the raw body, whatever the content type."""
+    def fetch(
+        self, path: str, headers: dict[str, str] | None = None, timeout: float = 10
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``GET path``: status, headers and the raw body, whatever the content type (from the
+        process's host, when it runs on one of its own)."""
         request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}", headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            with err:
-                return err.code, dict(err.headers), err.read()
+
+        def get() -> tuple[int, dict[str, str], bytes]:
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    return resp.status, dict(resp.headers), resp.read()
+            except urllib.error.HTTPError as err:
+                with err:
+                    return err.code, dict(err.headers), err.read()
+
+        return in_netns(self.netns, get)
 
     @contextlib.asynccontextmanager
     async def globe_stream(self) -> AsyncIterator[list[dict[str, Any]]]:
@@ -259,6 +300,9 @@ class Pipeline:
     workers: list[WorkerProcess] = field(default_factory=list)
     #: the checkout whose pinapp the workers and CLI run (its cwd wins over the editable install)
     repo: Path = REPO
+    #: where a process runs, by its name ("worker1", "archiver0", "singer0"): its network
+    #: namespace and the settings it needs there (the cluster tests: each on a host of its own)
+    place: Callable[[str], tuple[str, dict[str, str]]] | None = None
 
     def __post_init__(self) -> None:
         self.env = {
@@ -291,35 +335,46 @@ class Pipeline:
     def worker(self, index: int = 0, **env: str) -> WorkerProcess:
         """A worker with its own data folder and web port (not started)."""
         port = free_port()
+        netns, there = self._placed(f"worker{index}")
         env = {
             **self.env,
             "PINAPP_WORKER__DATA_DIR": str(self.tmp / f"worker{index}"),
             "PINAPP_WORKER__WEB_PORT": str(port),
+            **there,
             **env,
         }
-        w = WorkerProcess(env, self.tmp / f"worker{index}.log", port, repo=self.repo)
+        w = WorkerProcess(env, self.tmp / f"worker{index}.log", port, repo=self.repo, netns=netns)
         self.workers.append(w)
         return w
+
+    def _placed(self, name: str) -> tuple[str | None, dict[str, str]]:
+        return self.place(name) if self.place else (None, {})
 
     def archiver(self, index: int = 0, **env: str) -> WorkerProcess:
         """An archiver worker (its own consumer group) with its own data folder and web port."""
         port = free_port()
+        netns, there = self._placed(f"archiver{index}")
         merged = {
             **self.env,
             "PINAPP_WORKER__DATA_DIR": str(self.tmp / f"archiver{index}"),
             "PINAPP_ARCHIVE__WEB_PORT": str(port),
+            **there,
             **env,
         }
-        w = WorkerProcess(merged, self.tmp / f"archiver{index}.log", port, command="archiver", repo=self.repo)
+        w = WorkerProcess(
+            merged, self.tmp / f"archiver{index}.log", port, command="archiver", repo=self.repo, netns=netns
+        )
         self.workers.append(w)
         return w
 
     def singer(self, index: int = 0, **env: str) -> WorkerProcess:
         """``pinapp singer`` shipping ``<tmp>/logs/app.log*`` (its own watermark folder)."""
+        netns, there = self._placed(f"singer{index}")
         merged = {
             **self.env,
             "PINAPP_SINGER__DATA_DIR": str(self.tmp / "singer"),
             "PINAPP_SINGER__STREAMS": f'[{{"name": "app", "paths": ["{self.logs}/app.log*"]}}]',
+            **there,
             **env,
         }
         w = WorkerProcess(
@@ -329,6 +384,7 @@ class Pipeline:
             command="singer",
             ready_marker="singer: shipping",
             repo=self.repo,
+            netns=netns,
         )
         self.workers.append(w)
         return w

@@ -5,8 +5,10 @@ Each node runs in its own network namespace (``pinapp-kN``) with its own address
 (SIGKILL), hang it (SIGSTOP), or cut its host off the network (its link down) while it keeps
 running. KRaft with three controllers, replication factor 3, ``min.insync.replicas`` 2, unclean
 leader election off: what Kafka's own ``replication_test.py`` runs against. Needs root.
-MariaDB and the S3 server stay on the host's loopback; workers run on the host and reach the
-brokers over the bridge. :meth:`KafkaCluster.down` removes every process, namespace and link.
+Workers, archivers and Singer get hosts of their own on the same bridge (:meth:`KafkaCluster.host`).
+MariaDB and the S3 server stay on the host's loopback; a relay on the bridge's host side
+forwards to them (:mod:`pinapp.tools.stack.relay`). :meth:`KafkaCluster.down` removes every
+process, namespace and link.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +28,13 @@ from pinapp.errors import StackError
 from pinapp.tools.stack.process import ManagedProcess, port_open
 from pinapp.tools.stack.services import KafkaService, _run
 
-__all__ = ["BRIDGE", "HOST_SIDE", "KafkaCluster", "Node", "host_address"]
+__all__ = ["BRIDGE", "HOST_SIDE", "KafkaCluster", "Node"]
 
 BRIDGE = "pinapp-br0"
 HOST_SIDE = "10.77.0.1"  # the host namespace on the bridge
 _PORT = 9092
 _CONTROLLER_PORT = 9093
+_RELAY = "pinapp.tools.stack.relay"
 
 
 def _ip(*args: str, namespace: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -39,11 +43,6 @@ def _ip(*args: str, namespace: str | None = None, check: bool = True) -> subproc
     if check and done.returncode != 0:
         raise StackError(f"`{' '.join(argv)}` failed: {done.stderr.strip()} (the cluster stack needs root)")
     return done
-
-
-def host_address(index: int) -> str:
-    """The address of client host ``index`` (:meth:`KafkaCluster.host`)."""
-    return f"10.77.0.{20 + index}"
 
 
 def _attach(namespace: str, link: str, address: str) -> None:
@@ -98,6 +97,8 @@ class KafkaCluster:
         self.heap = heap
         self.nodes = [Node(i, home / f"node{i}") for i in range(1, nodes + 1)]
         self._libs = KafkaService(settings)  # its jars, resolved from Maven Central once
+        self.relay = ManagedProcess("relay", home / "run", marker=f"{_RELAY} {HOST_SIDE}:")
+        self._hosts: dict[str, str] = {}  # a client host's namespace -> its address
 
     @classmethod
     def of(cls, settings: Settings) -> KafkaCluster:
@@ -109,9 +110,9 @@ class KafkaCluster:
         return ",".join(n.bootstrap for n in self.nodes)
 
     def left_behind(self) -> bool:
-        """Whether a node runs or the bridge exists (a run that could not tear down)."""
+        """Whether a node or the relay runs, or the bridge exists (a run that could not tear down)."""
         bridge = shutil.which("ip") is not None and _ip("link", "show", BRIDGE, check=False).returncode == 0
-        return bridge or any(n.process.pid() is not None for n in self.nodes)
+        return bridge or any(p.pid() is not None for p in (self.relay, *(n.process for n in self.nodes)))
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id - 1]
@@ -136,23 +137,47 @@ class KafkaCluster:
         _ip("link", "del", BRIDGE, check=False)
 
     def host(self, index: int) -> str:
-        """A client host of its own on the bridge (``pinapp-wN``, 10.77.0.(20+N)): its namespace.
+        """A client host of its own on the bridge (``pinapp-hN``, 10.77.0.(100+N)): its namespace.
 
-        It reaches the brokers and the bridge's host side (10.77.0.1), nothing on the host's loopback.
+        It reaches the brokers and the bridge's host side (:data:`HOST_SIDE`, where the relay
+        forwards to the database and S3: :meth:`client_env`), nothing on the host's loopback.
         """
-        namespace = f"pinapp-w{index}"
-        _attach(namespace, f"{namespace}h", host_address(index))
+        if not 0 <= index < 100:
+            raise ValueError(f"client host index {index} is outside 0-99")
+        namespace, address = f"pinapp-h{index}", f"10.77.0.{100 + index}"
+        _attach(namespace, f"{namespace}h", address)
+        self._hosts[namespace] = address
         return namespace
 
-    def cut_from_brokers(self, index: int) -> None:
-        """Host ``index`` hears nothing from any broker (their answers to it are dropped), while it
-        still reaches everything else: a zombie's view of a partition."""
-        for node in self.nodes:
-            _ip("route", "replace", "blackhole", f"{host_address(index)}/32", namespace=node.namespace)
+    def client_env(self) -> dict[str, str]:
+        """The settings a pinapp process on a client host needs: the brokers, and the database
+        and S3 through the relay (the same ports, on the bridge's host side)."""
+        env = {"PINAPP_KAFKA__BOOTSTRAP": self.bootstrap, "PINAPP_DB__HOST": HOST_SIDE}
+        if self.settings.s3.endpoint_url:
+            env["PINAPP_S3__ENDPOINT_URL"] = f"http://{HOST_SIDE}:{self._s3_port}"
+        return env
 
-    def reconnect_to_brokers(self, index: int) -> None:
+    @property
+    def _s3_port(self) -> int:
+        return int((self.settings.s3.endpoint_url or "").rsplit(":", 1)[1].split("/")[0])
+
+    def _relay_up(self) -> None:
+        routes = [f"{HOST_SIDE}:{self.settings.db.port}={self.settings.db.host}:{self.settings.db.port}"]
+        if self.settings.s3.endpoint_url:
+            s3_host = self.settings.s3.endpoint_url.split("://", 1)[1].rsplit(":", 1)[0]
+            routes.append(f"{HOST_SIDE}:{self._s3_port}={s3_host}:{self._s3_port}")
+        self.relay.start([sys.executable, "-m", _RELAY, *routes])
+        self.relay.wait_healthy(lambda: port_open(self.settings.db.port, HOST_SIDE), 30)
+
+    def cut_from_brokers(self, namespace: str) -> None:
+        """The client host ``namespace`` hears nothing from any broker (their answers to it are
+        dropped), while it still reaches everything else: a zombie's view of a partition."""
         for node in self.nodes:
-            _ip("route", "del", "blackhole", f"{host_address(index)}/32", namespace=node.namespace, check=False)
+            _ip("route", "replace", "blackhole", f"{self._hosts[namespace]}/32", namespace=node.namespace)
+
+    def reconnect_to_brokers(self, namespace: str) -> None:
+        for node in self.nodes:
+            _ip("route", "del", "blackhole", f"{self._hosts[namespace]}/32", namespace=node.namespace, check=False)
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -247,6 +272,7 @@ class KafkaCluster:
         self._libs.install()
         self.down()
         self._network_up()
+        self._relay_up()
         self._format()
         for node in self.nodes:
             self.start(node)
@@ -254,9 +280,11 @@ class KafkaCluster:
             self.wait_healthy(node)
 
     def down(self) -> None:
-        """Kill every node (the next :meth:`up` formats fresh storage) and remove the network."""
+        """Kill every node and the relay (the next :meth:`up` formats fresh storage) and remove
+        the network."""
         for node in self.nodes:
             self.kill(node)
+        self.relay.stop(timeout_s=5)
         self._network_down()
 
     # -- faults ------------------------------------------------------------------------------

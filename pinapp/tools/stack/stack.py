@@ -79,7 +79,7 @@ class Stack:
         cluster = KafkaCluster.of(self.settings)
         if cluster.left_behind():
             cluster.down()
-            report.append("kafka cluster (fault tests): stopped, its namespaces and links removed")
+            report.append("kafka cluster (fault tests): stopped, its relay, namespaces and links removed")
         for svc in reversed(self.services):
             stopped = svc.process.stop()
             report.append(f"{svc.name}: {'stopped' if stopped else 'was not running'}")
