@@ -40,14 +40,33 @@ def test_an_interval_of_few_dead_letters_needs_no_summary(caplog: pytest.LogCapt
     log = DeadLetterLog(logging.getLogger("test.dlq2"), first_per_kind=3, interval_s=10, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, "test.dlq2"):
         log.record("bad_ip", "events[0]@5", "validate", "ip: '999.1.1.1' is not an IPv4 or IPv6 address")
-        now[0] = 11.0
-        log.record("bad_ip", "events[0]@9", "validate", "ip: '1.2.3' is not an IPv4 or IPv6 address")
-        now[0] = 22.0
+        now[0] = 10.0
         log.flush_due()
-    assert [r.getMessage().split(" at ")[0] for r in caplog.records] == [
-        "dead-lettering events[0]@5",
-        "dead-lettering events[0]@9",
-    ]  # a new interval logs in full again
+    assert [r.getMessage().split(" at ")[0] for r in caplog.records] == ["dead-lettering events[0]@5"]
+
+
+def test_steady_bad_input_costs_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """The demo's 1% malformed input, five kinds at ~20 a second: the first of each kind in full
+    once, then one summary per interval; a kind that stopped for an interval is shown in full again."""
+    now = [0.0]
+    log = DeadLetterLog(logging.getLogger("test.dlq3"), first_per_kind=3, interval_s=10, clock=lambda: now[0])
+    kinds = ["schema", "not_json", "bad_ip", "too_large", "unknown_type"]
+    with caplog.at_level(logging.WARNING, "test.dlq3"):
+        for second in range(60):
+            now[0] = float(second)
+            for i in range(20):
+                log.record(kinds[i % 5], f"events[0]@{second * 20 + i}", "validate", "bad")
+        now[0] = 60.0
+        log.flush_due()
+        first_minute = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        now[0] = 80.0
+        log.flush_due()  # an interval with none: not_json starts again below
+        now[0] = 81.0
+        log.record("not_json", "events[0]@9999", "validate", "bad")
+    assert len(first_minute) == 5 * 3 + 6  # each kind's first three, then six summaries
+    assert all(line.startswith("dead-lettered 200 events in the last 10 s") for line in first_minute[15:])
+    assert [r.getMessage().split(" at ")[0] for r in caplog.records] == ["dead-lettering events[0]@9999"]
 
 
 async def test_a_record_too_large_to_send_whole_is_dead_lettered_cut_with_its_size_and_hash() -> None:
