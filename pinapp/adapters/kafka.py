@@ -209,14 +209,20 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
 
 
 async def read_topic(
-    kafka: KafkaSettings, topic: str, *, stall_s: float = 60.0, log_starts: dict[int, int] | None = None
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    stall_s: float = 60.0,
+    log_starts: dict[int, int] | None = None,
+    from_offsets: dict[int, int] | None = None,
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from its log start up to its end offsets at the start of the read.
 
     No consumer group: partitions are assigned, nothing is committed. Progress is judged by
     the offsets received, not by ``position()``, which aiokafka advances while prefetching.
     ``log_starts``, when given, is filled with each partition's log start before the first
-    record (above 0: retention has deleted records). Raises :class:`PinappError` when the
+    record (above 0: retention has deleted records). ``from_offsets``, when given, starts each
+    partition there instead (never before its log start). Raises :class:`PinappError` when the
     topic does not exist or nothing arrives for ``stall_s``.
     """
     consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest")
@@ -230,6 +236,8 @@ async def read_topic(
         ends = await consumer.end_offsets(parts)
         if log_starts is not None:
             log_starts.update({tp.partition: offset for tp, offset in starts.items()})
+        if from_offsets is not None:
+            starts = {tp: max(offset, from_offsets.get(tp.partition, 0)) for tp, offset in starts.items()}
         for tp in parts:
             consumer.seek(tp, starts[tp])
         next_offset = {tp: starts[tp] for tp in parts}

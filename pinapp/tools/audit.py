@@ -19,6 +19,13 @@ Rows in ``pins`` learned from another event's embedded pin (a repin that arrived
 pin) carry that event's id; they are reported as learned, not as unexpected. Rows for events
 older than the topic's log start (deleted by retention) cannot be checked against the topic:
 with the topic as the source, unexpected rows are then reported but not counted as failures.
+
+Pending is not missing: records at or beyond the workers' positions (``stream_offsets``, moved
+in the transaction that writes their rows) are not processed yet, so their events' rows and
+dead letters are *pending*; records at or beyond the archiver group's commit are pending for the
+archive. Pending counts as a discrepancy only when the audit was asked to wait for it
+(``wait_s``) and it was still there at the end. An event the truth names that never reached
+the topic (a line Singer has not shipped) is missing, not pending.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from config import Settings
 from pinapp.adapters.db import create_pool
 from pinapp.adapters.kafka import partitions_of, read_topic
 from pinapp.adapters.rollup_check import RollupCheck, check_rollups
+from pinapp.adapters.rollup_sql import read_positions
 from pinapp.adapters.s3 import s3_client
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import VerifyReport, archiver_group, committed_offsets, verify_topic
@@ -47,6 +55,7 @@ from pinapp.errors import InvalidEvent, PinappError
 __all__ = [
     "AuditReport",
     "DeadLetterAudit",
+    "Pending",
     "TypeAudit",
     "audit",
     "dead_letter_source",
@@ -70,6 +79,8 @@ class TypeAudit:
     learned: int = 0
     archived: int | None = None
     archive_missing: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # no row yet, and not processed yet
+    archive_pending: list[str] = field(default_factory=list)  # not archived yet, and beyond the archiver's commit
 
 
 @dataclass
@@ -82,10 +93,22 @@ class DeadLetterAudit:
     #: bad inputs without a dead letter: ``partition:offset`` when the topic is the source, else
     #: only their number (the truth does not know offsets)
     missing_ids: list[str] = field(default_factory=list)
+    pending: int = 0  # bad records in the topic that the workers have not processed yet
 
     @property
     def missing(self) -> int:
-        return len(self.missing_ids) if self.missing_ids else max(0, self.expected - self.inputs)
+        if self.missing_ids:
+            return len(self.missing_ids)
+        return max(0, self.expected - self.inputs - self.pending)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What the pipeline has not processed yet: the topic's records beyond its positions."""
+
+    rows: frozenset[str] = frozenset()  # valid event ids at or beyond the workers' positions
+    bad: frozenset[str] = frozenset()  # invalid records there (``partition:offset``): dead letters to come
+    archive: frozenset[str] = frozenset()  # valid event ids at or beyond the archiver's commit
 
 
 @dataclass
@@ -96,10 +119,18 @@ class AuditReport:
     archive: VerifyReport | None = None
     rollups: RollupCheck | None = None
     dead_letters: DeadLetterAudit | None = None
+    #: whether what is still pending counts (the audit waited for the pipeline to catch up)
+    pending_counts: bool = False
+
+    @property
+    def pending(self) -> int:
+        """Events and bad inputs not processed (or archived) yet: not missing."""
+        n = sum(len(t.pending) + len(t.archive_pending) for t in self.types.values())
+        return n + (self.dead_letters.pending if self.dead_letters is not None else 0)
 
     @property
     def discrepancies(self) -> int:
-        n = 0
+        n = self.pending if self.pending_counts else 0
         for t in self.types.values():
             n += len(t.missing) + len(t.duplicates) + len(t.archive_missing)
             n += len(t.unexpected) if self.strict else 0
@@ -117,12 +148,19 @@ class AuditReport:
         return self.discrepancies == 0
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"source": self.source, "clean": self.clean, "discrepancies": self.discrepancies}
+        doc: dict[str, Any] = {
+            "source": self.source,
+            "clean": self.clean,
+            "discrepancies": self.discrepancies,
+            "pending": self.pending,
+        }
         doc["types"] = {
             t.value: {
                 "expected": a.expected,
                 "rows": a.rows,
                 "missing": a.missing,
+                "pending": a.pending,
+                "archive_pending": a.archive_pending,
                 "duplicates": a.duplicates,
                 "unexpected": a.unexpected,
                 "learned_pin_rows": a.learned,
@@ -144,6 +182,7 @@ class AuditReport:
                 "resent": self.dead_letters.resent,
                 "missing": self.dead_letters.missing,
                 "missing_ids": self.dead_letters.missing_ids,
+                "pending": self.dead_letters.pending,
             }
         if self.archive is not None:
             doc["archive_offsets"] = {
@@ -169,8 +208,8 @@ def _truth(path: Path) -> tuple[ExpectedIds, int]:
     ids = doc.get("event_ids")
     if not isinstance(ids, dict):
         raise PinappError(
-            f"{path} has no event ids: it was written by `pinapp generate --truth` with ids off "
-            "(too many events); audit against the topic instead (no --truth)"
+            f"{path} has no event ids (`pinapp generate` keeps them only with --count or --ids, and "
+            "`make demo` runs it without): audit against the events topic instead: `pinapp audit`"
         )
     return {t: set(ids.get(t.value, ())) for t in EventType}, int(doc.get("malformed", 0))
 
@@ -210,21 +249,25 @@ def dead_letter_source(headers: Any) -> tuple[str, ...] | None:
     return None
 
 
-async def _dead_letters(settings: Settings, topic: str, expected: int, invalid: set[str] | None) -> DeadLetterAudit:
+async def _dead_letters(
+    settings: Settings, topic: str, expected: int, invalid: set[str] | None, pending: frozenset[str]
+) -> DeadLetterAudit:
     """The dead letters of ``topic``'s inputs and of Singer's lines, by source (see the module).
 
     ``invalid``: the topic's rejected records (``partition:offset``), when the topic is the
-    source of expectations; otherwise only ``expected``, a count, is checked."""
+    source of expectations; otherwise only ``expected``, a count, is checked. ``pending``: the
+    rejected records the workers have not processed yet."""
     seen: Counter[tuple[str, ...]] = Counter()
     if (expected or invalid) and await partitions_of(settings.kafka, settings.kafka.dlq_topic):
         async for rec in read_topic(settings.kafka, settings.kafka.dlq_topic):
             source = dead_letter_source(rec.headers)
             if source is not None and (source[0] == "file" or source[1] == topic):
                 seen[source] += 1
-    report = DeadLetterAudit(expected, inputs=len(seen), resent=sum(seen.values()) - len(seen))
+    lettered = {f"{s[2]}:{s[3]}" for s in seen if s[0] == "topic"}
+    waiting = pending - lettered
+    report = DeadLetterAudit(expected, inputs=len(seen), resent=sum(seen.values()) - len(seen), pending=len(waiting))
     if invalid is not None:
-        lettered = {f"{s[2]}:{s[3]}" for s in seen if s[0] == "topic"}
-        report.missing_ids = sorted(invalid - lettered)
+        report.missing_ids = sorted(invalid - lettered - waiting)
     return report
 
 
@@ -262,8 +305,37 @@ async def _archive(settings: Settings, topic: str) -> tuple[VerifyReport, dict[E
     return report, found
 
 
+async def _positions(settings: Settings, topic: str) -> dict[int, int]:
+    """The workers' positions: per partition, the offset before which every record is processed
+    (its row, or its dead letter, written in the same transaction as the position)."""
+    pool = await create_pool(settings.db, size=1, reader=True)
+    try:
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            return {p: stored.next_offset for p, stored in (await read_positions(cur, topic, None, lock=False)).items()}
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+async def _beyond(settings: Settings, topic: str, offsets: dict[int, int]) -> tuple[set[str], set[str]]:
+    """The valid event ids and the invalid records (``partition:offset``) of ``topic`` at or
+    beyond ``offsets`` (a partition not named: from its log start)."""
+    ids: set[str] = set()
+    bad: set[str] = set()
+    max_bytes = settings.pipeline.max_event_bytes
+    async for rec in read_topic(settings.kafka, topic, from_offsets=offsets):
+        try:
+            ids.add(parse_event(rec.value or b"", max_bytes=max_bytes).event_id)
+        except InvalidEvent:
+            bad.add(f"{rec.partition}:{rec.offset}")
+    return ids, bad
+
+
 def _reconcile(
-    expected: ExpectedIds, tables: dict[EventType, list[str]], archived: dict[EventType, set[str]] | None
+    expected: ExpectedIds,
+    tables: dict[EventType, list[str]],
+    archived: dict[EventType, set[str]] | None,
+    pending: Pending = Pending(),
 ) -> dict[EventType, TypeAudit]:
     all_expected = set().union(*expected.values())
     out: dict[EventType, TypeAudit] = {}
@@ -271,7 +343,9 @@ def _reconcile(
         want = expected[event_type]
         counts = Counter(tables.get(event_type, ()))
         audit_ = TypeAudit(event_type, expected=len(want), rows=sum(counts.values()))
-        audit_.missing = sorted(want - counts.keys())
+        absent = want - counts.keys()
+        audit_.pending = sorted(absent & pending.rows)
+        audit_.missing = sorted(absent - pending.rows)
         audit_.duplicates = sorted(i for i, n in counts.items() if n > 1)
         extra = counts.keys() - want
         if event_type is EventType.PIN:  # pins learned from another event carry that event's id
@@ -281,7 +355,9 @@ def _reconcile(
         audit_.unexpected = sorted(extra)
         if archived is not None:
             audit_.archived = len(archived[event_type] & want)
-            audit_.archive_missing = sorted(want - archived[event_type])
+            unarchived = want - archived[event_type]
+            audit_.archive_pending = sorted(unarchived & pending.archive)
+            audit_.archive_missing = sorted(unarchived - pending.archive)
         out[event_type] = audit_
     return out
 
@@ -298,8 +374,9 @@ async def _rollups(settings: Settings) -> RollupCheck:
 async def audit(
     settings: Settings, *, truth: Path | None = None, archive: bool = True, wait_s: float = 0.0
 ) -> AuditReport:
-    """Reconcile (see the module docstring); while not clean, again every few seconds until
-    ``wait_s`` has passed (a pipeline still catching up). The expected events are read once."""
+    """Reconcile (see the module docstring). With ``wait_s``, again every few seconds until clean
+    with nothing pending, or ``wait_s`` has passed; what is pending then counts. The expected
+    events are read once."""
     topic = settings.kafka.events_topic
     invalid: set[str] | None = None
     if truth is not None:
@@ -310,14 +387,30 @@ async def audit(
         malformed, source = len(invalid), f"topic {topic}"
     deadline = time.monotonic() + wait_s
     while True:
+        # Positions first: whatever is processed after this read is pending, never missing.
+        positions = await _positions(settings, topic)
+        archived_to: dict[int, int] | None = None
+        if archive:
+            archived_to = (await committed_offsets(settings, topic, archiver_group(settings)))[1]
+        unprocessed, bad = await _beyond(settings, topic, positions)
+        unarchived = (await _beyond(settings, topic, archived_to))[0] if archived_to is not None else set()
+        pending = Pending(frozenset(unprocessed), frozenset(bad), frozenset(unarchived))
         tables = await _table_ids(settings)
         report: VerifyReport | None = None
         archived: dict[EventType, set[str]] | None = None
         if archive:
             report, archived = await _archive(settings, topic)
         rollups = await _rollups(settings)
-        dead_letters = await _dead_letters(settings, topic, malformed, invalid)
-        result = AuditReport(source, strict, _reconcile(expected, tables, archived), report, rollups, dead_letters)
-        if result.clean or time.monotonic() >= deadline:
+        dead_letters = await _dead_letters(settings, topic, malformed, invalid, pending.bad)
+        result = AuditReport(
+            source,
+            strict,
+            _reconcile(expected, tables, archived, pending),
+            report,
+            rollups,
+            dead_letters,
+            pending_counts=wait_s > 0,
+        )
+        if (result.clean and not result.pending) or time.monotonic() >= deadline:
             return result
         await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))

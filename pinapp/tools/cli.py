@@ -634,7 +634,8 @@ async def _run_query(settings: Settings, sql: str, params: dict[str, Any] | None
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Audit again until clean or this many seconds have passed (a pipeline catching up).",
+    help="Audit again until clean with nothing pending, or this many seconds have passed (a pipeline "
+    "catching up); what is still pending then counts as a discrepancy.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option(
@@ -648,10 +649,11 @@ async def _run_query(settings: Settings, sql: str, params: dict[str, Any] | None
 def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: float, as_json: bool, show: int) -> None:
     """Reconcile expected events with the SingleStore tables and the S3 archive.
 
-    Prints per event type: expected, rows, missing ids, duplicate ids, unexpected rows and,
-    unless --no-archive, events missing from the archive and archived offsets missing or
-    doubled; then whether every rollup agrees with the raw rows, and every bad input has a
-    dead letter. Exit 1 on any discrepancy.
+    Prints per event type: expected, rows, missing ids, pending ids (in Kafka beyond the
+    workers' positions: not processed yet), duplicate ids, unexpected rows and, unless
+    --no-archive, events missing from the archive and archived offsets missing or doubled; then
+    whether every rollup agrees with the raw rows, and every bad input has a dead letter. Exit 1
+    on any discrepancy; pending is one only with --wait, once the wait is over.
     """
     import orjson
 
@@ -667,11 +669,13 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
                 a.expected,
                 a.rows,
                 len(a.missing),
+                len(a.pending),
                 len(a.duplicates),
                 len(a.unexpected),
                 a.learned,
                 "-" if a.archived is None else a.archived,
                 len(a.archive_missing),
+                "-" if a.archived is None else len(a.archive_pending),
             )
             for t, a in report.types.items()
         ]
@@ -684,11 +688,13 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
                     "expected",
                     "rows",
                     "missing",
+                    "pending",
                     "duplicate",
                     "unexpected",
                     "learned",
                     "archived",
                     "not archived",
+                    "archive pending",
                 ],
             )
         )
@@ -700,6 +706,7 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
 
         for t, a in report.types.items():
             ids("missing", t.value, a.missing)
+            ids("pending" + (" (still, after --wait)" if report.pending_counts else ""), t.value, a.pending)
             ids("duplicate", t.value, a.duplicates)
             ids(
                 "unexpected" if report.strict else "unexpected (not counted: the topic lost old records)",
@@ -726,11 +733,22 @@ def audit(ctx: click.Context, truth: Path | None, no_archive: bool, wait_s: floa
         if report.dead_letters is not None:
             dl = report.dead_letters
             click.echo(
-                f"dead letters: {dl.inputs} bad inputs of {dl.expected} expected, {dl.missing} missing; "
-                f"{dl.resent} resent (a batch processed again; one per source offset counts)"
+                f"dead letters: {dl.inputs} bad inputs of {dl.expected} expected, {dl.missing} missing, "
+                f"{dl.pending} pending; {dl.resent} resent (a batch processed again; one per source offset counts)"
             )
             ids("without a dead letter", "input", dl.missing_ids)
-        click.echo(f"audit: {'CLEAN' if report.clean else f'{report.discrepancies} discrepancies'}")
+        if report.pending:
+            click.echo(
+                f"pending: {report.pending} events and bad inputs are in Kafka beyond the workers' positions "
+                "or the archiver's commit, not processed yet"
+                + (
+                    ": still there after --wait (are the workers and the archiver running?)"
+                    if report.pending_counts
+                    else " (not counted; --wait S waits for them)"
+                )
+            )
+        verdict = "CLEAN" if report.clean else f"{report.discrepancies} discrepancies"
+        click.echo(f"audit: {verdict}" + (f", {report.pending} pending" if report.pending and report.clean else ""))
     if not report.clean:
         ctx.exit(1)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -299,3 +300,33 @@ async def test_a_rolling_restart_with_static_membership_moves_no_partition(
     finally:
         pipeline.stop_all()
         await pipeline.drop()
+
+
+async def test_the_audit_after_a_normal_stop_reports_unprocessed_events_as_pending_not_missing(
+    pipeline: Pipeline,
+) -> None:
+    """The workers and the archiver stopped (as Ctrl-C stops ``make demo``) with events still in
+    Kafka: the audit shows them pending and exits 0; ``--wait`` with nothing running fails naming
+    them; once a worker and the archiver run again, ``--wait`` comes out clean with none pending."""
+    records, truth, _ = _traffic(pipeline, seed=58, count=6_000)
+    await pipeline.create_bucket()
+    worker, archiver = pipeline.worker(0), pipeline.archiver()
+    await _start(worker, archiver)
+    await pipeline.produce(records[:3_000])
+    await pipeline.wait_committed(pipeline.settings.kafka.events_topic, pipeline.settings.worker.app_id)
+    worker.stop()
+    archiver.stop()
+    await pipeline.produce(records[3_000:])  # in Kafka, beyond every position
+
+    stopped = pipeline.cli("audit", timeout=300)  # the topic as the source: what `make demo` users run
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    pending = int(re.search(r"audit: CLEAN, (\d+) pending", stopped.stdout).group(1))  # type: ignore[union-attr]
+    assert pending >= 2_900, stopped.stdout  # the second half's valid events, their dead letters, the archive's
+    assert "(not counted; --wait S waits for them)" in stopped.stdout
+
+    waited = pipeline.cli("audit", "--wait", "5", timeout=300)
+    assert waited.returncode == 1 and "still there after --wait" in waited.stdout, waited.stdout
+
+    await _start(worker, archiver)
+    settled = pipeline.audit(truth)
+    assert settled.returncode == 0 and "audit: CLEAN\n" in settled.stdout, settled.stdout + settled.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pinapp.archive.verify import VerifyReport
 from pinapp.domain.dead_letters import dlq_headers
 from pinapp.domain.events import EventType
-from pinapp.tools.audit import AuditReport, DeadLetterAudit, _reconcile, dead_letter_source
+from pinapp.tools.audit import AuditReport, DeadLetterAudit, Pending, _reconcile, dead_letter_source
 
 
 def _expected(**ids: list[str]) -> dict[EventType, set[str]]:
@@ -69,3 +69,31 @@ def test_bad_inputs_without_a_dead_letter_are_discrepancies_and_resent_ones_are_
         "t", True, _reconcile(_expected(), {}, archived=None), dead_letters=DeadLetterAudit(3, inputs=3, resent=7)
     )
     assert resent_only.clean
+
+
+def test_events_beyond_the_workers_positions_are_pending_not_missing() -> None:
+    """After a normal stop, records the workers had not reached yet have no row: pending."""
+    expected = _expected(like=["done", "waiting", "lost"])
+    pending = Pending(rows=frozenset({"waiting"}), archive=frozenset({"waiting", "lost"}))
+    archived = {t: set() for t in EventType} | {EventType.LIKE: {"done"}}
+    types = _reconcile(expected, {EventType.LIKE: ["done"]}, archived, pending)
+    got = types[EventType.LIKE]
+    assert (got.missing, got.pending) == (["lost"], ["waiting"])
+    assert (got.archive_missing, got.archive_pending) == ([], ["lost", "waiting"])
+    report = AuditReport("truth", strict=True, types=types)
+    assert (report.discrepancies, report.pending) == (1, 3)  # "lost" has no row though processed
+
+
+def test_pending_counts_only_once_the_audit_waited_for_it() -> None:
+    types = _reconcile(_expected(like=["a"]), {}, archived=None, pending=Pending(rows=frozenset({"a"})))
+    assert AuditReport("truth", strict=True, types=types).clean
+    waited = AuditReport("truth", strict=True, types=types, pending_counts=True)
+    assert (waited.clean, waited.discrepancies) == (False, 1)
+
+
+def test_bad_inputs_the_workers_have_not_reached_are_pending_dead_letters() -> None:
+    by_count = DeadLetterAudit(expected=5, inputs=3, pending=2)  # the truth knows only how many
+    assert (by_count.missing, by_count.pending) == (0, 2)
+    assert DeadLetterAudit(expected=5, inputs=2, pending=2).missing == 1
+    report = AuditReport("truth", strict=True, types=_reconcile(_expected(), {}, None), dead_letters=by_count)
+    assert report.clean and report.pending == 2
