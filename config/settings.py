@@ -533,6 +533,8 @@ class SingerSettings(_Section):
     )
     retention_s: float = Field(0.0, ge=0, description="delete shipped rotated files older than this; 0 keeps them")
     linger_ms: int = Field(10, ge=0)
+    metrics_port: int = Field(0, ge=0, le=65535, description="Singer's own /metrics (Prometheus); 0: off")
+    metrics_host: str = Field("127.0.0.1", description="where /metrics listens (0.0.0.0: for a scraper elsewhere)")
 
 
 class Settings(BaseSettings):

@@ -103,6 +103,19 @@ ARCHIVE_CUT_CONFLICTS = Counter(
 ARCHIVE_S3_ERRORS = Counter("pinapp_archive_s3_errors", "Failed S3 calls of the archiver (each is retried)")
 ARCHIVE_BUFFERED = Gauge("pinapp_archive_buffered", "Records held in memory, not yet in S3")
 
+SINGER_LINES = Counter("pinapp_singer_lines_shipped", "Log lines Singer shipped, acknowledged by Kafka", ["stream"])
+SINGER_BYTES = Counter("pinapp_singer_bytes_shipped", "Log bytes Singer shipped, acknowledged by Kafka", ["stream"])
+SINGER_DEAD_LETTERED = Counter(
+    "pinapp_singer_dead_lettered", "Log lines Singer sent to the dead-letter topic (too long, unterminated)", ["stream"]
+)
+SINGER_RETRIES = Counter(
+    "pinapp_singer_batch_retries", "Batches Kafka did not acknowledge, sent again from the watermark", ["stream"]
+)
+SINGER_BYTES_BEHIND = Gauge("pinapp_singer_bytes_behind", "Bytes of the stream's log files not yet shipped", ["stream"])
+SINGER_LAST_SHIPPED = Gauge(
+    "pinapp_singer_last_shipped_timestamp_seconds", "When Singer last shipped a batch (Unix time)", ["stream"]
+)
+
 LIVE_PUBLISHED = Counter("pinapp_live_points_published", "Repin points published to the live topic")
 LIVE_SUBSCRIBERS = Gauge("pinapp_live_subscribers", "Browsers connected to this worker's live globe feed")
 LIVE_DROPPED = Counter("pinapp_live_dropped", "Point batches dropped for browsers that did not keep up")

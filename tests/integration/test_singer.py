@@ -17,7 +17,7 @@ from aiokafka.partitioner import murmur2
 from pinapp.singer.shipper import line_key
 from pinapp.tools.stack.services import KafkaService
 from pinapp.tools.stack.stack import Stack
-from tests.integration.harness import REPO, Pipeline
+from tests.integration.harness import REPO, Pipeline, free_port
 
 
 def _cli(pipeline: Pipeline, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -247,7 +247,8 @@ async def test_heartbeats_and_status_report_the_streams(pipeline: Pipeline) -> N
     gen = _generate(pipeline, 3_000)
     await _succeeds(gen, 60)
     lines = _for_events(pipeline, [line for f in _written(pipeline) for line in f])
-    singer = pipeline.singer()
+    singer = pipeline.singer(PINAPP_SINGER__METRICS_PORT=str(port := free_port()))
+    singer.web_port = port  # its /metrics
     singer.start()
     await _shipped(pipeline, len(lines))
     status_topic = pipeline.settings.singer.status_topic
@@ -264,5 +265,12 @@ async def test_heartbeats_and_status_report_the_streams(pipeline: Pipeline) -> N
     out = await _succeeds(_cli(pipeline, "singer", "status", env=singer.env), 60)
     row = next(line.split() for line in out.splitlines() if line.startswith("app "))
     assert row[2] == "0" and row[3] == str(len(lines)), out  # bytes behind, lines shipped
+    deadline = time.monotonic() + 10  # bytes behind is measured once a second
+    while (samples := singer.metrics())["pinapp_singer_bytes_behind{stream=app}"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert samples["pinapp_singer_bytes_behind{stream=app}"] == 0
+    assert samples["pinapp_singer_lines_shipped_total{stream=app}"] == len(lines)
+    assert samples["pinapp_singer_dead_lettered_total{stream=app}"] == 3_000 - len(lines)
+    assert samples["pinapp_singer_bytes_shipped_total{stream=app}"] > 0
     singer.stop()
     assert (pipeline.tmp / "singer" / "app.watermark.json").exists()
