@@ -364,9 +364,25 @@ async def archive_run(events: int, seed: int, fmt: str) -> dict[str, Any]:
         }
 
 
+def _singers_librdkafka(code: Path) -> Path:
+    """The librdkafka the Singer built in ``code`` loads (``ldd`` of its C loop)."""
+    [module] = code.glob("pinapp/singer/_rdkafka*.so")
+    linked = subprocess.run(["ldd", str(module)], capture_output=True, text=True, check=True).stdout
+    for line in linked.splitlines():
+        name, _, where = line.strip().partition(" => ")
+        if name.startswith("librdkafka"):
+            return Path(where.split(" (")[0])
+    raise RuntimeError(f"{module} loads no librdkafka:\n{linked}")
+
+
 async def singer_run(lines: int, seed: int, kcat: str) -> dict[str, Any]:
+    """Singer and kcat ship the same file; kcat runs on the librdkafka this Singer runs on
+    (``LD_LIBRARY_PATH`` to a ``librdkafka.so.1`` that is it), so the two compare like for like."""
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = _pipeline(tmp)
+        librdkafka = _singers_librdkafka(CODE[_under_test])
+        (Path(tmp) / "lib").mkdir()
+        (Path(tmp) / "lib" / "librdkafka.so.1").symlink_to(librdkafka)
         log = pipeline.logs / "app.log"
         log.parent.mkdir(parents=True)
         gen = TrafficGenerator(GeneratorConfig(seed=seed), GeoLocator(), keep_ids=False)
@@ -398,6 +414,7 @@ async def singer_run(lines: int, seed: int, kcat: str) -> dict[str, Any]:
                 ],
                 check=True,
                 capture_output=True,
+                env={**os.environ, "LD_LIBRARY_PATH": str(Path(tmp) / "lib")},
             )
             kcat_s = time.monotonic() - started
 
@@ -432,6 +449,7 @@ async def singer_run(lines: int, seed: int, kcat: str) -> dict[str, Any]:
             "kcat_lines_per_s": round(lines / kcat_s),
             "kcat_mb_per_s": round(size / kcat_s / 1e6, 1),
             "singer_vs_kcat": round(kcat_s / singer_s, 2),
+            "librdkafka": librdkafka.name,
         }
 
 

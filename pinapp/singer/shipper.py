@@ -330,7 +330,12 @@ class Singer:
             self._serve_metrics()
         with contextlib.suppress(KafkaError):  # connected before the first line; else the first batch retries
             await self._ready_producer()
-        logger.info("singer: shipping %s to %s", ", ".join(s.reader.spec.name for s in self.streams), self.topic)
+        logger.info(
+            "singer: shipping %s to %s (librdkafka %s)",
+            ", ".join(s.reader.spec.name for s in self.streams),
+            self.topic,
+            librdkafka_version,
+        )
         try:
             while not stop.is_set():
                 shipped = 0

@@ -259,8 +259,8 @@ class KafkaService(StackService):
             f"advertised.listeners={plain},{secured}",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
             "inter.broker.listener.name=PLAINTEXT",
-            # SCRAM for pinapp's Python clients; PLAIN (same user) for singer, whose Debian
-            # librdkafka cannot log in with SCRAM to Kafka 4 (pinapp.singer.shipper.scram_hint).
+            # SCRAM for every client (singer's librdkafka is the confluent-kafka wheel's: 2.6.1+
+            # logs in to Kafka 4); PLAIN (same user) too, the other mechanism clusters offer.
             "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
             (
                 "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
