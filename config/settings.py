@@ -337,7 +337,8 @@ class AlertSettings(_Section):
         description="keep what is firing in this JSON file, so a restarted alerter resolves what cleared while it "
         "was down and does not announce again what still holds (unset: kept in memory only)",
     )
-    metrics_port: int = Field(6266, ge=0, le=65535, description="the alerter's own /metrics on loopback; 0: off")
+    metrics_port: int = Field(6266, ge=0, le=65535, description="the alerter's own /metrics; 0: off")
+    metrics_host: str = Field("127.0.0.1", description="where its /metrics listens (0.0.0.0: for a scraper elsewhere)")
 
 
 class WorkerSettings(_Section):

@@ -175,7 +175,7 @@ async def run_alerter(settings: Settings, stop: asyncio.Event) -> None:
     """Rounds every ``alerts.interval_s`` until ``stop`` is set; what is queued is delivered first."""
     alerts = settings.alerts
     if alerts.metrics_port:
-        start_http_server(alerts.metrics_port, addr="127.0.0.1")
+        start_http_server(alerts.metrics_port, addr=alerts.metrics_host)
     pool = await create_pool(settings.db, size=2, reader=True)
     async with aiohttp.ClientSession() as session:
         post = webhook(session, alerts.webhook_url) if alerts.webhook_url else None
