@@ -24,6 +24,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := required "kafka.bootstrap is required (the brokers, host:port,...)" .Values.kafka.bootstrap -}}
 {{- $_ := required "db.host is required (the SingleStore endpoint)" .Values.db.host -}}
 {{- $_ := required "s3.bucket is required (the archive's bucket)" .Values.s3.bucket -}}
+{{- if .Values.secrets.create -}}
+{{- $_ := required "secrets.values.web-token is required (the bearer token the workers' web asks beyond the pod)" (index .Values.secrets.values "web-token") -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "pinapp.secretEnv" -}}
