@@ -77,7 +77,7 @@ demo: setup
 	@echo "  Dashboard:   http://127.0.0.1:6066/          Live globe: http://127.0.0.1:6066/globe"
 	@for i in $$(seq 0 $$(($(WORKERS) - 1))); do echo "  Worker $$((i + 1)):    http://127.0.0.1:$$((6066 + i))/health  /metrics  /tables  /pins/<pin_id>  /dedup"; done
 	@echo "  Archiver:    http://127.0.0.1:6166/health  /metrics"
-	@echo "  Audit:       .venv/bin/pinapp audit --truth .stack/local/demo-truth.json   (after stopping the generator)"
+	@echo "  Audit:       .venv/bin/pinapp audit   (events not processed yet are pending; --wait 60 waits them out)"
 	@echo "  S3 archive:  .venv/bin/pinapp archive ls   and   .venv/bin/pinapp archive verify"
 	@echo "  Log shipping: .venv/bin/pinapp singer status"
 	@echo "  Dead letters: topic events-dlq;  stack: .venv/bin/pinapp stack status"
