@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml setup.py pinapp/singer/_rdkafka.c constraints.txt front
 	  fi; \
 	fi
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,test]'
 	npm ci --prefix frontend --no-audit --no-fund --loglevel=error
 	$(BIN)/python -c 'from pinapp.tools.allocator import ensure_jemalloc; ensure_jemalloc()'
 	touch $@

@@ -27,6 +27,7 @@ from yarl import URL
 from pinapp.adapters import web_auth
 from pinapp.domain.dedup import is_expired
 from pinapp.domain.table_values import SeenEvent
+from pinapp.errors import PinappError
 from pinapp.topology.app import app, settings
 from pinapp.topology.faust_ext import open_partition_dbs, raw_get
 from pinapp.topology.topics import events_topic
@@ -38,7 +39,7 @@ MAX_KEY_LEN: Final = 64  # the event schema's limit for ids
 _FORWARD_TIMEOUT: Final = aiohttp.ClientTimeout(total=5)
 
 
-class BadParameter(ValueError):
+class BadParameter(PinappError, ValueError):
     """A request parameter is missing or malformed (answered ``400``)."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -493,6 +494,12 @@ class S3Service(StackService):
     @property
     def port(self) -> int:
         return self.settings.stack.s3_port
+
+    def install(self) -> None:
+        if importlib.util.find_spec("moto") is None:
+            raise StackError(
+                "s3: moto's S3 server is not installed: pip install 'pinapp[dev]' (make setup installs it)"
+            )
 
     def argv(self) -> list[str]:
         # The trailing comment puts our data folder in the command line, marking the
