@@ -116,7 +116,7 @@ class CommitGuards:
     log: Any
     commit_interval: float
     _first_delivered: dict[TP, int]  # handoff.py
-    refetch: Any  # partitions.py
+    refetch: Any  # handoff.py (HandoffConsumer.refetch)
     assignment: Any
     earliest_offsets: Any
     _add_gap: Any
