@@ -30,6 +30,8 @@ from pinapp.domain.ddl import ROLLUPS
 from pinapp.domain.dead_letters import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER, is_replay
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.tools.stack.services import S3Service
+from pinapp.tools.stack.stack import Stack
 from tests.integration.harness import TABLE_OF, Pipeline, free_port
 
 HOUR_MS = 3_600_000
@@ -390,6 +392,35 @@ async def test_verify_reports_a_missing_object_and_exits_1(pipeline: Pipeline) -
     assert "FAILED" in result.stdout
     row = next(line.split() for line in result.stdout.splitlines() if line.split()[:1] == [str(victim.partition)])
     assert row[3] == f"{offsets[0]}-{offsets[-1]}" and row[4] == "-", result.stdout
+
+
+async def test_the_stack_s3_restarted_empty_has_the_archiver_archive_again_from_the_log_start(
+    pipeline: Pipeline,
+) -> None:
+    """The stack's S3 server keeps nothing across a restart while Kafka keeps the archiver's
+    commits: ``stack up`` sets the group back to the log start, and the archive is whole again."""
+    records, _ = _records(600)
+    await pipeline.create_bucket()
+    await pipeline.produce(records)
+    archiver = pipeline.archiver()
+    archiver.start()
+    topic = pipeline.settings.kafka.events_topic
+    ends = await pipeline.wait_archived(topic)
+    archiver.stop()
+
+    assert S3Service(pipeline.settings).process.stop(), "the test stack's S3 should have been running"
+    report = await asyncio.to_thread(Stack(pipeline.settings).up)
+    assert any("set back to the log start" in line for line in report), report
+    committed, _ = await pipeline.group_position(topic, archiver_group(pipeline.settings))
+    assert not any(committed.values()), committed  # every partition from its start again
+    await pipeline.create_bucket()
+    assert not await pipeline.archive_keys(topic)  # the objects went with the server
+
+    again = pipeline.archiver(1)
+    again.start()
+    assert await pipeline.wait_archived(topic) == ends
+    verify = pipeline.cli("archive", "verify", "--topic", topic)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 async def _table_rows(pipeline: Pipeline) -> dict[str, list[tuple[object, ...]]]:
