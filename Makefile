@@ -28,8 +28,9 @@ help:
 setup: $(STAMP)
 
 # Debian's librdkafka-dev first: pinapp singer's C loop (pinapp/singer/_rdkafka.c, built by
-# setup.py) compiles with its headers (and links to the confluent-kafka wheel's librdkafka). Python packages into .venv; the pages' npm packages (d3-geo,
-# topojson-client, world-atlas, Chart.js) into frontend/node_modules. Both from their registries,
+# setup.py) compiles with its headers (and links to the confluent-kafka wheel's librdkafka).
+# Python packages into .venv; the pages' npm packages (d3-geo, topojson-client, world-atlas,
+# Chart.js) into frontend/node_modules. Both from their registries,
 # pinned by lock files. Then Debian's jemalloc, which workers run on (pinapp/tools/allocator.py says why).
 $(STAMP): pyproject.toml setup.py pinapp/singer/_rdkafka.c constraints.txt frontend/package-lock.json
 	@missing=""; \

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import msgspec
 import orjson
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from config import KafkaSettings, Settings
@@ -160,7 +160,6 @@ class Singer:
         self.host = socket.gethostname()
         self._producer: Producer | None = None
         self._last_heartbeat = 0.0
-        self._last_gauges = 0.0
         self._auth_hint = scram_hint(settings.kafka)
 
     # -- producer -----------------------------------------------------------------------------
@@ -276,7 +275,6 @@ class Singer:
 
         def before_sleep(state: RetryCallState) -> None:
             stream.stats.errors += 1
-            metrics.SINGER_RETRIES.labels(stream=stream.reader.spec.name).inc()
             exc = state.outcome.exception() if state.outcome else None
             logger.warning(
                 "singer %s: batch not acknowledged (attempt %d: %r); resending everything after the watermark",
@@ -311,11 +309,6 @@ class Singer:
                 stream.stats.dead_lettered += dead
                 stream.stats.bytes_shipped += batch.size
                 stream.stats.last_shipped_at = time.time()
-                name = stream.reader.spec.name
-                metrics.SINGER_LINES.labels(stream=name).inc(batch.lines - dead)
-                metrics.SINGER_DEAD_LETTERED.labels(stream=name).inc(dead)
-                metrics.SINGER_BYTES.labels(stream=name).inc(batch.size)
-                metrics.SINGER_LAST_SHIPPED.labels(stream=name).set(stream.stats.last_shipped_at)
                 return batch.lines
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
@@ -349,8 +342,6 @@ class Singer:
                                 path,
                                 self.conf.retention_s,
                             )
-                if time.monotonic() - self._last_gauges >= 1.0:
-                    self._measure_behind()
                 if time.monotonic() - self._last_heartbeat >= self.conf.heartbeat_interval_s:
                     await self.heartbeat()
                 if not shipped:
@@ -365,7 +356,9 @@ class Singer:
     # -- status -------------------------------------------------------------------------------
 
     def _serve_metrics(self) -> None:
-        """``/metrics`` on ``singer.metrics_host:metrics_port`` (a daemon thread, for the process's life)."""
+        """``/metrics`` on ``singer.metrics_host:metrics_port`` (a daemon thread, for the process's
+        life): the streams' status, read at each scrape."""
+        REGISTRY.register(metrics.SingerCollector(lambda: self.status()["streams"]))
         try:
             start_http_server(self.conf.metrics_port, addr=self.conf.metrics_host)
         except OSError as exc:
@@ -374,12 +367,6 @@ class Singer:
                 f"({exc.strerror}); set PINAPP_SINGER__METRICS_PORT to a free port, or 0 for no /metrics"
             ) from None
         logger.info("singer: /metrics on %s:%d", self.conf.metrics_host, self.conf.metrics_port)
-
-    def _measure_behind(self) -> None:
-        """``pinapp_singer_bytes_behind`` per stream (its files listed: at most once a second)."""
-        self._last_gauges = time.monotonic()
-        for s in self.streams:
-            metrics.SINGER_BYTES_BEHIND.labels(stream=s.reader.spec.name).set(s.reader.bytes_behind())
 
     def status(self) -> dict[str, Any]:
         streams = []

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = [
     "ALERTS_FIRING",
@@ -33,6 +37,7 @@ __all__ = [
     "SINK_LAST_SUCCESS",
     "STAGE_EVENTS",
     "WEB_QUERY_SECONDS",
+    "SingerCollector",
 ]
 
 EVENTS_IN = Counter("pinapp_events_in", "Events read from the events topic")
@@ -103,18 +108,56 @@ ARCHIVE_CUT_CONFLICTS = Counter(
 ARCHIVE_S3_ERRORS = Counter("pinapp_archive_s3_errors", "Failed S3 calls of the archiver (each is retried)")
 ARCHIVE_BUFFERED = Gauge("pinapp_archive_buffered", "Records held in memory, not yet in S3")
 
-SINGER_LINES = Counter("pinapp_singer_lines_shipped", "Log lines Singer shipped, acknowledged by Kafka", ["stream"])
-SINGER_BYTES = Counter("pinapp_singer_bytes_shipped", "Log bytes Singer shipped, acknowledged by Kafka", ["stream"])
-SINGER_DEAD_LETTERED = Counter(
-    "pinapp_singer_dead_lettered", "Log lines Singer sent to the dead-letter topic (too long, unterminated)", ["stream"]
-)
-SINGER_RETRIES = Counter(
-    "pinapp_singer_batch_retries", "Batches Kafka did not acknowledge, sent again from the watermark", ["stream"]
-)
-SINGER_BYTES_BEHIND = Gauge("pinapp_singer_bytes_behind", "Bytes of the stream's log files not yet shipped", ["stream"])
-SINGER_LAST_SHIPPED = Gauge(
-    "pinapp_singer_last_shipped_timestamp_seconds", "When Singer last shipped a batch (Unix time)", ["stream"]
-)
+
+class SingerCollector:
+    """Singer's figures, read at scrape time from the per-stream status it keeps anyway
+    (``Singer.status()["streams"]``): nothing is counted twice, and the files are listed for
+    ``bytes_behind`` only when a scraper asks."""
+
+    #: (metric, help, the status field, counter or gauge)
+    FIGURES = (
+        ("pinapp_singer_lines_shipped", "Log lines Singer shipped, acknowledged by Kafka", "lines_shipped", True),
+        ("pinapp_singer_bytes_shipped", "Log bytes Singer shipped, acknowledged by Kafka", "bytes_shipped", True),
+        (
+            "pinapp_singer_dead_lettered",
+            "Log lines Singer sent to the dead-letter topic (too long, unterminated)",
+            "dead_lettered",
+            True,
+        ),
+        (
+            "pinapp_singer_batch_retries",
+            "Batches Kafka did not acknowledge, sent again from the watermark",
+            "errors",
+            True,
+        ),
+        ("pinapp_singer_bytes_behind", "Bytes of the stream's log files not yet shipped", "bytes_behind", False),
+        (
+            "pinapp_singer_last_shipped_timestamp_seconds",
+            "When Singer last shipped a batch (Unix time)",
+            "last_shipped_at",
+            False,
+        ),
+    )
+
+    def __init__(self, streams: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        self._streams = streams
+
+    def describe(self) -> list[Metric]:
+        return self._families([])
+
+    def collect(self) -> list[Metric]:
+        return self._families(list(self._streams()))
+
+    def _families(self, streams: list[Mapping[str, Any]]) -> list[Metric]:
+        families: list[Metric] = []
+        for name, help_, field, counter in self.FIGURES:
+            family = (CounterMetricFamily if counter else GaugeMetricFamily)(name, help_, labels=["stream"])
+            for stream in streams:
+                if stream[field] is not None:
+                    family.add_metric([stream["name"]], stream[field])
+            families.append(family)
+        return families
+
 
 LIVE_PUBLISHED = Counter("pinapp_live_points_published", "Repin points published to the live topic")
 LIVE_SUBSCRIBERS = Gauge("pinapp_live_subscribers", "Browsers connected to this worker's live globe feed")

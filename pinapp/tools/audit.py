@@ -285,9 +285,11 @@ async def _table_ids(settings: Settings) -> dict[EventType, list[str]]:
         await pool.wait_closed()
 
 
-async def _archive(settings: Settings, topic: str) -> tuple[VerifyReport, dict[EventType, set[str]]]:
-    """The archive's offset check, and the valid event ids found in archived records (one read)."""
-    start, committed = await committed_offsets(settings, topic, archiver_group(settings))
+async def _archive(
+    settings: Settings, topic: str, start: dict[int, int], committed: dict[int, int]
+) -> tuple[VerifyReport, dict[EventType, set[str]]]:
+    """The archive's offset check up to the archiver's ``committed`` offsets, and the valid event
+    ids found in archived records (one read)."""
     found: dict[EventType, set[str]] = {t: set() for t in EventType}
     max_bytes = settings.pipeline.max_event_bytes
 
@@ -317,18 +319,30 @@ async def _positions(settings: Settings, topic: str) -> dict[int, int]:
         await pool.wait_closed()
 
 
-async def _beyond(settings: Settings, topic: str, offsets: dict[int, int]) -> tuple[set[str], set[str]]:
-    """The valid event ids and the invalid records (``partition:offset``) of ``topic`` at or
-    beyond ``offsets`` (a partition not named: from its log start)."""
-    ids: set[str] = set()
+async def _pending(
+    settings: Settings, topic: str, positions: dict[int, int], archived_to: dict[int, int] | None
+) -> Pending:
+    """What ``topic`` holds at or beyond the workers' ``positions`` and the archiver's commit
+    (``archived_to``; ``None``: the archive is not audited), in one read from the lower of the
+    two (a partition not named: from its log start)."""
+    below = positions if archived_to is None else {p: min(o, positions.get(p, 0)) for p, o in archived_to.items()}
+    rows: set[str] = set()
     bad: set[str] = set()
+    archive: set[str] = set()
     max_bytes = settings.pipeline.max_event_bytes
-    async for rec in read_topic(settings.kafka, topic, from_offsets=offsets):
+    async for rec in read_topic(settings.kafka, topic, from_offsets=below):
+        unprocessed = rec.offset >= positions.get(rec.partition, 0)
         try:
-            ids.add(parse_event(rec.value or b"", max_bytes=max_bytes).event_id)
+            event_id = parse_event(rec.value or b"", max_bytes=max_bytes).event_id
         except InvalidEvent:
-            bad.add(f"{rec.partition}:{rec.offset}")
-    return ids, bad
+            if unprocessed:
+                bad.add(f"{rec.partition}:{rec.offset}")
+            continue
+        if unprocessed:
+            rows.add(event_id)
+        if archived_to is not None and rec.offset >= archived_to.get(rec.partition, 0):
+            archive.add(event_id)
+    return Pending(frozenset(rows), frozenset(bad), frozenset(archive))
 
 
 def _reconcile(
@@ -389,17 +403,16 @@ async def audit(
     while True:
         # Positions first: whatever is processed after this read is pending, never missing.
         positions = await _positions(settings, topic)
+        archive_start: dict[int, int] = {}
         archived_to: dict[int, int] | None = None
         if archive:
-            archived_to = (await committed_offsets(settings, topic, archiver_group(settings)))[1]
-        unprocessed, bad = await _beyond(settings, topic, positions)
-        unarchived = (await _beyond(settings, topic, archived_to))[0] if archived_to is not None else set()
-        pending = Pending(frozenset(unprocessed), frozenset(bad), frozenset(unarchived))
+            archive_start, archived_to = await committed_offsets(settings, topic, archiver_group(settings))
+        pending = await _pending(settings, topic, positions, archived_to)
         tables = await _table_ids(settings)
         report: VerifyReport | None = None
         archived: dict[EventType, set[str]] | None = None
-        if archive:
-            report, archived = await _archive(settings, topic)
+        if archived_to is not None:
+            report, archived = await _archive(settings, topic, archive_start, archived_to)
         rollups = await _rollups(settings)
         dead_letters = await _dead_letters(settings, topic, malformed, invalid, pending.bad)
         result = AuditReport(

@@ -300,9 +300,9 @@ class Pipeline:
     workers: list[WorkerProcess] = field(default_factory=list)
     #: the checkout whose pinapp the workers and CLI run (its cwd wins over the editable install)
     repo: Path = REPO
-    #: where a process runs, by its name ("worker1", "archiver0", "singer0"): its network
+    #: where a process runs, by its role ("worker", "archiver", "singer") and index: its network
     #: namespace and the settings it needs there (the cluster tests: each on a host of its own)
-    place: Callable[[str], tuple[str, dict[str, str]]] | None = None
+    place: Callable[[str, int], tuple[str, dict[str, str]]] | None = None
 
     def __post_init__(self) -> None:
         self.env = {
@@ -335,7 +335,7 @@ class Pipeline:
     def worker(self, index: int = 0, **env: str) -> WorkerProcess:
         """A worker with its own data folder and web port (not started)."""
         port = free_port()
-        netns, there = self._placed(f"worker{index}")
+        netns, there = self._placed("worker", index)
         env = {
             **self.env,
             "PINAPP_WORKER__DATA_DIR": str(self.tmp / f"worker{index}"),
@@ -347,13 +347,13 @@ class Pipeline:
         self.workers.append(w)
         return w
 
-    def _placed(self, name: str) -> tuple[str | None, dict[str, str]]:
-        return self.place(name) if self.place else (None, {})
+    def _placed(self, role: str, index: int) -> tuple[str | None, dict[str, str]]:
+        return self.place(role, index) if self.place else (None, {})
 
     def archiver(self, index: int = 0, **env: str) -> WorkerProcess:
         """An archiver worker (its own consumer group) with its own data folder and web port."""
         port = free_port()
-        netns, there = self._placed(f"archiver{index}")
+        netns, there = self._placed("archiver", index)
         merged = {
             **self.env,
             "PINAPP_WORKER__DATA_DIR": str(self.tmp / f"archiver{index}"),
@@ -369,7 +369,7 @@ class Pipeline:
 
     def singer(self, index: int = 0, **env: str) -> WorkerProcess:
         """``pinapp singer`` shipping ``<tmp>/logs/app.log*`` (its own watermark folder)."""
-        netns, there = self._placed(f"singer{index}")
+        netns, there = self._placed("singer", index)
         merged = {
             **self.env,
             "PINAPP_SINGER__DATA_DIR": str(self.tmp / "singer"),

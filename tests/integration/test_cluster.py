@@ -54,8 +54,7 @@ def cluster(test_stack: Settings) -> Iterator[KafkaCluster]:
 async def on_cluster(cluster: KafkaCluster, tmp_path: Path) -> AsyncIterator[Pipeline]:
     slots = {"worker": 0, "archiver": 10, "singer": 20}  # worker1 on pinapp-h1, archiver0 on pinapp-h10
 
-    def place(name: str) -> tuple[str, dict[str, str]]:
-        role, index = name.rstrip("0123456789"), int(name.lstrip("abcdefghijklmnopqrstuvwxyz"))
+    def place(role: str, index: int) -> tuple[str, dict[str, str]]:
         return cluster.host(slots[role] + index), cluster.client_env()
 
     pipeline = Pipeline(

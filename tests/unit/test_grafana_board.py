@@ -18,9 +18,11 @@ PROMETHEUS_OWN = {"ALERTS"}  # series Prometheus itself keeps
 
 
 def _exported() -> set[str]:
-    """Every series name pinapp's processes export (labelled families once they have a child)."""
+    """Every series name pinapp's processes export (labelled families once they have a child;
+    Singer's, from its collector)."""
     metrics.SINK_FAILING.labels(sink="singlestore")
     names = set(re.findall(r"^# TYPE (\w+) (\w+)", generate_latest().decode(), re.M))
+    names |= {(family.name, family.type) for family in metrics.SingerCollector(list).describe()}
     out: set[str] = set()
     for name, kind in names:
         out.add(name)

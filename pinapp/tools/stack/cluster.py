@@ -22,6 +22,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
 
 from config import Settings
 from pinapp.errors import StackError
@@ -153,19 +154,17 @@ class KafkaCluster:
         """The settings a pinapp process on a client host needs: the brokers, and the database
         and S3 through the relay (the same ports, on the bridge's host side)."""
         env = {"PINAPP_KAFKA__BOOTSTRAP": self.bootstrap, "PINAPP_DB__HOST": HOST_SIDE}
-        if self.settings.s3.endpoint_url:
-            env["PINAPP_S3__ENDPOINT_URL"] = f"http://{HOST_SIDE}:{self._s3_port}"
+        if s3 := self._s3():
+            env["PINAPP_S3__ENDPOINT_URL"] = f"http://{HOST_SIDE}:{s3.port}"
         return env
 
-    @property
-    def _s3_port(self) -> int:
-        return int((self.settings.s3.endpoint_url or "").rsplit(":", 1)[1].split("/")[0])
+    def _s3(self) -> SplitResult | None:
+        return urlsplit(self.settings.s3.endpoint_url) if self.settings.s3.endpoint_url else None
 
     def _relay_up(self) -> None:
         routes = [f"{HOST_SIDE}:{self.settings.db.port}={self.settings.db.host}:{self.settings.db.port}"]
-        if self.settings.s3.endpoint_url:
-            s3_host = self.settings.s3.endpoint_url.split("://", 1)[1].rsplit(":", 1)[0]
-            routes.append(f"{HOST_SIDE}:{self._s3_port}={s3_host}:{self._s3_port}")
+        if s3 := self._s3():
+            routes.append(f"{HOST_SIDE}:{s3.port}={s3.hostname}:{s3.port}")
         self.relay.start([sys.executable, "-m", _RELAY, *routes])
         self.relay.wait_healthy(lambda: port_open(self.settings.db.port, HOST_SIDE), 30)
 

@@ -6,6 +6,7 @@ PyPI via the project's own install), lay out its data folder, start, and check h
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import importlib.util
@@ -20,7 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from config import Settings
+from pinapp.adapters.kafka import client_options, partitions_of
+from pinapp.archive.verify import archiver_group, committed_offsets
 from pinapp.errors import StackError
 from pinapp.tools.stack.process import ManagedProcess, port_open
 
@@ -175,6 +180,11 @@ class StackService(ABC):
 
     def after_start(self) -> None:  # noqa: B027 - an optional hook: doing nothing is its default
         """One-off set-up once healthy (users, buckets...); idempotent."""
+
+    def after_fresh_start(self) -> list[str]:
+        """What a start of the stopped service does besides :meth:`after_start`: lines for
+        ``stack up``'s report."""
+        return []
 
 
 class KafkaService(StackService):
@@ -529,3 +539,34 @@ class S3Service(StackService):
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if s3.bucket not in existing:
             client.create_bucket(Bucket=s3.bucket)
+
+    def after_fresh_start(self) -> list[str]:
+        """The server keeps nothing across a restart, while Kafka keeps its log and the archiver
+        group's commits: the archive would miss every offset committed before. So the group is set
+        back to each partition's log start (it has no member running: the stack was stopped), and
+        the archiver archives again everything Kafka holds."""
+        return asyncio.run(_archive_again_from_log_start(self.settings))
+
+
+async def _archive_again_from_log_start(settings: Settings) -> list[str]:
+    group = archiver_group(settings)
+    back: dict[TopicPartition, int] = {}
+    for topic in settings.archive_topics:
+        if await partitions_of(settings.kafka, topic):
+            starts, committed = await committed_offsets(settings, topic, group)
+            back |= {TopicPartition(topic, p): starts[p] for p, offset in committed.items() if starts[p] < offset}
+    if not back:
+        return []
+    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(back))
+        await consumer.commit(back)
+    finally:
+        await consumer.stop()
+    return [
+        (
+            f"s3: started empty (the stack's S3 keeps nothing across restarts): consumer group {group} set back "
+            f"to the log start of {len(back)} partition(s), so the archiver archives again what Kafka holds"
+        )
+    ]

@@ -7,15 +7,10 @@ stops only processes recorded in our pidfiles.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from config import Settings
-from pinapp.adapters.kafka import client_options, partitions_of
-from pinapp.archive.verify import archiver_group
 from pinapp.errors import StackError
 from pinapp.tools.stack.cluster import KafkaCluster
 from pinapp.tools.stack.process import port_open
@@ -76,8 +71,7 @@ class Stack:
             proc.wait_healthy(svc.healthy, timeout)
             svc.after_start()
             report.append(f"{svc.name}: started (pid {pid}, port {svc.port}, log {proc.logfile})")
-            if isinstance(svc, S3Service):
-                report += asyncio.run(archive_again_from_log_start(self.settings))
+            report += svc.after_fresh_start()
         return report
 
     def down(self) -> list[str]:
@@ -100,31 +94,3 @@ class Stack:
         pid = svc.process.pid()
         healthy = pid is not None and svc.healthy()
         return ServiceStatus(svc.name, svc.port, pid, port_open(svc.port), healthy, str(svc.process.logfile))
-
-
-async def archive_again_from_log_start(settings: Settings) -> list[str]:
-    """The stack's S3 server keeps nothing across a restart, while Kafka keeps its log and the
-    archiver group's commits: the archive would miss every offset committed before. So after S3
-    starts empty, the archiver group is set back to each partition's log start (it must have no
-    member running, which a stopped stack guarantees), and the archiver archives again
-    everything Kafka holds. Returns a line for ``stack up``'s report, if it did."""
-    group = archiver_group(settings)
-    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in settings.archive_topics for p in await partitions_of(settings.kafka, t)]
-        committed = {tp: await consumer.committed(tp) for tp in tps}
-        starts = await consumer.beginning_offsets([tp for tp, offset in committed.items() if offset])
-        back = {tp: start for tp, start in starts.items() if start < (committed[tp] or 0)}
-        if not back:
-            return []
-        consumer.assign(list(back))
-        await consumer.commit(back)
-    finally:
-        await consumer.stop()
-    return [
-        (
-            f"s3: started empty (the stack's S3 keeps nothing across restarts): consumer group {group} set back "
-            f"to the log start of {len(back)} partition(s), so the archiver archives again what Kafka holds"
-        )
-    ]
