@@ -26,6 +26,7 @@ from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.writer import ArchiveWriter
 from pinapp.telemetry import health
 from pinapp.telemetry.metrics import ARCHIVE_BUFFERED
+from pinapp.topology import fault_hooks
 from pinapp.topology.app import archive_app, settings
 from pinapp.topology.broker import watch_brokers
 from pinapp.topology.faust_ext import FetchedBatches, pin_consumer
@@ -88,7 +89,9 @@ async def _get_archiver() -> Archiver:
         writer = ArchiveWriter(
             s3, settings.s3.bucket, settings.archive.prefix, conditional_writes=settings.archive.conditional_writes
         )
-        _archiver = Archiver(writer, settings.archive, FaustPartitions())
+        _archiver = Archiver(
+            writer, settings.archive, FaustPartitions(), on_step=fault_hooks.archive_crash(settings.testing)
+        )
         ARCHIVE_BUFFERED.set_function(lambda: _archiver.buffered if _archiver else 0)
     return _archiver
 

@@ -17,11 +17,8 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TextIO
 
-from faust.types import Message, StreamT
+from faust.types import StreamT
 
 from pinapp.adapters.db import EngagementStore, create_pool, migrate
 from pinapp.adapters.kafka import ensure_topic_configs
@@ -30,6 +27,7 @@ from pinapp.domain.positions import Claim
 from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
 from pinapp.errors import StateStoreLost
 from pinapp.telemetry import health
+from pinapp.topology import fault_hooks
 from pinapp.topology.app import app, settings
 from pinapp.topology.broker import watch_brokers
 from pinapp.topology.faust_ext import BatchedTable, FetchedBatches
@@ -39,14 +37,6 @@ from tables import pin_by_id, seen_event_ids
 logger = logging.getLogger(__name__)
 
 __all__ = ["process_engagement"]
-
-
-def _processed_log(path: Path | None) -> TextIO | None:
-    """``worker.processed_log``: where the race reproduction reads what this worker processed."""
-    if path is None:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("a", encoding="ascii")
 
 
 @app.timer(interval=5.0)
@@ -91,13 +81,9 @@ async def process_engagement(stream: StreamT) -> None:
         settings=cfg,
         # The group generation the batch was fetched in: a zombie's is older than its successor's.
         claim=lambda batch: Claim(owner, min(getattr(m, "generation_id", None) or 0 for m in batch)),
+        row_builder=fault_hooks.row_builder(settings.testing),
     )
-    trace = _processed_log(settings.worker.processed_log)
-
-    def done(batch: Sequence[Message]) -> None:
-        if trace is not None:  # before the batch is acked: a kill after it reprocesses, never skips
-            trace.write("".join(f"{m.partition} {m.offset}\n" for m in batch))
-            trace.flush()
+    done = fault_hooks.processed_log(settings.testing.processed_log) or (lambda batch: None)
 
     batches = FetchedBatches(
         stream, max_events=cfg.batch_size, within=cfg.batch_within_s, buffer_events=cfg.stream_buffer_events
@@ -117,8 +103,6 @@ async def process_engagement(stream: StreamT) -> None:
         await app.crash(exc)
     finally:
         await overlapped.cancel()
-        if trace is not None:
-            trace.close()
         geo.close()
         pool.close()
         await pool.wait_closed()

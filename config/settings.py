@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -47,6 +47,7 @@ __all__ = [
     "SingerSettings",
     "SingerStream",
     "StackSettings",
+    "TestingSettings",
     "WorkerSettings",
     "load_settings",
 ]
@@ -283,11 +284,6 @@ class PipelineSettings(_Section):
     pin_lru_size: int = Field(
         100_000, ge=0, description="decoded pins kept in memory in front of the pin cache table (~1-2 KB each)"
     )
-    poison_user_id: str | None = Field(
-        None,
-        description="fault injection for the fault tests: enrichment raises for this user's events "
-        "(validation leaves no real input that crashes a stage); never set in production",
-    )
 
 
 class TrendSettings(_Section):
@@ -399,14 +395,6 @@ class WorkerSettings(_Section):
         description="allocations between passes of Python's garbage collector over its youngest "
         "generation (Python's default: 700); see pinapp.tools.allocator",
     )
-    commit_guards: bool = Field(
-        True,
-        description="RACE REPRODUCTION ONLY: false turns off the gap and hole guards "
-        "(pinapp.topology.faust_ext.guards)",
-    )
-    processed_log: Path | None = Field(
-        None, description="RACE REPRODUCTION ONLY: append 'partition offset' of every event the agent processed"
-    )
 
     @property
     def web_auth_required(self) -> bool:
@@ -489,10 +477,6 @@ class ArchiveSettings(_Section):
         "partitions cannot double the new owner's cuts; false only for an S3 API without conditional writes",
     )
     web_port: int = Field(6166, ge=1, le=65535, description="the archiver worker's web server (/metrics, /health)")
-    crash_at: Literal["", "before_intent", "after_intent", "mid_upload", "after_upload", "after_ack"] = Field(
-        "", description="FAULT TESTS ONLY: SIGKILL the archiver at this point of its Nth cut"
-    )
-    crash_on_cut: int = Field(2, ge=1, description="FAULT TESTS ONLY: which cut crash_at applies to")
 
 
 class SingerStream(_Section):
@@ -538,6 +522,35 @@ class SingerSettings(_Section):
     metrics_host: str = Field("127.0.0.1", description="where /metrics listens (0.0.0.0: for a scraper elsewhere)")
 
 
+class TestingSettings(_Section):
+    """Fault injection for pinapp's own tests (:mod:`pinapp.topology.fault_hooks`): the production
+    profile refuses any of it. Read once at start-up; nothing here is checked per event."""
+
+    __test__: ClassVar[bool] = False  # not a test class, for pytest
+
+    poison_user_id: str | None = Field(
+        None,
+        description="enrichment raises for this user's events (validation leaves no real input that crashes "
+        "a stage), to prove such an event is dead-lettered",
+    )
+    commit_guards: bool = Field(
+        True,
+        description="false turns off the gap and hole guards (pinapp.topology.faust_ext.guards): the race reproduction",
+    )
+    processed_log: Path | None = Field(
+        None, description="append 'partition offset' of every event the agent processed: the race reproduction"
+    )
+    archive_crash_at: Literal["", "before_intent", "after_intent", "mid_upload", "after_upload", "after_ack"] = Field(
+        "", description="SIGKILL the archiver at this point of its Nth cut"
+    )
+    archive_crash_on_cut: int = Field(2, ge=1, description="which cut archive_crash_at applies to")
+
+    @property
+    def injected(self) -> list[str]:
+        """The settings that differ from their defaults."""
+        return [name for name, field in type(self).model_fields.items() if getattr(self, name) != field.default]
+
+
 class Settings(BaseSettings):
     """Everything pinapp reads from its environment, in one frozen object."""
 
@@ -561,6 +574,15 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     archive: ArchiveSettings = ArchiveSettings()
     singer: SingerSettings = SingerSettings()
+    testing: TestingSettings = TestingSettings()
+
+    @field_validator("testing")
+    @classmethod
+    def _no_fault_injection_in_production(cls, testing: TestingSettings, info: ValidationInfo) -> TestingSettings:
+        if info.data.get("profile") == "production" and testing.injected:
+            names = ", ".join(_env_name(("testing", name)) for name in testing.injected)
+            raise ValueError(f"fault injection is for pinapp's tests, never production: unset {names}")
+        return testing
 
     @field_validator("kafka")
     @classmethod

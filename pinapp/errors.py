@@ -56,7 +56,7 @@ class DatabaseError(PinappError):
 
 
 class EnrichmentFault(PinappError):
-    """Injected by ``pipeline.poison_user_id`` to prove a crashing event is dead-lettered."""
+    """Injected by ``testing.poison_user_id`` to prove a crashing event is dead-lettered."""
 
 
 class SinkError(PinappError):

@@ -34,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -100,11 +98,23 @@ class _Partition:
     max_event_ms: int = 0
 
 
+def _no_fault(step: str, number: int) -> None:
+    pass
+
+
 class Archiver:
     """Cuts, writes and acks the records of the partitions this worker owns."""
 
-    def __init__(self, writer: ArchiveWriter, settings: ArchiveSettings, control: PartitionControl) -> None:
+    def __init__(
+        self,
+        writer: ArchiveWriter,
+        settings: ArchiveSettings,
+        control: PartitionControl,
+        *,
+        on_step: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.writer = writer
+        self.on_step = on_step or _no_fault  # the crash tests' SIGKILL (pinapp.topology.fault_hooks)
         self.settings = settings
         self.control = control
         self.limits = CutLimits(settings.max_events, settings.max_bytes, settings.max_age_s)
@@ -270,7 +280,7 @@ class Archiver:
                 number = self._cuts_written
 
                 async def on_step(step: Step) -> None:
-                    self._maybe_crash(step, number)
+                    self.on_step(step, number)
 
                 try:
                     result = await self._retrying(
@@ -303,7 +313,7 @@ class Archiver:
             for again in state.buffer.yield_to(cut, ForcedCut(conflict.first, conflict.last, conflict.fmt)):
                 await self._write(state, again)
             return
-        self._maybe_crash("after_ack", number)
+        self.on_step("after_ack", number)
         state.next_offset = cut.last + 1
         state.max_event_ms = max(state.max_event_ms, result.max_event_ms)
         ARCHIVE_FUTURE_EVENTS.labels(cut.topic).inc(result.future)
@@ -381,12 +391,6 @@ class Archiver:
                 await self.control.resume(topic, partition)
                 logger.info("archive %s[%d]: S3 is back; partition resumed", topic, partition)
         raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying returns or raises
-
-    def _maybe_crash(self, step: str, number: int) -> None:
-        """Fault injection for the crash tests (``archive.crash_at``); never set in production."""
-        if self.settings.crash_at == step and number == self.settings.crash_on_cut:
-            logger.warning("archive.crash_at=%s: SIGKILL on cut %d", step, number)
-            os.kill(os.getpid(), signal.SIGKILL)
 
     # -- timers --------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Points of a cut's upload, named for fault injection (see ``archive.crash_at``).
+#: Points of a cut's upload, named for fault injection (see ``testing.archive_crash_at``).
 Step = Literal["before_intent", "after_intent", "mid_upload", "after_upload"]
 
 

@@ -59,7 +59,7 @@ from pinapp.domain.positions import Claim, PartitionWrite, WriteOutcome, Written
 from pinapp.domain.repin_points import RepinPoint, encode_points
 from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, exposure_rows, ms_to_datetime, pin_row
 from pinapp.domain.table_values import Pin, SeenEvent
-from pinapp.errors import EnrichmentFault, InvalidEvent, LostOwnership, SinkError, StateStoreError, StateStoreLost
+from pinapp.errors import InvalidEvent, LostOwnership, SinkError, StateStoreError, StateStoreLost
 from pinapp.telemetry import health, metrics
 
 __all__ = [
@@ -165,6 +165,7 @@ class EngagementBatcher:
         publish_live: Callable[[bytes], Awaitable[Any]],
         settings: PipelineSettings,
         claim: Callable[[Sequence[SourceRecord]], Claim] = lambda batch: Claim("pinapp", 0),
+        row_builder: Callable[[Event, GeoLocation, Pin | None, datetime], Row] = build_row,
     ) -> None:
         self.store = store
         self.geo = geo
@@ -181,7 +182,7 @@ class EngagementBatcher:
         # pins are read for most events. Filled on every read and write of the table.
         self.recent_pins: LRUCache[str, Pin] = LRUCache(maxsize=max(1, settings.pin_lru_size))
         self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
-        self.poison_user_id = settings.poison_user_id
+        self.build_row = row_builder  # build_row; the fault tests' poisoning one (pinapp.topology.fault_hooks)
 
     async def process_one_by_one(self, batch: Sequence[SourceRecord]) -> None:
         """Process the events of a batch that failed as a whole, one by one.
@@ -353,10 +354,8 @@ class EngagementBatcher:
         for item in accepted:
             event = item.event
             try:
-                if event.user_id == self.poison_user_id:
-                    raise EnrichmentFault(f"pipeline.poison_user_id={event.user_id!r} (fault injection)")
                 item.geo = geo = self.geo.lookup(event.ip)
-                item.row = build_row(event, geo, item.pin, ingested_at)
+                item.row = self.build_row(event, geo, item.pin, ingested_at)
                 if event.event_type is not EventType.PIN and event.carried_pin is not None and item.pin is not None:
                     learned_pins[id(item)] = pin_row(event, geo, item.pin, ingested_at)
                 if event.experiments is not None:

@@ -74,7 +74,7 @@ def _faust_app(
         # while it writes, and a worker spent 60% of a backlog drain waiting for input
         # (docs/benchmarks.md, "The batch-native hot path").
         stream_buffer_maxsize=settings.pipeline.stream_buffer_events,
-        commit_guards=settings.worker.commit_guards,
+        commit_guards=settings.testing.commit_guards,
         # Agents run with concurrency 1: faust #606 commits past in-flight messages otherwise.
     )
 

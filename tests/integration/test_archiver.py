@@ -178,12 +178,15 @@ async def test_a_kill_9_anywhere_in_the_upload_cycle_loses_and_doubles_nothing(
     await pipeline.produce(records)
     topic = pipeline.settings.kafka.events_topic
     crashing = pipeline.archiver(
-        0, PINAPP_ARCHIVE__CRASH_AT=crash_at, PINAPP_ARCHIVE__CRASH_ON_CUT="3", PINAPP_ARCHIVE__MAX_EVENTS="150"
+        0,
+        PINAPP_TESTING__ARCHIVE_CRASH_AT=crash_at,
+        PINAPP_TESTING__ARCHIVE_CRASH_ON_CUT="3",
+        PINAPP_ARCHIVE__MAX_EVENTS="150",
     )
     crashing.start()
     assert crashing.proc is not None
     assert await asyncio.to_thread(crashing.proc.wait, 120) == -9, crashing.log_tail()
-    assert f"archive.crash_at={crash_at}" in crashing.log_path.read_text()
+    assert f"testing.archive_crash_at={crash_at}" in crashing.log_path.read_text()
 
     # Different thresholds after the restart: the adopted intents decide the cuts, not the settings.
     survivor = pipeline.archiver(1, PINAPP_ARCHIVE__MAX_EVENTS="1000")

@@ -3,11 +3,11 @@
 Traffic flows into ``events`` while workers of an app with tables join, leave and are
 SIGKILLed: each change is a rebalance, and each worker recovers its tables and seeks its
 stream partitions while records are in flight. With the gap and hole guards off
-(``worker.commit_guards = false``), nothing but the fix (pinapp.topology.faust_ext.recovery and the
+(``testing.commit_guards = false``), nothing but the fix (pinapp.topology.faust_ext.recovery and the
 fetch loop's seek epochs) keeps faust from dropping records it handed over:
 
 * every (partition, offset) produced was processed by some worker (each worker appends what
-  its agent processed to ``worker.processed_log``, before the batch is acked);
+  its agent processed to ``testing.processed_log``, before the batch is acked);
 * after traffic stops, every partition's committed offset reaches its end offset within a
   few commit intervals (a hole in the acked offsets would hold it forever).
 
@@ -43,7 +43,7 @@ async def test_rebalances_with_the_guards_off_drop_nothing_and_commits_reach_the
     logs = [pipeline.tmp / f"processed{i}.log" for i in range(3)]
 
     def worker(i: int) -> WorkerProcess:
-        return pipeline.worker(i, PINAPP_WORKER__COMMIT_GUARDS="false", PINAPP_WORKER__PROCESSED_LOG=str(logs[i]))
+        return pipeline.worker(i, PINAPP_TESTING__COMMIT_GUARDS="false", PINAPP_TESTING__PROCESSED_LOG=str(logs[i]))
 
     w0, w1, w2 = worker(0), worker(1), worker(2)
     w0.start()

@@ -208,7 +208,7 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
 async def test_a_poison_event_is_dead_lettered_with_its_reason_and_never_stalls_its_partition(
     test_stack: Settings, tmp_path: Path
 ) -> None:
-    pipeline = Pipeline(tmp_path, extra_env={"PINAPP_PIPELINE__POISON_USER_ID": "poison-user"})
+    pipeline = Pipeline(tmp_path, extra_env={"PINAPP_TESTING__POISON_USER_ID": "poison-user"})
     try:
         records, truth, _ = _traffic(pipeline, seed=54, count=3_000)
         poison = [

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from config import PipelineSettings
+from config import PipelineSettings, TestingSettings
 from pinapp.domain.ddl import COLUMNS, EXPOSURES
 from pinapp.domain.dead_letters import REPLAY_HEADER
 from pinapp.domain.events import EventType
@@ -29,6 +29,7 @@ from pinapp.domain.table_values import Pin, SeenEvent
 from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
 from pinapp.errors import SinkError, StateStoreError, StateStoreLost
 from pinapp.telemetry import health, metrics
+from pinapp.topology import fault_hooks
 from tests.unit.samples import PIN
 
 LONDON = GeoLocation("GB", "England", "London", 51.5, -0.1)
@@ -166,7 +167,7 @@ class Pipeline:
     pins: MemoryTable = field(default_factory=MemoryTable)
     dead: list[Sent] = field(default_factory=list)
     live: list[bytes] = field(default_factory=list)
-    settings: PipelineSettings = field(default_factory=lambda: PipelineSettings(poison_user_id="u-poison"))
+    settings: PipelineSettings = field(default_factory=PipelineSettings)
 
     def __post_init__(self) -> None:
         async def publish(value: bytes) -> None:
@@ -180,6 +181,7 @@ class Pipeline:
             dead_letter=DeadLetterBox(self.dead),
             publish_live=publish,
             settings=self.settings,
+            row_builder=fault_hooks.row_builder(TestingSettings(poison_user_id="u-poison")),
         )
 
     def seen_at(self, partition: int, event_id: str) -> tuple[int, int] | None:

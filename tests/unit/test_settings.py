@@ -32,6 +32,19 @@ def test_the_production_web_needs_a_token_and_tls(monkeypatch: pytest.MonkeyPatc
     assert not load_settings("local").worker.web_auth_required
 
 
+def test_the_production_profile_refuses_fault_injection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PINAPP_TESTING__POISON_USER_ID", "u1")
+    monkeypatch.setenv("PINAPP_TESTING__COMMIT_GUARDS", "false")
+    with pytest.raises(
+        ConfigError, match=r"testing: .*never production: unset PINAPP_TESTING__POISON_USER_ID, PINAPP_TESTING__COMMIT_"
+    ):
+        load_settings("production")
+    assert load_settings("test").testing.injected == ["poison_user_id", "commit_guards"]
+    monkeypatch.delenv("PINAPP_TESTING__POISON_USER_ID")
+    monkeypatch.delenv("PINAPP_TESTING__COMMIT_GUARDS")
+    assert load_settings("production").testing.injected == []
+
+
 def test_profiles_differ_where_they_should() -> None:
     local, test, prod = (load_settings(p) for p in PROFILES)
     assert local.kafka.bootstrap != test.kafka.bootstrap

@@ -13,7 +13,7 @@ revocation, then streams ack what they still held) are dropped: the next owner c
 
 **The guards** are defences, not the fix (that is :mod:`pinapp.topology.faust_ext.recovery` and the
 seek epochs in :mod:`pinapp.topology.faust_ext.handoff`). Each logs a WARNING and counts itself
-(``pinapp_fetch_gaps_total`` and ``pinapp_commit_holes_total``); ``worker.commit_guards =
+(``pinapp_fetch_gaps_total`` and ``pinapp_commit_holes_total``); ``testing.commit_guards =
 false`` turns both off, for the race reproduction only.
 
 * The **gap guard** (:meth:`CommitGuards._refetch_skipped`): a fetched record arrived after
