@@ -31,7 +31,7 @@ setup: $(STAMP)
 # setup.py) compiles with its headers (and links to the confluent-kafka wheel's librdkafka).
 # Python packages into .venv; the pages' npm packages (d3-geo, topojson-client, world-atlas,
 # Chart.js) into frontend/node_modules. Both from their registries,
-# pinned by lock files. Then Debian's jemalloc, which workers run on (pinapp/tools/allocator.py says why).
+# pinned by lock files. Then Debian's jemalloc, which workers run on (pinapp/topology/allocator.py says why).
 $(STAMP): pyproject.toml setup.py pinapp/singer/_rdkafka.c constraints.txt frontend/package-lock.json
 	@missing=""; \
 	pkg-config --exists rdkafka 2>/dev/null || missing="$$missing librdkafka-dev pkg-config"; \
@@ -50,7 +50,7 @@ $(STAMP): pyproject.toml setup.py pinapp/singer/_rdkafka.c constraints.txt front
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,test]'
 	npm ci --prefix frontend --no-audit --no-fund --loglevel=error
-	$(BIN)/python -c 'from pinapp.tools.allocator import ensure_jemalloc; ensure_jemalloc()'
+	$(BIN)/python -c 'from pinapp.tools.stack.packages import ensure_jemalloc; ensure_jemalloc()'
 	touch $@
 
 stack-up: setup

@@ -59,7 +59,7 @@ from pinapp.adapters.kafka import ensure_topics
 from pinapp.domain.experiments import load_experiments
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
-from pinapp.tools.stack.services import ensure_debian_package
+from pinapp.tools.stack.packages import ensure_debian_package
 from tests.integration.harness import REPO, TABLE_OF, Pipeline, placeable_repins
 
 OUT = Path("bench-output")

@@ -393,7 +393,7 @@ class WorkerSettings(_Section):
         50_000,
         ge=1,
         description="allocations between passes of Python's garbage collector over its youngest "
-        "generation (Python's default: 700); see pinapp.tools.allocator",
+        "generation (Python's default: 700); see pinapp.topology.allocator",
     )
 
     @property

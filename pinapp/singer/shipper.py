@@ -22,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -42,6 +40,7 @@ from pinapp.domain.events import PIN_EVENT_TYPES, routing_key
 from pinapp.errors import PinappError
 from pinapp.singer._rdkafka import KafkaError, Producer, librdkafka_version
 from pinapp.singer.reader import Batch, Line, StreamReader
+from pinapp.singer.status import StreamStats, heartbeat_doc, status_path, stream_status
 from pinapp.singer.watermark import Watermark
 from pinapp.telemetry import metrics
 
@@ -113,19 +112,6 @@ def _produce_lines(producer: Producer, topic: str, lines: list[bytes]) -> None:
 
 class NotAcknowledged(PinappError):
     """Lines of a batch were not acknowledged: the batch is sent again after the watermark."""
-
-
-def status_path(settings: Settings) -> Path:
-    return settings.singer.data_dir / "status.json"
-
-
-@dataclass
-class StreamStats:
-    lines_shipped: int = 0
-    bytes_shipped: int = 0
-    dead_lettered: int = 0
-    errors: int = 0
-    last_shipped_at: float | None = None
 
 
 @dataclass
@@ -369,23 +355,8 @@ class Singer:
         logger.info("singer: /metrics on %s:%d", self.conf.metrics_host, self.conf.metrics_port)
 
     def status(self) -> dict[str, Any]:
-        streams = []
-        for s in self.streams:
-            files = s.reader.files()
-            streams.append(
-                {
-                    "name": s.reader.spec.name,
-                    "files": len(files),
-                    "bytes_behind": s.reader.bytes_behind(files),
-                    "lines_shipped": s.stats.lines_shipped,
-                    "bytes_shipped": s.stats.bytes_shipped,
-                    "dead_lettered": s.stats.dead_lettered,
-                    "errors": s.stats.errors,
-                    "resets": s.reader.resets,
-                    "last_shipped_at": s.stats.last_shipped_at,
-                }
-            )
-        return {"host": self.host, "pid": os.getpid(), "at": time.time(), "topic": self.topic, "streams": streams}
+        streams = [stream_status(s.reader, s.stats) for s in self.streams]
+        return heartbeat_doc(self.host, self.topic, streams)
 
     async def heartbeat(self, *, final: bool = False) -> None:
         """The status, to the status topic (best effort) and to ``status.json`` (always)."""

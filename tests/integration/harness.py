@@ -105,8 +105,8 @@ def free_port() -> int:
 def cli_entry(repo: Path) -> str:
     """``python -c`` code running the CLI of the checkout ``repo``.
 
-    A baseline checkout (``make bench BASELINE=...``) from before the layout of issue 17 has
-    the CLI at ``pinapp/cli.py``.
+    ``pinapp.cli``, but a baseline checkout (``make bench BASELINE=...``) between the layouts of
+    issues 17 and 31 has it at ``pinapp/tools/cli.py``.
     """
     module = "pinapp.tools.cli" if (repo / "pinapp" / "tools" / "cli.py").exists() else "pinapp.cli"
     return f"from {module} import main; main()"

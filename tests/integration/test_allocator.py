@@ -1,4 +1,4 @@
-"""Workers keep Python's objects in jemalloc (pinapp/tools/allocator.py): the re-executed process has it
+"""Workers keep Python's objects in jemalloc (pinapp/topology/allocator.py): the re-executed process has it
 mapped and runs with ``PYTHONMALLOC=malloc``."""
 
 from __future__ import annotations

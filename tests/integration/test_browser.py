@@ -24,7 +24,7 @@ from pinapp.domain.experiments import load_experiments
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
 from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator, Trend, sample_ip_pool
-from pinapp.tools.stack.services import ensure_debian_package
+from pinapp.tools.stack.packages import ensure_debian_package
 from tests.integration.harness import REPO, Pipeline, WorkerProcess
 from tests.integration.test_scale_out import _start, _traffic
 

@@ -21,7 +21,8 @@ from config import Settings
 from pinapp.domain.dead_letters import HEADER_PREFIX
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
-from pinapp.tools.stack.services import KafkaService, MariaDBService
+from pinapp.tools.stack.kafka import KafkaService
+from pinapp.tools.stack.services import MariaDBService
 from pinapp.tools.stack.stack import Stack
 from tests.integration.harness import Pipeline, WorkerProcess
 

@@ -26,7 +26,7 @@ from config import Settings
 from pinapp.adapters.db import create_pool
 from pinapp.adapters.kafka import ensure_topics
 from pinapp.errors import DatabaseError
-from pinapp.tools.stack.services import stack_ca_file
+from pinapp.tools.stack.tls import stack_ca_file
 from tests.integration.harness import Pipeline
 from tests.integration.test_scale_out import _traffic
 from tests.integration.test_web_auth import BEARER, EXPOSED

@@ -15,14 +15,14 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from pinapp.singer.shipper import line_key
-from pinapp.tools.stack.services import KafkaService
+from pinapp.tools.stack.kafka import KafkaService
 from pinapp.tools.stack.stack import Stack
 from tests.integration.harness import REPO, Pipeline, free_port
 
 
 def _cli(pipeline: Pipeline, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", *args],
+        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
         cwd=REPO,
         env={**pipeline.env, **(env or {})},
         stdout=subprocess.PIPE,

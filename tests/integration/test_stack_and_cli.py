@@ -19,7 +19,7 @@ from tests.integration.harness import REPO, free_port
 
 def _pinapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", *args],
+        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", *args],
         check=False,
         cwd=REPO,
         capture_output=True,

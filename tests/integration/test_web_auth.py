@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from config import Settings
-from pinapp.tools.stack.services import ensure_certificate, stack_ca_file
+from pinapp.tools.stack.tls import ensure_certificate, stack_ca_file
 from tests.integration.harness import REPO, Pipeline, WorkerProcess
 from tests.integration.test_scale_out import _start, _traffic, _wait_for
 
@@ -101,7 +101,7 @@ def test_a_worker_bound_beyond_loopback_without_a_token_refuses_to_start(test_st
     env = {**os.environ, "PINAPP_PROFILE": "test", "PINAPP_WORKER__WEB_HOST": "0.0.0.0"}
     env.pop("PINAPP_WORKER__WEB_TOKEN", None)
     done = subprocess.run(
-        [sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", "worker"],
+        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", "worker"],
         cwd=REPO,
         env=env,
         capture_output=True,

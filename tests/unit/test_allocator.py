@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from config import load_settings
-from pinapp.tools import allocator
+from pinapp.topology import allocator
 
 
 @pytest.fixture

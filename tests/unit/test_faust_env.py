@@ -79,9 +79,9 @@ def test_the_worker_command_drops_faust_import_time_variables_before_faust_reads
     probe = """
 import json, os, sys
 from config import load_settings
-from pinapp.tools import cli
+from pinapp.topology import startup
 from pathlib import Path
-options = cli._faust_options(load_settings("test"), Path("/tmp/d"))
+options = startup.faust_options(load_settings("test"), Path("/tmp/d"))
 import faust.types._env as fenv
 print(json.dumps({"options": options, "debug": fenv.DEBUG, "workdir": fenv.WORKDIR, "datadir": fenv.DATADIR,
                   "web_port": fenv.WEB_PORT, "left": sorted(n for n in os.environ if n.startswith(("FAUST_", "F_")))}))
@@ -103,10 +103,10 @@ print(json.dumps({"options": options, "debug": fenv.DEBUG, "workdir": fenv.WORKD
 
 
 def test_a_data_dir_whose_parents_do_not_exist_is_created(tmp_path: Path) -> None:
-    from pinapp.tools.cli import _make_data_dir
+    from pinapp.topology.startup import make_data_dir
 
     target = tmp_path / "x" / "y" / "worker"
-    _make_data_dir(target)
+    make_data_dir(target)
     assert target.is_dir()
 
 
@@ -115,7 +115,7 @@ def test_a_data_dir_that_cannot_be_made_fails_in_one_line_naming_the_setting(tmp
     blocker.write_text("")
     env = {**os.environ, "PINAPP_WORKER__DATA_DIR": str(blocker / "worker"), "PINAPP_WORKER__ALLOCATOR": "system"}
     out = subprocess.run(
-        [sys.executable, "-c", "from pinapp.tools.cli import main; main()", "--profile", "test", "worker"],
+        [sys.executable, "-c", "from pinapp.cli import main; main()", "--profile", "test", "worker"],
         check=False,
         cwd=REPO,
         env=env,

@@ -26,8 +26,9 @@ from urllib.parse import SplitResult, urlsplit
 
 from config import Settings
 from pinapp.errors import StackError
+from pinapp.tools.stack.kafka import KafkaService
+from pinapp.tools.stack.packages import run_checked
 from pinapp.tools.stack.process import ManagedProcess, port_open
-from pinapp.tools.stack.services import KafkaService, _run
 
 __all__ = ["BRIDGE", "HOST_SIDE", "KafkaCluster", "Node"]
 
@@ -221,7 +222,7 @@ class KafkaCluster:
                 "rootLogger.level = WARN\nrootLogger.appenderRef.stdout.ref = STDOUT\n"
                 "logger.server.name = kafka.server.KafkaRaftServer\nlogger.server.level = INFO\n"
             )
-            _run(
+            run_checked(
                 [
                     "java",
                     "-cp",

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from config import Settings
 from pinapp.errors import StackError
 from pinapp.tools.stack.cluster import KafkaCluster
+from pinapp.tools.stack.kafka import KafkaService
 from pinapp.tools.stack.process import port_open
-from pinapp.tools.stack.services import KafkaService, MariaDBService, S3Service, StackService
+from pinapp.tools.stack.services import MariaDBService, S3Service, StackService
 
 __all__ = ["ServiceStatus", "Stack"]
 

@@ -12,7 +12,7 @@ keyword arguments an App is built with. ``PinApp`` builds its faust settings wit
 environment (``env={}``), so a variable left on a host cannot point a worker at another
 broker or port. (faust's import-time ``FAUST_*``/``F_*`` defaults only fill settings pinapp
 does not pass; the worker command passes its command-line counterparts, see
-:mod:`pinapp.tools.cli`.)
+:mod:`pinapp.topology.startup`.)
 
 Private names used: ``App._consumer_wait_empty`` (extended), ``App._new_transport``
 (overridden to choose the consumer class; faust has no setting for it), and the consumer

@@ -41,7 +41,7 @@ import sys
 
 from config import Settings
 
-__all__ = ["JEMALLOC_PACKAGE", "ensure_jemalloc", "run_on_chosen_allocator", "tune_gc"]
+__all__ = ["JEMALLOC_PACKAGE", "run_on_chosen_allocator", "tune_gc"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +108,3 @@ def tune_gc(settings: Settings) -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(settings.worker.gc_threshold, older, oldest)
-
-
-def ensure_jemalloc() -> None:
-    """Install Debian's jemalloc if it is missing (``make setup``); a warning if that cannot be done."""
-    from pinapp.errors import PinappError
-    from pinapp.tools.stack.services import ensure_debian_package
-
-    try:
-        ensure_debian_package("libjemalloc", [JEMALLOC_PACKAGE], found=lambda _: ctypes.util.find_library("jemalloc"))
-    except PinappError as exc:
-        print(f"warning: {exc}\n  workers will run on the system allocator (see docs/operations.md)", file=sys.stderr)
