@@ -4,7 +4,7 @@ All stages run in one faust agent, on batches taken from ``events``. Each furthe
 hop (an intermediate topic between stages) costs a full per-message consume/produce cycle,
 and faust's per-message overhead (~10k events/s for a trivial agent on 2 cores) would
 then cap the pipeline far below its target; see docs/architecture.md. The stages and
-their order are :mod:`pinapp.engagement.batcher`'s, free of faust; this module gives them
+their order are :mod:`pinapp.engagement.stages`'s, free of faust; this module gives them
 faust's parts: the records in batches as fetched (:class:`pinapp.topology.faust_ext.FetchedBatches`:
 a partition's run of records in one hand-off, no faust ``Event`` per record), the tables
 through :class:`~pinapp.topology.faust_ext.BatchedTable`, the dead-letter and live topics,
@@ -24,7 +24,8 @@ from pinapp.adapters.db import EngagementStore, create_pool, migrate
 from pinapp.adapters.kafka import ensure_topic_configs
 from pinapp.domain.geo import GeoLocator
 from pinapp.domain.positions import Claim
-from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
+from pinapp.engagement.overlap import OverlappedBatches
+from pinapp.engagement.stages import EngagementStages
 from pinapp.errors import StateStoreLost
 from pinapp.telemetry import health
 from pinapp.topology import fault_hooks
@@ -71,7 +72,7 @@ async def process_engagement(stream: StreamT) -> None:
     # This writer: the static member (whose generation outlives a restart: Kafka fences a second
     # process under its id), else this process.
     owner = settings.worker.group_instance_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
-    batcher = EngagementBatcher(
+    stages = EngagementStages(
         EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s, topic=events_topic.get_topic_name()),
         geo,
         seen=BatchedTable(seen_event_ids),
@@ -89,7 +90,7 @@ async def process_engagement(stream: StreamT) -> None:
         stream, max_events=cfg.batch_size, within=cfg.batch_within_s, buffer_events=cfg.stream_buffer_events
     )
     overlapped = OverlappedBatches(
-        batcher,
+        stages,
         batches.ack,
         done,
         state_retry_max_s=cfg.state_retry_max_s,

@@ -1,16 +1,6 @@
 """pinapp's exceptions: one base, each subclass says what the operator should do.
 
-A batch's database write fails in one of three ways, and each has one answer:
-
-- an *outage* (the server down, a lock wait, a deadlock): the sink stalls and retries, the
-  partitions wait, nothing is dead-lettered (:class:`DatabaseError` once it gives up a read);
-- a *row fault* (:class:`SinkError`): the server refuses a row that others like it pass; the
-  batch is written row by row and each refused row is dead-lettered;
-- *lost ownership* (:class:`LostOwnership`): another worker holds the partition now; this
-  worker's records of it are dropped, unwritten, for the new owner to write.
-
-:mod:`pinapp.adapters.db_errors` sorts the server's error codes into the first two (a missing
-table is an outage: every row would fail alike).
+Design notes: docs/architecture.md, "pinapp/errors.py".
 """
 
 from __future__ import annotations

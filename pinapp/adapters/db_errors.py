@@ -1,12 +1,6 @@
 """Which database errors are outages and which are row faults, by the server's error code.
 
-The one place the sink's failures are sorted (:mod:`pinapp.errors` names the kinds). An outage
-stalls the partitions and is retried until it clears: the server or the network is down, a lock
-or a statement timed out, or the schema is not what pinapp wrote (a missing table or column, a
-privilege revoked, a read-only server): every row would fail alike, so none is to blame. A row
-fault is a value the server refuses while others like it pass: that row is dead-lettered.
-Unknown codes are outages: stalling on a new kind of error is loud (a 503 and an alert) and
-loses nothing, while dead-lettering on it could drop a whole batch of good rows.
+Design notes: docs/architecture.md, "pinapp/adapters/db_errors.py".
 """
 
 from __future__ import annotations

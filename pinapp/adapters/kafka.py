@@ -1,12 +1,7 @@
 """Kafka clients for processes outside the faust worker (generator, tests, tools), and how
 every client pinapp makes connects.
 
-The ``kafka`` settings' security options (protocol, SASL, TLS) become client configuration
-in one place each, per kind of client: :func:`client_options` for aiokafka's clients (these
-and the live feed's, the archive verifier's), :func:`pinapp.topology.broker.faust_credentials` for the faust apps
-(worker and archiver, their consumers, producers and admin client), and
-:func:`librdkafka_options` for ``pinapp singer``'s C producer. A client that connects any
-other way is a bug.
+Design notes: docs/architecture.md, "pinapp/adapters/kafka.py".
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """Named engagement queries, run on SingleStore by ``pinapp query``, the dashboard and the alerter.
 
-Every one reads the rollups the stream keeps (:mod:`pinapp.domain.rollups`), never the raw rows,
-so its cost follows the window's length in buckets, not the events in it: ``minutes`` reaches
-back from the current minute (included) over whole minutes, in hours where it covers them
-whole. The ``trending-*`` queries rank what is rising: the window against the
-``trends.baseline_factor`` times as long before it, scored as :mod:`pinapp.domain.trends` says.
-The pin queries read the sealed pin rollup: complete minutes only (``freshness`` says up to when).
+Design notes: docs/architecture.md, "pinapp/adapters/queries.py".
 """
 
 from __future__ import annotations

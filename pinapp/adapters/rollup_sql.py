@@ -1,10 +1,6 @@
 """The statements of one engagement write: rows, what they inserted, rollup increments, positions.
 
-Each function runs inside the transaction :class:`pinapp.adapters.db.EngagementStore` opens.
-Rows are inserted idempotently (a row already there is a no-op), and the rollups count only
-what a statement actually inserted: the server reports a total per statement (1 an insert, 0 a
-no-op, 2 a replacement; asyncmy asks for no CLIENT_FOUND_ROWS), so when the total differs from
-the rows sent, the keys are read back: a row this batch inserted carries its ``ingested_at``.
+Design notes: docs/architecture.md, "pinapp/adapters/rollup_sql.py".
 """
 
 from __future__ import annotations

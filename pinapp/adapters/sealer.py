@@ -1,19 +1,6 @@
 """The pin rollup's sealer and the retention job: the leader worker's database chores.
 
-Sealing (:mod:`pinapp.domain.rollups` says what it keeps): the *watermark* is the slowest
-partition's processed event time (``stream_offsets``; an idle one holds nothing back); every
-minute that ends ``SEAL_LATENESS`` before it is sealed from the raw rows, oldest first, then
-every hour whose minutes are all sealed is merged from them. How far minutes are sealed is the row of grain ``'f'``
-(its ``bucket``: the first minute not sealed). A minute sealed too early is sealed again:
-
-1. a worker that writes an event into a minute its partition's event time has passed marks the
-   minute in ``rollup_dirty``, in the transaction of the row (a replay of an old day does);
-2. each round compares the recent sealed minutes' totals with ``rollup_types`` (exact), which
-   catches a row committed while its minute was being sealed, and a backlog that a stopped
-   worker's partition (idle, so not holding the watermark back) brings in late.
-
-Resealing a minute reseals its hour. Every seal replaces its rows in one transaction, so a
-reader sees a bucket whole, before or after.
+Design notes: docs/architecture.md, "pinapp/adapters/sealer.py".
 """
 
 from __future__ import annotations

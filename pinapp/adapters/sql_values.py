@@ -1,16 +1,6 @@
 """Rows as one pre-encoded multi-row ``INSERT``: the sink's text, built a column at a time.
 
-asyncmy's ``executemany`` formats every value through its generic ``escape()`` and a ``%``
-template per row (~8 µs a row here). A sink row holds only strings, ``None``, floats, naive
-UTC datetimes and ints, so each value's literal is known from its type (:func:`sql_literal`):
-a string is quoted and escaped only if it holds a character that needs it, a datetime is
-its ISO form, a float its ``repr``. :func:`encode_rows` checks each column of a batch once
-and formats each row in one ``%``. The statement is split where it would pass
-``max_bytes``, as asyncmy does. Same statement text as ``executemany``, under half its CPU.
-
-The escaping is MySQL's with backslash escapes, the default of SingleStore and MariaDB (what
-asyncmy does too); a server in ``NO_BACKSLASH_ESCAPES`` mode is served by ``executemany``
-instead (:func:`backslash_escapes`).
+Design notes: docs/architecture.md, "pinapp/adapters/sql_values.py".
 """
 
 from __future__ import annotations

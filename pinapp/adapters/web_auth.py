@@ -1,19 +1,6 @@
 """Authentication of the web (table views, pages, live feed, faust's own routes) beyond loopback.
 
-A worker bound to a loopback address serves only this machine, as in development. Bound
-anywhere else (``worker.web_host``), every request must carry ``worker.web_token``: as a bearer
-token (``Authorization: Bearer <token>``: scripts, Prometheus, the workers' own forwarding) or
-as the password of HTTP basic authentication, any user name (a browser asks for it once and
-then sends it with every request of the dashboard, the globe and its live stream); workers of
-one deployment share it, and send it to each other (:func:`peer_headers`). One aiohttp
-middleware applies it, so faust's routes are covered as pinapp's are. ``/health`` and
-``/metrics`` stay open while ``worker.web_open_health`` is set (probes and scrapers).
-
-The token is compared in constant time, and never logged, echoed or put in an error page.
-The settings refuse a token over plain HTTP unless the operator says a TLS proxy is in front
-(:class:`config.settings.WorkerSettings`). Behind such a proxy the workers still call each other
-directly, over plain HTTP: :func:`peer_headers` then refuses to send the token to another host
-(:class:`InsecureForward`), so a forwarded read answers 503 with the fix instead.
+Design notes: docs/architecture.md, "pinapp/adapters/web_auth.py".
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """One alert per condition: firing when it appears, resolved when it clears, nothing in between.
 
-:class:`AlertBook` is the alerter's memory of what is firing, kept in ``alerts.state_file`` when
-set: a restarted alerter then resolves what cleared while it was down and does not announce
-again what still holds. The file is replaced whole (written aside, then renamed), so a crash
-leaves the old state or the new, never half of one. :func:`payload` is what a webhook
-receives: Slack's ``text`` (an incoming webhook shows it as it is) beside the fields a generic
-receiver reads (status, alert key, rule, severity, summary, value, start and end).
+Design notes: docs/architecture.md, "pinapp/alerting/book.py".
 """
 
 from __future__ import annotations

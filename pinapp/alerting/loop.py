@@ -1,12 +1,6 @@
 """The alerter's loop: every ``alerts.interval_s``, evaluate the rules and send what changed.
 
-Each round reads the trend queries and every running experiment's allocation (the
-sample-ratio test) from SingleStore, and every worker's ``/metrics``
-(:mod:`.rules` decides), books the findings (:class:`.book.AlertBook`: one alert per condition,
-one resolution when it clears) and queues the notifications (:class:`.notifier.Notifier`). A
-source that cannot be read is itself a finding (``worker-down``, ``database``), so an alerter
-that can see nothing says so. Delivery runs beside the rounds: a slow or failing receiver
-never delays the evaluation.
+Design notes: docs/architecture.md, "pinapp/alerting/loop.py".
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Delivering alerts to the webhook: in order, each until the receiver takes it or refuses it for good.
 
-A notification is queued; one task sends the queue in order. A receiver that fails (a 5xx, 408
-or 429, a refused connection, a timeout) is retried with exponential backoff and jitter, up to
-``alerts.retry_max_s`` between tries, for as long as it takes: an alert is never dropped because
-its receiver was down for a while, and the next one waits behind it, so a resolution never
-arrives before its alert. A receiver that refuses one for good (another 4xx: a wrong URL, a
-revoked hook) gets no more tries of it: it is logged as an error and counted, and the queue moves
-on, so one bad notification never blocks every later one. Every try is counted in
-``pinapp_alert_notifications_total``.
+Design notes: docs/architecture.md, "pinapp/alerting/notifier.py".
 """
 
 from __future__ import annotations

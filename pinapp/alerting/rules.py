@@ -4,8 +4,7 @@ Pure functions: the loop (:mod:`.loop`) fetches the inputs, these decide. A find
 names its condition (``trend:pin:p42``, ``health:lag:<worker>``); the same condition keeps the
 same key while it lasts, which is what makes one alert per condition (:class:`.book.AlertBook`).
 
-Health rules read two scrapes of a worker's ``/metrics`` (this interval's and the last), so
-counters become rates: dead letters per second, and whether a commit guard fired in between.
+Design notes: docs/architecture.md, "pinapp/alerting/rules.py".
 """
 
 from __future__ import annotations

@@ -1,32 +1,6 @@
 """The archiver: buffers each partition's records, writes cuts to S3, acks only after.
 
-The faust side (:mod:`agents.archive`) feeds records in with their ack callbacks and calls
-the timers; this class decides cuts, writes them, and keeps four promises:
-
-* **Nothing is acked before it is in S3.** Acks run after :meth:`ArchiveWriter.write_cut`
-  returned, so faust commits an offset only once the objects holding it are durable.
-* **Nothing is doubled after a crash.** The first record of a partition after an assignment
-  makes the archiver adopt that partition's intents (see :mod:`pinapp.archive.buffer`).
-* **A committed offset past the archive's end is read again.** At adoption the committed
-  offset is checked against where the latest cut before it ends. Offsets committed but never
-  archived (a hole: a commit this design should never make, guarded like the consumer's commit
-  holes) are fetched again from Kafka and archived; what retention already deleted is logged
-  as lost from the archive. Either way ``pinapp_archive_holes_total`` counts it.
-* **S3 trouble pauses, never crashes.** A failing write is retried with capped exponential
-  backoff (tenacity) while the partition's fetching is paused; nothing is acked meanwhile. A
-  write that hangs (a server that takes the bytes and never answers) fails after
-  ``archive.request_timeout_s`` and is retried the same way.
-* **A zombie doubles nothing.** A cut refused because another archiver's intent starts at its
-  first offset (:class:`~pinapp.archive.writer.CutConflict`) goes back to its buffer and is cut
-  exactly where that intent says, as after a crash; an archiver that lost the partition never
-  gets the records to finish it, and writes nothing.
-* **Revocation and shutdown flush.** :meth:`flush_all` writes every complete run before
-  faust commits and hands partitions over, and gives up after a deadline (the next owner
-  re-reads from the committed offset and re-cuts at the intents already written).
-
-Every flush starts a new *epoch*. A write still retrying from an older epoch gives up at its
-next backoff, and whatever is given up is *released*: unacked, so never committed, but no longer
-awaited by faust, which would otherwise wait for those acks forever before handing over.
+Design notes: docs/architecture.md, "pinapp/archive/archiver.py".
 """
 
 from __future__ import annotations

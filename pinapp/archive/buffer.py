@@ -1,12 +1,6 @@
 """Where one partition's records are cut into objects (pure logic, no I/O).
 
-Normally a cut closes when the buffer reaches the event-count or byte threshold, or (by the
-timer) its age limit. Those cut points depend on timing, which is fine as long as nobody
-re-reads the records: every cut's intent is in S3 before its objects. After a crash or a
-rebalance the next owner starts with the *forced* cuts, the intents at or after the
-committed offset, and cuts exactly there whatever the thresholds say. A record that reaches
-a forced cut's first offset closes the run before it; the record at its last offset (or
-the first one past it, should that offset be missing) closes it.
+Design notes: docs/architecture.md, "pinapp/archive/buffer.py".
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Where an archived record goes: its hour folder, and the deterministic object names.
 
-``PREFIX/TOPIC/dt=YYYY-MM-DD/hr=HH/TOPIC-pPPPP-FFFFFFFFFFFFFFFFFFFF-LLLLLLLLLLLLLLLLLLLL.jsonl.gz``
-
-An object holds the records of one partition whose offsets lie in ``[first, last]`` and whose
-event time falls in that hour; a cut ``[first, last]`` that spans several hours makes one
-object per hour, all named with the same range. Names are a function of topic, partition and
-offsets only, so a retried upload overwrites itself. After a crash the archiver re-cuts
-exactly at the ranges whose intents are already in S3 (:mod:`pinapp.archive.writer`), so
-timing-dependent cut points never double an offset, which is what secor #600 got wrong.
+Design notes: docs/architecture.md, "pinapp/archive/layout.py".
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
 """The archived form of Kafka records: gzip JSON lines (default) or Parquet, both lossless.
 
-JSON lines: ``{"topic", "partition", "offset", "timestamp" (ms), "key", "value"}``, where
-``key`` and ``value`` are the original bytes as UTF-8 text, or, when they are not valid
-UTF-8, base64 under ``key_b64`` / ``value_b64``; plus ``"headers": [{"key", "value"}...]``
-(same rule for each value) when the record has headers, as dead letters do.
-
-Parquet: the same columns, with ``key`` and ``value`` as binary and ``headers`` as a list of
-``{key: string, value: binary}``, which query engines (Athena, Spark, DuckDB) read
-column-wise and cast to text or JSON.
-
-Malformed inputs (the DLQ's whole point) survive intact in both, and replay produces
-byte-identical records. Both encodings are deterministic: the same records always give the
-same bytes, so a re-upload after a crash overwrites an object with itself.
+Design notes: docs/architecture.md, "pinapp/archive/records.py".
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
 """Backfill: archived records produced back into Kafka.
 
-Records keep their key, bytes and headers, so they land in the same partitions (same key rule,
-same partition count) in their original order per partition. Each carries a ``pinapp.replay``
-header naming its source (``topic:partition:offset``) and a ``pinapp.replay.timestamp`` header
-with its original Kafka timestamp. The record itself is stamped with the time of the replay:
-with the original (possibly weeks old) timestamp, the target topic's time retention would delete
-a backfill at its next retention check, before the topology had read it. Event time lives in
-the event's own ``ts``, which is unchanged. The topology lets
-replayed events through its seen-table check, because replay is how a user restores rows
-(after wiping or losing tables) and those event ids are "seen" already; the tables' primary
-keys (shard key, event_id) and the idempotent upsert keep every row single, so a replay over
-rows that are still there changes nothing.
+Design notes: docs/architecture.md, "pinapp/archive/replay.py".
 """
 
 from __future__ import annotations

@@ -1,29 +1,6 @@
 """Writing cuts to S3 so that a crash or a zombie at any moment leaves nothing doubled.
 
-One *cut* is a run of consecutive offsets ``[first, last]`` of one partition. Writing a cut:
-
-1. put its *intent*, ``PREFIX/_cuts/TOPIC/pPPPP/<first>`` (its body names the last offset and
-   the format), only if no intent starts there yet (S3's conditional write, ``If-None-Match``);
-2. put one object per hour folder its records fall in (deterministic names and bytes), only if
-   it is not there yet;
-3. the caller then acks the offsets, and faust commits them.
-
-A crash before 1 leaves nothing. A crash after 1 leaves an intent and some of the objects: the
-next owner of the partition reads the intents at or after the committed offset
-(:meth:`ArchiveWriter.adoption`) and re-cuts exactly there, in the intent's format, so
-every object it finds already there holds the same records (checked, then accepted). Intents
-below the committed offset are housekeeping (:meth:`ArchiveWriter.forget_cuts`).
-
-*Fencing.* Cuts chain: each starts one past the last, from a committed offset. So an archiver
-that lost its partitions but still reaches S3 (a zombie) and the partition's new owner meet at
-the same first offset, and the intent is the fence: whichever puts it first names the cut, and
-the other gets :class:`CutConflict` with that range, re-cuts exactly there (writing identical
-objects, accepted) or, lacking the records, writes nothing. No generation is needed: the
-conflict is on the offset itself.
-
-Beside the cuts, each partition's *progress* (``PREFIX/_progress/TOPIC/pPPPP``: next offset
-and event-time watermark) is what the ``_SUCCESS`` finalizer reads, so any worker can
-finalize an hour folder for partitions that other workers own.
+Design notes: docs/architecture.md, "pinapp/archive/writer.py".
 """
 
 from __future__ import annotations

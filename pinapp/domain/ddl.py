@@ -1,17 +1,6 @@
 """The SingleStore schema pinapp writes to, as DDL for SingleStore or MySQL/MariaDB.
 
-Raw tables: one per event type, plus ``experiment_exposures``. On SingleStore they are
-columnstore tables (the default type) with ``SORT KEY (ts)`` for time-range scans and a
-``SHARD KEY`` on ``pin_id`` (``user_id`` for logins) so that joins of repins, comments and
-likes to their pin are local to a partition. SingleStore's rules are kept: every unique or
-primary key contains the shard key, one sort key, no foreign keys, no AUTO_INCREMENT. Rows
-are idempotent on ``event_id``: the primary key is (shard key, event_id), and ``event_id``
-determines the shard key. The ``pins`` table holds one row per pin, keyed by ``pin_id`` alone.
-
-Rollups (:data:`ROLLUPS`, what the named queries read, :mod:`pinapp.domain.rollups` says what
-each counts) and the stream's offsets (:data:`OFFSETS`) are rowstore tables on SingleStore:
-updated by every batch, small, and read by key ranges, which is what rowstore (in memory) is for.
-``experiment_users`` grows with the users exposed, so it is columnstore like the raw tables.
+Design notes: docs/architecture.md, "pinapp/domain/ddl.py".
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
 """Dead letters, and the other headers pinapp writes on the records it re-sends.
 
-One module for every producer of dead letters: the topology (:class:`DeadLetters`, given
-its dead-letter topic's ``send``) and the log shipper (:mod:`pinapp.singer`, which calls
-:func:`dlq_headers` for its own librdkafka producer). Nothing here imports faust or a Kafka
-client, so Singer never loads the faust apps to dead-letter a line.
-
-A dead letter keeps its input's key and bytes unchanged; why it was rejected and where it
-came from go in headers, under ``pinapp.dlq.`` (Kafka Connect's convention), so the DLQ can
-be replayed as it is once fixed. The topology's producer is flushed before offsets are
-committed, so a dead-lettered input is in the DLQ before its source offset is committed.
-
-A record replayed from the S3 archive (:mod:`pinapp.archive.replay`) carries
-:data:`REPLAY_HEADER` (its source, ``topic:partition:offset``) and
-:data:`REPLAY_TIMESTAMP_HEADER` (its original Kafka timestamp); the topology reads them on
-its hot path (:func:`is_replay`), so they are declared here rather than in the archive.
+Design notes: docs/architecture.md, "pinapp/domain/dead_letters.py".
 """
 
 from __future__ import annotations

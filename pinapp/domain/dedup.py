@@ -1,10 +1,6 @@
 """Deduplication by event_id over a bounded horizon: the decisions, and the sweep.
 
-The decisions are pure functions. The sweep walks one partition's RocksDB store in key
-order, a bounded number of keys per call, and reports expired keys for the caller to
-delete inside an event of that partition (so each tombstone goes to the right changelog
-partition). With ``budget`` proportional to traffic, a full pass over a partition takes
-about ``state / (budget rate)``, so state stays near one horizon of events.
+Design notes: docs/architecture.md, "pinapp/domain/dedup.py".
 """
 
 from __future__ import annotations

@@ -1,22 +1,6 @@
 """Engagement events: the event types, and turning input bytes into a checked event.
 
-This is the one edge where bytes become data. Everything downstream may assume what
-:func:`parse_event` guarantees. The JSON Schema in ``schema/event.schema.json`` is the
-published contract; the rules JSON Schema cannot say (timestamp parsing, IP syntax, pin
-consistency) follow it here.
-
-Two decoders, one verdict:
-
-* the **reference** (:func:`reference_parse_event`): orjson, then the JSON Schema itself
-  (compiled by fastjsonschema), then the rules. It decides every rejection and its reason.
-* the **fast path**: msgspec decodes and checks in one C pass into typed structs (a tagged
-  union on ``event_type`` whose variants declare every field the schema constrains, with
-  its lengths), then the same rules. It accepts only what the reference accepts (a
-  differential test holds it to that on a generated and mutated corpus); whatever it
-  rejects goes to the reference, which either rejects it with today's reason or accepts
-  it (JSON Schema's "integer" takes ``1.6e12``; msgspec's ``int`` does not). So the
-  verdicts and reasons are exactly the reference's, and valid events, nearly all of the
-  traffic, cost one msgspec pass.
+Design notes: docs/architecture.md, "pinapp/domain/events.py".
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """Experiments: their definitions, and whether their live allocation matches them (sample ratio).
 
-An experiment is defined once, in the TOML file ``experiments.definitions_file`` names:
-
-    [[experiment]]
-    name = "search_v2"
-    start = 2026-12-01T00:00:00Z
-    groups = { control = 50, treatment = 50 }   # the intended split (any positive weights)
-
-Events carry the groups their user is in (``experiments``: name -> group); each is an exposure,
-and ``experiment_exposures`` counts the distinct users per group since the start.
-
-**Sample-ratio mismatch** (:func:`srm_test`): if users really are split as intended, the users
-per group follow a multinomial with the intended shares, and Pearson's chi-square statistic of
-the observed against the expected counts has a chi-square distribution with (groups - 1)
-degrees of freedom. A p-value below ``experiments.srm_p_value`` (0.001 by default: with many
-experiments checked every few seconds, a looser threshold would cry wolf) means the allocation
-is broken (a group that loses users to a bug, a redirect, a crash), and every metric the
-experiment reports is suspect. Users in a group the definition does not have are a mismatch
-outright. Below ``experiments.min_users`` there is no verdict yet.
+Design notes: docs/architecture.md, "pinapp/domain/experiments.py".
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
 """Exactly-once into the database: each partition's position, written with its rows, and who may write it.
 
-A batch's transaction reads each of its partitions' row of ``stream_offsets`` (locked), writes
-only the records at or past the stored ``next_offset`` (a record below it was written by an
-earlier transaction: a batch replayed after a kill between the database commit and the Kafka
-commit, or a retry whose COMMIT reply was lost), counts what it inserted into the rollups, and
-moves ``next_offset`` past the batch, all in one commit. The Kafka offset is committed later and
-may lag: nothing is skipped by seeking, so the commit rule starting from Kafka's offset holds.
-
-Fencing: the row also says who wrote it, as the consumer group generation in which the writer
-held the partition and the writer's token (its static group member id, ``worker.group_instance_id``,
-whose generation outlives a restart; else one per process). A writer may write if :func:`may_write` says so: a
-newer generation always may (it holds the partition now); the same generation only if it wrote
-the row (a partition has one owner per generation); an older one never: it is a zombie whose
-partition moved on, and its records of that partition are dropped (``LostOwnership``), left to
-the new owner, who fetches them again.
+Design notes: docs/architecture.md, "pinapp/domain/positions.py".
 """
 
 from __future__ import annotations

@@ -1,30 +1,6 @@
 """What the rollups count, and how a window of time is read from them. Pure: no I/O.
 
-The stream counts every event it *inserts* (never one the database already had) into the exact
-rollups, in the transaction of the event's row:
-
-- ``rollup_types``: events per minute and type. A ``pins`` event counts as ``pin`` only for
-  the pin's own event: a row learned from a repin's carried pin is no event, and counts nowhere.
-- ``rollup_categories``: pin engagement (pin, repin, comment, like) per category.
-- ``rollup_countries``: events of every type per client country (``''`` when unknown).
-- ``rollup_experiments``: exposures per experiment, group and event type (and ``'*'``, any),
-  with the users first exposed there (a user counts once per group, as ``COUNT(DISTINCT)``).
-
-Each is keyed by the event's minute (``grain`` ``'m'``) and, but for ``rollup_types``, by its
-hour (``'h'``) too, and by a partition the writer holds (the lowest of its batch's): workers
-hold disjoint partitions, so they never wait on each other's locks. A query sums a window from
-the hours it covers whole and the minutes at its edges (:func:`grain_ranges`), so it reads at
-most ~3 hours' worth of rows.
-
-Pins are too many to count exactly per minute (the demo repins ~15k distinct pins a minute), so
-``rollup_pins`` is approximate: once every partition's events are past a minute (*sealed*), the
-sealer counts that minute's repins and engagement (repins, comments, likes) per pin from the raw
-rows and keeps the pins among the top :data:`MINUTE_TOP_K` by either, with the bound (the next
-pin's count) that any pin left out may have had (:func:`top_k`). An hour is its sixty minutes
-merged (:func:`merge_buckets`), with the sum of their bounds. A pin's count over a window is thus
-a lower bound, and at most the sum of the window's bounds below its true count: the true top N
-is among the rows ranked whenever the N-th count leads the next by more than that (the tests
-check the answer against the raw rows).
+Design notes: docs/architecture.md, "pinapp/domain/rollups.py".
 """
 
 from __future__ import annotations

@@ -1,32 +1,6 @@
 """Developing trends: which pins, categories and countries are rising right now, and how surely.
 
-An item's *recent* count (its events in the last ``minutes``) is compared with its count in the
-*baseline*: the ``baseline_minutes`` just before. If nothing changed for the item beyond the
-traffic as a whole, its recent count is Poisson with mean
-
-    expected = baseline * recent_total / baseline_total
-
-(its share of the baseline's traffic, applied to the recent traffic), so
-
-    score = (recent - expected) / sqrt(expected + prior)
-
-is a z-score: how many standard deviations the item is above its own past share. Scaling by the
-totals rather than by the windows' lengths means a pipeline that just started (a baseline only
-partly filled), or traffic that doubled everywhere, raises nothing; with no baseline traffic at
-all there is nothing to compare with, and nothing is ranked. ``prior`` is a pseudo-count of
-variance (a Poisson floor) that keeps an item without history from ranking on a handful of
-events: 3 repins from nothing score 3 / sqrt(0 + 5) = 1.3, while 3,000 where 1,000 were
-expected score 2,000 / sqrt(1,005) = 63. A ratio (``recent / expected``) would rank the first
-infinitely high; a plain count would rank a steadily popular pin above one that just took off.
-Items with fewer than ``min_count`` recent events, or less than ``min_share`` of the recent
-window's events, are left out: in a large catalogue many new items take off a little every
-minute, and a trend worth a look carries a visible share of the traffic. A steady item's score is noise
-around 0 (|z| > 4 about once in 30,000 items), so a threshold of 6-8 flags a real jump.
-
-The same score is computed in SQL (:func:`trend_sql`: a range of a rollup's buckets,
-:mod:`pinapp.domain.rollups`, for the window and its baseline; valid SingleStore and MySQL, so
-CAST only to SIGNED, which both have) and in Python (:func:`trend_score`, for the tests). Pins are
-scored on the sealed pin rollup: complete minutes only, with the totals of the same minutes.
+Design notes: docs/architecture.md, "pinapp/domain/trends.py".
 """
 
 from __future__ import annotations

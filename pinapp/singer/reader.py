@@ -1,24 +1,6 @@
 """Complete lines from a stream's files, through rotation, truncation and inode reuse.
 
-Every file that matches the stream's globs is tracked by device + inode, so a rename
-(``app.log`` -> ``app.log.1``) changes nothing: the renamed file keeps its offset, and lines
-written to it after the rename are read like any others; the new ``app.log`` is a new inode
-and starts at 0. Files are read oldest first (modification time, then name).
-
-* **Partial lines** wait for their newline. Only when a file is no longer the stream's newest
-  and has not changed for ``partial_line_grace_s`` is its unterminated tail taken, flagged, for
-  the dead-letter topic: a writer died mid-line.
-* **copytruncate** is detected: a file shorter than its watermark, or whose first bytes no
-  longer match the fingerprint, is read again from 0. The copy (``app.log.1``) is a new file
-  and is read from 0 too. Both re-send lines already shipped: duplicates that the topology's
-  dedup removes, never losses.
-* **Over-long lines** are never held whole: one longer than a read (``read_size``, 1 MiB) is
-  kept to its first ``keep`` bytes and reported with its full length; a shorter one arrives in
-  its chunk. Either way the shipper dead-letters it.
-
-Reading does not advance the watermark: :meth:`StreamReader.advance` does, after the broker
-acknowledged the batch. Every read starts at the watermark, so a batch that failed is simply
-read, and sent, again.
+Design notes: docs/architecture.md, "pinapp/singer/reader.py".
 """
 
 from __future__ import annotations

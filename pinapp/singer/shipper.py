@@ -1,20 +1,6 @@
 """Shipping: read a batch, hand its lines to librdkafka, and wait until the broker acknowledged all.
 
-At least once, as Pinterest's Singer: every line of a batch is acknowledged by all in-sync
-replicas (``acks=all``, idempotent producer) before its watermark moves; any failure (an error
-report for one of its lines, or lines still unacknowledged after ``request_timeout_s``) discards
-the producer and sends everything after the watermark again. One batch per stream is
-unacknowledged at a time, so duplicates come only from that batch, and a broker outage costs
-no memory: the files wait on disk while the shipper retries (capped exponential backoff).
-
-Why librdkafka through C (:mod:`pinapp.singer._rdkafka`, on the librdkafka kcat uses): a chunk
-of lines is keyed and handed to librdkafka in one call, and delivery reports never enter Python
-(failures are counted). Batching, partitioning (``murmur2_random``: the Java client's default
-partitioner, the one aiokafka and faust use, so a key lands where the topology expects it),
-checksums and socket writes run on librdkafka's threads. In Python, through confluent-kafka,
-each line cost ~1.3 µs of work under the interpreter's lock, under half of kcat's rate; through
-aiokafka ~2.4 µs (docs/benchmarks.md). Lines the C key rule does not handle come back here, to
-:func:`line_key`, in their place.
+Design notes: docs/architecture.md, "pinapp/singer/shipper.py".
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
 """A stream's progress: per file (device + inode, plus a fingerprint), the byte offset shipped.
 
-Written atomically and durably: a temp file in the same directory, fsync, rename over the old
-one, fsync the directory. A kill -9 or a power cut leaves either the old watermark or the new
-one, never a torn one. Pinterest's Singer renames but never fsyncs; after a crash its
-watermark can be empty or stale.
-
-The fingerprint (a hash of the file's first bytes) tells a reused inode from the file that
-had it: a new file that got a rotated-away file's inode starts at 0, not at the old offset.
+Design notes: docs/architecture.md, "pinapp/singer/watermark.py".
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """Health of a worker process, for orchestrators: ``GET /health`` (see :mod:`pinapp.web.ops`).
 
-A sink that is retrying (the database or S3 unreachable) is not a dead worker: the worker
-keeps its partitions paused by backpressure and catches up by itself when the sink returns.
-So ``/health`` answers 503 while a sink is failing (take the worker out of readiness, page
-someone if it lasts), but restarting the process would not help; a liveness probe should
-only check that the endpoint answers at all.
+Design notes: docs/architecture.md, "pinapp/telemetry/health.py".
 """
 
 from __future__ import annotations

@@ -1,31 +1,6 @@
 """``pinapp audit``: reconcile a run end to end, the user's tool to trust the pipeline.
 
-Expected events come from the generator's ground-truth file or, without one, from the
-``events`` topic itself (every record from its log start, validated by the topology's own
-rules). They are compared with
-
-* the SingleStore tables: every expected event_id has exactly one row in its type's table,
-  and no table holds a row for an event that was never valid;
-* the S3 archive: every valid event is in an archived record, and every offset of the events
-  topic up to the archiver's committed offset is archived exactly once (``archive verify``);
-* the rollups: each exact one equals the GROUP BY over the raw rows, and the pin rollup holds
-  the true top pins (:mod:`pinapp.adapters.rollup_check`);
-* the dead-letter topic: every bad input is there, counted once per *source*, the id a
-  consumer of the dead letters dedups on (``pinapp.dlq.topic``/``partition``/``offset``, or
-  Singer's ``host``/``file``/``offset``): a batch processed twice resends its dead letters, and
-  those are reported as resent, not as more bad input.
-
-Rows in ``pins`` learned from another event's embedded pin (a repin that arrived before its
-pin) carry that event's id; they are reported as learned, not as unexpected. Rows for events
-older than the topic's log start (deleted by retention) cannot be checked against the topic:
-with the topic as the source, unexpected rows are then reported but not counted as failures.
-
-Pending is not missing: records at or beyond the workers' positions (``stream_offsets``, moved
-in the transaction that writes their rows) are not processed yet, so their events' rows and
-dead letters are *pending*; records at or beyond the archiver group's commit are pending for the
-archive. Pending counts as a discrepancy only when the audit was asked to wait for it
-(``wait_s``) and it was still there at the end. An event the truth names that never reached
-the topic (a line Singer has not shipped) is missing, not pending.
+Design notes: docs/architecture.md, "pinapp/tools/audit.py".
 """
 
 from __future__ import annotations

@@ -1,20 +1,6 @@
 """Synthetic engagement traffic, deterministic for a seed, with its own ground truth.
 
-Pins are created before anything refers to them; pin popularity follows a power law
-(each pin draws a Pareto weight, which gives a Zipf rank-frequency curve with exponent
-``zipf_s``); users live in many countries (client IPs sampled from the geo database, so
-they resolve); a share of inputs are resends of earlier events (duplicates) or malformed.
-The generator knows exactly which events are valid and unique, and reports that as the
-ground truth tests and audits compare against.
-
-Users can be in experiments (``GeneratorConfig.experiments``, as defined for the pipeline):
-a share of users is enrolled in each, split by a hash of the user and the experiment as the
-definition says, and their events carry their groups (``experiments``). ``leaks`` injects the
-classic allocation bug: that fraction of one experiment's last group is logged in its first.
-
-A developing trend can be injected (:class:`Trend`): from a chosen point in event time, a share
-of all pin engagement (repins, comments, likes) goes to one pin (the newest at that moment, so
-it has little history), or to the pins of one category. The ground truth names it.
+Design notes: docs/architecture.md, "pinapp/tools/generator.py".
 """
 
 from __future__ import annotations

@@ -1,34 +1,7 @@
 """Worker processes keep Python's objects in jemalloc: with Python's own allocator their memory
 grows with every partition move.
 
-Measured (docs/benchmarks.md, "The soak"): workers side by side, another killed and restarted
-every minute. Python's small-object allocator (obmalloc) carves 1 MiB arenas into 16 KiB pools
-and returns an arena to the system only when every object in it is gone. Each partition move
-is a burst of short-lived objects (recovery, the backlog) among long-lived ones (caches,
-tables), so arenas end up mostly empty but pinned: ``sys._debugmallocstats()`` in a steady
-worker showed live objects flat at ~48 MB while arenas grew from 46 to 79 MiB, 26-30 MiB of
-them empty pools, ~2-4 MiB a minute with no plateau. That was the soak's growth.
-
-``PYTHONMALLOC=malloc`` sends those objects to malloc instead, and jemalloc (with a background
-thread purging freed pages after a few seconds) gives the memory back page by page. In a
-12-minute A/B run the worker so configured levelled off after 4 minutes (177 -> 194 MiB);
-the control grew 173 -> 227 MiB, and ``PYTHONMALLOC=malloc`` on glibc's malloc was worse
-(177 -> 251 MiB). jemalloc alone does nothing here: obmalloc maps its arenas itself.
-
-Both are chosen when a process starts, so ``pinapp worker`` and ``pinapp archiver``
-re-execute themselves once with ``LD_PRELOAD`` and ``PYTHONMALLOC``. A missing library is a
-warning, not an error: the worker still runs, on Python's allocator.
-
-**The garbage collector** (:func:`tune_gc`). A worker draining a backlog makes tens of
-thousands of short-lived containers a second (records, events, rows), so with Python's
-default threshold (a pass over the youngest generation every 700 net allocations) the
-collector ran 120-190 times a second and, with its older-generation passes over every object
-of faust, aiokafka and the tables, took 10-15% of the worker's CPU (measured with
-``gc.callbacks`` while one worker drained 100,000 events: 0.5-1.2 s of 5-8 s). The pipeline
-makes few reference cycles (a few thousand objects over that drain): nearly all of that work found nothing. With a
-threshold of 50,000 (``worker.gc_threshold``) and the objects of start-up frozen out of the
-collector's view (``gc.freeze``), the same drain spent 0.2 s in it. Cycles are still
-collected, tens of times a second instead of 120-190.
+Design notes: docs/architecture.md, "pinapp/topology/allocator.py".
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """The faust Apps. Nothing else lives here: topics, tables and agents import them.
 
-* ``app``: the engagement topology (validate, dedup, pin cache, enrich, SingleStore).
-  Run with ``pinapp worker``.
-* ``archive_app``: the S3 archiver, Secor's role. A separate app, hence its own consumer
-  group and its own committed offsets: an S3 outage pauses archiving without stalling the
-  tables analysts query, and a slow archive never holds back the topology's commits.
-  Run with ``pinapp archiver``.
+Design notes: docs/architecture.md, "pinapp/topology/app.py".
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """The live repin feed behind ``/globe``: every repin of the cluster, on every worker.
 
-Each worker writes only its own partitions' repins, but a browser connected to any worker
-must see all of them. So the topology publishes the repins it has written (one small record
-per batch, after the sink succeeded) to the ``repins-live`` topic, and every worker's
-:class:`LiveFeed` reads *all* partitions of that topic, without a consumer group, from the
-end, and fans the points out to the browsers connected to it (Server-Sent Events).
-
-The feed is a view, not a delivery path: a point is published at most once, a browser that
-cannot keep up loses points (its queue drops the oldest), and a worker started later sees
-only what arrives after it. The tables are the record.
+Design notes: docs/architecture.md, "pinapp/web/live_feed.py".
 """
 
 from __future__ import annotations

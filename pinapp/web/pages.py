@@ -1,17 +1,6 @@
 """The pictures: the engagement dashboard at ``/`` and the live globe of repins at ``/globe``.
 
-Served by every worker of the topology (read-only):
-
-* ``/``, ``/globe`` and ``/experiments``: the pages (``frontend/src``);
-* ``/api/queries`` and ``/api/query/{name}?minutes=M&limit=N``: the dashboard's data, the
-  same named SingleStore queries as ``pinapp query``;
-* ``/api/experiments``: each experiment's allocation, sample-ratio verdict, engagement per
-  group and new users per minute (the experiments page's data);
-* ``/globe/stream``: Server-Sent Events, every repin of the cluster as it is written
-  (:mod:`pinapp.web.live_feed`);
-* ``/static/{file}`` and ``/vendor/{file}``: the pages' scripts, and the front-end packages
-  (d3-geo, topojson-client, world-atlas, Chart.js) installed from the npm registry into
-  ``frontend/node_modules`` by ``make setup``. Nothing is fetched from a CDN.
+Design notes: docs/architecture.md, "pinapp/web/pages.py".
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """JSON views of the topology's tables, answered for the whole cluster by any worker.
 
-* ``GET /tables``: every table, its changelog and which worker owns which partition;
-* ``GET /tables/{name}``: one table, with this worker's local partitions and their sizes;
-* ``GET /pins/{pin_id}``: a pin from the pin cache, read on the worker that owns it;
-* ``GET /dedup/{event_id}?key=K``: the dedup entry of an event, read on the worker owning
-  the partition of ``K`` (the event's Kafka key: its pin_id, else its user_id);
-* ``GET /dedup``: dedup state per partition, gathered from every worker.
-
-Per-key reads are forwarded to the owning worker (faust's router, as ``app.table_route``
-does), so a client needs one address. Bad parameters are ``400``, unknown keys ``404``, and
-a cluster that is rebalancing or an owner that does not answer ``503``; never ``500``.
+Design notes: docs/architecture.md, "pinapp/web/table_views.py".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 What the worker passes instead (faust's tables, SingleStore, the topics) is covered on the
 real stack by tests/integration/test_pipeline.py; here each rule of
-:mod:`pinapp.engagement.batcher` is pinned down on its own: in-batch and table dedup, the
+:mod:`pinapp.engagement.stages` is pinned down on its own: in-batch and table dedup, the
 pin-resolution order, rows, dead letters by stage, and what happens only after the write.
 """
 
@@ -26,7 +26,8 @@ from pinapp.domain.positions import Claim, PartitionWrite, Stored, WriteOutcome,
 from pinapp.domain.repin_points import decode_points
 from pinapp.domain.rows import UNKNOWN_CATEGORY, ms_to_datetime
 from pinapp.domain.table_values import Pin, SeenEvent
-from pinapp.engagement.batcher import EngagementBatcher, OverlappedBatches
+from pinapp.engagement.overlap import OverlappedBatches
+from pinapp.engagement.stages import EngagementStages
 from pinapp.errors import SinkError, StateStoreError, StateStoreLost
 from pinapp.telemetry import health, metrics
 from pinapp.topology import fault_hooks
@@ -173,7 +174,7 @@ class Pipeline:
         async def publish(value: bytes) -> None:
             self.live.append(value)
 
-        self.batcher = EngagementBatcher(
+        self.batcher = EngagementStages(
             self.store,
             Here(),
             seen=self.seen,

@@ -1,14 +1,6 @@
 """A three-node Kafka cluster whose nodes are hosts of their own, for the fault tests.
 
-Each node runs in its own network namespace (``pinapp-kN``) with its own address on one bridge
-(``pinapp-br0``, 10.77.0.0/24; the host side is 10.77.0.1), so a fault can kill a broker
-(SIGKILL), hang it (SIGSTOP), or cut its host off the network (its link down) while it keeps
-running. KRaft with three controllers, replication factor 3, ``min.insync.replicas`` 2, unclean
-leader election off: what Kafka's own ``replication_test.py`` runs against. Needs root.
-Workers, archivers and Singer get hosts of their own on the same bridge (:meth:`KafkaCluster.host`).
-MariaDB and the S3 server stay on the host's loopback; a relay on the bridge's host side
-forwards to them (:mod:`pinapp.tools.stack.relay`). :meth:`KafkaCluster.down` removes every
-process, namespace and link.
+Design notes: docs/architecture.md, "pinapp/tools/stack/cluster.py".
 """
 
 from __future__ import annotations

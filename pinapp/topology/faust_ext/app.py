@@ -1,23 +1,6 @@
 """``PinApp``: the faust App pinapp runs, built from pinapp's settings alone.
 
-It wires the parts of this package together: the consumer (:class:`PinConsumer`: the fetch
-loop of :mod:`.handoff`, the commit rule and guards of :mod:`.guards`, partition control of
-:mod:`.partitions`), the table manager whose recovery seeks first (:mod:`.recovery`), and
-hooks that run before faust waits for every delivered message to be acked
-(:attr:`PinApp.before_wait_empty`: the archiver flushes its buffers there).
-
-**Only pinapp's settings configure it.** faust lets environment variables (``BROKER_URL``,
-``WEB_PORT``, ``APP_DATADIR``... under ``APP_ENV_PREFIX`` if that is set) override the
-keyword arguments an App is built with. ``PinApp`` builds its faust settings with an empty
-environment (``env={}``), so a variable left on a host cannot point a worker at another
-broker or port. (faust's import-time ``FAUST_*``/``F_*`` defaults only fill settings pinapp
-does not pass; the worker command passes its command-line counterparts, see
-:mod:`pinapp.topology.startup`.)
-
-Private names used: ``App._consumer_wait_empty`` (extended), ``App._new_transport``
-(overridden to choose the consumer class; faust has no setting for it), and the consumer
-thread's aiokafka consumer's ``_coordinator.coordinator_id`` (read for ``/health``, which
-neither faust nor aiokafka reports otherwise).
+Design notes: docs/architecture.md, "pinapp/topology/faust_ext/app.py".
 """
 
 from __future__ import annotations

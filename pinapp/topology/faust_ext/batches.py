@@ -1,42 +1,6 @@
 """The batch hand-off: an agent takes fetched records a partition's run at a time.
 
-faust hands every fetched record to its stream alone: the conductor's ``on_message`` (flow
-control, producer back-pressure, a decode into a new ``Event``, a queue put with pressure
-callbacks), then ``Stream.__aiter__`` (sensors, the current-event context variable),
-``take_events``' buffer, and one ack with sensors per record: tens of microseconds a
-record, on the thread that also does the agent's work. For a topic an agent reads with
-:class:`FetchedBatches`, the fetch loop (:mod:`.handoff`) instead puts each partition's run
-of records from one fetch (up to the agent's batch size) into the topic's
-:class:`BatchInbox` in one step, and the agent takes batches of whole runs. The records
-are faust's own ``Message`` objects; no ``Event`` is made.
-
-The promises faust's path keeps, kept here:
-
-1. **Flow.** A hand-off blocked on a full inbox is abandoned when flow is suspended (a
-   rebalance), as faust's is; the inbox is cleared with faust's stream buffers
-   (``app.flow_control``) when partitions are revoked. A run fetched in an earlier consumer
-   generation, or taken while flow is suspended, is dropped *unacknowledged* (faust's
-   stream acks such skipped records): the seek that ends the rebalance fetches it again.
-2. **In flight.** Records are tracked as unacknowledged (what faust waits for before it
-   commits at a rebalance, and what the hole guard counts as in flight) when the agent
-   takes their run, as a stream tracks an event when it takes it. A batch acknowledged
-   whole (:meth:`FetchedBatches.ack`) is tracked by the last record of each run it took:
-   its records are acknowledged together, in one step, so that record is unacknowledged
-   exactly while they all are. An agent that acknowledges records one by one (the
-   archiver, ``ack_per_record=True``) has each tracked.
-3. **Acknowledged after processing.** A batch is acknowledged when the agent says it is
-   processed (:meth:`FetchedBatches.ack`: faust's ack bookkeeping booked per partition,
-   :meth:`pinapp.topology.faust_ext.guards.CommitGuards.ack_batch`), never by taking the next one,
-   so an agent may overlap batches; one whose processing raised or was cancelled is not
-   acknowledged (at-least-once; the commit rule of :mod:`.guards` never commits past an
-   unacknowledged offset).
-4. **Read offsets** (:mod:`.handoff`): a run stale by a seek since its fetch is dropped and
-   its partition fetched again from its first record, as a single stale record is.
-
-faust's monitor (its ``/stats`` counters) does not count these records; pinapp's own
-metrics do. Private names used: none here (``Consumer.unacked``, ``App.flow_control``,
-``App.consumer_generation_id`` and the conductor's ``add`` through a topic's ``__aiter__``
-are faust's interfaces to streams; the batch ack is the consumer's, in :mod:`.guards`).
+Design notes: docs/architecture.md, "pinapp/topology/faust_ext/batches.py".
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """The upstream functions this package copies or depends on, fingerprinted for the pinned versions.
 
-Each entry names a function (``module:Qualified.name``), what pinapp does with it, and the
-SHA-256 of its source (``inspect.getsource``) in the pinned version. On an upgrade of
-faust-streaming, mode-streaming or aiokafka, ``tests/unit/test_faust_fingerprints.py``
-fails with the list of functions whose source changed: re-read each against the pinapp
-code named beside it, adapt that code, then record the new hashes with
-``python -m pinapp.topology.faust_ext.fingerprints --update`` (docs/operations.md, "Upgrading faust").
+Design notes: docs/architecture.md, "pinapp/topology/faust_ext/fingerprints.py".
 """
 
 from __future__ import annotations

@@ -1,35 +1,6 @@
 """The commit rule, and the two guards that fetch again what faust would otherwise lose.
 
-**The rule** (:func:`next_commit`): a partition's commit moves only over a run of acknowledged
-offsets that starts exactly at its *commit base*: the committed offset, or, for a partition
-never committed (or committed at 0, which faust records as ``None``), the first offset this
-worker was handed since its last seek of every partition (aiokafka starts at the group's
-commit if one appeared meanwhile), else its log start offset.
-faust's own ``Consumer._new_offset`` lets one missing offset through (its head check is
-``min(acked) - committed > 1``) and makes no head check at all when the committed offset is
-0 or ``None``: both commit offsets no stream acknowledged. Here neither happens.
-Acks that arrive after their partition was revoked (faust clears its bookkeeping at
-revocation, then streams ack what they still held) are dropped: the next owner commits.
-
-**The guards** are defences, not the fix (that is :mod:`pinapp.topology.faust_ext.recovery` and the
-seek epochs in :mod:`pinapp.topology.faust_ext.handoff`). Each logs a WARNING and counts itself
-(``pinapp_fetch_gaps_total`` and ``pinapp_commit_holes_total``); ``testing.commit_guards =
-false`` turns both off, for the race reproduction only.
-
-* The **gap guard** (:meth:`CommitGuards._refetch_skipped`): a fetched record arrived after
-  a gap in an acked topic. faust books such a gap as acked (it assumes compaction or
-  transaction markers; pinapp's inputs have neither), which commits records nobody
-  processed. The partition is sought back to the first skipped offset instead.
-* The **hole guard** (:meth:`CommitGuards._new_offset`): the commit has been held for two
-  commit intervals by offsets that no in-flight message explains (handed to a stream that
-  dropped them). The partition is fetched again from its commit base.
-
-Private faust names used here: ``Consumer._acked``, ``_acked_index``, ``_gap``,
-``_committed_offset``, ``_unacked_messages``, ``_read_offset``, ``_n_acked``,
-``_waiting_for_ack`` (the consumer's ack bookkeeping, which has no public interface), and
-``_add_gap``; faust's ``_new_offset`` is replaced and its ``ack`` done per batch
-(:meth:`CommitGuards.ack_batch`), so their sources are fingerprinted
-(:mod:`pinapp.topology.faust_ext.fingerprints`).
+Design notes: docs/architecture.md, "pinapp/topology/faust_ext/guards.py".
 """
 
 from __future__ import annotations

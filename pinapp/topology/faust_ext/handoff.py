@@ -1,48 +1,6 @@
 """The consumer's fetch loop: a task-free hand-off, and no record of a batch fetched before a seek.
 
-**Hand-off.** faust-streaming 0.15.3 hands every fetched message to its stream with
-``await self.wait_first(callback(message), self.suspend_flow.wait())``: four futures and an
-``asyncio.wait`` per message, so that a hand-off blocked on a full stream buffer can be
-abandoned when a rebalance suspends flow. Here the hand-off coroutine is first stepped
-synchronously. Almost always the stream buffer has room and it completes at once: no task,
-no wait. Only when it blocks is it finished under the original ``wait_first``, which still
-abandons it when flow is suspended: faust's promise is kept.
-
-**Seek epochs** (the consumer half of the recovery-race fix; the other half is
-:mod:`pinapp.topology.faust_ext.recovery`). faust's ``getmany`` keeps yielding the batch it fetched
-until flow stops or the generation changes, but not when a partition is *sought*. A seek
-sets faust's read offset back to the committed offset; a record of the old batch handed
-over after it sets the read offset past the records the seek is about to fetch again, and
-those are then dropped as already read ("DROPPED MESSAGE ROFF"): a hole in the acked
-offsets, never filled. So every seek counts itself, at its start and at its end, for all
-partitions (``perform_seek``) or for one (``seek``, and pinapp's own refetches), and each
-fetch notes the counts when it is sent to the consumer thread. A record of a partition
-sought since its fetch was sent is *stale*: the fetch may have read before or after the
-seek took effect, so which records come next is unknown.
-
-The protocol, in order, for each fetched record of partition P:
-
-1. stale (P sought since the fetch was sent): drop it and the rest of P's records in this
-   batch, and fetch P again from the lower of this offset and the read offset the seek
-   left (at most one such refetch per partition and batch). Nothing is lost whichever
-   side of the seek the fetch read, and nothing of the old batch moves the read offset;
-2. the gap guard (:mod:`pinapp.topology.faust_ext.guards`) when it follows a gap;
-3. hand it over; then, unless P was sought meanwhile, record its offset as read (a record
-   whose hand-off straddled a seek is delivered, and may be processed twice: the sinks
-   are idempotent).
-
-**Runs** (topics read with :class:`pinapp.topology.faust_ext.batches.FetchedBatches`). A record of
-such a topic is not handed over alone: after steps 1 and 2 it joins its partition's *run*
-(its records of this fetch) and is booked as read at once, so step 2 sees the run as
-delivered. A run is handed to the topic's inbox whole, when the fetch has been gone through
-or when it reaches the agent's batch size, and before P is fetched again for a gap. At that
-point step 1 applies to the whole run: if P was sought since the fetch, the run is dropped
-and P fetched again from its first record (the seek, not the run, owns the read offset).
-
-:meth:`HandoffConsumer._drain_messages` is faust's ``Consumer._drain_messages`` with these
-changes (fingerprinted, :mod:`pinapp.topology.faust_ext.fingerprints`). Private faust names used:
-``_read_offset``, ``_commit_every``, ``_n_acked``, ``_stopped``, ``_add_gap``, ``diag``
-flags; none has a public equivalent.
+Design notes: docs/architecture.md, "pinapp/topology/faust_ext/handoff.py".
 """
 
 from __future__ import annotations

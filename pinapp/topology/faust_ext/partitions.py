@@ -4,10 +4,7 @@
 :class:`pinapp.archive.archiver.PartitionControl`: pause and resume fetching without losing
 anything, the committed offset, and giving records up without acking them.
 
-Private names used: the consumer thread's aiokafka consumer (``_thread._ensure_consumer()``,
-``call_thread``: aiokafka's pause state and position must be changed in that thread) and
-``Consumer._unacked_messages`` (faust's set of delivered, unacked messages, which it waits on
-at revocation and shutdown; there is no public way to take a message out of it).
+Design notes: docs/architecture.md, "pinapp/topology/faust_ext/partitions.py".
 """
 
 from __future__ import annotations

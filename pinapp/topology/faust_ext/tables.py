@@ -1,20 +1,6 @@
 """Table reads and writes per batch, routed by each record's own partition.
 
-faust routes a table read or write to the local RocksDB partition, and the changelog
-partition, of the *current event*. A batch mixes partitions (and the batch hand-off of
-:mod:`.batches` makes no events at all), so faust's own ``table[key] = value`` over a whole
-batch would put state in the wrong partition. :class:`BatchedTable` takes the partition
-instead, and reads and writes the RocksDB database of that partition directly, as the store's
-``_get``/``_set``/``_del`` do once they have found it,
-without their per-key bookkeeping (a locked LRU index from key to partition, ~6% of a
-worker's CPU; it only speeds up reads made *without* an event, such as ``/pins/<id>``, which
-search the open partitions when a key is not in it).
-
-Private names used: the rocksdb store's ``_encode_key``/``_encode_value``/``_decode_value``
-and ``_db_for_partition``, the aiokafka producer under faust's
-(``Producer._ensure_producer``), and the semantics of the store's ``_get``/``_set``/``_del``
-and of ``Producer.send`` (fingerprinted). faust's public ``table[key] = value`` does the same
-work per record at ~130 µs.
+Design notes: docs/architecture.md, "pinapp/topology/faust_ext/tables.py".
 """
 
 from __future__ import annotations

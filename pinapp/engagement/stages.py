@@ -1,37 +1,9 @@
-"""The engagement stages over one batch, and batches overlapped: the topology's logic, free of faust.
+"""The engagement stages over one batch, free of faust (``agents.engagement`` runs them).
 
-``agents.engagement`` runs this on the batches faust fetches from ``events``; each stage
-is a function of its own module (events, dedup, geo, rows) and this module orders them,
-batch by batch:
-
-1. validate every input; malformed ones are dead-lettered;
-2. drop duplicates (the ``seen`` table), within the batch too (replays from the archive
-   pass the seen check: their rows are kept single by primary key);
-3. resolve each pin-related event's pin: the pin cache, then SingleStore, then the pin
-   the event carries; else category ``unknown``;
-4. enrich with geo-location and category, and build rows (and an ``experiment_exposures``
-   row per experiment an event carries);
-5. write all rows in one transaction with the rollups they add to and each partition's
-   position (:mod:`pinapp.domain.positions`: exactly once, fenced against a zombie; retried
-   while the database is down);
-6. only then mark the events seen and sweep expired dedup entries;
-7. wait until Kafka has the batch's changelog records and dead letters.
-
-Steps 1-4 *prepare* a batch, 5-7 *commit* it. :class:`OverlappedBatches` prepares batch
-N+1 while batch N's transaction runs in the database; commits begin in order, one at a
-time, and a batch is acknowledged only once its commit is done, so offsets are committed
-only for events whose rows are in SingleStore (exactly once there, by the positions) and
-whose dead letters and changelog records are in Kafka. A failing local store or Kafka
-refusing a send is an outage: the batch waits and is tried again, nothing is dead-lettered.
-The events of the batch being written count as already in the batch for dedup, so a
-duplicate that straddles two batches is dropped as one within a batch is.
-
-What the stages need from the worker is a few small interfaces (as the archiver's
-:class:`~pinapp.archive.archiver.PartitionControl`): the changelog-backed tables as
-:class:`PartitionedTable`, the database as :class:`RowStore`, the dead-letter topic as
-:class:`DeadLetter`, the live topic as a ``publish`` coroutine. The worker passes faust's
-(``BatchedTable``, ``EngagementStore``, the topics' ``send``); the unit tests pass
-in-memory ones (tests/unit/test_engagement_batcher.py).
+Prepare: validate (malformed inputs dead-lettered), dedup (the ``seen`` table and the batch),
+resolve pins (:mod:`.pins`), enrich and build rows. Commit: write rows, rollups and positions in
+one transaction (exactly once, fenced), mark the events seen, wait until Kafka has the batch's
+changelog records and dead letters. docs/architecture.md, "The engagement stages", says why.
 """
 
 from __future__ import annotations
@@ -40,16 +12,13 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any, Final, Protocol, TypeVar
-
-from cachetools import LRUCache
+from typing import Any, Final, TypeVar
 
 from config import PipelineSettings
-from pinapp.domain import dead_letters
 from pinapp.domain.ddl import EXPOSURES
 from pinapp.domain.dead_letters import is_replay
 from pinapp.domain.dedup import PartitionSweeper, is_duplicate
@@ -59,68 +28,14 @@ from pinapp.domain.positions import Claim, PartitionWrite, WriteOutcome, Written
 from pinapp.domain.repin_points import RepinPoint, encode_points
 from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, exposure_rows, ms_to_datetime, pin_row
 from pinapp.domain.table_values import Pin, SeenEvent
-from pinapp.errors import InvalidEvent, LostOwnership, SinkError, StateStoreError, StateStoreLost
+from pinapp.engagement.pins import PinResolver
+from pinapp.engagement.ports import DeadLetter, Locator, PartitionedTable, RowStore, SourceRecord
+from pinapp.errors import InvalidEvent, LostOwnership, SinkError, StateStoreError
 from pinapp.telemetry import health, metrics
 
-__all__ = [
-    "DeadLetter",
-    "EngagementBatcher",
-    "Locator",
-    "OverlappedBatches",
-    "PartitionedTable",
-    "RowStore",
-    "SourceRecord",
-]
+__all__ = ["EngagementStages", "PreparedBatch"]
 
 logger = logging.getLogger(__name__)
-
-
-class SourceRecord(dead_letters.SourceRecord, Protocol):
-    """A consumed record of the events topic (faust's ``Message`` is one), with its headers."""
-
-    @property
-    def headers(self) -> Any: ...  # pairs or a mapping, as faust gives them
-
-
-class PartitionedTable(Protocol):
-    """A changelog-backed table read and written by partition (``BatchedTable`` in the worker).
-
-    Writes are seen by later reads at once; :meth:`flush` sends their changelog records.
-    """
-
-    def get(self, partition: int, key: bytes) -> Any: ...
-    def set(self, partition: int, key: bytes, value: Any) -> None: ...
-    def set_many(self, partition: int, items: Iterable[tuple[bytes, Any]]) -> None: ...
-    def delete_many(self, partition: int, keys: Iterable[bytes]) -> None: ...
-    def partition_items(self, partition: int) -> Callable[[bytes | None], Iterator[tuple[bytes, bytes]]]:
-        """``items(from_key)``: the partition's raw pairs in key order (what the dedup sweeper walks)."""
-
-    async def flush(self) -> None: ...
-    async def unconfirmed(self) -> list[BaseException]:
-        """Wait for the changelog records flushed so far; send again what Kafka did not take."""
-
-
-class RowStore(Protocol):
-    """The SingleStore tables (``EngagementStore`` in the worker)."""
-
-    async def write(self, writes: Sequence[PartitionWrite], claim: Claim) -> WriteOutcome:
-        """Write in one transaction, exactly once; retries outages, raises ``SinkError`` if rows are rejected."""
-
-    async def fetch_pins(self, pin_ids: Iterable[str]) -> dict[str, Pin]: ...
-
-
-class Locator(Protocol):
-    """IP -> location (``GeoLocator`` in the worker)."""
-
-    def lookup(self, ip: str) -> GeoLocation: ...
-
-
-class DeadLetter(Protocol):
-    """Sends an input to the dead-letter topic (``pinapp.topology.topics.dead_letters``)."""
-
-    async def __call__(self, record: Any, reason: str, *, kind: str, stage: str) -> None: ...
-    async def unconfirmed(self) -> list[BaseException]:
-        """Wait for the dead letters sent so far; send again what Kafka did not take."""
 
 
 @dataclass(slots=True)
@@ -129,7 +44,7 @@ class _Accepted:
 
     source: SourceRecord
     event: Event
-    pin: Pin | None
+    pin: Pin | None = None
     row: Row | None = None
     geo: GeoLocation | None = None
     exposures: list[Row] | None = None  # its experiment_exposures rows, if it carries experiments
@@ -141,7 +56,7 @@ _EXPOSURES: Final = attrgetter("exposures")
 
 
 @dataclass(slots=True)
-class _Prepared:
+class PreparedBatch:
     """A batch validated, deduplicated and enriched: what its commit writes."""
 
     batch: Sequence[SourceRecord]
@@ -151,7 +66,7 @@ class _Prepared:
     claim: Claim
 
 
-class EngagementBatcher:
+class EngagementStages:
     """Runs the stages over one batch. One instance per agent, for the worker's life."""
 
     def __init__(
@@ -178,9 +93,7 @@ class EngagementBatcher:
         self.horizon_ms = int(settings.dedup_horizon_s * 1000)
         self.future_skew_ms = int(settings.future_skew_s * 1000)
         self.sweep_per_event = settings.dedup_sweep_per_event
-        # Decoded pins, in front of the pin cache table: pins do not change, and popular
-        # pins are read for most events. Filled on every read and write of the table.
-        self.recent_pins: LRUCache[str, Pin] = LRUCache(maxsize=max(1, settings.pin_lru_size))
+        self.pin_resolver = PinResolver(pins, store, lru_size=settings.pin_lru_size)
         self.sweeper = PartitionSweeper(decode_key=bytes.decode, decode_value=SeenEvent.from_bytes)
         self.build_row = row_builder  # build_row; the fault tests' poisoning one (pinapp.topology.fault_hooks)
 
@@ -207,16 +120,16 @@ class EngagementBatcher:
 
     async def prepare(
         self, batch: Sequence[SourceRecord], *, in_flight: Mapping[str, tuple[int, int]] | None = None
-    ) -> _Prepared:
+    ) -> PreparedBatch:
         """Steps 1-4. ``in_flight``: event id -> (partition, offset) of the batch being written."""
         now_ms = int(time.time() * 1000)
         claim = self.claim(batch)
         accepted = await self._validate_and_dedup(batch, now_ms, in_flight or {})
-        await self._resolve_missing_pins(accepted)
+        await self.pin_resolver.resolve(accepted)  # writes the pin cache: PinResolver says why
         learned = await self._enrich(accepted)
-        return _Prepared(batch, now_ms, accepted, learned, claim)
+        return PreparedBatch(batch, now_ms, accepted, learned, claim)
 
-    async def commit(self, prepared: _Prepared) -> None:
+    async def commit(self, prepared: PreparedBatch) -> None:
         """Steps 5-6, then the changelog records and the live feed; returns once Kafka has every
         changelog record and dead letter of the batch (only then may it be acked)."""
         await self._write(prepared)
@@ -260,7 +173,7 @@ class EngagementBatcher:
     ) -> list[_Accepted]:
         accepted: list[_Accepted] = []
         in_batch: dict[str, tuple[int, int]] = dict(in_flight)
-        duplicates = from_event = hits = invalid = 0
+        duplicates = invalid = 0
         for msg in batch:
             try:
                 event = parse_event(msg.value or b"", max_bytes=self.max_bytes)
@@ -280,50 +193,13 @@ class EngagementBatcher:
                 duplicates += 1
                 continue
             in_batch[event.event_id] = where
-            pin: Pin | None = None
-            if event.event_type is EventType.PIN:
-                assert event.carried_pin is not None, "a pin event always carries its pin"
-                pin = Pin.from_event_field(event.carried_pin)
-                self._save_pin(msg.partition, pin)
-                from_event += 1
-            elif event.pin_id is not None:
-                pin = self._cached_pin(msg.partition, event.pin_id)
-                hits += pin is not None
-            accepted.append(_Accepted(msg, event, pin))
+            accepted.append(_Accepted(msg, event))
         metrics.DUPLICATES_DROPPED.inc(duplicates)
         metrics.STAGE_EVENTS.labels(stage="validate", outcome="dead_lettered").inc(invalid)
         metrics.STAGE_EVENTS.labels(stage="validate", outcome="out").inc(len(batch) - invalid)
         metrics.STAGE_EVENTS.labels(stage="dedup", outcome="duplicate").inc(duplicates)
         metrics.STAGE_EVENTS.labels(stage="dedup", outcome="out").inc(len(accepted))
-        metrics.PIN_CACHE.labels(result="event").inc(from_event)
-        metrics.PIN_CACHE.labels(result="hit").inc(hits)
         return accepted
-
-    async def _resolve_missing_pins(self, accepted: list[_Accepted]) -> None:
-        """Cache misses: one SingleStore lookup for the batch, then the event's own pin."""
-        missing = [a for a in accepted if a.pin is None and a.event.pin_id is not None]
-        if not missing:
-            return
-        from_db = await self.store.fetch_pins(a.event.pin_id for a in missing)  # type: ignore[misc]  # not None: filtered above
-        for item in missing:
-            pin_id = item.event.pin_id
-            assert pin_id is not None
-            cached = self._cached_pin(
-                item.source.partition, pin_id
-            )  # an earlier event of this batch may have filled it
-            if cached is not None:
-                item.pin = cached
-                metrics.PIN_CACHE.labels(result="hit").inc()
-            elif pin_id in from_db:
-                item.pin = from_db[pin_id]
-                self._save_pin(item.source.partition, item.pin)
-                metrics.PIN_CACHE.labels(result="database").inc()
-            elif item.event.carried_pin is not None:
-                item.pin = Pin.from_event_field(item.event.carried_pin)
-                self._save_pin(item.source.partition, item.pin)
-                metrics.PIN_CACHE.labels(result="event").inc()
-            else:
-                metrics.PIN_CACHE.labels(result="miss").inc()
 
     def _seen_entry(self, partition: int, event_id: str) -> SeenEvent | None:
         raw = self.seen.get(partition, event_id.encode())
@@ -334,18 +210,6 @@ class EngagementBatcher:
         except ValueError as exc:  # dedup falls back on the sink's primary key
             logger.warning("ignoring undecodable dedup entry of %r: %s", event_id, exc)
             return None
-
-    def _cached_pin(self, partition: int, pin_id: str) -> Pin | None:
-        pin = self.recent_pins.get(pin_id)
-        if pin is None:
-            pin = self.pins.get(partition, pin_id.encode())
-            if pin is not None:
-                self.recent_pins[pin_id] = pin
-        return pin
-
-    def _save_pin(self, partition: int, pin: Pin) -> None:
-        self.pins.set(partition, pin.pin_id.encode(), pin)
-        self.recent_pins[pin.pin_id] = pin
 
     async def _enrich(self, accepted: list[_Accepted]) -> dict[int, Row]:
         learned_pins: dict[int, Row] = {}
@@ -373,7 +237,7 @@ class EngagementBatcher:
 
     def _partition_writes(
         self,
-        prepared: _Prepared,
+        prepared: PreparedBatch,
         items: Iterable[_Accepted],
         *,
         learned: bool = True,
@@ -415,7 +279,7 @@ class EngagementBatcher:
             writes[partition].event_ts = ms_to_datetime(ts_ms)
         return list(writes.values())
 
-    async def _write(self, prepared: _Prepared) -> None:
+    async def _write(self, prepared: PreparedBatch) -> None:
         accepted = prepared.accepted
         started = time.perf_counter()
         try:
@@ -437,7 +301,7 @@ class EngagementBatcher:
             metrics.ROWS_WRITTEN.labels(table=event_type.value).inc(n)
         metrics.ROWS_WRITTEN.labels(table=EXPOSURES.name).inc(sum(map(len, filter(None, map(_EXPOSURES, accepted)))))
 
-    async def _write_one_by_one(self, prepared: _Prepared) -> WriteOutcome:
+    async def _write_one_by_one(self, prepared: PreparedBatch) -> WriteOutcome:
         """The database rejected the batch: find the rows it rejects and dead-letter them.
 
         Each event is written alone (its learned pin row, if refused, dropped with a log line:
@@ -518,109 +382,3 @@ class EngagementBatcher:
             )
             if expired:
                 self.seen.delete_many(partition, [key.encode() for key in expired])
-
-
-class OverlappedBatches:
-    """Batch N+1 is prepared while batch N commits; a batch is acknowledged once committed.
-
-    The database works on one core while the worker's thread prepares the next batch on the
-    other. Commits run one at a time, in the order batches were taken (the dedup marks and
-    the pins rule assume it). A batch whose preparation or commit raises is processed again
-    event by event (:meth:`EngagementBatcher.process_one_by_one`) before anything after it
-    commits. ``done`` is called with each batch once it is committed, before its ack.
-    """
-
-    def __init__(
-        self,
-        batcher: EngagementBatcher,
-        ack: Callable[[Sequence[Any]], None],
-        done: Callable[[Sequence[Any]], None] | None = None,
-        *,
-        state_retry_max_s: float = 300.0,
-        data_dir: str = "worker.data_dir",
-    ) -> None:
-        self.batcher = batcher
-        self._ack = ack
-        self._done = done
-        self._committing: asyncio.Future[None] | None = None
-        self._committing_ids: dict[str, tuple[int, int]] = {}
-        self._state_retry_max_s = state_retry_max_s
-        self._data_dir = data_dir
-
-    async def _store_retrying(self, what: Callable[[], Awaitable[_T]]) -> _T:
-        """``what()``, tried again while the local table store fails (an outage: the partitions
-        wait, ``/health`` says so); :class:`StateStoreLost` once it has failed for
-        ``state_retry_max_s``. Trying again is safe: the database write is exactly once."""
-        state = health.sink("state")
-        started = time.monotonic()
-        delay = 0.2
-        while True:
-            try:
-                result = await what()
-            except StateStoreError as exc:
-                state.failed(exc)
-                if time.monotonic() - started > self._state_retry_max_s:
-                    raise StateStoreLost(
-                        f"the local table store under {self._data_dir} failed for "
-                        f"{self._state_retry_max_s:.0f} s ({exc}); free space or replace the disk, or delete the "
-                        "folder (the tables are rebuilt from their changelogs), then restart the worker"
-                    ) from exc
-                logger.warning("%s; the batch waits and is tried again in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            if not state.ok:
-                state.succeeded()
-            return result
-
-    async def submit(self, batch: Sequence[SourceRecord]) -> None:
-        """Prepare ``batch`` (while the previous one commits), then start its commit."""
-        metrics.EVENTS_IN.inc(len(batch))
-        try:
-            prepared = await self._store_retrying(lambda: self.batcher.prepare(batch, in_flight=self._committing_ids))
-        except StateStoreLost:
-            raise
-        except Exception:
-            logger.exception("a batch of %d events failed; retrying its events one by one", len(batch))
-            await self.drain()
-            await self._store_retrying(lambda: self.batcher.process_one_by_one(batch))
-            self._committed(batch)
-            return
-        await self.drain()
-        self._committing_ids = {a.event.event_id: (a.source.partition, a.source.offset) for a in prepared.accepted}
-        self._committing = asyncio.ensure_future(self._commit(prepared))
-
-    async def drain(self) -> None:
-        """Wait for the batch being committed (its failure, isolated, included)."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
-        self._committing_ids = {}
-
-    async def cancel(self) -> None:
-        """Stop: a batch still being committed is not acknowledged (it is fetched again)."""
-        committing, self._committing = self._committing, None
-        if committing is not None and not committing.done():
-            committing.cancel()
-            await asyncio.gather(committing, return_exceptions=True)
-
-    async def _commit(self, prepared: _Prepared) -> None:
-        await self._store_retrying(lambda: self._commit_or_isolate(prepared))
-        # Its ids are marked seen now, and the dedup table decides from here on: kept in
-        # flight, they would make a resend look like a duplicate past the horizon.
-        self._committing_ids = {}
-        self._committed(prepared.batch)
-
-    async def _commit_or_isolate(self, prepared: _Prepared) -> None:
-        try:
-            await self.batcher.commit(prepared)
-        except StateStoreError:
-            raise
-        except Exception:
-            logger.exception("a batch of %d events failed; retrying its events one by one", len(prepared.batch))
-            await self.batcher.process_one_by_one(prepared.batch)
-
-    def _committed(self, batch: Sequence[SourceRecord]) -> None:
-        if self._done is not None:
-            self._done(batch)
-        self._ack(batch)
