@@ -22,7 +22,7 @@ class FetchedRun:
 
     tp: TP
     messages: list[Message]
-    generation_id: int
+    generation_id: int | None  # the group generation it was fetched in (faust: None before a join)
 
 
 class FetchedBatch(list[Message]):

@@ -15,6 +15,7 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from pinapp.telemetry.metrics import COMMIT_HOLES, FETCH_GAPS
+from pinapp.topology.faust_ext.contract import MixinBase
 
 __all__ = ["CommitGuards", "HoleWatch", "next_commit"]
 
@@ -71,26 +72,8 @@ class HoleWatch:
         return True
 
 
-class CommitGuards:
+class CommitGuards(MixinBase):
     """The commit rule and both guards, mixed into pinapp's consumer (:mod:`.app`)."""
-
-    # Set by faust's consumer, which this is mixed into (annotated for readers and mypy).
-    _acked: Any
-    _acked_index: Any
-    _gap: Any
-    _committed_offset: Any
-    _unacked_messages: Any
-    _read_offset: Any
-    _n_acked: int
-    _waiting_for_ack: Any
-    app: Any
-    log: Any
-    commit_interval: float
-    _first_delivered: dict[TP, int]  # handoff.py
-    refetch: Any  # handoff.py (HandoffConsumer.refetch)
-    assignment: Any
-    earliest_offsets: Any
-    _add_gap: Any
 
     def _init_guards(self) -> None:
         self._holes = HoleWatch()

@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
-from faust.types import TP
+from faust.types import TP, Message
 from mode import Service, ServiceT
 
 from pinapp.topology.faust_ext.batches import BatchInbox, FetchedRun
+from pinapp.topology.faust_ext.contract import MixinBase
 
 __all__ = ["HandoffConsumer"]
 
@@ -46,32 +47,10 @@ async def _resume(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
         coro.close()
 
 
-class HandoffConsumer:
+class HandoffConsumer(MixinBase):
     """The fetch loop, mixed into pinapp's consumer (:mod:`.app`) with the guards."""
 
-    # Set by faust's consumer and the guards (.guards), with which this is mixed into PinConsumer.
-    _read_offset: Any
-    _committed_offset: Any
-    _n_acked: int
-    _commit_every: int | None
-    _log_start: dict[TP, int]
-    app: Any
-    log: Any
-    diag: Any
-    transport: Any
-    callback: Any
-    getmany: Any
-    suspend_flow: asyncio.Event
-    should_stop: Any
-    consumer_stopped_errors: tuple[type[BaseException], ...]
-    assignment: Any
-    sleep: Any
-    wait_first: Any
-    commit: Any
-    learn_log_starts: Any
-    _in_consumer_thread_seek: Any
-    _refetch_skipped: Any
-    _add_gap: Any
+    _n_acked: int  # the contract's; declared again because this class assigns it (mypy cannot infer it then)
 
     def _init_handoff(self) -> None:
         #: seeks of every partition, each counted at its start and at its end
@@ -181,7 +160,8 @@ class HandoffConsumer:
         await self._hand_off_run(run, self.batch_inboxes[tp.topic])
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - faust's loop
-        callback = self.callback
+        # faust's on_message is a coroutine function: its calls are handed over step by step (_resume)
+        callback = cast(Callable[[Message], Coroutine[Any, Any, Any]], self.callback)
         getmany = self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set

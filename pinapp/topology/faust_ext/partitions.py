@@ -10,19 +10,19 @@ Design notes: docs/architecture.md, "pinapp/topology/faust_ext/partitions.py".
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import TopicPartition
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
+
+from pinapp.topology.faust_ext.contract import MixinBase
 
 __all__ = ["PartitionControl"]
 
 
-class PartitionControl:
+class PartitionControl(MixinBase):
     """Mixed into pinapp's consumer (:mod:`.app`)."""
-
-    _thread: Any
-    _unacked_messages: Any
 
     async def pause_fetching(self, tps: Iterable[TP]) -> None:
         """Stop fetching ``tps`` until :meth:`resume_fetching`, without dropping anything.
@@ -45,18 +45,20 @@ class PartitionControl:
             self._unacked_messages.discard(message)
 
     async def _in_consumer_thread(self, method: str, tps: Iterable[TP]) -> None:
-        consumer = self._thread._ensure_consumer()
+        thread = cast(AIOKafkaConsumerThread, self._thread)  # the aiokafka driver's
+        consumer = thread._ensure_consumer()
         wanted = {TopicPartition(tp.topic, tp.partition) for tp in tps}
 
         async def call() -> None:
             getattr(consumer, method)(*(wanted & consumer.assignment()))
 
-        await self._thread.call_thread(call)
+        await thread.call_thread(call)
 
     async def _in_consumer_thread_seek(self, tp: TP, offset: int) -> None:
-        consumer = self._thread._ensure_consumer()
+        thread = cast(AIOKafkaConsumerThread, self._thread)  # the aiokafka driver's
+        consumer = thread._ensure_consumer()
 
         async def call() -> None:
             consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
 
-        await self._thread.call_thread(call)
+        await thread.call_thread(call)
