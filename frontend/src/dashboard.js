@@ -4,16 +4,11 @@
 
 (function () {
   const REFRESH_MS = 5000;
-  const TREND_MINUTES = 5;    // the trend panel's recent window (the half hour before is its baseline)
   const TYPES = ["pin", "repin", "comment", "like", "login"];
   const COLORS = { pin: "#e60023", repin: "#ff8a00", comment: "#3fb950", like: "#58a6ff", login: "#a371f7" };
-  const el = (id) => document.getElementById(id);
+  const { TREND_MINUTES, el, row, getJson, poll } = window.pinapp;
   const state = { refreshes: 0, errors: 0, rows: {}, alertScore: Infinity, provisionalFrom: null };
   window.pinappDashboard = state;  // for the browser tests and the curious
-
-  Chart.defaults.color = "#8b949e";
-  Chart.defaults.borderColor = "#30363d";
-  Chart.defaults.animation = { duration: 300 };
 
   // A minute at or after the slowest partition's processed event time may still grow: its segment
   // is dashed, so the partial current minute does not read as a drop.
@@ -32,9 +27,7 @@
   const countries = bar("countries", "#58a6ff");
 
   async function query(name, minutes, limit) {
-    const response = await fetch(`/api/query/${name}?minutes=${minutes}&limit=${limit}`);
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error || `${name}: HTTP ${response.status}`);
+    const body = await getJson(`/api/query/${name}?minutes=${minutes}&limit=${limit}`);
     state.rows[name] = body.rows;
     if (name === "events-per-minute") state.provisionalFrom = body.complete_until ? String(body.complete_until).slice(0, 16) : null;
     if (body.alert_score !== undefined) state.alertScore = body.alert_score;
@@ -44,14 +37,10 @@
   function renderTrending(id, rows) {
     // rows: [item, recent, baseline, score], best first; a score past the alert threshold is lit.
     const body = el(id).tBodies[0];
-    body.replaceChildren(...rows.map(([item, recent, baseline, score]) => {
-      const tr = document.createElement("tr");
-      if (Number(score) >= state.alertScore) tr.className = "hot";
-      for (const [value, cls] of [[item ?? "??", ""], [recent, "num"], [baseline, "num"], [Number(score).toFixed(1), "num"]]) {
-        const td = document.createElement("td"); td.textContent = value; if (cls) td.className = cls; tr.append(td);
-      }
-      return tr;
-    }));
+    body.replaceChildren(...rows.map(([item, recent, baseline, score]) => row(
+      [[item ?? "??", ""], [recent, "num"], [baseline, "num"], [Number(score).toFixed(1), "num"]],
+      Number(score) >= state.alertScore ? "hot" : "",
+    )));
   }
 
   function renderPerMinute(rows) {
@@ -77,42 +66,27 @@
 
   function renderMostRepinned(rows) {
     const body = el("most-repinned").tBodies[0];
-    body.replaceChildren(...rows.map(([pinId, title, category, repins]) => {
-      const tr = document.createElement("tr");
-      for (const [value, cls] of [[pinId, ""], [title || "", ""], [category || "", ""], [repins, "num"]]) {
-        const td = document.createElement("td"); td.textContent = value; if (cls) td.className = cls; tr.append(td);
-      }
-      return tr;
-    }));
+    body.replaceChildren(...rows.map(([pinId, title, category, repins]) => row(
+      [[pinId, ""], [title || "", ""], [category || "", ""], [repins, "num"]],
+    )));
   }
 
   async function refresh() {
     const minutes = Number(el("window").value);
-    const status = el("status");
-    try {
-      const [perMin, cats, ctry, most, tPins, tCats, tCtry] = await Promise.all([
-        query("events-per-minute", minutes, (minutes + 2) * TYPES.length),  // every minute of the window
-        query("top-categories", minutes, 10),
-        query("top-countries", minutes, 10),
-        query("most-repinned", minutes, 10),
-        query("trending-pins", TREND_MINUTES, 8),
-        query("trending-categories", TREND_MINUTES, 5),
-        query("trending-countries", TREND_MINUTES, 5),
-      ]);
-      renderPerMinute(perMin); renderBar(categories, cats); renderBar(countries, ctry); renderMostRepinned(most);
-      renderTrending("trending-pins", tPins); renderTrending("trending-categories", tCats);
-      renderTrending("trending-countries", tCtry);
-      state.refreshes += 1;
-      status.textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
-      status.className = "status";
-    } catch (err) {
-      state.errors += 1;
-      status.textContent = String(err.message || err);
-      status.className = "status error";
-    }
+    const [perMin, cats, ctry, most, tPins, tCats, tCtry] = await Promise.all([
+      query("events-per-minute", minutes, (minutes + 2) * TYPES.length),  // every minute of the window
+      query("top-categories", minutes, 10),
+      query("top-countries", minutes, 10),
+      query("most-repinned", minutes, 10),
+      query("trending-pins", TREND_MINUTES, 8),
+      query("trending-categories", TREND_MINUTES, 5),
+      query("trending-countries", TREND_MINUTES, 5),
+    ]);
+    renderPerMinute(perMin); renderBar(categories, cats); renderBar(countries, ctry); renderMostRepinned(most);
+    renderTrending("trending-pins", tPins); renderTrending("trending-categories", tCats);
+    renderTrending("trending-countries", tCtry);
   }
 
-  el("window").addEventListener("change", refresh);
-  refresh();
-  setInterval(refresh, REFRESH_MS);
+  const run = poll(refresh, REFRESH_MS, state);
+  el("window").addEventListener("change", run);
 })();

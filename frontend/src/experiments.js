@@ -6,17 +6,9 @@
 (function () {
   const REFRESH_MS = 5000;
   const COLORS = ["#58a6ff", "#ff8a00", "#3fb950", "#a371f7", "#e60023", "#ffc83d"];
-  const el = (id) => document.getElementById(id);
+  const { el, row, getJson, poll } = window.pinapp;
   const state = { refreshes: 0, errors: 0, experiments: [], charts: {} };
   window.pinappExperiments = state;  // for the browser tests and the curious
-
-  Chart.defaults.color = "#8b949e";
-  Chart.defaults.borderColor = "#30363d";
-  Chart.defaults.animation = false;
-
-  function cell(tr, value, cls) {
-    const td = document.createElement("td"); td.textContent = value; if (cls) td.className = cls; tr.append(td);
-  }
 
   function section(exp) {
     let box = el(`exp-${exp.name}`);
@@ -33,17 +25,13 @@
     const verdict = box.querySelector(".verdict");
     verdict.textContent = exp.verdict;
     verdict.className = `verdict ${exp.mismatch ? "mismatch" : (exp.p_value === null ? "muted" : "ok")}`;
-    box.querySelector(".allocation tbody").replaceChildren(...Object.keys(exp.shares).map((g) => {
-      const tr = document.createElement("tr");
-      cell(tr, g); cell(tr, `${(100 * exp.shares[g]).toFixed(0)}%`, "num");
-      cell(tr, exp.users[g].toLocaleString("en"), "num"); cell(tr, Math.round(exp.expected[g]).toLocaleString("en"), "num");
-      return tr;
-    }));
-    box.querySelector(".engagement tbody").replaceChildren(...exp.engagement.map(([g, type, events, users]) => {
-      const tr = document.createElement("tr");
-      cell(tr, g); cell(tr, type); cell(tr, events.toLocaleString("en"), "num"); cell(tr, users.toLocaleString("en"), "num");
-      return tr;
-    }));
+    box.querySelector(".allocation tbody").replaceChildren(...Object.keys(exp.shares).map((g) => row([
+      [g, ""], [`${(100 * exp.shares[g]).toFixed(0)}%`, "num"],
+      [exp.users[g].toLocaleString("en"), "num"], [Math.round(exp.expected[g]).toLocaleString("en"), "num"],
+    ])));
+    box.querySelector(".engagement tbody").replaceChildren(...exp.engagement.map(([g, type, events, users]) => row([
+      [g, ""], [type, ""], [events.toLocaleString("en"), "num"], [users.toLocaleString("en"), "num"],
+    ])));
     renderTimeline(exp, box.querySelector("canvas"));
   }
 
@@ -72,24 +60,11 @@
   }
 
   async function refresh() {
-    const status = el("status");
-    try {
-      const response = await fetch("/api/experiments");
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-      state.experiments = body.experiments;
-      el("none").hidden = body.experiments.length > 0;
-      body.experiments.forEach(section);
-      state.refreshes += 1;
-      status.textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
-      status.className = "status";
-    } catch (err) {
-      state.errors += 1;
-      status.textContent = String(err.message || err);
-      status.className = "status error";
-    }
+    const body = await getJson("/api/experiments");
+    state.experiments = body.experiments;
+    el("none").hidden = body.experiments.length > 0;
+    body.experiments.forEach(section);
   }
 
-  refresh();
-  setInterval(refresh, REFRESH_MS);
+  poll(refresh, REFRESH_MS, state);
 })();

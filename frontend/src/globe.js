@@ -13,7 +13,7 @@
 
   const canvas = document.getElementById("globe");
   const ctx = canvas.getContext("2d");
-  const el = (id) => document.getElementById(id);
+  const { TREND_MINUTES, el } = window.pinapp;
   const state = {
     received: 0,        // points received since the page opened
     drawn: 0,           // circles drawn (each point is drawn once it is on the visible side)
@@ -127,9 +127,9 @@
   }
 
   async function loadTrending() {
-    // Pins scoring past the alert threshold over the last 5 minutes; the globe lights their repins.
+    // Pins scoring past the alert threshold over the trend window; the globe lights their repins.
     try {
-      const response = await fetch("/api/query/trending-pins?minutes=5&limit=20");
+      const response = await fetch(`/api/query/trending-pins?minutes=${TREND_MINUTES}&limit=20`);
       if (!response.ok) return;
       const body = await response.json();
       state.trending = new Set(body.rows.filter((r) => Number(r[3]) >= body.alert_score).map((r) => r[0]));

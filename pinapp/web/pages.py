@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import Any, Final
 
 import orjson
@@ -33,7 +35,7 @@ from pinapp.telemetry import metrics
 from pinapp.topology.app import app, settings
 from pinapp.web.live_feed import LiveFeed
 
-__all__ = ["frontend_dir"]
+__all__ = ["PAGES", "Page", "frontend_dir"]
 
 #: Files the pages load from the npm packages, by the name they are served under.
 VENDOR_FILES: Final = {
@@ -56,6 +58,58 @@ MAX_LIMIT: Final = 5 * (MAX_MINUTES + 2)  # events-per-minute: a row per type an
 KEEPALIVE_S: Final = 15.0
 
 
+@dataclass(frozen=True)
+class Page:
+    """A page: ``frontend/src/<name>.html`` (its header controls and ``<main>``) in ``layout.html``."""
+
+    path: str
+    name: str  # its .html and .js in frontend/src
+    title: str
+    nav: str  # its link's text
+    vendor: tuple[str, ...] = ()  # VENDOR_FILES its script needs
+    status: str = "loading…"
+
+
+PAGES: Final = (
+    Page("/", "dashboard", "engagement", "Dashboard", ("chart.umd.min.js",)),
+    Page(
+        "/globe",
+        "globe",
+        "live repins",
+        "Live globe",
+        ("d3-array.min.js", "d3-geo.min.js", "topojson-client.min.js"),
+        "connecting…",
+    ),
+    Page("/experiments", "experiments", "experiments", "Experiments", ("chart.umd.min.js",)),
+)
+_MORE_LINKS: Final = (("/tables", "Tables"), ("/health", "Health"), ("/metrics", "Metrics"))
+
+
+def _page_response(view: View, page: Page) -> Response:
+    src = frontend_dir() / "src"
+    try:
+        layout = Template((src / "layout.html").read_text())
+        fragment = (src / f"{page.name}.html").read_text()
+    except FileNotFoundError as exc:
+        return view.error(503, f"{exc.filename} is missing: the pages are in frontend/src")
+    controls, main, rest = fragment.partition("<main")
+    links = [(p.path, p.nav) for p in PAGES] + list(_MORE_LINKS)
+    here = ' class="here"'
+    nav = "".join(f'<a href="{href}"{here if href == page.path else ""}>{text}</a>' for href, text in links)
+    html = layout.substitute(
+        title=page.title,
+        nav=nav,
+        controls=controls.strip(),
+        status=page.status,
+        main=(main + rest).strip(),
+        vendor="\n  ".join(f'<script src="/vendor/{name}"></script>' for name in page.vendor),
+        name=page.name,
+    )
+    response = view.bytes(html.encode(), content_type="text/html")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
 def frontend_dir() -> Path:
     """``worker.frontend_dir``, else the ``frontend/`` folder next to the package."""
     return settings.worker.frontend_dir or Path(__file__).resolve().parents[2] / "frontend"
@@ -70,28 +124,18 @@ def _file_response(view: View, path: Path) -> Response:
     return response
 
 
-@app.page("/")
-class DashboardPage(View):
-    """Engagement per type per minute, top categories and countries, most-repinned pins."""
+def _page_view(page: Page) -> type[View]:
+    class PageView(View):
+        async def get(self, request: Request, **kwargs: Any) -> Response:
+            return _page_response(self, page)
 
-    async def get(self, request: Request, **kwargs: Any) -> Response:
-        return _file_response(self, frontend_dir() / "src" / "dashboard.html")
-
-
-@app.page("/globe")
-class GlobePage(View):
-    """Every repin of the cluster as an expanding circle where it happened."""
-
-    async def get(self, request: Request, **kwargs: Any) -> Response:
-        return _file_response(self, frontend_dir() / "src" / "globe.html")
+    PageView.__name__ = f"{page.name.title()}Page"
+    PageView.__doc__ = f"The {page.title} page."
+    return PageView
 
 
-@app.page("/experiments")
-class ExperimentsPage(View):
-    """Each experiment: allocation over time, engagement per group, the sample-ratio verdict."""
-
-    async def get(self, request: Request, **kwargs: Any) -> Response:
-        return _file_response(self, frontend_dir() / "src" / "experiments.html")
+for _page in PAGES:
+    app.page(_page.path)(_page_view(_page))
 
 
 @app.page("/static/{name}")
