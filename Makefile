@@ -105,7 +105,7 @@ test: setup lint $(HELM)
 unit: setup $(HELM)
 	pytest tests/unit
 
-# helm, for the chart's tests (tests/unit/test_helm_chart.py: helm template, then every object
+# helm, for the chart's tests (tests/unit/deploy/test_helm_chart.py: helm template, then every object
 # validated offline against the Kubernetes schemas), from the Go module proxy into .stack/tools.
 # A cold build fetches ~180 modules and compiles for a few minutes on 2 cores; then it is cached.
 helm: $(HELM)

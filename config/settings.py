@@ -6,7 +6,7 @@ environment variables (``BROKER_URL``, ``WEB_PORT``, ``APP_DATADIR``, ``FAUST_DE
 are *not* a source at all: :class:`pinapp.topology.faust_ext.PinApp` builds faust's settings with
 an empty environment from what :mod:`pinapp.topology.app` passes from this object, and the worker
 command passes faust's command-line options whose defaults faust reads from the
-environment (``tests/unit/test_faust_env.py``).
+environment (``tests/unit/topology/test_faust_env.py``).
 """
 
 from __future__ import annotations

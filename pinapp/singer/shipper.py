@@ -30,7 +30,7 @@ from pinapp.singer.status import StreamStats, heartbeat_doc, status_path, stream
 from pinapp.singer.watermark import Watermark
 from pinapp.telemetry import metrics
 
-__all__ = ["NotAcknowledged", "Singer", "StreamStats", "line_key", "status_path"]
+__all__ = ["PIN_TYPES", "NotAcknowledged", "Singer", "line_key", "produce_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class _KeyFields(msgspec.Struct):
 
 _decode_key_fields = msgspec.json.Decoder(_KeyFields).decode
 #: The event types keyed by ``pin_id``, for the C key rule.
-_PIN_TYPES = tuple(sorted(t.value for t in PIN_EVENT_TYPES))
+PIN_TYPES = tuple(sorted(t.value for t in PIN_EVENT_TYPES))
 #: librdkafka's log levels (syslog's) as the logging module's.
 _LOG_LEVELS = {
     0: logging.CRITICAL,
@@ -84,7 +84,7 @@ def _key_id(value: Any) -> str | None:
     return value if kind is str else str(value) if kind is int else None
 
 
-def _produce_lines(producer: Producer, topic: str, lines: list[bytes]) -> None:
+def produce_lines(producer: Producer, topic: str, lines: list[bytes]) -> None:
     """``lines``, in order, each with its key: the C loop keys and produces the lines it can, and
     stops at any it leaves to :func:`line_key` (not JSON, escapes in a key field, other types...),
     which is produced from here before the loop goes on after it."""
@@ -162,7 +162,7 @@ class Singer:
         (re)start, and the first after every failure, would wait for nothing.
         """
         if self._producer is None:
-            producer = Producer(self._producer_config(), _PIN_TYPES)
+            producer = Producer(self._producer_config(), PIN_TYPES)
             try:
                 for topic in (self.topic, self.dlq_topic, self.conf.status_topic):
                     await asyncio.to_thread(producer.wait_for_topic, topic, self.conf.request_timeout_s)
@@ -192,7 +192,7 @@ class Singer:
             lines, over_long = item.split(self.max_line, self.keep)
             for line in over_long:
                 dead += self._dead_letter(producer, line)
-            _produce_lines(producer, self.topic, lines)
+            produce_lines(producer, self.topic, lines)
         return dead
 
     def _dead_letter(self, producer: Producer, line: Line) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "dead_letter_source",
     "expected_from_topic",
     "expected_from_truth",
+    "reconcile",
 ]
 
 ExpectedIds = dict[EventType, set[str]]
@@ -193,7 +194,7 @@ async def _pending(
     return Pending(frozenset(rows), frozenset(bad), frozenset(archive))
 
 
-def _reconcile(
+def reconcile(
     expected: ExpectedIds,
     tables: dict[EventType, list[str]],
     archived: dict[EventType, set[str]] | None,
@@ -266,7 +267,7 @@ async def audit(
         result = AuditReport(
             source,
             strict,
-            _reconcile(expected, tables, archived, pending),
+            reconcile(expected, tables, archived, pending),
             report,
             rollups,
             dead_letters,

@@ -1,7 +1,7 @@
 """A worker's start-up, before faust is imported: allocator, data dir, topics, faust's command line.
 
 faust reads ``FAUST_*``/``F_*`` variables when it is imported, so this module imports the
-faust app only once they are cleared (``tests/unit/test_faust_env.py``).
+faust app only once they are cleared (``tests/unit/topology/test_faust_env.py``).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from pinapp.archive.layout import ObjectKey
 from pinapp.archive.records import ArchivedRecord
 from pinapp.archive.verify import archived_objects, archiver_group, committed_offsets
 from pinapp.domain.geo import GeoLocator
-from pinapp.tools.generator import GeneratedRecord
+from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
 
 __all__ = ["Pipeline", "WorkerProcess", "free_port"]
 
@@ -625,3 +625,39 @@ class Pipeline:
             await asyncio.sleep(0.5)
         logs = "\n".join(f"{w.log_tail(30)}\n{w.diagnose()}" for w in self.workers)
         raise AssertionError(f"rows did not arrive in {timeout}s: have {counts}, want {expected}\n{logs}")
+
+
+def traffic(pipeline: Pipeline, seed: int, count: int) -> tuple[list[GeneratedRecord], Path, dict[str, list[str]]]:
+    """``count`` generated records and their ground-truth file."""
+    gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.03, malformed_ratio=0.01), GeoLocator())
+    records = [next(gen) for _ in range(count)]
+    truth = pipeline.tmp / "truth.json"
+    gen.truth.write(truth)
+    return records, truth, gen.truth.event_ids
+
+
+def assert_clean(pipeline: Pipeline, truth: Path, *workers: WorkerProcess) -> str:
+    """``pinapp audit`` against ``truth`` is clean (else the workers' log tails say why); its report."""
+    audit = pipeline.audit(truth)
+    logs = "\n".join(w.log_tail(30) for w in workers)
+    assert audit.returncode == 0, f"{audit.stdout}{audit.stderr}\n{logs}"
+    assert "audit: CLEAN" in audit.stdout
+    return audit.stdout
+
+
+async def wait_for(check: object, what: str, timeout: float = 90.0) -> None:
+    """Until ``check()`` is true, or fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def start(*workers: WorkerProcess) -> None:
+    """Start ``workers``, then wait until each is ready."""
+    for w in workers:
+        w.start()
+    for w in workers:
+        await w.wait_ready(180)

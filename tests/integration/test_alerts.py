@@ -24,7 +24,7 @@ from pinapp.domain.experiments import load_experiments
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from tests.integration.harness import REPO, Pipeline, cli_entry, free_port
-from tests.integration.test_trends import _events
+from tests.integration.test_trends import trend_events
 
 
 class Receiver:
@@ -101,7 +101,7 @@ async def test_each_condition_alerts_once_and_resolves_once(pipeline: Pipeline, 
         assert hook.messages() == [] and hook.refused == 0
 
         produced = time.monotonic()
-        await pipeline.produce([*_events(int(time.time() * 1000)), *[(b"k", b"not json")] * 400])
+        await pipeline.produce([*trend_events(int(time.time() * 1000)), *[(b"k", b"not json")] * 400])
         expected = {
             ("firing", "trend:pin:p-rising"),
             ("firing", "trend:category:gardening"),

@@ -25,8 +25,7 @@ from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
 from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator, Trend, sample_ip_pool
 from pinapp.tools.stack.packages import ensure_debian_package
-from tests.integration.harness import REPO, Pipeline, WorkerProcess
-from tests.integration.test_scale_out import _start, _traffic
+from tests.integration.harness import REPO, Pipeline, WorkerProcess, start, traffic
 
 SHOTS = REPO / "test-output" / "browser"
 #: The demo's experiments; the served traffic has the demo's allocation bug in checkout_flow.
@@ -92,11 +91,11 @@ async def _serving(pipeline: Pipeline, *, seed: int, count: int, trending: bool 
     """A started worker whose tables hold ``count`` generated events (over the last 40 minutes,
     with a trend, if ``trending``; else all of them now)."""
     worker = pipeline.worker(0)
-    await _start(worker)
+    await start(worker)
     if trending:
         records, expected = _trending_traffic(seed, count)
     else:
-        records, _, expected = _traffic(pipeline, seed=seed, count=count)
+        records, _, expected = traffic(pipeline, seed=seed, count=count)
     await pipeline.produce(records)
     await pipeline.wait_for_rows({t: len(ids) for t, ids in expected.items()})
     return worker
@@ -163,7 +162,7 @@ async def test_the_globe_shows_repins_as_they_happen(browser: Browser, served: t
         await _until(page, "window.pinappGlobe.land !== null", "the map geometry loaded")
         assert await page.evaluate("window.pinappGlobe.received") == 0
 
-        more, _, _ = _traffic(pipeline, seed=82, count=6000)
+        more, _, _ = traffic(pipeline, seed=82, count=6000)
         producing = asyncio.create_task(pipeline.produce(more, rate=600))
         try:
             await _until(page, "window.pinappGlobe.drawn >= 20", "circles drawn on the visible side")
@@ -202,7 +201,7 @@ async def test_the_dashboard_charts_engagement_and_follows_new_events(
             return "window.pinappDashboard.rows['events-per-minute'].reduce((n, r) => n + r[2], 0)"
 
         before = await page.evaluate(total_js())
-        more, _, expected = _traffic(pipeline, seed=83, count=2000)
+        more, _, expected = traffic(pipeline, seed=83, count=2000)
         await pipeline.produce(more)
         added = sum(len(ids) for ids in expected.values())
         await _until(page, f"{total_js()} >= {before + added}", "the new events in the per-minute chart", 60)
@@ -272,7 +271,7 @@ async def test_a_logged_in_browser_uses_the_dashboard_and_globe_of_a_worker_that
             await _until(page, "document.querySelectorAll('#most-repinned tbody tr').length >= 1", "top pins", 150)
             await page.goto(f"http://127.0.0.1:{worker.web_port}/globe")
             await page.wait_for_function("document.getElementById('status').textContent === 'live'", timeout=30_000)
-            more, _, _ = _traffic(pipeline, seed=85, count=3000)
+            more, _, _ = traffic(pipeline, seed=85, count=3000)
             await pipeline.produce(more, rate=600)
             await _until(page, "window.pinappGlobe.received >= 20", "repins through the authenticated stream")
             assert watch.errors == [], watch.errors

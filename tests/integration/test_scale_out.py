@@ -19,23 +19,13 @@ import orjson
 
 from config import Settings
 from pinapp.domain.dead_letters import HEADER_PREFIX
-from pinapp.domain.geo import GeoLocator
-from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
+from pinapp.tools.generator import GeneratedRecord
 from pinapp.tools.stack.kafka import KafkaService
 from pinapp.tools.stack.services import MariaDBService
 from pinapp.tools.stack.stack import Stack
-from tests.integration.harness import Pipeline, WorkerProcess
+from tests.integration.harness import Pipeline, WorkerProcess, assert_clean, start, traffic, wait_for
 
 RATE = 800  # events/s offered: a backlog the workers can clear on 2 cores
-
-
-def _traffic(pipeline: Pipeline, seed: int, count: int) -> tuple[list[GeneratedRecord], Path, dict[str, list[str]]]:
-    """``count`` generated records and their ground-truth file."""
-    gen = TrafficGenerator(GeneratorConfig(seed=seed, duplicate_ratio=0.03, malformed_ratio=0.01), GeoLocator())
-    records = [next(gen) for _ in range(count)]
-    truth = pipeline.tmp / "truth.json"
-    gen.truth.write(truth)
-    return records, truth, gen.truth.event_ids
 
 
 @contextlib.asynccontextmanager
@@ -46,23 +36,6 @@ async def _producing(pipeline: Pipeline, records: list[GeneratedRecord], rate: f
         yield
     finally:
         await task
-
-
-def _assert_clean(pipeline: Pipeline, truth: Path, *workers: WorkerProcess) -> str:
-    audit = pipeline.audit(truth)
-    logs = "\n".join(w.log_tail(30) for w in workers)
-    assert audit.returncode == 0, f"{audit.stdout}{audit.stderr}\n{logs}"
-    assert "audit: CLEAN" in audit.stdout
-    return audit.stdout
-
-
-async def _wait_for(check: object, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _sink_state(worker: WorkerProcess, sink: str) -> str | None:
@@ -81,26 +54,19 @@ def _source_partitions(worker: WorkerProcess, topic: str) -> set[str]:
     return {p for p in doc["partitions"] if p.startswith(f"{topic}:")} if status in (200, 503) else set()
 
 
-async def _start(*workers: WorkerProcess) -> None:
-    for w in workers:
-        w.start()
-    for w in workers:
-        await w.wait_ready(180)
-
-
 async def test_a_killed_worker_is_taken_over_and_the_audit_is_clean(pipeline: Pipeline) -> None:
-    records, truth, _ = _traffic(pipeline, seed=51, count=12_000)
+    records, truth, _ = traffic(pipeline, seed=51, count=12_000)
     topic = pipeline.settings.kafka.events_topic
     await pipeline.create_bucket()
     w0, w1, archiver = pipeline.worker(0), pipeline.worker(1), pipeline.archiver()
-    await _start(w0, w1, archiver)
+    await start(w0, w1, archiver)
 
     async with _producing(pipeline, records):
-        await _wait_for(lambda: _source_partitions(w0, topic) and _source_partitions(w1, topic), "both own partitions")
+        await wait_for(lambda: _source_partitions(w0, topic) and _source_partitions(w1, topic), "both own partitions")
         await asyncio.sleep(4)
         w1.kill()
         # The survivor takes every partition (its state from the changelogs / standbys).
-        await _wait_for(
+        await wait_for(
             lambda: len(_source_partitions(w0, topic)) == pipeline.settings.kafka.partitions,
             "the survivor to own every partition",
             timeout=120,
@@ -110,8 +76,8 @@ async def test_a_killed_worker_is_taken_over_and_the_audit_is_clean(pipeline: Pi
         assert doc["sinks"]["singlestore"]["state"] == "ok" and isinstance(doc["lag_total"], int), doc
     w1.start()
     await w1.wait_ready(180)
-    _assert_clean(pipeline, truth, w0, w1, archiver)
-    await _wait_for(lambda: _source_partitions(w1, topic), "the restarted worker to own partitions again")
+    assert_clean(pipeline, truth, w0, w1, archiver)
+    await wait_for(lambda: _source_partitions(w1, topic), "the restarted worker to own partitions again")
 
 
 async def test_a_worker_added_mid_stream_keeps_the_audit_clean_and_the_pin_cache_whole(
@@ -128,16 +94,16 @@ async def test_a_worker_added_mid_stream_keeps_the_audit_clean_and_the_pin_cache
 
 
 async def _added_worker(pipeline: Pipeline) -> None:
-    records, truth, ids = _traffic(pipeline, seed=52, count=10_000)
+    records, truth, ids = traffic(pipeline, seed=52, count=10_000)
     topic = pipeline.settings.kafka.events_topic
     await pipeline.create_bucket()
     w0, w1, w2, archiver = pipeline.worker(0), pipeline.worker(1), pipeline.worker(2), pipeline.archiver()
-    await _start(w0, w1, archiver)
+    await start(w0, w1, archiver)
     async with _producing(pipeline, records):
         await asyncio.sleep(4)
         w2.start()
         await w2.wait_ready(180)
-    _assert_clean(pipeline, truth, w0, w1, w2, archiver)
+    assert_clean(pipeline, truth, w0, w1, w2, archiver)
     owners = [_source_partitions(w, topic) for w in (w0, w1, w2)]
     assert all(owners), f"every worker owns partitions after the rebalance: {owners}"
 
@@ -156,11 +122,11 @@ async def _added_worker(pipeline: Pipeline) -> None:
 
 
 async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double_nothing(pipeline: Pipeline) -> None:
-    records, truth, _ = _traffic(pipeline, seed=53, count=14_000)
+    records, truth, _ = traffic(pipeline, seed=53, count=14_000)
     first, rest = records[:11_000], records[11_000:]
     await pipeline.create_bucket()
     w0, w1, archiver = pipeline.worker(0), pipeline.worker(1), pipeline.archiver()
-    await _start(w0, w1, archiver)
+    await start(w0, w1, archiver)
     stack = Stack(pipeline.settings)
     mariadb, kafka = MariaDBService(pipeline.settings), KafkaService(pipeline.settings)
 
@@ -169,7 +135,7 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
         assert mariadb.process.stop(), "the test database should have been running"
         try:
             # Sinks retry, partitions stop being consumed (backpressure), workers stay up.
-            await _wait_for(lambda: all(w.health()[0] == 503 for w in (w0, w1)), "/health to report the outage")
+            await wait_for(lambda: all(w.health()[0] == 503 for w in (w0, w1)), "/health to report the outage")
             rss_at_start = [w.rss_mb() for w in (w0, w1)]
             await asyncio.sleep(28)
             for w in (w0, w1):
@@ -187,12 +153,12 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
         rss_at_start,
         rss_at_end,
     )
-    await _wait_for(lambda: all(w.health()[0] == 200 for w in (w0, w1)), "the sinks to recover", timeout=120)
+    await wait_for(lambda: all(w.health()[0] == 200 for w in (w0, w1)), "the sinks to recover", timeout=120)
 
     # The broker restarted while the workers still drain the outage's backlog; /health names it.
     assert kafka.process.stop(), "the test broker should have been running"
     try:
-        await _wait_for(
+        await wait_for(
             lambda: all(_sink_state(w, "brokers") == "retrying" for w in (w0, w1, archiver)),
             "/health to report that no broker answers",
             timeout=60,
@@ -202,7 +168,7 @@ async def test_a_database_outage_and_a_broker_restart_mid_stream_lose_and_double
     finally:
         await asyncio.to_thread(stack.up)
     await pipeline.produce(rest)
-    _assert_clean(pipeline, truth, w0, w1, archiver)
+    assert_clean(pipeline, truth, w0, w1, archiver)
     assert w0.alive and w1.alive and archiver.alive
 
 
@@ -211,7 +177,7 @@ async def test_a_poison_event_is_dead_lettered_with_its_reason_and_never_stalls_
 ) -> None:
     pipeline = Pipeline(tmp_path, extra_env={"PINAPP_TESTING__POISON_USER_ID": "poison-user"})
     try:
-        records, truth, _ = _traffic(pipeline, seed=54, count=3_000)
+        records, truth, _ = traffic(pipeline, seed=54, count=3_000)
         poison = [
             GeneratedRecord(
                 b"poison-user",
@@ -233,9 +199,9 @@ async def test_a_poison_event_is_dead_lettered_with_its_reason_and_never_stalls_
         mixed = records[:1000] + poison[:2] + records[1000:2000] + poison[2:] + records[2000:]
         await pipeline.create_bucket()
         w0, archiver = pipeline.worker(0), pipeline.archiver()
-        await _start(w0, archiver)
+        await start(w0, archiver)
         await pipeline.produce(mixed)
-        _assert_clean(pipeline, truth, w0, archiver)  # the events after each poison made it too
+        assert_clean(pipeline, truth, w0, archiver)  # the events after each poison made it too
         dlq = [
             r
             for r in await pipeline.read_topic(pipeline.settings.kafka.dlq_topic)
@@ -267,14 +233,14 @@ async def test_a_rolling_restart_with_static_membership_moves_no_partition(
     session_timeout = 20.0
     pipeline = Pipeline(tmp_path, extra_env={"PINAPP_WORKER__SESSION_TIMEOUT_S": str(session_timeout)})
     try:
-        records, truth, _ = _traffic(pipeline, seed=57, count=14_000)
+        records, truth, _ = traffic(pipeline, seed=57, count=14_000)
         topic = pipeline.settings.kafka.events_topic
         await pipeline.create_bucket()
         workers = [pipeline.worker(i, PINAPP_WORKER__GROUP_INSTANCE_ID=f"pinapp-worker-{i}") for i in range(2)]
         archiver = pipeline.archiver()
-        await _start(*workers, archiver)
+        await start(*workers, archiver)
         async with _producing(pipeline, records):
-            await _wait_for(lambda: all(_source_partitions(w, topic) for w in workers), "both own partitions")
+            await wait_for(lambda: all(_source_partitions(w, topic) for w in workers), "both own partitions")
             await asyncio.sleep(2)
             settled = max(_generations(*workers))
             owned = [_source_partitions(w, topic) for w in workers]
@@ -283,8 +249,8 @@ async def test_a_rolling_restart_with_static_membership_moves_no_partition(
                 w.stop()
                 w.start()
                 await w.wait_ready(180)
-                await _wait_for(lambda w=w: _source_partitions(w, topic), "the restarted worker to own partitions")
-        _assert_clean(pipeline, truth, *workers, archiver)
+                await wait_for(lambda w=w: _source_partitions(w, topic), "the restarted worker to own partitions")
+        assert_clean(pipeline, truth, *workers, archiver)
         assert max(_generations(*workers)) == settled, "a restart made the group rebalance"
         assert [_source_partitions(w, topic) for w in workers] == owned
         times = []
@@ -309,10 +275,10 @@ async def test_the_audit_after_a_normal_stop_reports_unprocessed_events_as_pendi
     """The workers and the archiver stopped (as Ctrl-C stops ``make demo``) with events still in
     Kafka: the audit shows them pending and exits 0; ``--wait`` with nothing running fails naming
     them; once a worker and the archiver run again, ``--wait`` comes out clean with none pending."""
-    records, truth, _ = _traffic(pipeline, seed=58, count=6_000)
+    records, truth, _ = traffic(pipeline, seed=58, count=6_000)
     await pipeline.create_bucket()
     worker, archiver = pipeline.worker(0), pipeline.archiver()
-    await _start(worker, archiver)
+    await start(worker, archiver)
     await pipeline.produce(records[:3_000])
     await pipeline.wait_committed(pipeline.settings.kafka.events_topic, pipeline.settings.worker.app_id)
     worker.stop()
@@ -328,6 +294,6 @@ async def test_the_audit_after_a_normal_stop_reports_unprocessed_events_as_pendi
     waited = pipeline.cli("audit", "--wait", "5", timeout=300)
     assert waited.returncode == 1 and "still there after --wait" in waited.stdout, waited.stdout
 
-    await _start(worker, archiver)
+    await start(worker, archiver)
     settled = pipeline.audit(truth)
     assert settled.returncode == 0 and "audit: CLEAN\n" in settled.stdout, settled.stdout + settled.stderr

@@ -27,8 +27,7 @@ from pinapp.adapters.db import create_pool
 from pinapp.adapters.kafka import ensure_topics
 from pinapp.errors import DatabaseError
 from pinapp.tools.stack.tls import stack_ca_file
-from tests.integration.harness import Pipeline
-from tests.integration.test_scale_out import _traffic
+from tests.integration.harness import Pipeline, traffic
 from tests.integration.test_web_auth import BEARER, EXPOSED
 
 
@@ -97,7 +96,7 @@ async def test_singer_worker_archiver_and_audit_over_sasl_ssl(secured: Pipeline)
 
 async def test_a_wrong_password_ships_writes_and_commits_nothing_until_corrected(secured: Pipeline) -> None:
     await secured.create_bucket()
-    earlier, _, earlier_rows = _traffic(secured, seed=61, count=300)  # already in Kafka: not to be taken either
+    earlier, _, earlier_rows = traffic(secured, seed=61, count=300)  # already in Kafka: not to be taken either
     await secured.produce(earlier)
     expected = _write_log(secured, 2_000)
     wrong = secured_env(secured.settings, sasl_password="not-the-password")

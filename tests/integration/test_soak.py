@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from config import Settings
-from tests.integration.harness import Pipeline, WorkerProcess
-from tests.integration.test_scale_out import _assert_clean, _start, _traffic
+from tests.integration.harness import Pipeline, WorkerProcess, assert_clean, start, traffic
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +41,11 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
         },
     )
     try:
-        records, truth, _ = _traffic(pipeline, seed=61, count=int(RATE * 60 * minutes))
+        records, truth, _ = traffic(pipeline, seed=61, count=int(RATE * 60 * minutes))
         await pipeline.create_bucket()
         steady = [pipeline.worker(0), pipeline.worker(1)]
         victim, archiver = pipeline.worker(2), pipeline.archiver()
-        await _start(*steady, victim, archiver)
+        await start(*steady, victim, archiver)
 
         producing = asyncio.create_task(pipeline.produce(records, rate=RATE))
         rss: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
@@ -69,7 +68,7 @@ async def test_ten_minutes_with_a_worker_killed_every_minute(test_stack: Setting
                 next_kill += 60
         await producing
         assert kills >= int(minutes) - 1
-        _assert_clean(pipeline, truth, *steady, victim, archiver)
+        assert_clean(pipeline, truth, *steady, victim, archiver)
         _assert_no_guard_fired(*steady, victim)
 
         # The RSS trail, for reading a failure (or a pass) minute by minute.

@@ -28,7 +28,7 @@ TRAFFIC = (
 )
 
 
-def _events(now_ms: int) -> list[tuple[bytes, bytes]]:
+def trend_events(now_ms: int) -> list[tuple[bytes, bytes]]:
     rng = random.Random(7)
     out = []
     for pin, before, recent, category, ip in TRAFFIC:
@@ -65,7 +65,7 @@ async def test_a_rising_pin_is_found_and_ordinary_traffic_is_not(pipeline: Pipel
     worker = pipeline.worker()
     worker.start()
     await worker.wait_ready()
-    records = _events(int(time.time() * 1000))
+    records = trend_events(int(time.time() * 1000))
     produced = time.monotonic()
     await pipeline.produce(records)
 

@@ -23,8 +23,7 @@ from config import Settings
 from pinapp.adapters.queries import NAMED_QUERIES
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratedRecord
-from tests.integration.harness import Pipeline, WorkerProcess, placeable_repins
-from tests.integration.test_scale_out import _start, _traffic, _wait_for
+from tests.integration.harness import Pipeline, WorkerProcess, placeable_repins, start, traffic, wait_for
 
 
 class Cluster:
@@ -44,11 +43,11 @@ class Cluster:
 async def cluster(test_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     pipeline = Pipeline(tmp_path_factory.mktemp("web"))
     try:
-        records, _, expected = _traffic(pipeline, seed=71, count=4000)
+        records, _, expected = traffic(pipeline, seed=71, count=4000)
         workers = [pipeline.worker(0), pipeline.worker(1)]
-        await _start(*workers)
+        await start(*workers)
         topic = pipeline.settings.kafka.events_topic
-        await _wait_for(lambda: all(_owns(w, topic) for w in workers), "both workers to own partitions")
+        await wait_for(lambda: all(_owns(w, topic) for w in workers), "both workers to own partitions")
         await pipeline.produce(records)
         await pipeline.wait_for_rows({t: len(ids) for t, ids in expected.items()})
         yield Cluster(pipeline, workers, records)
@@ -140,7 +139,7 @@ async def test_the_dashboard_queries(cluster: Cluster) -> None:
     w1 = cluster.workers[1]
     status, doc = w1.get("/api/queries")
     assert status == 200
-    assert [q["name"] for q in doc["queries"]] == list(NAMED_QUERIES)  # the set: tests/unit/test_rows_and_queries.py
+    assert [q["name"] for q in doc["queries"]] == list(NAMED_QUERIES)  # the set: unit/adapters/test_rows_and_queries.py
 
     status, doc = w1.get("/api/query/top-categories?minutes=1440&limit=5")
     assert status == 200, doc
@@ -197,12 +196,12 @@ async def test_metrics_cover_every_stage_and_the_consumer_lag(cluster: Cluster) 
 
     assert len(lag()) == cluster.pipeline.settings.kafka.partitions, lag()
     # Everything produced is processed; the lag reaches 0 at the next commit (every ~3 s).
-    await _wait_for(lambda: all(v == 0 for v in lag().values()), "the consumer lag to reach 0", 30)
+    await wait_for(lambda: all(v == 0 for v in lag().values()), "the consumer lag to reach 0", 30)
 
 
 async def test_every_worker_streams_every_repin_of_the_cluster(cluster: Cluster) -> None:
     pipeline = cluster.pipeline
-    more, _, _ = _traffic(pipeline, seed=72, count=1500)
+    more, _, _ = traffic(pipeline, seed=72, count=1500)
     placeable = placeable_repins(more, GeoLocator())
     assert len(placeable) > 50
     async with cluster.workers[0].globe_stream() as seen0, cluster.workers[1].globe_stream() as seen1:
@@ -269,7 +268,7 @@ async def test_a_request_for_a_dead_workers_key_is_503_not_500(cluster: Cluster)
     assert "did not answer" in doc["error"] or "rebalancing" in doc["error"]
     # Once the survivor owns every partition, it answers itself.
     topic = cluster.pipeline.settings.kafka.events_topic
-    await _wait_for(
+    await wait_for(
         lambda: (
             len([p for p in w0.health()[1]["partitions"] if p.startswith(f"{topic}:")])
             == cluster.pipeline.settings.kafka.partitions
@@ -277,4 +276,4 @@ async def test_a_request_for_a_dead_workers_key_is_503_not_500(cluster: Cluster)
         "the survivor to own every partition",
         120,
     )
-    await _wait_for(lambda: w0.get(f"/pins/{quote(theirs['pin_id'])}")[0] == 200, "the pin from the survivor", 60)
+    await wait_for(lambda: w0.get(f"/pins/{quote(theirs['pin_id'])}")[0] == 200, "the pin from the survivor", 60)

@@ -22,8 +22,7 @@ import pytest
 
 from config import Settings
 from pinapp.tools.stack.tls import ensure_certificate, stack_ca_file
-from tests.integration.harness import REPO, Pipeline, WorkerProcess
-from tests.integration.test_scale_out import _start, _traffic, _wait_for
+from tests.integration.harness import REPO, Pipeline, WorkerProcess, start, traffic, wait_for
 
 TOKEN = "t0ken-" + "x" * 26
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,11 +41,11 @@ async def exposed(
 ) -> AsyncIterator[tuple[Pipeline, list[WorkerProcess], list[dict[str, Any]]]]:
     pipeline = Pipeline(tmp_path_factory.mktemp("web-auth"), extra_env=EXPOSED)
     try:
-        records, _, expected = _traffic(pipeline, seed=73, count=2000)
+        records, _, expected = traffic(pipeline, seed=73, count=2000)
         workers = [pipeline.worker(0), pipeline.worker(1)]
-        await _start(*workers)
+        await start(*workers)
         topic = pipeline.settings.kafka.events_topic
-        await _wait_for(
+        await wait_for(
             lambda: all(any(p.startswith(f"{topic}:") for p in w.health()[1]["partitions"]) for w in workers),
             "both workers to own partitions",
         )
@@ -126,7 +125,7 @@ async def test_the_web_serves_tls_with_its_certificate(test_stack: Settings, tmp
     try:
         await pipeline.produce([])
         worker = pipeline.worker(0)
-        await _start(worker)
+        await start(worker)
         context = ssl.create_default_context(cafile=str(stack_ca_file(test_stack)))
         request = urllib.request.Request(f"https://127.0.0.1:{worker.web_port}/tables", headers=BEARER)
         with urllib.request.urlopen(request, context=context, timeout=10) as response:

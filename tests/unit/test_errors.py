@@ -7,7 +7,9 @@ import ast
 import builtins
 from pathlib import Path
 
-PINAPP = Path(__file__).resolve().parents[2] / "pinapp"
+from tests.paths import REPO
+
+PINAPP = REPO / "pinapp"
 BUILTIN_EXCEPTIONS = {
     name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
 }

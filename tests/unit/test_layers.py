@@ -14,7 +14,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
+
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 

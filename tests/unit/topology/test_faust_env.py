@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 # Each would, read by faust, point the worker elsewhere (checked: BROKER_URL, WEB_PORT and
 # APP_DATADIR each did before PinApp built its settings with env={}).

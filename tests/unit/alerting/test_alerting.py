@@ -16,8 +16,7 @@ from pinapp.alerting.book import AlertBook, payload
 from pinapp.alerting.notifier import DeliveryFailed, DeliveryRejected, Notifier
 from pinapp.alerting.rules import Finding, health_findings, parse_scrape, trend_findings
 from pinapp.telemetry import metrics
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 ALERTS = AlertSettings(lag_max_events=1000, dead_letter_rate_max=5, freshness_max_s=60)
 

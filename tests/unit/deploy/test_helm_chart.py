@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from config import load_settings
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "pinapp"
 KUBERNETES = ("1.25", "1.30", "1.37")  # the oldest the chart allows (Chart.yaml), a middle one, the newest
 REQUIRED = {

@@ -20,8 +20,7 @@ from pinapp.adapters.kafka import client_options, librdkafka_options
 from pinapp.errors import ConfigError
 from pinapp.singer._rdkafka import Producer
 from pinapp.topology.broker import faust_credentials
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 
 @pytest.fixture

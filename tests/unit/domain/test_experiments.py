@@ -13,8 +13,8 @@ from pinapp.domain.experiments import Experiment, load_experiments, srm_test
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import ConfigError
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 1, 1, tzinfo=UTC)
 HALVES = Experiment("search", {"control": 0.5, "treatment": 0.5}, START)
 

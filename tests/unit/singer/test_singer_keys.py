@@ -9,7 +9,7 @@ import msgspec
 
 from pinapp.domain.geo import GeoLocator
 from pinapp.singer._rdkafka import scan_key
-from pinapp.singer.shipper import _PIN_TYPES, _produce_lines, line_key
+from pinapp.singer.shipper import PIN_TYPES, line_key, produce_lines
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 
 # Lines the C rule keys itself, with the key it must give.
@@ -56,12 +56,12 @@ LEFT_TO_PYTHON = [
 
 def test_the_c_rule_keys_well_formed_events_as_line_key_does() -> None:
     for line, key in KEYED_IN_C:
-        assert scan_key(line, _PIN_TYPES) == key == line_key(line), line
+        assert scan_key(line, PIN_TYPES) == key == line_key(line), line
 
 
 def test_the_c_rule_leaves_unusual_lines_to_line_key() -> None:
     for line in LEFT_TO_PYTHON:
-        assert scan_key(line, _PIN_TYPES) is None, line
+        assert scan_key(line, PIN_TYPES) is None, line
     # An integer id keys as its decimal string, here too.
     assert [line_key(line) for line in LEFT_TO_PYTHON[:3]] == [b"7", "p\u00e9".encode(), "pé".encode()]
 
@@ -73,7 +73,7 @@ def test_the_c_rule_agrees_with_line_key_on_generated_traffic() -> None:
     records = [next(gen) for _ in range(20_000)]
     left_to_python = 0
     for record in records:
-        key = scan_key(record.value, _PIN_TYPES)
+        key = scan_key(record.value, PIN_TYPES)
         if key is None:
             assert record.kind == "malformed", record.value
             left_to_python += 1
@@ -104,7 +104,7 @@ def test_on_mutated_lines_the_c_rule_never_keys_valid_json_differently() -> None
                 case _:
                     del line[at:]
         data = bytes(line)
-        key = scan_key(data, _PIN_TYPES)
+        key = scan_key(data, PIN_TYPES)
         if key is None:
             continue
         try:
@@ -124,7 +124,7 @@ class _Recorder:
 
     def produce_lines(self, topic: str, lines: list[bytes], start: int) -> int:
         for i in range(start, len(lines)):
-            key = scan_key(lines[i], _PIN_TYPES)
+            key = scan_key(lines[i], PIN_TYPES)
             if key is None:
                 return i
             self.sent.append((lines[i], key, "c"))
@@ -137,7 +137,7 @@ class _Recorder:
 def test_lines_left_to_line_key_keep_their_place() -> None:
     lines = [KEYED_IN_C[0][0], LEFT_TO_PYTHON[0], LEFT_TO_PYTHON[-2], KEYED_IN_C[1][0], LEFT_TO_PYTHON[3]]
     producer = _Recorder()
-    _produce_lines(producer, "events", lines)  # type: ignore[arg-type]
+    produce_lines(producer, "events", lines)  # type: ignore[arg-type]
     assert [(value, key) for value, key, _ in producer.sent] == [(line, line_key(line)) for line in lines]
     assert [how for _, _, how in producer.sent] == ["c", "python", "python", "c", "python"]
 
@@ -154,7 +154,7 @@ def test_an_integer_id_keys_its_partition_as_its_decimal_string_does() -> None:
     ]
     for numeric, text in pairs:
         key = line_key(numeric)
-        assert key is not None and key == line_key(text) == scan_key(text, _PIN_TYPES) == scan_key(numeric, _PIN_TYPES)
+        assert key is not None and key == line_key(text) == scan_key(text, PIN_TYPES) == scan_key(numeric, PIN_TYPES)
     # A float is no id: the pin event falls back to the user's key (and is dead-lettered downstream).
     assert line_key(b'{"event_type":"repin","pin_id":42.0,"user_id":"u1"}') == b"u1"
     assert line_key(b'{"event_type":"login","user_id":4.5}') is None

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import generate_latest
 
 from pinapp.telemetry import metrics
+from tests.paths import REPO
 
-BOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "pinapp.json"
+BOARD = REPO / "deploy" / "grafana" / "pinapp.json"
 PROMETHEUS_OWN = {"ALERTS"}  # series Prometheus itself keeps
 
 

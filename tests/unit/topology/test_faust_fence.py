@@ -9,7 +9,8 @@ from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
+
 FENCED = REPO / "pinapp" / "topology" / "faust_ext"
 CHECKED = [REPO / name for name in ("pinapp", "agents", "tables", "config")]
 LIBRARIES = ("faust", "mode", "aiokafka", "prometheus_client")

@@ -1,7 +1,7 @@
 """OverlappedBatches: batch N+1 is prepared while batch N commits, and nothing is acked early.
 
 The batcher here is a recorder with the three methods the overlap calls; the real
-EngagementStages' rules are tests/unit/test_engagement_batcher.py, its stages on the real stack
+EngagementStages' rules are tests/unit/engagement/test_stages.py, its stages on the real stack
 tests/integration/test_pipeline.py.
 """
 
