@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
-from tests.integration.harness import Pipeline
+from pinapp.tools.harness import Pipeline
 
 OUT = Path("bench-output")
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>.*?)(:\d+)?\)$")

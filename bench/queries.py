@@ -44,7 +44,7 @@ from pinapp.adapters.queries import (
 from pinapp.domain.geo import GeoLocator
 from pinapp.domain.rollups import MINUTE
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
-from tests.integration.harness import Pipeline
+from pinapp.tools.harness import Pipeline
 
 #: The raw-table queries the rollups replace (the named queries before them, "now" a parameter).
 _RECENT = "ts >= %(now)s - INTERVAL %(minutes)s MINUTE"

@@ -59,8 +59,8 @@ from pinapp.adapters.kafka import ensure_topics
 from pinapp.domain.experiments import load_experiments
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.tools.harness import REPO, TABLE_OF, Pipeline, placeable_repins
 from pinapp.tools.stack.packages import ensure_debian_package
-from tests.integration.harness import REPO, TABLE_OF, Pipeline, placeable_repins
 
 OUT = Path("bench-output")
 #: The archive benchmark cuts at 10,000 events or 1 s, whichever comes first: with the default

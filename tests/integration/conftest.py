@@ -13,8 +13,8 @@ import pytest
 
 from config import Settings, load_settings
 from pinapp.errors import PinappError
+from pinapp.tools.harness import Pipeline
 from pinapp.tools.stack import Stack
-from tests.integration.harness import Pipeline
 
 
 @pytest.fixture(scope="session")

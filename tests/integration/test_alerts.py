@@ -23,7 +23,7 @@ from pinapp.alerting.loop import run_alerter
 from pinapp.domain.experiments import load_experiments
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
-from tests.integration.harness import REPO, Pipeline, cli_entry, free_port
+from pinapp.tools.harness import REPO, Pipeline, cli_entry, free_port
 from tests.integration.test_trends import trend_events
 
 

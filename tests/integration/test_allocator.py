@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.harness import Pipeline
+from pinapp.tools.harness import Pipeline
 
 
 def _maps(pid: int) -> str:

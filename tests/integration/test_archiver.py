@@ -30,9 +30,9 @@ from pinapp.domain.ddl import ROLLUPS
 from pinapp.domain.dead_letters import REPLAY_HEADER, REPLAY_TIMESTAMP_HEADER, is_replay
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
+from pinapp.tools.harness import TABLE_OF, Pipeline, free_port
 from pinapp.tools.stack.services import S3Service
 from pinapp.tools.stack.stack import Stack
-from tests.integration.harness import TABLE_OF, Pipeline, free_port
 
 HOUR_MS = 3_600_000
 BASE_MS = 1_709_251_200_000  # 2024-03-01T00:00:00Z

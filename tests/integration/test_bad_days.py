@@ -22,7 +22,7 @@ from pinapp.adapters.db import migrate
 from pinapp.adapters.kafka import client_options, ensure_topics
 from pinapp.domain.dead_letters import HEADER_PREFIX, KEPT_BYTES
 from pinapp.singer.shipper import line_key
-from tests.integration.harness import Pipeline
+from pinapp.tools.harness import Pipeline
 from tests.integration.proxy import BlackHoleProxy
 
 

@@ -24,8 +24,8 @@ from pinapp.domain.experiments import load_experiments
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
 from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator, Trend, sample_ip_pool
+from pinapp.tools.harness import REPO, Pipeline, WorkerProcess, start, traffic
 from pinapp.tools.stack.packages import ensure_debian_package
-from tests.integration.harness import REPO, Pipeline, WorkerProcess, start, traffic
 
 SHOTS = REPO / "test-output" / "browser"
 #: The demo's experiments; the served traffic has the demo's allocation bug in checkout_flow.

@@ -27,10 +27,10 @@ from pinapp.adapters.kafka import ensure_topics
 from pinapp.domain.geo import GeoLocator
 from pinapp.errors import PinappError
 from pinapp.tools.generator import GeneratedRecord, GeneratorConfig, TrafficGenerator
+from pinapp.tools.harness import Pipeline, WorkerProcess
 from pinapp.tools.stack.cluster import HOST_SIDE, KafkaCluster, Node
 from pinapp.tools.stack.services import MariaDBService
 from pinapp.tools.stack.stack import Stack
-from tests.integration.harness import Pipeline, WorkerProcess
 from tests.integration.proxy import BlackHoleProxy
 
 RATE = 600  # events/s offered: three brokers, two workers and the database share 2 cores

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 from rocksdict import AccessType, Rdict
 
-from tests.integration.harness import Pipeline, WorkerProcess
+from pinapp.tools.harness import Pipeline, WorkerProcess
 
 HORIZON_S = 4
 

@@ -8,7 +8,7 @@ import orjson
 
 from config import Settings
 from pinapp.adapters.s3 import s3_client
-from tests.integration.harness import Pipeline
+from pinapp.tools.harness import Pipeline
 
 TS = 1_700_000_000_000
 

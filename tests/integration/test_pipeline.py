@@ -11,7 +11,7 @@ from pinapp.domain.dead_letters import HEADER_PREFIX
 from pinapp.domain.geo import GeoLocator
 from pinapp.singer.shipper import line_key
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
-from tests.integration.harness import TABLE_OF, Pipeline
+from pinapp.tools.harness import TABLE_OF, Pipeline
 
 # How the validator classifies each kind of malformed input the generator makes.
 VALIDATOR_KIND = {

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
-from tests.integration.harness import Pipeline, WorkerProcess
+from pinapp.tools.harness import Pipeline, WorkerProcess
 
 RATE = 700  # events/s: a load two workers keep up with on 2 cores
 COMMIT_WAIT_S = 45  # a few commit intervals (faust commits every 2.8 s) plus the last backlog

@@ -26,7 +26,7 @@ from pinapp.domain.geo import GeoLocation
 from pinapp.domain.positions import Claim, PartitionWrite, WrittenEvent
 from pinapp.domain.rows import build_row, exposure_rows, pin_row
 from pinapp.domain.table_values import Pin
-from tests.integration.harness import Pipeline
+from pinapp.tools.harness import Pipeline
 
 GEO = {"GB": GeoLocation("GB", "England", "London", 51.5, -0.1), "": GeoLocation(None, None, None, None, None)}
 A = Claim("worker-a", 1)

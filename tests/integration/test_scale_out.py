@@ -20,10 +20,10 @@ import orjson
 from config import Settings
 from pinapp.domain.dead_letters import HEADER_PREFIX
 from pinapp.tools.generator import GeneratedRecord
+from pinapp.tools.harness import Pipeline, WorkerProcess, assert_clean, start, traffic, wait_for
 from pinapp.tools.stack.kafka import KafkaService
 from pinapp.tools.stack.services import MariaDBService
 from pinapp.tools.stack.stack import Stack
-from tests.integration.harness import Pipeline, WorkerProcess, assert_clean, start, traffic, wait_for
 
 RATE = 800  # events/s offered: a backlog the workers can clear on 2 cores
 

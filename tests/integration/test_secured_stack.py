@@ -26,8 +26,8 @@ from config import Settings
 from pinapp.adapters.db import create_pool
 from pinapp.adapters.kafka import ensure_topics
 from pinapp.errors import DatabaseError
+from pinapp.tools.harness import Pipeline, traffic
 from pinapp.tools.stack.tls import stack_ca_file
-from tests.integration.harness import Pipeline, traffic
 from tests.integration.test_web_auth import BEARER, EXPOSED
 
 

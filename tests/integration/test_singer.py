@@ -15,9 +15,9 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from pinapp.singer.shipper import line_key
+from pinapp.tools.harness import REPO, Pipeline, free_port
 from pinapp.tools.stack.kafka import KafkaService
 from pinapp.tools.stack.stack import Stack
-from tests.integration.harness import REPO, Pipeline, free_port
 
 
 def _cli(pipeline: Pipeline, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

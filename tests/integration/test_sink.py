@@ -13,7 +13,7 @@ from pinapp.domain.geo import GeoLocation
 from pinapp.domain.positions import Claim, PartitionWrite, WrittenEvent
 from pinapp.domain.rows import build_row, pin_row
 from pinapp.domain.table_values import Pin
-from tests.integration.harness import Pipeline
+from pinapp.tools.harness import Pipeline
 
 _PIN = {
     "pin_id": "p-1",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from config import Settings
-from tests.integration.harness import Pipeline, WorkerProcess, assert_clean, start, traffic
+from pinapp.tools.harness import Pipeline, WorkerProcess, assert_clean, start, traffic
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from config import Settings
 from pinapp.adapters.db import create_pool
 from pinapp.adapters.queries import run_query
 from pinapp.errors import DatabaseError
-from tests.integration.harness import REPO, free_port
+from pinapp.tools.harness import REPO, free_port
 
 
 def _pinapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

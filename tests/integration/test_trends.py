@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from tests.integration.harness import Pipeline
+from pinapp.tools.harness import Pipeline
 
 MINUTE_MS = 60_000
 #: (pin, events in the hour before, events in the last 10 minutes, its category, where its users are)

@@ -23,7 +23,7 @@ from config import Settings
 from pinapp.adapters.queries import NAMED_QUERIES
 from pinapp.domain.geo import GeoLocator
 from pinapp.tools.generator import GeneratedRecord
-from tests.integration.harness import Pipeline, WorkerProcess, placeable_repins, start, traffic, wait_for
+from pinapp.tools.harness import Pipeline, WorkerProcess, placeable_repins, start, traffic, wait_for
 
 
 class Cluster:

@@ -21,8 +21,8 @@ from urllib.parse import quote
 import pytest
 
 from config import Settings
+from pinapp.tools.harness import REPO, Pipeline, WorkerProcess, start, traffic, wait_for
 from pinapp.tools.stack.tls import ensure_certificate, stack_ca_file
-from tests.integration.harness import REPO, Pipeline, WorkerProcess, start, traffic, wait_for
 
 TOKEN = "t0ken-" + "x" * 26
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
