@@ -1,5 +1,8 @@
 """The archiver: buffers each partition's records, writes cuts to S3, acks only after.
 
+Over 400 lines on purpose: one class keeps the four promises its design notes list, and its
+buffer, writer and layout are modules of their own already; what is left shares one state.
+
 Design notes: docs/architecture.md, "pinapp/archive/archiver.py".
 """
 

@@ -1,5 +1,8 @@
 """Engagement events: the event types, and turning input bytes into a checked event.
 
+Over 400 lines on purpose: :func:`parse_event` is the one edge where bytes become events, and its
+fast decoder and the reference it must agree with stay side by side (tests/unit/domain/test_event_decoders.py).
+
 Design notes: docs/architecture.md, "pinapp/domain/events.py".
 """
 

@@ -1,5 +1,8 @@
 """Synthetic engagement traffic, deterministic for a seed, with its own ground truth.
 
+Just over 400 lines on purpose: the traffic model (the mix, the catalogue, each kind of bad input,
+trends, experiments) reads as one, and every record it makes is counted in the truth beside it.
+
 Design notes: docs/architecture.md, "pinapp/tools/generator.py".
 """
 

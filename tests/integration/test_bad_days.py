@@ -21,7 +21,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pinapp.adapters.db import migrate
 from pinapp.adapters.kafka import client_options, ensure_topics
 from pinapp.domain.dead_letters import HEADER_PREFIX, KEPT_BYTES
-from pinapp.singer.shipper import line_key
+from pinapp.singer.keys import line_key
 from pinapp.tools.harness import Pipeline
 from tests.integration.proxy import BlackHoleProxy
 

@@ -9,7 +9,7 @@ import orjson
 
 from pinapp.domain.dead_letters import HEADER_PREFIX
 from pinapp.domain.geo import GeoLocator
-from pinapp.singer.shipper import line_key
+from pinapp.singer.keys import line_key
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 from pinapp.tools.harness import TABLE_OF, Pipeline
 

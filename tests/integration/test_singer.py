@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 import orjson
 from aiokafka.partitioner import murmur2
 
-from pinapp.singer.shipper import line_key
+from pinapp.singer.keys import line_key
 from pinapp.tools.harness import REPO, Pipeline, free_port
 from pinapp.tools.stack.kafka import KafkaService
 from pinapp.tools.stack.stack import Stack

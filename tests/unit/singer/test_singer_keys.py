@@ -9,7 +9,7 @@ import msgspec
 
 from pinapp.domain.geo import GeoLocator
 from pinapp.singer._rdkafka import scan_key
-from pinapp.singer.shipper import PIN_TYPES, line_key, produce_lines
+from pinapp.singer.keys import PIN_TYPES, line_key, produce_lines
 from pinapp.tools.generator import GeneratorConfig, TrafficGenerator
 
 # Lines the C rule keys itself, with the key it must give.
