@@ -16,7 +16,7 @@ import orjson
 from config import Settings
 from pinapp.adapters.db import create_pool
 from pinapp.adapters.kafka import partitions_of, read_topic
-from pinapp.adapters.rollup_check import RollupCheck, check_rollups
+from pinapp.adapters.rollup_check import check_rollups
 from pinapp.adapters.rollup_sql import read_positions
 from pinapp.adapters.s3 import s3_client
 from pinapp.archive.records import ArchivedRecord
@@ -120,18 +120,13 @@ async def _dead_letters(
     return report
 
 
-async def _table_ids(settings: Settings) -> dict[EventType, list[str]]:
-    pool = await create_pool(settings.db, size=1, reader=True)
-    try:
-        out: dict[EventType, list[str]] = {}
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            for event_type, spec in TABLES.items():
-                await cur.execute(f"SELECT event_id FROM `{spec.name}`")  # noqa: S608 - fixed table names
-                out[event_type] = [row[0] for row in await cur.fetchall()]
-        return out
-    finally:
-        pool.close()
-        await pool.wait_closed()
+async def _table_ids(pool: Any) -> dict[EventType, list[str]]:
+    out: dict[EventType, list[str]] = {}
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        for event_type, spec in TABLES.items():
+            await cur.execute(f"SELECT event_id FROM `{spec.name}`")  # noqa: S608 - fixed table names
+            out[event_type] = [row[0] for row in await cur.fetchall()]
+    return out
 
 
 async def _archive(
@@ -156,16 +151,11 @@ async def _archive(
     return report, found
 
 
-async def _positions(settings: Settings, topic: str) -> dict[int, int]:
+async def _positions(pool: Any, topic: str) -> dict[int, int]:
     """The workers' positions: per partition, the offset before which every record is processed
     (its row, or its dead letter, written in the same transaction as the position)."""
-    pool = await create_pool(settings.db, size=1, reader=True)
-    try:
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            return {p: stored.next_offset for p, stored in (await read_positions(cur, topic, None, lock=False)).items()}
-    finally:
-        pool.close()
-        await pool.wait_closed()
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        return {p: stored.next_offset for p, stored in (await read_positions(cur, topic, None, lock=False)).items()}
 
 
 async def _pending(
@@ -225,15 +215,6 @@ def reconcile(
     return out
 
 
-async def _rollups(settings: Settings) -> RollupCheck:
-    pool = await create_pool(settings.db, size=1, reader=True)
-    try:
-        return await check_rollups(pool)
-    finally:
-        pool.close()
-        await pool.wait_closed()
-
-
 async def audit(
     settings: Settings, *, truth: Path | None = None, archive: bool = True, wait_s: float = 0.0
 ) -> AuditReport:
@@ -249,30 +230,35 @@ async def audit(
         expected, strict = await expected_from_topic(settings, topic, invalid)
         malformed, source = len(invalid), f"topic {topic}"
     deadline = time.monotonic() + wait_s
-    while True:
-        # Positions first: whatever is processed after this read is pending, never missing.
-        positions = await _positions(settings, topic)
-        archive_start: dict[int, int] = {}
-        archived_to: dict[int, int] | None = None
-        if archive:
-            archive_start, archived_to = await committed_offsets(settings, topic, archiver_group(settings))
-        pending = await _pending(settings, topic, positions, archived_to)
-        tables = await _table_ids(settings)
-        report: VerifyReport | None = None
-        archived: dict[EventType, set[str]] | None = None
-        if archived_to is not None:
-            report, archived = await _archive(settings, topic, archive_start, archived_to)
-        rollups = await _rollups(settings)
-        dead_letters = await _dead_letters(settings, topic, malformed, invalid, pending.bad)
-        result = AuditReport(
-            source,
-            strict,
-            reconcile(expected, tables, archived, pending),
-            report,
-            rollups,
-            dead_letters,
-            pending_counts=wait_s > 0,
-        )
-        if (result.clean and not result.pending) or time.monotonic() >= deadline:
-            return result
-        await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+    pool = await create_pool(settings.db, size=1, reader=True)  # one connection for every round
+    try:
+        while True:
+            # Positions first: whatever is processed after this read is pending, never missing.
+            positions = await _positions(pool, topic)
+            archive_start: dict[int, int] = {}
+            archived_to: dict[int, int] | None = None
+            if archive:
+                archive_start, archived_to = await committed_offsets(settings, topic, archiver_group(settings))
+            pending = await _pending(settings, topic, positions, archived_to)
+            tables = await _table_ids(pool)
+            report: VerifyReport | None = None
+            archived: dict[EventType, set[str]] | None = None
+            if archived_to is not None:
+                report, archived = await _archive(settings, topic, archive_start, archived_to)
+            rollups = await check_rollups(pool)
+            dead_letters = await _dead_letters(settings, topic, malformed, invalid, pending.bad)
+            result = AuditReport(
+                source,
+                strict,
+                reconcile(expected, tables, archived, pending),
+                report,
+                rollups,
+                dead_letters,
+                pending_counts=wait_s > 0,
+            )
+            if (result.clean and not result.pending) or time.monotonic() >= deadline:
+                return result
+            await asyncio.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+    finally:
+        pool.close()
+        await pool.wait_closed()
