@@ -6,13 +6,22 @@ import sys
 
 import click
 
-from pinapp.cli import alerter, archive, audit, db, experiments, generate, query, singer, stack, worker
+from pinapp.cli import (  # noqa: F401 - each module registers its commands on the root group
+    alerter,
+    archive,
+    audit,
+    db,
+    experiments,
+    generate,
+    query,
+    singer,
+    stack,
+    worker,
+)
 from pinapp.cli.base import cli
 from pinapp.errors import PinappError
 
 __all__ = ["cli", "main"]
-
-_COMMANDS = (alerter, archive, audit, db, experiments, generate, query, singer, stack, worker)  # registered on import
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ Pure functions: no I/O, no faust. The column order is :data:`pinapp.domain.ddl.C
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -13,12 +14,14 @@ from pinapp.domain.events import Event, EventType
 from pinapp.domain.geo import GeoLocation
 from pinapp.domain.table_values import Pin
 
-__all__ = ["UNKNOWN_CATEGORY", "Row", "build_row", "exposure_rows", "ms_to_datetime", "pin_row"]
+__all__ = ["UNKNOWN_CATEGORY", "Row", "RowBuilder", "build_row", "exposure_rows", "ms_to_datetime", "pin_row"]
 
 UNKNOWN_CATEGORY: Final = "unknown"
 _EPOCH: Final = datetime(1970, 1, 1)
 
 Row = tuple[Any, ...]
+#: What builds an event's row (:func:`build_row`; the fault tests inject one that raises).
+RowBuilder = Callable[[Event, GeoLocation, "Pin | None", datetime], Row]
 
 
 def ms_to_datetime(ms: int) -> datetime:

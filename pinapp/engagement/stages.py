@@ -26,7 +26,7 @@ from pinapp.domain.events import Event, EventType, parse_event
 from pinapp.domain.geo import GeoLocation
 from pinapp.domain.positions import Claim, PartitionWrite, WriteOutcome, WrittenEvent
 from pinapp.domain.repin_points import RepinPoint, encode_points
-from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, build_row, exposure_rows, ms_to_datetime, pin_row
+from pinapp.domain.rows import UNKNOWN_CATEGORY, Row, RowBuilder, build_row, exposure_rows, ms_to_datetime, pin_row
 from pinapp.domain.table_values import Pin, SeenEvent
 from pinapp.engagement.pins import PinResolver
 from pinapp.engagement.ports import DeadLetter, Locator, PartitionedTable, RowStore, SourceRecord
@@ -80,7 +80,7 @@ class EngagementStages:
         publish_live: Callable[[bytes], Awaitable[Any]],
         settings: PipelineSettings,
         claim: Callable[[Sequence[SourceRecord]], Claim] = lambda batch: Claim("pinapp", 0),
-        row_builder: Callable[[Event, GeoLocation, Pin | None, datetime], Row] = build_row,
+        row_builder: RowBuilder = build_row,
     ) -> None:
         self.store = store
         self.geo = geo

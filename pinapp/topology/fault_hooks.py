@@ -17,15 +17,13 @@ from typing import Any
 from config import TestingSettings
 from pinapp.domain.events import Event
 from pinapp.domain.geo import GeoLocation
-from pinapp.domain.rows import Row, build_row
+from pinapp.domain.rows import Row, RowBuilder, build_row
 from pinapp.domain.table_values import Pin
 from pinapp.errors import EnrichmentFault
 
 __all__ = ["archive_crash", "processed_log", "row_builder"]
 
 logger = logging.getLogger(__name__)
-
-RowBuilder = Callable[[Event, GeoLocation, "Pin | None", datetime], Row]
 
 
 def row_builder(testing: TestingSettings) -> RowBuilder:
