@@ -21,7 +21,7 @@ from pinapp.adapters.queries import (
 from pinapp.domain.ddl import COLUMNS
 from pinapp.domain.events import EventType, parse_event
 from pinapp.domain.geo import GeoLocation
-from pinapp.domain.rows import UNKNOWN_CATEGORY, build_row, ms_to_datetime, pin_row
+from pinapp.domain.rows import UNKNOWN_CATEGORY, build_row, ms_to_datetime, pin_row, sql_time
 from pinapp.domain.table_values import Pin
 from tests.unit.samples import PIN
 
@@ -48,7 +48,7 @@ def test_each_row_matches_its_table_columns(event_type: str, extra: dict[str, ob
     assert len(row) == len(columns)
     named = dict(zip(columns, row, strict=True))
     assert named["event_id"] == "e1" and named["country"] == "GB" and named["ingested_at"] == NOW
-    assert named["ts"] == datetime(2023, 11, 14, 22, 13, 20, 123000)
+    assert named["ts"] == "2023-11-14 22:13:20.123000"
     if event_type != "login":
         assert named["category"] == "art"
 
@@ -65,6 +65,11 @@ def test_pin_row_from_a_repin_fits_the_pins_table() -> None:
 
 def test_ms_to_datetime_is_utc() -> None:
     assert ms_to_datetime(0) == datetime(1970, 1, 1)
+
+
+@pytest.mark.parametrize("ms", [0, 999, 59_999, 60_000, 946_684_800_000, 1_700_000_000_123, 4_102_444_799_999])
+def test_sql_time_is_the_datetime_as_text(ms: int) -> None:
+    assert sql_time(ms) == ms_to_datetime(ms).isoformat(" ", timespec="microseconds")
 
 
 @pytest.mark.parametrize(

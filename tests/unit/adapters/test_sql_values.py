@@ -92,3 +92,17 @@ def test_encode_rows_refuses_what_sql_literal_refuses(bad: object) -> None:
         encode_rows([(1, bad), (2, bad)])
     with pytest.raises(TypeError):
         encode_rows([(1, None), (2, bad)])
+
+
+def test_long_columns_give_the_text_of_each_value() -> None:
+    """Batch-sized columns (the float cache filling, overflowing and holding zeros) change no byte."""
+    rng = random.Random(11)
+    coordinates = [round(rng.uniform(-90, 90), 4) for _ in range(300)] + [0.0, -0.0, None]
+    for height in (1, 500, 2000):
+        rows = [
+            (rng.choice(coordinates), rng.choice(coordinates[:-3]), f"id-{rng.randrange(50)}", rng.randrange(9))
+            for _ in range(height)
+        ]
+        assert encode_rows(rows) == [_value_by_value(r) for r in rows]
+    many = [(rng.random(),) for _ in range(70_000)]  # more distinct floats than the cache holds
+    assert encode_rows(many) == [_value_by_value(r) for r in many]

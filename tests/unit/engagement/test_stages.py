@@ -359,7 +359,7 @@ async def test_each_experiment_an_event_carries_is_an_exposure_written_with_it()
     assert set(p.store.exposures) == {("search_v2", "e1"), ("onboarding", "e1")}, "the duplicate and e2 add none"
     row = p.store.exposures[("search_v2", "e1")]
     assert (row["group_name"], row["event_type"], row["user_id"]) == ("treatment", "like", "u1")
-    assert row["ts"] == p.store.row(EventType.LIKE, "e1")["ts"]
+    assert row["ts"].isoformat(" ", timespec="microseconds") == p.store.row(EventType.LIKE, "e1")["ts"]
     assert [(d.record.offset, d.stage) for d in p.dead] == [(3, "sink")], "a rejected event's exposures go with it"
 
 
