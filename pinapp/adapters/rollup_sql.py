@@ -272,10 +272,13 @@ async def count(
         for p, s in stored.items()
         if s.event_ts is not None
     }
+    latest_late = max(late_before.values(), default=-1)
     late: set[int] = set()
     for event_type, items in inserted.items():
-        rows_counts(event_type, [e.row for _, e in items], t, c, k, [e.ts_ms for _, e in items])
-        if late_before and event_type.value in _PIN_ENGAGEMENT:
+        times = [e.ts_ms for _, e in items]
+        rows_counts(event_type, [e.row for _, e in items], t, c, k, times)
+        # (looked at event by event only when one may be late)
+        if event_type.value in _PIN_ENGAGEMENT and times and min(times) < latest_late:
             late.update(e.ts_ms // 60_000 for p, e in items if e.ts_ms < late_before.get(p, -1))
     await execute(cur, encode, _TYPES_ADD, [(minute, kind, writer, n) for (minute, kind), n in sorted(t.items())])
     await execute(cur, encode, _CATEGORIES_ADD, [(*key, writer, n) for key, n in sorted(c.items())])

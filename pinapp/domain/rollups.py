@@ -87,11 +87,19 @@ def rows_counts(
     hour_of = {m: when.replace(minute=0) for m, when in at.items()}
     for minute_n, n in per_minute.items():
         types[(at[minute_n], kind)] += n
-    for (minute_n, country), n in Counter(zip(minutes, map(itemgetter(country_at), rows), strict=True)).items():
+
+    def by_minute(column: int) -> Iterable[tuple[tuple[int, Any], int]]:
+        values = map(itemgetter(column), rows)
+        if len(per_minute) == 1:  # most batches: counted by value alone, no pair made per event
+            (only,) = per_minute
+            return (((only, value), n) for value, n in Counter(values).items())
+        return Counter(zip(minutes, values, strict=True)).items()
+
+    for (minute_n, country), n in by_minute(country_at):
         countries[("m", at[minute_n], country or "")] += n
         countries[("h", hour_of[minute_n], country or "")] += n
     if category_at is not None:
-        for (minute_n, category), n in Counter(zip(minutes, map(itemgetter(category_at), rows), strict=True)).items():
+        for (minute_n, category), n in by_minute(category_at):
             categories[("m", at[minute_n], category)] += n
             categories[("h", hour_of[minute_n], category)] += n
 

@@ -9,8 +9,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from pinapp.adapters.rollup_sql import StoredKeys
+from pinapp.domain.ddl import COLUMNS
+from pinapp.domain.events import EventType
 from pinapp.domain.positions import Claim, Stored, may_write
-from pinapp.domain.rollups import PinCount, grain_ranges, merge_buckets, top_k, window_params
+from pinapp.domain.rollups import Counts, PinCount, grain_ranges, merge_buckets, rows_counts, top_k, window_params
+from pinapp.domain.rows import ms_to_datetime
 
 T0 = datetime(2026, 12, 6, 10, 0)
 
@@ -99,3 +102,28 @@ def test_stored_keys_remember_the_latest_and_forget_the_oldest_generation() -> N
     assert ("u1",) not in keys and ("u2",) not in keys
     assert ("u3",) in keys and ("u4",) in keys
     assert len(keys) == 2
+
+
+@pytest.mark.parametrize("span_ms", [1_000, 150_000], ids=["one minute", "three minutes"])
+def test_rows_are_counted_by_minute_and_hour_with_their_category_and_country(span_ms: int) -> None:
+    rng = random.Random(5)
+    columns = COLUMNS[EventType.REPIN]
+    country, category = columns.index("country"), columns.index("category")
+    start = 1_700_000_040_000  # a minute's start
+    times = [start + rng.randrange(span_ms) for _ in range(400)]
+    rows = []
+    for _ in times:
+        row: list[object] = [None] * len(columns)
+        row[country], row[category] = rng.choice(["GB", "US", None]), rng.choice(["art", "food"])
+        rows.append(tuple(row))
+    types, categories, countries = Counts(), Counts(), Counts()
+    rows_counts(EventType.REPIN, rows, types, categories, countries, times)
+    expected_countries: Counts = Counts()
+    expected_categories: Counts = Counts()
+    for ts_ms, row in zip(times, rows, strict=True):
+        minute = ms_to_datetime(ts_ms - ts_ms % 60_000)
+        for grain, bucket in (("m", minute), ("h", minute.replace(minute=0))):
+            expected_countries[(grain, bucket, row[country] or "")] += 1
+            expected_categories[(grain, bucket, row[category])] += 1
+    assert countries == expected_countries and categories == expected_categories
+    assert types == Counter((ms_to_datetime(t - t % 60_000), "repin") for t in times)
