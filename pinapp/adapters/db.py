@@ -9,7 +9,9 @@ import logging
 import ssl
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, Final
 
 import asyncmy
 from asyncmy.errors import Error as MySQLError
@@ -37,6 +39,8 @@ from pinapp.telemetry import health
 __all__ = ["EngagementStore", "create_pool", "migrate", "ssl_context"]
 
 logger = logging.getLogger(__name__)
+
+_OFFSET: Final = attrgetter("offset")  # of a WrittenEvent
 
 
 _DEFAULT: Any = object()
@@ -249,10 +253,13 @@ class EngagementStore:
         fresh: list[tuple[int, WrittenEvent]] = []
         already = 0
         for w in writes:
-            if w.partition in lost:
+            if w.partition in lost or not w.events:
                 continue
             position = stored.get(w.partition)
             floor = position.next_offset if position is not None else -1
+            if min(map(_OFFSET, w.events)) >= floor:  # the usual case: none written yet
+                fresh.extend(zip(repeat(w.partition), w.events))
+                continue
             for event in w.events:
                 if event.offset < floor:
                     already += 1

@@ -364,8 +364,10 @@ class Pipeline:
         union = " UNION ALL ".join(f"SELECT '{t}', COUNT(*) FROM {table}" for t, table in TABLE_OF.items())
         return {t: int(n) for t, n in await self.sql(union)}
 
-    async def wait_for_rows(self, expected: dict[str, int], timeout: float = 120.0) -> dict[str, int]:
-        """Poll until each table has at least its expected row count; returns the counts."""
+    async def wait_for_rows(
+        self, expected: dict[str, int], timeout: float = 120.0, *, poll_s: float = 0.5
+    ) -> dict[str, int]:
+        """Poll every ``poll_s`` until each table has at least its expected row count; returns the counts."""
         deadline = time.monotonic() + timeout
         counts: dict[str, int] = {}
         while time.monotonic() < deadline:
@@ -375,6 +377,6 @@ class Pipeline:
                 counts = {}
             if counts and all(counts[t] >= n for t, n in expected.items()):
                 return counts
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(poll_s)
         logs = "\n".join(f"{w.log_tail(30)}\n{w.diagnose()}" for w in self.workers)
         raise AssertionError(f"rows did not arrive in {timeout}s: have {counts}, want {expected}\n{logs}")
