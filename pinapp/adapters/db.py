@@ -20,15 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from config import DatabaseSettings
 from pinapp.adapters.db_errors import classify
-from pinapp.adapters.rollup_sql import (
-    StoredKeys,
-    count,
-    insert_events,
-    insert_exposures,
-    insert_learned_pins,
-    move_positions,
-    read_positions,
-)
+from pinapp.adapters.rollup_sql import Statements, StoredKeys, count, move_positions, read_positions, write_rows
 from pinapp.adapters.sql_values import backslash_escapes
 from pinapp.domain.ddl import SCHEMA, TableSpec, collation_of, column_sql, create_database_sql, create_table_sql
 from pinapp.domain.positions import Claim, PartitionWrite, WriteOutcome, WrittenEvent, may_write
@@ -266,15 +258,15 @@ class EngagementStore:
                 else:
                     fresh.append((w.partition, event))
         encode = backslash_escapes(conn)
-        inserted = await insert_events(cur, encode, fresh, ingested_at)
-        await insert_learned_pins(cur, encode, [e.learned_pin for _, e in fresh if e.learned_pin is not None])
-        exposures = await insert_exposures(cur, encode, fresh, ingested_at)
+        inserted, exposures = await write_rows(cur, encode, fresh)
         held = [w for w in writes if w.partition not in lost]
         users: list[tuple[Any, ...]] = []
+        last = Statements(encode)  # the rollups' increments and the positions: one round trip
         if held:
             writer = min(w.partition for w in held)
-            users = await count(cur, encode, writer, inserted, exposures, stored, ingested_at, self._known_users)
-        await move_positions(cur, encode, self.topic, held, claim)
+            users = await count(cur, last, writer, inserted, exposures, stored, ingested_at, self._known_users)
+        move_positions(last, self.topic, held, claim)
+        await last.send(cur)
         written = sum(map(len, inserted.values()))
         return WriteOutcome(lost=lost, already_written=already, inserted=written), users
 

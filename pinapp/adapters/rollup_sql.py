@@ -30,13 +30,12 @@ from pinapp.domain.rollups import ANY_TYPE, MINUTE, SEAL_LATENESS, Counts, rows_
 from pinapp.domain.rows import ms_to_datetime
 
 __all__ = [
+    "Statements",
     "StoredKeys",
     "count",
-    "insert_events",
-    "insert_exposures",
-    "insert_learned_pins",
     "move_positions",
     "read_positions",
+    "write_rows",
 ]
 
 Row = tuple[Any, ...]
@@ -145,6 +144,65 @@ async def execute(cur: Any, encode: bool, insert: Insert, rows: Sequence[Row]) -
     return affected
 
 
+#: A round trip's statements stay under this many bytes (servers take 64 MiB packets by default).
+_ROUND_TRIP_BYTES: Final = 8 * 1024 * 1024
+
+
+class Statements:
+    """Inserts sent together: one round trip, a multi-statement query (which asyncmy's connections
+    allow, as PyMySQL's do), instead of one each; each insert's affected rows come from its own
+    result. The server runs them in order and stops at the first that fails, whose error is raised.
+    """
+
+    __slots__ = ("_encode", "_queued")
+
+    def __init__(self, encode: bool) -> None:
+        self._encode = encode
+        self._queued: list[tuple[Insert, Sequence[Row]]] = []
+
+    @property
+    def encode(self) -> bool:
+        """Whether rows are encoded here (:func:`pinapp.adapters.sql_values.backslash_escapes`)."""
+        return self._encode
+
+    def add(self, insert: Insert, rows: Sequence[Row]) -> int:
+        """Queue ``rows``' insert; returns its index in what :meth:`send` returns."""
+        self._queued.append((insert, rows))
+        return len(self._queued) - 1
+
+    async def send(self, cur: Any) -> list[int]:
+        """Run the queued inserts, in order; returns each one's affected rows."""
+        queued, self._queued = self._queued, []
+        affected = [0] * len(queued)
+        if not self._encode:  # executemany formats each insert itself
+            for i, (insert, rows) in enumerate(queued):
+                affected[i] = await execute(cur, False, insert, rows)
+            return affected
+        trip: list[tuple[int, bytes]] = []
+        size = 0
+        for i, (insert, rows) in enumerate(queued):
+            for statement in insert_statements(insert.prefix, rows, insert.suffix) if rows else ():
+                if trip and size + len(statement) > _ROUND_TRIP_BYTES:
+                    await _round_trip(cur, trip, affected)
+                    trip, size = [], 0
+                trip.append((i, statement))
+                size += len(statement) + 2
+        if trip:
+            await _round_trip(cur, trip, affected)
+        return affected
+
+
+async def _round_trip(cur: Any, trip: Sequence[tuple[int, bytes]], affected: list[int]) -> None:
+    await cur.execute(b";\n".join(statement for _, statement in trip))
+    counts = [cur.rowcount]
+    while await cur.nextset():
+        counts.append(cur.rowcount)
+    if len(counts) != len(trip):
+        raise RuntimeError(f"{len(trip)} statements sent together, {len(counts)} results back")
+    for (i, _), n in zip(trip, counts, strict=True):
+        affected[i] += n
+
+
 async def read_positions(cur: Any, topic: str, partitions: Iterable[int] | None, *, lock: bool) -> dict[int, Stored]:
     """Partitions' rows of ``stream_offsets`` (``lock``: ``FOR UPDATE``, until the transaction ends)."""
     sql = "SELECT part, next_offset, owner, generation, event_ts FROM stream_offsets WHERE topic = %s"
@@ -159,45 +217,53 @@ async def read_positions(cur: Any, topic: str, partitions: Iterable[int] | None,
     return {int(p): Stored(int(n), owner, int(g), ts) for p, n, owner, g, ts in await cur.fetchall()}
 
 
-async def move_positions(cur: Any, encode: bool, topic: str, writes: Sequence[PartitionWrite], claim: Claim) -> None:
+def move_positions(statements: Statements, topic: str, writes: Sequence[PartitionWrite], claim: Claim) -> None:
+    """Queue the partitions' moves past ``writes``."""
     now = datetime.now()
     rows = [
         (topic, w.partition, w.next_offset, claim.owner, claim.generation, w.event_ts, now)
         for w in sorted(writes, key=lambda w: w.partition)
     ]
-    await execute(cur, encode, _POSITIONS_MOVE, rows)
+    statements.add(_POSITIONS_MOVE, rows)
 
 
 Inserted = dict[EventType, list[tuple[int, WrittenEvent]]]  # by type: the (partition, event)s whose own row is new
 
 
-async def insert_events(
-    cur: Any, encode: bool, fresh: Sequence[tuple[int, WrittenEvent]], ingested_at: datetime
-) -> Inserted:
-    """Insert the events' rows, table by table; returns the events whose row is new, by type.
+async def write_rows(
+    cur: Any, encode: bool, fresh: Sequence[tuple[int, WrittenEvent]]
+) -> tuple[Inserted, list[tuple[int, Row]]]:
+    """Insert the events' rows, their learned pin rows and their exposures, in one round trip;
+    returns the events whose own row is new, by type, and the exposures inserted (with their
+    partition).
 
     A pin's own event is new unless its pin row holds that very event: a row learned from a repin
-    (under the repin's event_id) is no pin event, and the pin's own event replaces it.
+    (under the repin's event_id) is no pin event, and the pin's own event replaces it. The learned
+    rows go after the pins' own, and never replace a row.
     """
     by_type: Inserted = defaultdict(list)
     for item in fresh:
         by_type[item[1].event_type].append(item)
+    pins = by_type.get(EventType.PIN)
+    existing = await _pin_events(cur, [e.row[0] for _, e in pins]) if pins else {}
+    together = Statements(encode)
+    sent = {t: together.add(_INSERTS[t], [e.row for _, e in items]) for t, items in by_type.items()}
+    together.add(_LEARNED_PIN_INSERT, [e.learned_pin for _, e in fresh if e.learned_pin is not None])
+    exposures = [(p, row) for p, e in fresh for row in e.exposures]
+    exposed = together.add(_EXPOSURE_INSERT, [row for _, row in exposures])
+    affected = await together.send(cur)
     inserted: Inserted = {}
     for event_type, items in by_type.items():
-        rows = [e.row for _, e in items]
         if event_type is EventType.PIN:
-            existing = await _pin_events(cur, [row[0] for row in rows])
-            await execute(cur, encode, _INSERTS[event_type], rows)
             inserted[event_type] = [(p, e) for p, e in items if existing.get(e.row[0]) != e.row[2]]
-            continue
-        affected = await execute(cur, encode, _INSERTS[event_type], rows)
-        if affected == len(rows):
+        elif affected[sent[event_type]] == len(items):
             inserted[event_type] = items
-        elif affected:
-            new = await _inserted_keys(cur, TABLES[event_type], rows)
-            key = _key_of(TABLES[event_type])
+        elif affected[sent[event_type]]:
+            spec = TABLES[event_type]
+            new = await _inserted_keys(cur, spec, [e.row for _, e in items])
+            key = _key_of(spec)
             inserted[event_type] = [(p, e) for p, e in items if key(e.row) in new]
-    return inserted
+    return inserted, await _inserted_exposures(cur, exposures, affected[exposed])
 
 
 async def _pin_events(cur: Any, pin_ids: Sequence[str]) -> dict[str, str]:
@@ -225,31 +291,20 @@ async def _inserted_keys(cur: Any, spec: TableSpec, rows: Sequence[Row]) -> set[
     return {k for *k_, at in await cur.fetchall() if sent.get(k := tuple(k_)) == at}
 
 
-async def insert_learned_pins(cur: Any, encode: bool, rows: Sequence[Row]) -> None:
-    await execute(cur, encode, _LEARNED_PIN_INSERT, rows)
-
-
-async def insert_exposures(
-    cur: Any, encode: bool, fresh: Sequence[tuple[int, WrittenEvent]], ingested_at: datetime
-) -> list[tuple[int, Row]]:
-    """Insert the events' ``experiment_exposures`` rows; returns those it inserted, with their partition."""
-    items = [(p, row) for p, e in fresh for row in e.exposures]
-    if not items:
-        return []
-    rows = [row for _, row in items]
-    affected = await execute(cur, encode, _EXPOSURE_INSERT, rows)
-    if affected == len(rows):
-        return items
+async def _inserted_exposures(cur: Any, sent: list[tuple[int, Row]], affected: int) -> list[tuple[int, Row]]:
+    """The exposures of ``sent`` their statement inserted (it reported ``affected``)."""
+    if affected == len(sent):
+        return sent
     if not affected:
         return []
-    new = await _inserted_keys(cur, EXPOSURES, rows)
+    new = await _inserted_keys(cur, EXPOSURES, [row for _, row in sent])
     key = _key_of(EXPOSURES)
-    return [(p, row) for p, row in items if key(row) in new]
+    return [(p, row) for p, row in sent if key(row) in new]
 
 
 async def count(
     cur: Any,
-    encode: bool,
+    statements: Statements,
     writer: int,
     inserted: Inserted,
     exposures: Sequence[tuple[int, Row]],
@@ -262,8 +317,10 @@ async def count(
     ``writer``: the partition the counts are keyed by, one the writer holds (the lowest of its
     batch's): the batch's counts go to one row per key, and concurrent writers hold disjoint
     partitions, so they never have a row in common. ``known_users``: ``experiment_users`` keys
-    known to be stored (not sent again). Returns the keys that are stored once the transaction
-    commits (for the caller to remember)."""
+    known to be stored (not sent again). The increments are queued on ``statements`` (the caller
+    sends them, with the positions); the new users are inserted here, since the counts depend on
+    which are new. Returns the keys that are stored once the transaction commits (for the caller
+    to remember)."""
     t, c, k = Counts(), Counts(), Counts()
     # A minute a partition's processed event time has passed may be sealed already: marked late.
     # (As epoch ms: this looks at every pin engagement written.)
@@ -280,11 +337,11 @@ async def count(
         # (looked at event by event only when one may be late)
         if event_type.value in _PIN_ENGAGEMENT and times and min(times) < latest_late:
             late.update(e.ts_ms // 60_000 for p, e in items if e.ts_ms < late_before.get(p, -1))
-    await execute(cur, encode, _TYPES_ADD, [(minute, kind, writer, n) for (minute, kind), n in sorted(t.items())])
-    await execute(cur, encode, _CATEGORIES_ADD, [(*key, writer, n) for key, n in sorted(c.items())])
-    await execute(cur, encode, _COUNTRIES_ADD, [(*key, writer, n) for key, n in sorted(k.items())])
-    await execute(cur, encode, _DIRTY_ADD, [(ms_to_datetime(minute * 60_000), 1) for minute in sorted(late)])
-    return await _count_exposures(cur, encode, writer, exposures, ingested_at, known_users)
+    statements.add(_TYPES_ADD, [(minute, kind, writer, n) for (minute, kind), n in sorted(t.items())])
+    statements.add(_CATEGORIES_ADD, [(*key, writer, n) for key, n in sorted(c.items())])
+    statements.add(_COUNTRIES_ADD, [(*key, writer, n) for key, n in sorted(k.items())])
+    statements.add(_DIRTY_ADD, [(ms_to_datetime(minute * 60_000), 1) for minute in sorted(late)])
+    return await _count_exposures(cur, statements, writer, exposures, ingested_at, known_users)
 
 
 _EXPOSURE_AT: Final = {
@@ -294,7 +351,7 @@ _EXPOSURE_AT: Final = {
 
 async def _count_exposures(
     cur: Any,
-    encode: bool,
+    statements: Statements,
     part: int,
     exposures: Sequence[tuple[int, Row]],
     ingested_at: datetime,
@@ -329,7 +386,7 @@ async def _count_exposures(
     # from an earlier batch is not sent (an unknown one that is stored is found by the read-back).
     # Sorted: concurrent writers insert shared keys in one order, so never wait on each other in a cycle.
     candidates = sorted((*user, when, ingested_at) for user, when in first.items() if user not in known)
-    affected = await execute(cur, encode, _USERS_INSERT, candidates)
+    affected = await execute(cur, statements.encode, _USERS_INSERT, candidates)
     if affected == len(candidates):
         new_users = [c[:4] for c in candidates]
     elif affected:
@@ -343,5 +400,5 @@ async def _count_exposures(
         users[(experiment, "m", minute, group, kind, part)] += 1
         users[(experiment, "h", minute.replace(minute=0), group, kind, part)] += 1
     rows = [(*k, events[k], users.get(k, 0)) for k in sorted(events.keys() | users.keys())]
-    await execute(cur, encode, _EXPERIMENTS_ADD, rows)
+    statements.add(_EXPERIMENTS_ADD, rows)
     return [c[:4] for c in candidates]
