@@ -701,16 +701,37 @@ Machine: {results["machine"]}
 | kcat -P, same file, same run | {m["singer_kcat_lines_per_s"]:,.0f} lines/s, {m["singer_kcat_mb_per_s"]:.1f} MB/s (singer/kcat = {m["singer_singer_vs_kcat"]:.2f}) | |
 """)
     if args.baseline:
-        print(ab_table(args.baseline, results["baseline"]["median"], m, args.runs))
+        pairs = paired_ratios(runs["baseline"], current)
+        print(ab_table(args.baseline, results["baseline"]["median"], m, args.runs, pairs))
 
 
-def ab_table(commit: str, before: dict[str, float], after: dict[str, float], runs: int) -> str:
-    """Each figure measured for both, with the ratio of medians (this checkout / baseline)."""
+def paired_ratios(
+    before: dict[str, list[dict[str, Any]]], after: dict[str, list[dict[str, Any]]]
+) -> dict[str, list[float]]:
+    """Each figure's ratio run by run (this checkout's run i / the baseline's run i, taken one after
+    the other): the machine's drift between rounds cancels out of them, not out of the medians."""
+    out: dict[str, list[float]] = {}
+    for name in ("throughput", "ceiling"):
+        for old, new in zip(before.get(name, []), after.get(name, []), strict=False):
+            for key, value in new.items():
+                if key.startswith(("events_per_s", "cpu_us_per_event_")) and old.get(key):
+                    figure = "ceiling_events_per_s" if name == "ceiling" else key
+                    out.setdefault(figure, []).append(value / old[key])
+    return out
+
+
+def ab_table(
+    commit: str, before: dict[str, float], after: dict[str, float], runs: int, pairs: dict[str, list[float]]
+) -> str:
+    """Each figure measured for both, with the ratio of medians (this checkout / baseline) and the
+    median of the run-by-run ratios (:func:`paired_ratios`)."""
     lines = [
         f"## A/B: {commit} (baseline) vs this checkout, medians of {runs} alternated runs each",
         "",
-        "| figure | baseline | this checkout | ratio | better is |",
-        "|---|---|---|---|---|",
+        "The ceiling runs the same code for both: its ratios show the machine's noise.",
+        "",
+        "| figure | baseline | this checkout | ratio of medians | median of paired ratios (min-max) | better is |",
+        "|---|---|---|---|---|---|",
     ]
     for key, new in after.items():
         old = before.get(key, float("nan"))
@@ -719,7 +740,9 @@ def ab_table(commit: str, before: dict[str, float], after: dict[str, float], run
         ratio = new / old if old else float("nan")
         better = "higher" if key.endswith(("_per_s", "_vs_kcat", "compression", "share_of_ceiling")) else "lower"
         digits = 0 if better == "higher" and abs(new) >= 100 else 3
-        lines.append(f"| {key} | {old:,.{digits}f} | {new:,.{digits}f} | {ratio:.2f} | {better} |")
+        paired = pairs.get(key)
+        spread = f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f})" if paired else ""
+        lines.append(f"| {key} | {old:,.{digits}f} | {new:,.{digits}f} | {ratio:.2f} | {spread} | {better} |")
     return "\n".join(lines)
 
 
