@@ -73,7 +73,12 @@ async def process_engagement(stream: StreamT) -> None:
     # process under its id), else this process.
     owner = settings.worker.group_instance_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
     stages = EngagementStages(
-        EngagementStore(pool, retry_max_s=cfg.sink_retry_max_s, topic=events_topic.get_topic_name()),
+        EngagementStore(
+            pool,
+            retry_max_s=cfg.sink_retry_max_s,
+            topic=events_topic.get_topic_name(),
+            multi_statements=settings.db.multi_statements,
+        ),
         geo,
         seen=BatchedTable(seen_event_ids),
         pins=BatchedTable(pin_by_id),

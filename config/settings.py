@@ -166,6 +166,11 @@ class DatabaseSettings(_Section):
     database: str = "pinapp"
     dialect: Literal["singlestore", "mysql"] = "mysql"
     pool_size: int = Field(4, ge=1)
+    multi_statements: bool = Field(
+        True,
+        description="the sink sends a batch's statements in a few multi-statement round trips; false: one "
+        "statement a round trip, for a server or proxy that refuses multi-statement queries",
+    )
     query_user: str = Field(
         "",
         description="a SELECT-only account for the queries people send (`pinapp query`, the dashboard, the "

@@ -172,9 +172,16 @@ class EngagementStore:
     """
 
     def __init__(
-        self, pool: Any, *, retry_max_s: float = 30.0, topic: str = "events", known_users: int = 200_000
+        self,
+        pool: Any,
+        *,
+        retry_max_s: float = 30.0,
+        topic: str = "events",
+        known_users: int = 200_000,
+        multi_statements: bool = True,
     ) -> None:
         self._pool = pool
+        self._together = multi_statements  # db.multi_statements
         self._retry_max_s = retry_max_s
         self.topic = topic
         # experiment_users keys stored (committed), so a returning user's exposure sends nothing
@@ -258,10 +265,10 @@ class EngagementStore:
                 else:
                     fresh.append((w.partition, event))
         encode = backslash_escapes(conn)
-        inserted, exposures = await write_rows(cur, encode, fresh)
+        inserted, exposures = await write_rows(cur, Statements(encode, together=self._together), fresh)
         held = [w for w in writes if w.partition not in lost]
         users: list[tuple[Any, ...]] = []
-        last = Statements(encode)  # the rollups' increments and the positions: one round trip
+        last = Statements(encode, together=self._together)  # the rollups' increments and the positions
         if held:
             writer = min(w.partition for w in held)
             users = await count(cur, last, writer, inserted, exposures, stored, ingested_at, self._known_users)

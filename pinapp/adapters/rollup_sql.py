@@ -152,12 +152,15 @@ class Statements:
     """Inserts sent together: one round trip, a multi-statement query (which asyncmy's connections
     allow, as PyMySQL's do), instead of one each; each insert's affected rows come from its own
     result. The server runs them in order and stops at the first that fails, whose error is raised.
+    ``together=False`` (``db.multi_statements``): one statement a round trip, for a server or proxy
+    that refuses multi-statement queries.
     """
 
-    __slots__ = ("_encode", "_queued")
+    __slots__ = ("_encode", "_queued", "_together")
 
-    def __init__(self, encode: bool) -> None:
+    def __init__(self, encode: bool, *, together: bool = True) -> None:
         self._encode = encode
+        self._together = together
         self._queued: list[tuple[Insert, Sequence[Row]]] = []
 
     @property
@@ -182,7 +185,7 @@ class Statements:
         size = 0
         for i, (insert, rows) in enumerate(queued):
             for statement in insert_statements(insert.prefix, rows, insert.suffix) if rows else ():
-                if trip and size + len(statement) > _ROUND_TRIP_BYTES:
+                if trip and (not self._together or size + len(statement) > _ROUND_TRIP_BYTES):
                     await _round_trip(cur, trip, affected)
                     trip, size = [], 0
                 trip.append((i, statement))
@@ -231,11 +234,11 @@ Inserted = dict[EventType, list[tuple[int, WrittenEvent]]]  # by type: the (part
 
 
 async def write_rows(
-    cur: Any, encode: bool, fresh: Sequence[tuple[int, WrittenEvent]]
+    cur: Any, together: Statements, fresh: Sequence[tuple[int, WrittenEvent]]
 ) -> tuple[Inserted, list[tuple[int, Row]]]:
     """Insert the events' rows, their learned pin rows and their exposures, in one round trip;
     returns the events whose own row is new, by type, and the exposures inserted (with their
-    partition).
+    partition). ``together``: an empty :class:`Statements`.
 
     A pin's own event is new unless its pin row holds that very event: a row learned from a repin
     (under the repin's event_id) is no pin event, and the pin's own event replaces it. The learned
@@ -246,7 +249,6 @@ async def write_rows(
         by_type[item[1].event_type].append(item)
     pins = by_type.get(EventType.PIN)
     existing = await _pin_events(cur, [e.row[0] for _, e in pins]) if pins else {}
-    together = Statements(encode)
     sent = {t: together.add(_INSERTS[t], [e.row for _, e in items]) for t, items in by_type.items()}
     together.add(_LEARNED_PIN_INSERT, [e.learned_pin for _, e in fresh if e.learned_pin is not None])
     exposures = [(p, row) for p, e in fresh for row in e.exposures]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from pinapp.adapters.db import EngagementStore, create_pool, migrate
 from pinapp.adapters.sql_values import backslash_escapes
@@ -91,14 +92,18 @@ _NASTY = [
 ]
 
 
-async def test_rows_round_trip_exactly_and_replays_keep_the_first_ingested_at(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("multi_statements", [True, False], ids=["round trips shared", "one statement a trip"])
+async def test_rows_round_trip_exactly_and_replays_keep_the_first_ingested_at(
+    pipeline: Pipeline, multi_statements: bool
+) -> None:
     """The sink's own encoding (pinapp.adapters.sql_values) on the real server: every character comes back
     as sent, a batch larger than one statement is written whole in one transaction, and a
-    replay is a no-op that keeps the first ``ingested_at``."""
+    replay is a no-op that keeps the first ``ingested_at``; with statements sent together or
+    one by one (``db.multi_statements``)."""
     await migrate(pipeline.settings.db)
     pool = await create_pool(pipeline.settings.db, size=1)
     try:
-        store = EngagementStore(pool)
+        store = EngagementStore(pool, multi_statements=multi_statements)
         first = datetime(2026, 12, 2, 10, 0, 0, 123456)
         geo = GeoLocation(country="GB", city="Lo'ndon\\", latitude=51.5, longitude=-1e-05)
         comments = [
