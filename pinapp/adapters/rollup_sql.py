@@ -6,10 +6,11 @@ Design notes: docs/architecture.md, "pinapp/adapters/rollup_sql.py".
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from operator import attrgetter
+from typing import Any, Final, TypeVar
 
 from pinapp.adapters.sql_values import insert_statements
 from pinapp.domain.ddl import (
@@ -258,14 +259,9 @@ async def write_rows(
     for event_type, items in by_type.items():
         if event_type is EventType.PIN:
             inserted[event_type] = [(p, e) for p, e in items if existing.get(e.row[0]) != e.row[2]]
-        elif affected[sent[event_type]] == len(items):
-            inserted[event_type] = items
-        elif affected[sent[event_type]]:
-            spec = TABLES[event_type]
-            new = await _inserted_keys(cur, spec, [e.row for _, e in items])
-            key = _key_of(spec)
-            inserted[event_type] = [(p, e) for p, e in items if key(e.row) in new]
-    return inserted, await _inserted_exposures(cur, exposures, affected[exposed])
+        else:
+            inserted[event_type] = await _inserted(cur, TABLES[event_type], items, affected[sent[event_type]], _ROW)
+    return inserted, await _inserted(cur, EXPOSURES, exposures, affected[exposed], _ITSELF)
 
 
 async def _pin_events(cur: Any, pin_ids: Sequence[str]) -> dict[str, str]:
@@ -293,15 +289,24 @@ async def _inserted_keys(cur: Any, spec: TableSpec, rows: Sequence[Row]) -> set[
     return {k for *k_, at in await cur.fetchall() if sent.get(k := tuple(k_)) == at}
 
 
-async def _inserted_exposures(cur: Any, sent: list[tuple[int, Row]], affected: int) -> list[tuple[int, Row]]:
-    """The exposures of ``sent`` their statement inserted (it reported ``affected``)."""
+_T = TypeVar("_T")
+_ROW: Final = attrgetter("row")  # of a WrittenEvent
+_ITSELF: Final = lambda row: row  # noqa: E731 - an exposure is its row
+
+
+async def _inserted(
+    cur: Any, spec: TableSpec, sent: list[tuple[int, _T]], affected: int, row_of: Callable[[_T], Row]
+) -> list[tuple[int, _T]]:
+    """The items of ``sent`` whose row (``row_of`` of the item's second part) their statement
+    inserted; it reported ``affected``: all of them, none, or else the keys are read back."""
     if affected == len(sent):
         return sent
     if not affected:
         return []
-    new = await _inserted_keys(cur, EXPOSURES, [row for _, row in sent])
-    key = _key_of(EXPOSURES)
-    return [(p, row) for p, row in sent if key(row) in new]
+    rows = [row_of(x) for _, x in sent]
+    new = await _inserted_keys(cur, spec, rows)
+    key = _key_of(spec)
+    return [item for item, row in zip(sent, rows, strict=True) if key(row) in new]
 
 
 async def count(
