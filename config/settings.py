@@ -105,7 +105,8 @@ class KafkaSettings(_Section):
     request_timeout_s: float = Field(
         10.0,
         gt=0,
-        description="how long the workers' producers and consumers wait for a broker's answer before they "
+        description="how long the workers' producers and consumers, and Singer's producer, wait for a broker's "
+        "answer before they "
         "give up on it and find the partition's new leader (faust's defaults, 1,200 s for a producer, let a "
         "hung broker stall the pipeline for as long as it hangs); at least worker.session_timeout_s is used "
         "for the consumer",

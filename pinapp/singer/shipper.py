@@ -98,6 +98,11 @@ class Singer:
             "partitioner": "murmur2_random",  # the Java client's default: keyed lines land as the topology's do
             # Then the line fails, and the batch is resent.
             "message.timeout.ms": str(int(conf.request_timeout_s * 1000)),
+            # A request a broker has not answered in this long is given up, and its lines are sent
+            # again, to the partition's new leader, inside message.timeout.ms. librdkafka's 60 s
+            # (30 s to connect) let a hung leader hold each batch until its lines timed out.
+            "socket.timeout.ms": str(int(self.settings.kafka.request_timeout_s * 1000)),
+            "socket.connection.setup.timeout.ms": str(int(self.settings.kafka.request_timeout_s * 1000)),
             # Room for a whole batch, so produce() never finds the queue full (at most one batch is queued).
             "queue.buffering.max.messages": str(max(100_000, conf.batch_lines * 2)),
             "queue.buffering.max.kbytes": str(

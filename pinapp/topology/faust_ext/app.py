@@ -13,6 +13,7 @@ import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, AppT, TransportT
 
+from pinapp.topology.faust_ext import failover
 from pinapp.topology.faust_ext.guards import CommitGuards
 from pinapp.topology.faust_ext.handoff import HandoffConsumer
 from pinapp.topology.faust_ext.partitions import PartitionControl
@@ -67,6 +68,7 @@ class PinApp(faust.App):
 
     def __init__(self, *args: Any, commit_guards: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("TableManager", SeekFirstTableManager)
+        failover.install()  # a hung broker is passed over, not waited on (docs/reliability.md)
         super().__init__(*args, env={}, **kwargs)
         self.commit_guards = commit_guards
         self.before_wait_empty: list[Callable[[], Awaitable[None]]] = []

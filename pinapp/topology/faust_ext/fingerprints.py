@@ -41,7 +41,27 @@ UPSTREAM: tuple[Upstream, ...] = (
         "replaced by guards.CommitGuards._new_offset",
         "1d2c7ea89a7ad4f1a216c1d51936e569162cd66bd56f889e13fd29c910b58eb0",
     ),
+    Upstream(
+        "aiokafka.client:AIOKafkaClient._get_conn",
+        "copied in pinapp.topology.faust_ext.failover.FailoverClient._get_conn",
+        "68ce5d8391719d3334eeee4c7d374d6ebb7eda5e6d402b2ada8c99725acae711",
+    ),
+    Upstream(
+        "aiokafka.client:AIOKafkaClient._metadata_update",
+        "copied in pinapp.topology.faust_ext.failover.FailoverClient._metadata_update",
+        "06dc51ed3e0d38b8d64100fd59012f399b2235c2f4804dfd142fcec397412fda",
+    ),
     # -- depended on: the fix and the guards assume how these behave --------------------------
+    Upstream(
+        "aiokafka.client:AIOKafkaClient.get_random_node",
+        "failover.FailoverClient.get_random_node (the coordinator lookups' choice)",
+        "0e2daf38b78e99a711cf0e929f623add6c5db734fdb65a403b83b55c1644b713",
+    ),
+    Upstream(
+        "aiokafka.client:AIOKafkaClient.send",
+        "failover.FailoverClient.send (a timeout or a failed connection raises these errors)",
+        "246b277687d7b687d79fd81f0a9718633b61a5ead0a1e9898419a1151ae3a91d",
+    ),
     Upstream(
         "faust.tables.recovery:Recovery.on_recovery_completed",
         "recovery.SeekFirstRecovery (resume partitions, seek, flow_control.resume, resume_flow)",
