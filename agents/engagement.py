@@ -32,7 +32,7 @@ from pinapp.topology import fault_hooks
 from pinapp.topology.app import app, settings
 from pinapp.topology.broker import watch_brokers
 from pinapp.topology.faust_ext import BatchedTable, FetchedBatches
-from pinapp.topology.topics import dead_letter_topic, dead_letters, events_topic, live_topic
+from pinapp.topology.topics import dead_letter_topic, dead_letters, events_topic, live_topic, publish_live
 from tables import pin_by_id, seen_event_ids
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def process_engagement(stream: StreamT) -> None:
         seen=BatchedTable(seen_event_ids),
         pins=BatchedTable(pin_by_id),
         dead_letter=dead_letters,
-        publish_live=lambda value: live_topic.send(value=value),
+        publish_live=publish_live,
         settings=cfg,
         # The group generation the batch was fetched in: a zombie's is older than its successor's.
         claim=lambda batch: Claim(owner, min(getattr(m, "generation_id", None) or 0 for m in batch)),

@@ -27,6 +27,7 @@ __all__ = [
     "FETCH_GAPS",
     "LIVE_DROPPED",
     "LIVE_PUBLISHED",
+    "LIVE_SEND_FAILED",
     "LIVE_SUBSCRIBERS",
     "PIN_CACHE",
     "ROCKSDB_MEMORY",
@@ -160,6 +161,10 @@ class SingerCollector:
 
 
 LIVE_PUBLISHED = Counter("pinapp_live_points_published", "Repin points published to the live topic")
+LIVE_SEND_FAILED = Counter(
+    "pinapp_live_send_failed",
+    "Live topic records Kafka did not take (the globe misses their repins; nothing else does)",
+)
 LIVE_SUBSCRIBERS = Gauge("pinapp_live_subscribers", "Browsers connected to this worker's live globe feed")
 LIVE_DROPPED = Counter("pinapp_live_dropped", "Point batches dropped for browsers that did not keep up")
 WEB_QUERY_SECONDS = Histogram("pinapp_web_query_seconds", "Time of the dashboard's SingleStore queries", ["query"])

@@ -7,6 +7,7 @@ from settings) before subscribing; producers outside the worker use
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from pinapp.domain.dead_letters import DeadLetters
 from pinapp.telemetry import metrics
 from pinapp.topology.app import app, archive_app, settings
 
-__all__ = ["archive_source", "dead_letter_topic", "dead_letters", "events_topic", "live_topic"]
+__all__ = ["archive_source", "dead_letter_topic", "dead_letters", "events_topic", "live_topic", "publish_live"]
 
 
 def _raw_topic(owner: faust.App, *names: str, **options: Any) -> faust.TopicT:
@@ -43,6 +44,21 @@ events_topic = _raw_topic(app, settings.kafka.events_topic)
 #: Repins as written, one record per batch (:mod:`pinapp.web.live_feed`), read by every worker's
 #: ``/globe`` feed from its end; an hour of retention is plenty for a live view.
 live_topic = _raw_topic(app, settings.kafka.live_topic, retention=timedelta(hours=1))
+
+
+async def publish_live(value: bytes) -> None:
+    """Send one record of repin points to :data:`live_topic`, at most once: the globe's view, not
+    a delivery path, so nothing waits for Kafka's answer. A record Kafka refuses (a broker down)
+    is counted in ``pinapp_live_send_failed``; faust logs it once, and nobody is left holding an
+    unread error for the garbage collector to print as a traceback."""
+    sent = asyncio.ensure_future(await live_topic.send(value=value))  # faust's FutureMessage, as it is
+    sent.add_done_callback(_count_failed_live_send)
+
+
+def _count_failed_live_send(sent: asyncio.Future[Any]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        metrics.LIVE_SEND_FAILED.inc()
+
 
 #: Inputs pinapp could not process: original key and bytes, reason and source in headers.
 dead_letter_topic = _raw_topic(app, settings.kafka.dlq_topic)
