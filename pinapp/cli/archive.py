@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -68,12 +69,26 @@ def archive_verify(ctx: click.Context, topic: str | None) -> None:
 @click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC).")
 @click.option("--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day (UTC), inclusive.")
 @click.option("--to-topic", help="Produce into this topic (default: the archived topic itself).")
+@click.option(
+    "--rollups-lost",
+    is_flag=True,
+    help="Days past rollups.raw_retention_days have lost their rollups too (a restored database): count them again.",
+)
 @click.pass_context
-def archive_replay(ctx: click.Context, topic: str | None, first: Any, last: Any, to_topic: str | None) -> None:
+def archive_replay(
+    ctx: click.Context, topic: str | None, first: Any, last: Any, to_topic: str | None, rollups_lost: bool
+) -> None:
     """Produce archived events back into Kafka (a backfill); the topology dedups them by row."""
+    from pinapp.archive.replay import retention_conflict
+
     settings = settings_of(ctx)
     if last < first:
         raise click.BadParameter("--to is before --from", param_hint="--to")
+    conflict = retention_conflict(
+        first.date(), settings.rollups.raw_retention_days, datetime.now(UTC).replace(tzinfo=None)
+    )
+    if conflict and not rollups_lost:
+        raise click.UsageError(conflict)
     source = topic or settings.kafka.events_topic
     objects, records = asyncio.run(_archive_replay(settings, source, first.date(), last.date(), to_topic or source))
     click.echo(f"replayed {records} records from {objects} objects of {source} into {to_topic or source}")
