@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import repeat
 from operator import attrgetter
@@ -122,12 +123,14 @@ async def migrate(db: DatabaseSettings) -> list[str]:
                 await cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (db.database,))
                 if not await cur.fetchall():
                     statements.append(create_database_sql(db.database))
-                    await cur.execute(statements[-1])
-                await cur.execute(f"USE `{db.database}`")
-                for spec in SCHEMA:
-                    if spec.name not in existing:
-                        statements.append(create_table_sql(spec, db.dialect))
+                    with _quiet_if_made_meanwhile():
                         await cur.execute(statements[-1])
+                await cur.execute(f"USE `{db.database}`")
+                with _quiet_if_made_meanwhile():
+                    for spec in SCHEMA:
+                        if spec.name not in existing:
+                            statements.append(create_table_sql(spec, db.dialect))
+                            await cur.execute(statements[-1])
                 await cur.execute(
                     "SELECT table_name, column_name, collation_name FROM information_schema.columns "
                     "WHERE table_schema = %s AND collation_name IS NOT NULL",
@@ -149,6 +152,27 @@ async def migrate(db: DatabaseSettings) -> list[str]:
         pool.close()
         await pool.wait_closed()
     return statements
+
+
+class _MadeMeanwhile(logging.Filter):
+    """Drops the server's note that a database or table this ``CREATE ... IF NOT EXISTS`` found
+    missing was there after all: another worker, migrating at the same moment, made it (notes
+    1007 and 1050). asyncmy logs every note as a WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        table = message.startswith("Table '") and message.endswith("' already exists")
+        return not (table or (message.startswith("Can't create database '") and message.endswith("; database exists")))
+
+
+@contextmanager
+def _quiet_if_made_meanwhile() -> Iterator[None]:
+    asyncmy_log, made_meanwhile = logging.getLogger("asyncmy"), _MadeMeanwhile()
+    asyncmy_log.addFilter(made_meanwhile)
+    try:
+        yield
+    finally:
+        asyncmy_log.removeFilter(made_meanwhile)
 
 
 def _collation_alter(spec: TableSpec, collations: dict[tuple[str, str], str]) -> str | None:
