@@ -28,6 +28,7 @@ class HungBroker:
 
     def __init__(self) -> None:
         self.port = 0
+        self.accepted = 0  # connections taken
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> HungBroker:
@@ -40,8 +41,8 @@ class HungBroker:
         self._server.close()
         await self._server.wait_closed()
 
-    @staticmethod
-    async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _silent(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             while await reader.read(65536):  # requests are read, never answered, until the client hangs up
                 pass
@@ -115,6 +116,32 @@ async def test_a_node_that_timed_out_is_asked_last_for_metadata_and_coordinators
         _tell_of_hung(client, hung)
         assert await client._metadata_update(client.cluster, set())
         assert client._suspect[HUNG] == suspected_at, "a request went to the hung node first"
+    finally:
+        await client.close()
+
+
+async def test_a_suspected_node_is_tried_again_after_a_backoff_with_a_short_handshake(
+    test_stack: Settings, hung: HungBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer's retry went to the old leader before the metadata refresh came back, and each
+    such try held its batch a whole request timeout (3 s here) on the hung node."""
+    monkeypatch.setattr(failover, "SUSPECT_HANDSHAKE_S", 0.5)
+    client = await _client(FailoverClient, test_stack, hung)
+    try:
+        assert await client._get_conn(HUNG) is None  # the first handshake waits the request timeout
+        await client._maybe_wait_metadata()  # the refresh it asked for (which forgets the hung node)
+        assert hung.accepted == 1
+        _tell_of_hung(client, hung)
+        assert await client._get_conn(HUNG) is None
+        assert hung.accepted == 1, "reconnected within the backoff"
+        await asyncio.sleep(failover.RECONNECT_BACKOFF_S)
+        await client._maybe_wait_metadata()
+        _tell_of_hung(client, hung)
+        again = asyncio.create_task(client._get_conn(HUNG))
+        done, _ = await asyncio.wait({again}, timeout=2.0)  # the request timeout would be 3 s
+        assert again in done, "the handshake to a suspected node waited more than its bound"
+        assert again.result() is None
+        assert hung.accepted == 2
     finally:
         await client.close()
 

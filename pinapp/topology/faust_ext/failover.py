@@ -18,15 +18,22 @@ import aiokafka.producer.producer
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaError, NodeNotReadyError, RequestTimedOutError, StaleMetadata
+from aiokafka.errors import KafkaError, RequestTimedOutError, StaleMetadata
 from aiokafka.protocol.metadata import MetadataRequest
 
-__all__ = ["SUSPECT_S", "FailoverClient", "install", "order_nodes"]
+__all__ = ["RECONNECT_BACKOFF_S", "SUSPECT_HANDSHAKE_S", "SUSPECT_S", "FailoverClient", "install", "order_nodes"]
 
 log = logging.getLogger("aiokafka.client")  # its messages stay where aiokafka's own are
 
 #: How long a broker that timed out or refused a connection is asked last.
 SUSPECT_S = 60.0
+#: After a suspected broker's failure, no new connection to it for this long (Java's
+#: ``reconnect.backoff.ms`` tops out at 1 s): a retry meanwhile fails at once, and the metadata
+#: refresh the failure asked for can name the partition's new leader first.
+RECONNECT_BACKOFF_S = 1.0
+#: A connection to a suspected broker must finish each step of its handshake in this long (one
+#: that answers does in milliseconds; a hung one would hold the request timeout).
+SUSPECT_HANDSHAKE_S = 2.0
 
 #: The aiokafka modules that construct the client (``install`` points them at ours).
 _BUILDERS = (aiokafka.consumer.consumer, aiokafka.producer.producer, aiokafka.admin.client)
@@ -48,7 +55,11 @@ class FailoverClient(AIOKafkaClient):
       coordinators last, for :data:`SUSPECT_S` or until it answers again (aiokafka picks at
       random, so half the lookups waited a request timeout on the hung node);
     - connecting to one node no longer holds up connecting to the others (aiokafka holds one
-      lock over every handshake, and a handshake to a hung node waits the request timeout).
+      lock over every handshake, and a handshake to a hung node waits the request timeout);
+    - a suspected node is not reconnected to for :data:`RECONNECT_BACKOFF_S` after it failed,
+      and then with :data:`SUSPECT_HANDSHAKE_S` per handshake step. A producer retried its batch
+      at the old leader before the metadata refresh came back, and each such try held the batch
+      a whole request timeout.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -69,7 +80,7 @@ class FailoverClient(AIOKafkaClient):
     async def send(self, node_id: Any, request: Any, *, group: ConnectionGroup = ConnectionGroup.DEFAULT) -> Any:
         try:
             response = await super().send(node_id, request, group=group)
-        except (RequestTimedOutError, NodeNotReadyError):
+        except RequestTimedOutError:  # a failed connection marked it already (a refused one must not)
             self._suspected(node_id)
             raise
         self._answered(node_id)
@@ -108,8 +119,18 @@ class FailoverClient(AIOKafkaClient):
             return False
         return True
 
+    def _handshake_timeout_ms(self, node_id: Any) -> int | None:
+        """The handshake's timeout for a new connection to ``node_id``; ``None``: not now."""
+        since = time.monotonic() - self._suspect.get(node_id, -SUSPECT_S)
+        if since >= SUSPECT_S:
+            return int(self._request_timeout_ms)
+        if since < RECONNECT_BACKOFF_S:
+            return None
+        return int(min(self._request_timeout_ms, SUSPECT_HANDSHAKE_S * 1000))
+
     # Copied from aiokafka 0.14.0 (AIOKafkaClient._get_conn; fingerprinted): a lock per
-    # connection instead of one for all, and a failed connection marks its node.
+    # connection instead of one for all, a suspected node's reconnection backed off and its
+    # handshake bounded, and a failed connection marks its node.
     async def _get_conn(
         self, node_id: Any, *, group: ConnectionGroup = ConnectionGroup.DEFAULT, no_hint: bool = False
     ) -> Any:
@@ -128,11 +149,15 @@ class FailoverClient(AIOKafkaClient):
             async with self._conn_locks.setdefault(conn_id, asyncio.Lock()):
                 if conn_id in self._conns:
                     return self._conns[conn_id]
-                self._conns[conn_id] = await create_conn(
+                handshake_ms = self._handshake_timeout_ms(node_id)
+                if handshake_ms is None:
+                    self.force_metadata_update()
+                    return None
+                conn = await create_conn(
                     broker.host,
                     broker.port,
                     client_id=self._client_id,
-                    request_timeout_ms=self._request_timeout_ms,
+                    request_timeout_ms=handshake_ms,
                     ssl_context=self._ssl_context,
                     security_protocol=self._security_protocol,
                     on_close=self._on_connection_closed,
@@ -144,6 +169,8 @@ class FailoverClient(AIOKafkaClient):
                     sasl_kerberos_domain_name=self._sasl_kerberos_domain_name,
                     sasl_oauth_token_provider=self._sasl_oauth_token_provider,
                 )
+                conn._request_timeout = self._request_timeout_ms / 1000  # requests get the full timeout
+                self._conns[conn_id] = conn
         except (TimeoutError, OSError, KafkaError) as err:
             log.error("Unable connect to node with id %s: %s", node_id, err)
             self._suspected(node_id)
