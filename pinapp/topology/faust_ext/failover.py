@@ -1,6 +1,6 @@
 """aiokafka's client, passing over a broker that stopped answering while another one answers.
 
-Design notes: docs/architecture.md, "pinapp/adapters/kafka_failover.py".
+Design notes: docs/architecture.md, "pinapp/topology/faust_ext/failover.py".
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def order_nodes(nodes: Iterable[Any], suspect: dict[Any, float], now: float) -> 
 
 
 class FailoverClient(AIOKafkaClient):
-    """``AIOKafkaClient`` with two changes, for a broker that hangs (its sockets still open):
+    """``AIOKafkaClient`` with three changes, for a broker that hangs (its sockets still open):
 
     - a node whose request timed out or whose connection failed is asked for metadata and
       coordinators last, for :data:`SUSPECT_S` or until it answers again (aiokafka picks at
